@@ -1,0 +1,707 @@
+//! Typed configuration. Every field is documented here and in `config/vigil.toml`; every error names the file,
+//! the key path and the reason (`beds[2].sources[0].baud: 9601 is not a standard rate`).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The embedded default configuration: six simulated chairs, embedded broker, dashboard on loopback.
+pub const DEFAULT_CONFIG: &str = include_str!("../config/vigil.toml");
+
+/// A configuration problem, with where it is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The file.
+        file: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key or a wrong type.
+    #[error("{file}: {path}: {reason}")]
+    Parse {
+        /// The file.
+        file: String,
+        /// Key path, e.g. `mqtt` or `beds[0].sources[1].baud`.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A value that parses but makes no sense.
+    #[error("{file}: {path}: {reason}")]
+    Invalid {
+        /// The file.
+        file: String,
+        /// Key path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// The key path the error is about.
+    pub fn path(&self) -> &str {
+        match self {
+            ConfigError::Read { .. } => "",
+            ConfigError::Parse { path, .. } | ConfigError::Invalid { path, .. } => path,
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where Vigil runs; part of every MQTT topic.
+    pub site: SiteConfig,
+    /// The MQTT broker and topic tree.
+    #[serde(default)]
+    pub mqtt: MqttConfig,
+    /// The ward dashboard.
+    #[serde(default)]
+    pub dashboard: DashboardConfig,
+    /// The durable event store.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Optional HL7/MLLP listener shared by all beds with `kind = "mllp"` sources.
+    #[serde(default)]
+    pub mllp: Option<MllpConfig>,
+    /// Users who may sign in to the dashboard or send MQTT commands.
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    /// The chairs.
+    #[serde(default)]
+    pub beds: Vec<BedConfig>,
+    /// The directory relative paths are resolved against (the config file's directory). Not a TOML key.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// Site and ward names, used in topics and on the dashboard.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Site name, a topic segment: `demo-clinic`.
+    pub name: String,
+    /// Ward name, a topic segment: `ketamine-suite`.
+    pub ward: String,
+}
+
+/// Whether Vigil runs its own broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MqttMode {
+    /// Start the embedded broker on `host:port` and publish to it.
+    #[default]
+    Embedded,
+    /// Publish to a broker someone else runs (Mosquitto).
+    External,
+    /// No MQTT at all (dashboard only).
+    Disabled,
+}
+
+/// MQTT settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// `embedded` (default), `external` or `disabled`.
+    #[serde(default)]
+    pub mode: MqttMode,
+    /// Broker host (embedded: the address to bind). Default `127.0.0.1`.
+    #[serde(default = "default_mqtt_host")]
+    pub host: String,
+    /// Broker port. Default 1883.
+    #[serde(default = "default_mqtt_port")]
+    pub port: u16,
+    /// More brokers to fail over to, as `host:port`, tried in order after `host:port`.
+    #[serde(default)]
+    pub failover: Vec<String>,
+    /// Topic prefix, versioned. Default `vigil/v1`.
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
+    /// Stable client id (persistent session). Default `vigil`.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// Username for an external broker.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password for an external broker.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// TLS for an external broker.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Keep-alive in seconds. Default 15.
+    #[serde(default = "default_keep_alive_s")]
+    pub keep_alive_s: u64,
+}
+
+/// TLS files for an external broker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of the CA that signed the broker's certificate.
+    pub ca_file: PathBuf,
+    /// Optional client certificate (PEM) for mutual TLS.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+/// Dashboard settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardConfig {
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    #[serde(default = "default_dashboard_listen")]
+    pub listen: String,
+    /// Let anyone see the ward without signing in (actions still need sign-in). Default true.
+    #[serde(default = "default_true")]
+    pub read_only_without_sign_in: bool,
+    /// Allow actions without sign-in. Honoured only while `listen` is a loopback address (the embedded demo);
+    /// Vigil says so at start-up. Default false.
+    #[serde(default)]
+    pub demo_actions_without_sign_in: bool,
+}
+
+/// Store settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// SQLite file, relative to the working directory. Default `vigil.db`.
+    #[serde(default = "default_store_path")]
+    pub path: PathBuf,
+    /// Days of vitals, events and sessions kept. Default 30.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+}
+
+/// HL7/MLLP listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MllpConfig {
+    /// Address to listen on. Default `0.0.0.0:2575`.
+    #[serde(default = "default_mllp_listen")]
+    pub listen: String,
+    /// Largest message accepted, bytes. Default 1 MiB.
+    #[serde(default = "default_mllp_max_message")]
+    pub max_message_bytes: usize,
+    /// A connection silent this long is closed, seconds. Default 300.
+    #[serde(default = "default_mllp_idle_timeout_s")]
+    pub idle_timeout_s: u64,
+}
+
+/// A role: what a user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// See the ward.
+    Viewer,
+    /// Acknowledge, pause audio, run sessions.
+    Nurse,
+    /// Everything a nurse can, plus limit overrides.
+    Admin,
+}
+
+/// A user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// Sign-in name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Argon2 PHC string (`vigil hash-password` makes one).
+    pub password_hash: String,
+}
+
+/// One chair.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BedConfig {
+    /// Stable id, a topic segment: `chair-1`.
+    pub id: String,
+    /// Label on the dashboard. Default: the id.
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Alarm profile: a name under `config/profiles/` or a path to a profile file. Default `ketamine-chair`.
+    #[serde(default = "default_profile")]
+    pub profile: String,
+    /// Where the bed's readings come from.
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+}
+
+impl BedConfig {
+    /// The label, or the id when none is set.
+    pub fn label(&self) -> &str {
+        self.label.as_deref().unwrap_or(&self.id)
+    }
+}
+
+/// How bytes reach Vigil.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// A serial port (RS-232, USB adapter, pty).
+    Serial,
+    /// HL7 over the shared MLLP listener, matched by `device_id`.
+    Mllp,
+    /// The bundled simulator, in-process.
+    Simulated,
+}
+
+/// Which protocol the device speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceKind {
+    /// Masimo Rad-8 / Radical-7 ASCII 1.
+    Masimo,
+    /// Nonin data format #8.
+    Nonin,
+    /// HL7 v2 ORU^R01 (IHE PCD-01), MLLP-framed.
+    Hl7,
+}
+
+impl DeviceKind {
+    /// Config name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DeviceKind::Masimo => "masimo",
+            DeviceKind::Nonin => "nonin",
+            DeviceKind::Hl7 => "hl7",
+        }
+    }
+}
+
+impl SourceKind {
+    /// Config name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            SourceKind::Serial => "serial",
+            SourceKind::Mllp => "mllp",
+            SourceKind::Simulated => "simulated",
+        }
+    }
+}
+
+/// Serial parity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Parity {
+    /// No parity (8N1 devices: Masimo, Nonin).
+    #[default]
+    None,
+    /// Even.
+    Even,
+    /// Odd.
+    Odd,
+}
+
+/// Serial flow control.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowControl {
+    /// None.
+    #[default]
+    None,
+    /// XON/XOFF.
+    Software,
+    /// RTS/CTS.
+    Hardware,
+}
+
+/// One source of readings for a bed. Which keys apply depends on `kind`; a key that does not apply is an error.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// `serial`, `mllp` or `simulated`.
+    pub kind: SourceKind,
+    /// `masimo`, `nonin` or `hl7`.
+    pub device: DeviceKind,
+    /// serial: device path (`/dev/ttyUSB0`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// serial: baud rate. Default 9600.
+    #[serde(default)]
+    pub baud: Option<u32>,
+    /// serial: parity. Default none.
+    #[serde(default)]
+    pub parity: Option<Parity>,
+    /// serial: data bits, 5 to 8. Default 8.
+    #[serde(default)]
+    pub data_bits: Option<u8>,
+    /// serial: stop bits, 1 or 2. Default 1.
+    #[serde(default)]
+    pub stop_bits: Option<u8>,
+    /// serial: flow control. Default none.
+    #[serde(default)]
+    pub flow_control: Option<FlowControl>,
+    /// serial + nonin: send the format-selection handshake for data format #8 at open. Default false.
+    #[serde(default)]
+    pub nonin_select_format: Option<bool>,
+    /// mllp: the device's MSH-3 id (EUI-64) that maps its messages to this bed.
+    #[serde(default)]
+    pub device_id: Option<String>,
+    /// simulated: scenario name (`vigil-sim --list-scenarios`).
+    #[serde(default)]
+    pub scenario: Option<String>,
+    /// simulated: random seed. Default 1.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// simulated: time speed-up factor. Default 1.0.
+    #[serde(default)]
+    pub speed: Option<f64>,
+    /// simulated: which patient of a multi-bed scenario this bed plays. Default 0.
+    #[serde(default)]
+    pub patient: Option<usize>,
+    /// Seconds with nothing valid before a no-data technical alarm. Default 10.
+    #[serde(default)]
+    pub silence_alarm_s: Option<u64>,
+}
+
+/// Serial baud rates a monitor can use.
+pub const STANDARD_BAUD_RATES: [u32; 12] =
+    [300, 600, 1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200, 230400];
+
+impl SourceConfig {
+    /// Baud rate with its default.
+    pub fn baud(&self) -> u32 {
+        self.baud.unwrap_or(9600)
+    }
+    /// Seconds of silence before a technical alarm.
+    pub fn silence_alarm_s(&self) -> u64 {
+        self.silence_alarm_s.unwrap_or(10)
+    }
+    /// Seed with its default.
+    pub fn seed(&self) -> u64 {
+        self.seed.unwrap_or(1)
+    }
+    /// Speed with its default.
+    pub fn speed(&self) -> f64 {
+        self.speed.unwrap_or(1.0)
+    }
+}
+
+fn default_mqtt_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_mqtt_port() -> u16 {
+    1883
+}
+fn default_topic_prefix() -> String {
+    "vigil/v1".into()
+}
+fn default_client_id() -> String {
+    "vigil".into()
+}
+fn default_keep_alive_s() -> u64 {
+    15
+}
+fn default_dashboard_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_store_path() -> PathBuf {
+    PathBuf::from("vigil.db")
+}
+fn default_retention_days() -> u32 {
+    30
+}
+fn default_mllp_listen() -> String {
+    "0.0.0.0:2575".into()
+}
+fn default_mllp_max_message() -> usize {
+    1 << 20
+}
+fn default_mllp_idle_timeout_s() -> u64 {
+    300
+}
+fn default_profile() -> String {
+    "ketamine-chair".into()
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            mode: MqttMode::default(),
+            host: default_mqtt_host(),
+            port: default_mqtt_port(),
+            failover: Vec::new(),
+            topic_prefix: default_topic_prefix(),
+            client_id: default_client_id(),
+            username: None,
+            password: None,
+            tls: None,
+            keep_alive_s: default_keep_alive_s(),
+        }
+    }
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        DashboardConfig {
+            listen: default_dashboard_listen(),
+            read_only_without_sign_in: true,
+            demo_actions_without_sign_in: false,
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { path: default_store_path(), retention_days: default_retention_days() }
+    }
+}
+
+impl Default for MllpConfig {
+    fn default() -> Self {
+        MllpConfig {
+            listen: default_mllp_listen(),
+            max_message_bytes: default_mllp_max_message(),
+            idle_timeout_s: default_mllp_idle_timeout_s(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Config::parse(&text, &file, &base)
+    }
+
+    /// The embedded default configuration, relative paths resolved against the working directory.
+    pub fn embedded_default() -> Config {
+        Config::parse(DEFAULT_CONFIG, "<embedded config/vigil.toml>", Path::new("."))
+            .expect("the embedded default configuration is valid (tested)")
+    }
+
+    /// Parses and validates TOML text. `file` names the source in errors.
+    pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Parse {
+            file: file.to_owned(),
+            path: String::from("(syntax)"),
+            reason: one_line(&e.to_string()),
+        })?;
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            ConfigError::Parse {
+                file: file.to_owned(),
+                path: if path == "." { String::from("(top level)") } else { path },
+                reason: one_line(inner.message()),
+            }
+        })?;
+        config.base_dir = base_dir.to_path_buf();
+        config.validate().map_err(|(path, reason)| ConfigError::Invalid { file: file.to_owned(), path, reason })?;
+        Ok(config)
+    }
+
+    /// Resolves a path from the config against the config file's directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        topic_segment("site.name", &self.site.name)?;
+        topic_segment("site.ward", &self.site.ward)?;
+        if self.mqtt.topic_prefix.is_empty() || self.mqtt.topic_prefix.contains(['#', '+']) {
+            return Err(("mqtt.topic_prefix".into(), "must be non-empty and contain no MQTT wildcards".into()));
+        }
+        if self.mqtt.client_id.is_empty() {
+            return Err(("mqtt.client_id".into(), "must not be empty".into()));
+        }
+        if self.mqtt.mode == MqttMode::Embedded && self.mqtt.tls.is_some() {
+            return Err(("mqtt.tls".into(), "TLS applies to external brokers only (mode = \"external\")".into()));
+        }
+        for (i, f) in self.mqtt.failover.iter().enumerate() {
+            if f.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+                return Err((format!("mqtt.failover[{i}]"), format!("'{f}' is not host:port")));
+            }
+        }
+        socket_addr("dashboard.listen", &self.dashboard.listen)?;
+        if let Some(m) = &self.mllp {
+            socket_addr("mllp.listen", &m.listen)?;
+            if m.max_message_bytes < 1024 {
+                return Err(("mllp.max_message_bytes".into(), "must be at least 1024".into()));
+            }
+        }
+        let mut names = HashSet::new();
+        for (i, u) in self.users.iter().enumerate() {
+            if !names.insert(u.name.as_str()) {
+                return Err((format!("users[{i}].name"), format!("'{}' is defined twice", u.name)));
+            }
+            if !u.password_hash.starts_with("$argon2") {
+                return Err((
+                    format!("users[{i}].password_hash"),
+                    "must be an argon2 PHC string (make one with `vigil hash-password`)".into(),
+                ));
+            }
+        }
+        let mut bed_ids = HashSet::new();
+        let mut device_ids = HashSet::new();
+        for (b, bed) in self.beds.iter().enumerate() {
+            topic_segment(&format!("beds[{b}].id"), &bed.id)?;
+            if !bed_ids.insert(bed.id.as_str()) {
+                return Err((format!("beds[{b}].id"), format!("'{}' is used by another bed", bed.id)));
+            }
+            if bed.profile.is_empty() {
+                return Err((format!("beds[{b}].profile"), "must not be empty".into()));
+            }
+            for (s, src) in bed.sources.iter().enumerate() {
+                let at = format!("beds[{b}].sources[{s}]");
+                self.validate_source(&at, src)?;
+                if let Some(id) = &src.device_id {
+                    if !device_ids.insert(id.to_ascii_uppercase()) {
+                        return Err((format!("{at}.device_id"), format!("'{id}' is used by another source")));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_source(&self, at: &str, src: &SourceConfig) -> Result<(), (String, String)> {
+        let kind = src.kind.name();
+        let not_for = |key: &str, present: bool| -> Result<(), (String, String)> {
+            if present {
+                Err((format!("{at}.{key}"), format!("does not apply to kind = \"{kind}\"")))
+            } else {
+                Ok(())
+            }
+        };
+        let serial_keys = [
+            ("path", src.path.is_some()),
+            ("baud", src.baud.is_some()),
+            ("parity", src.parity.is_some()),
+            ("data_bits", src.data_bits.is_some()),
+            ("stop_bits", src.stop_bits.is_some()),
+            ("flow_control", src.flow_control.is_some()),
+            ("nonin_select_format", src.nonin_select_format.is_some()),
+        ];
+        let sim_keys = [
+            ("scenario", src.scenario.is_some()),
+            ("seed", src.seed.is_some()),
+            ("speed", src.speed.is_some()),
+            ("patient", src.patient.is_some()),
+        ];
+        match src.kind {
+            SourceKind::Serial => {
+                for (k, present) in sim_keys {
+                    not_for(k, present)?;
+                }
+                not_for("device_id", src.device_id.is_some() && src.device != DeviceKind::Hl7)?;
+                match &src.path {
+                    None => return Err((format!("{at}.path"), "is required for kind = \"serial\"".into())),
+                    Some(p) if p.is_empty() => return Err((format!("{at}.path"), "must not be empty".into())),
+                    _ => {}
+                }
+                if let Some(b) = src.baud {
+                    if !STANDARD_BAUD_RATES.contains(&b) {
+                        return Err((format!("{at}.baud"), format!("{b} is not a standard rate")));
+                    }
+                }
+                if let Some(d) = src.data_bits {
+                    if !(5..=8).contains(&d) {
+                        return Err((format!("{at}.data_bits"), format!("{d} is not 5, 6, 7 or 8")));
+                    }
+                }
+                if let Some(s) = src.stop_bits {
+                    if !(1..=2).contains(&s) {
+                        return Err((format!("{at}.stop_bits"), format!("{s} is not 1 or 2")));
+                    }
+                }
+                if src.nonin_select_format.is_some() && src.device != DeviceKind::Nonin {
+                    return Err((format!("{at}.nonin_select_format"), "applies to device = \"nonin\" only".into()));
+                }
+            }
+            SourceKind::Mllp => {
+                for (k, present) in serial_keys.into_iter().chain(sim_keys) {
+                    not_for(k, present)?;
+                }
+                if src.device != DeviceKind::Hl7 {
+                    return Err((
+                        format!("{at}.device"),
+                        "kind = \"mllp\" carries HL7 only: use device = \"hl7\"".into(),
+                    ));
+                }
+                match &src.device_id {
+                    None => {
+                        return Err((
+                            format!("{at}.device_id"),
+                            "is required for kind = \"mllp\" (the device's MSH-3 id)".into(),
+                        ))
+                    }
+                    Some(id) if id.trim().is_empty() => {
+                        return Err((format!("{at}.device_id"), "must not be empty".into()))
+                    }
+                    _ => {}
+                }
+                if self.mllp.is_none() {
+                    return Err((
+                        format!("{at}.kind"),
+                        "an mllp source needs an [mllp] section with the listen address".into(),
+                    ));
+                }
+            }
+            SourceKind::Simulated => {
+                for (k, present) in serial_keys {
+                    not_for(k, present)?;
+                }
+                not_for("device_id", src.device_id.is_some())?;
+                if let Some(speed) = src.speed {
+                    if !(speed.is_finite() && speed > 0.0 && speed <= 1000.0) {
+                        return Err((format!("{at}.speed"), format!("{speed} is not between 0 and 1000")));
+                    }
+                }
+                let scenario = src.scenario.as_deref().unwrap_or("calm-session");
+                if !vigil_sim::scenario_names().contains(&scenario) {
+                    return Err((
+                        format!("{at}.scenario"),
+                        format!("unknown scenario '{scenario}' (known: {})", vigil_sim::scenario_names().join(", ")),
+                    ));
+                }
+            }
+        }
+        if let Some(s) = src.silence_alarm_s {
+            if !(1..=3600).contains(&s) {
+                return Err((format!("{at}.silence_alarm_s"), format!("{s} is not between 1 and 3600")));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn topic_segment(path: &str, value: &str) -> Result<(), (String, String)> {
+    if value.is_empty() || value.contains(['/', '#', '+']) || value.chars().any(char::is_whitespace) {
+        return Err((
+            path.into(),
+            format!("'{value}' must be a non-empty topic segment without '/', '#', '+' or spaces"),
+        ));
+    }
+    Ok(())
+}
+
+fn socket_addr(path: &str, value: &str) -> Result<SocketAddr, (String, String)> {
+    value.parse::<SocketAddr>().map_err(|_| (path.into(), format!("'{value}' is not an address like 127.0.0.1:8080")))
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}

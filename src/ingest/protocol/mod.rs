@@ -1,0 +1,93 @@
+//! Pure decoders, one file per device family: bytes in, [`Frame`]s or a typed [`DecodeError`] out. No I/O here,
+//! so every decoder works over every transport (serial, TCP, in-process simulator) and in replay.
+
+use crate::vitals::{Parameter, Timestamp, ValueStatus};
+
+/// One decoded frame (a Masimo line, a Nonin 4-byte frame, an HL7 message).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Frame {
+    /// Device identity if the frame carries one (HL7 MSH-3 EUI-64, Masimo `SN=`).
+    pub device_id: Option<String>,
+    /// The device's own timestamp for the frame, if any (often wrong: alarm timing uses receive time).
+    pub device_time: Option<Timestamp>,
+    /// The values in the frame.
+    pub measurements: Vec<Measurement>,
+    /// What the device says about its sensor.
+    pub sensor: SensorFlags,
+    /// The device says it is in demo mode (HL7 OBX-8 `DEMO`).
+    pub demo: bool,
+    /// Device alarm bits as sent (Masimo `ALARM=`), kept for reference.
+    pub device_alarm_bits: Option<u32>,
+}
+
+/// One value in a frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measurement {
+    /// Which parameter.
+    pub parameter: Parameter,
+    /// The value in Vigil's unit for the parameter, `None` for no value.
+    pub value: Option<f64>,
+    /// Trust.
+    pub status: ValueStatus,
+    /// Observation time if the device gives one per value (HL7 OBX-14, used for NIBP).
+    pub observed: Option<Timestamp>,
+    /// Device alarm limits for the value (HL7 OBX-7 `low^high`), kept as metadata.
+    pub device_limits: Option<(f64, f64)>,
+}
+
+/// Sensor conditions a device reports, as bit flags (Masimo EXC, Nonin status bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct SensorFlags(pub u16);
+
+impl SensorFlags {
+    /// No sensor connected.
+    pub const NO_SENSOR: SensorFlags = SensorFlags(1);
+    /// Sensor defective or unrecognised.
+    pub const DEFECTIVE: SensorFlags = SensorFlags(1 << 1);
+    /// Sensor off the patient.
+    pub const SENSOR_OFF: SensorFlags = SensorFlags(1 << 2);
+    /// Searching for a pulse.
+    pub const PULSE_SEARCH: SensorFlags = SensorFlags(1 << 3);
+    /// Low perfusion.
+    pub const LOW_PERFUSION: SensorFlags = SensorFlags(1 << 4);
+    /// Interference or ambient light.
+    pub const INTERFERENCE: SensorFlags = SensorFlags(1 << 5);
+    /// Low signal quality (Masimo low signal IQ, Nonin marginal perfusion).
+    pub const LOW_SIGNAL_IQ: SensorFlags = SensorFlags(1 << 6);
+    /// Artefact (Nonin).
+    pub const ARTEFACT: SensorFlags = SensorFlags(1 << 7);
+    /// Low battery (Nonin).
+    pub const LOW_BATTERY: SensorFlags = SensorFlags(1 << 8);
+
+    /// No flag set.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    /// All of `other`'s flags are set.
+    pub const fn contains(self, other: SensorFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+    /// Union.
+    pub const fn union(self, other: SensorFlags) -> SensorFlags {
+        SensorFlags(self.0 | other.0)
+    }
+    /// The device cannot measure at all: values are unavailable and a technical alarm is due.
+    pub const fn no_measurement(self) -> bool {
+        self.0 & (Self::NO_SENSOR.0 | Self::DEFECTIVE.0 | Self::SENSOR_OFF.0 | Self::PULSE_SEARCH.0) != 0
+    }
+    /// The device measures but doubts the values: they are questionable.
+    pub const fn doubtful(self) -> bool {
+        self.0 & (Self::LOW_PERFUSION.0 | Self::INTERFERENCE.0 | Self::LOW_SIGNAL_IQ.0 | Self::ARTEFACT.0) != 0
+    }
+}
+
+/// Why a frame could not be decoded.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    /// The frame's structure is wrong.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// A frame exceeded the maximum size and was dropped.
+    #[error("frame too long ({0} bytes) dropped")]
+    TooLong(usize),
+}
