@@ -7,5 +7,6 @@
 pub mod alarm;
 pub mod config;
 pub mod event;
+pub mod hub;
 pub mod ingest;
 pub mod vitals;
