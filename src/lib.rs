@@ -5,6 +5,7 @@
 //! [`alarm`] engine → [`event::Event`] → [`store`] (durable) → [`mqtt`] and [`dashboard`].
 
 pub mod alarm;
+pub mod auth;
 pub mod config;
 pub mod event;
 pub mod hub;
