@@ -13,7 +13,7 @@ pub mod sim;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, SubsecRound, TimeZone, Utc};
 use tokio::io::{AsyncRead, AsyncWriteExt, DuplexStream, ReadBuf};
 use tokio::sync::mpsc;
 
@@ -193,7 +193,7 @@ const FEED_BUFFER: usize = 2048;
 pub fn feed(opts: FeedOptions) -> Result<Feed, SimError> {
     let handle = tokio::runtime::Handle::try_current().map_err(|_| SimError::NoRuntime)?;
     let speed = opts.speed.validated()?;
-    let sim = Simulation::new(&opts, Utc::now())?;
+    let sim = Simulation::new(&opts, Utc::now().trunc_subsecs(0))?;
     let (mut writer, reader) = tokio::io::duplex(FEED_BUFFER);
     let (tx, rx) = mpsc::unbounded_channel();
     handle.spawn(async move {

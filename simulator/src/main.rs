@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use clap::Parser;
 use vigil_sim::output::{self, OutputSpec, Pty};
 use vigil_sim::{scenario, Device, FeedOptions, Simulation, Speed};
@@ -83,7 +83,7 @@ fn main() -> ExitCode {
         return usage(e);
     }
     let start = match cli.start_time.as_deref().map(DateTime::parse_from_rfc3339) {
-        None => Utc::now(),
+        None => Utc::now().trunc_subsecs(0),
         Some(Ok(t)) => t.with_timezone(&Utc),
         Some(Err(e)) => return usage(format_args!("--start-time: {e} (expected e.g. 2026-01-01T09:00:00Z)")),
     };

@@ -248,7 +248,7 @@ impl Simulation {
         self.events
             .iter()
             .filter_map(pick)
-            .find_map(|(at, dur)| (t >= at && dur.is_none_or(|d| t < at + d)).then_some(t - at))
+            .find_map(|(at, dur)| (t >= at && dur.is_none_or(|d| t < at + d)).then(|| t - at))
     }
 
     fn step(&mut self) -> Tick {
