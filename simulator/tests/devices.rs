@@ -117,7 +117,11 @@ fn hl7_sends_one_mllp_framed_oru_a_second_with_nibp_when_a_cycle_completes() {
                 let v = n.values.unwrap();
                 assert_eq!(
                     nibp.iter().map(|o| (o.0.as_str(), o.1.clone())).collect::<Vec<_>>(),
-                    [("150301", v.systolic.to_string()), ("150303", v.mean.to_string()), ("150302", v.diastolic.to_string())]
+                    [
+                        ("150301", v.systolic.to_string()),
+                        ("150303", v.mean.to_string()),
+                        ("150302", v.diastolic.to_string())
+                    ]
                 );
                 // OBX-14 is the cuff's measurement time, earlier than the message time.
                 let obx14 = n.started.format("%Y%m%d%H%M%S+0000").to_string();
@@ -154,7 +158,8 @@ fn hl7_line_noise_stays_outside_the_mllp_frames() {
 
 #[test]
 fn hl7_device_id_is_taken_from_the_options_or_derived_stably() {
-    let given = vigil_sim::FeedOptions { device_id: Some("0A0B0C0D0E0F1011".into()), ..opts("calm-session", Device::Hl7, 1) };
+    let given =
+        vigil_sim::FeedOptions { device_id: Some("0A0B0C0D0E0F1011".into()), ..opts("calm-session", Device::Hl7, 1) };
     let first = ticks(&given).remove(0);
     assert!(String::from_utf8_lossy(&first.bytes).contains("VIGIL_SIM^0A0B0C0D0E0F1011^EUI-64"));
     let a = vigil_sim::Simulation::new(&opts("ward-of-six", Device::Hl7, 1), vigil_sim::fixed_epoch()).unwrap();

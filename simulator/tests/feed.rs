@@ -23,7 +23,10 @@ async fn feed_at_max_speed_yields_the_whole_scenario_then_eof() {
     while let Ok(m) = feed.markers.try_recv() {
         kinds.push(m.kind);
     }
-    assert_eq!(kinds, [MarkerKind::SessionStart, MarkerKind::InfusionStart, MarkerKind::InfusionStop, MarkerKind::SessionEnd]);
+    assert_eq!(
+        kinds,
+        [MarkerKind::SessionStart, MarkerKind::InfusionStart, MarkerKind::InfusionStop, MarkerKind::SessionEnd]
+    );
 }
 
 #[tokio::test(start_paused = true)]

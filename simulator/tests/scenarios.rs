@@ -27,7 +27,15 @@ fn every_scenario_file_on_disk_is_bundled() {
     let mut bundled: Vec<String> = vigil_sim::scenario_names().into_iter().map(String::from).collect();
     bundled.sort();
     assert_eq!(on_disk, bundled);
-    for required in ["calm-session", "hypertensive-surge", "desaturation", "probe-off-and-artefacts", "monitor-disconnect", "ward-of-six", "stress"] {
+    for required in [
+        "calm-session",
+        "hypertensive-surge",
+        "desaturation",
+        "probe-off-and-artefacts",
+        "monitor-disconnect",
+        "ward-of-six",
+        "stress",
+    ] {
         assert!(bundled.iter().any(|b| b == required), "{required} missing");
     }
 }
@@ -131,7 +139,8 @@ fn nibp_cycles_every_five_minutes_during_and_fifteen_after_the_infusion() {
     let s = samples("calm-session", 9);
     let starts: Vec<u32> = s.iter().filter_map(|x| x.nibp.map(|n| n.started_offset_s)).collect();
     // Two baseline readings, infusion 300–2700 s every 300 s, observation from 2700 s every 900 s.
-    let expected: Vec<u32> = [30, 240].into_iter().chain((600..2700).step_by(300)).chain((2700..5400).step_by(900)).collect();
+    let expected: Vec<u32> =
+        [30, 240].into_iter().chain((600..2700).step_by(300)).chain((2700..5400).step_by(900)).collect();
     assert_eq!(starts, expected);
     // Each cycle takes about 30 s and reports its start time.
     for x in s.iter().filter(|x| x.nibp.is_some()) {

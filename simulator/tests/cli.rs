@@ -1,0 +1,171 @@
+//! The binary as a new user meets it: listing, printing, ptys, MLLP, and clear errors for bad input.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn sim() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vigil-sim"))
+}
+
+#[test]
+fn list_scenarios_prints_each_with_a_description() {
+    let out = sim().arg("--list-scenarios").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for name in vigil_sim::scenario_names() {
+        let line = text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} not listed"));
+        assert!(line.len() > name.len() + 10, "{line}");
+    }
+}
+
+#[test]
+fn desaturation_to_stdout_prints_rad8_lines_dipping_below_88() {
+    let out = sim()
+        .args([
+            "--scenario",
+            "desaturation",
+            "--device",
+            "masimo",
+            "--output",
+            "stdout",
+            "--speed",
+            "max",
+            "--seed",
+            "7",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.matches("\r\n").count(), 3601, "one line per second for an hour, and it ends");
+    let spo2: Vec<u8> = text
+        .lines()
+        .filter_map(|l| {
+            l.split(' ').find_map(|f| f.strip_prefix("SPO2=")).and_then(|v| v.trim_end_matches('%').parse().ok())
+        })
+        .collect();
+    assert!(spo2.iter().take(120).any(|v| *v < 88), "no dip below 88 in the first two minutes");
+    assert!(text.lines().all(|l| l.contains(" SN=") && l.contains(" EXC=")));
+}
+
+fn usage_error(args: &[&str]) -> String {
+    let out = sim().args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(matches!(out.status.code(), Some(2) | Some(64)), "{args:?}: {:?} {stderr}", out.status);
+    stderr
+}
+
+#[test]
+fn bad_input_gives_a_clear_error_not_a_panic() {
+    assert!(usage_error(&["--scenario", "nope"]).contains("unknown scenario 'nope'"));
+    assert!(usage_error(&["--scenario", "calm-session", "--speed", "fast"]).contains("speed"));
+    assert!(usage_error(&["--scenario", "calm-session", "--speed", "0"]).contains("speed"));
+    assert!(usage_error(&["--scenario", "calm-session", "--device", "philips"]).contains("philips"));
+    assert!(usage_error(&["--scenario", "calm-session", "--output", "tcp:x"]).contains("tcp:x"));
+    assert!(usage_error(&["--scenario", "calm-session", "--output", "mllp:localhost"]).contains("mllp:localhost"));
+    assert!(usage_error(&["--scenario", "ward-of-six", "--output", "stdout"]).contains("--bed"));
+    assert!(usage_error(&["--scenario", "ward-of-six", "--bed", "7"]).contains("6 bed"));
+    assert!(usage_error(&["--scenario", "calm-session", "--device", "masimo", "--output", "mllp:127.0.0.1:2575"])
+        .contains("HL7 only"));
+    assert!(usage_error(&["--scenario", "calm-session", "--start-time", "yesterday"]).contains("--start-time"));
+    assert!(usage_error(&["--scenario", "calm-session", "--device", "hl7", "--device-id", "a|b"]).contains("device id"));
+    assert!(usage_error(&[]).contains("--scenario"));
+}
+
+#[test]
+fn one_bed_of_a_ward_can_go_to_stdout() {
+    let out = sim()
+        .args(["--scenario", "ward-of-six", "--bed", "3", "--device", "nonin", "--speed", "max", "--seed", "1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout.len(), 4 * 5401);
+}
+
+#[test]
+fn a_pty_output_is_readable_by_a_plain_reader_opening_the_printed_path() {
+    let mut child = sim()
+        .args(["--scenario", "calm-session", "--device", "masimo", "--output", "pty", "--speed", "20", "--seed", "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut path = String::new();
+    stdout.read_line(&mut path).unwrap();
+    let path = path.trim();
+    assert!(path.starts_with("/dev/"), "{path}");
+    let mut port = std::fs::File::open(path).unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 512];
+    while got.iter().filter(|b| **b == b'\n').count() < 5 && Instant::now() < deadline {
+        let n = port.read(&mut buf).unwrap();
+        got.extend_from_slice(&buf[..n]);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = String::from_utf8_lossy(&got);
+    let complete: Vec<&str> = text.split("\r\n").filter(|l| l.contains(" SN=") && l.ends_with("EXC=000800")).collect();
+    assert!(complete.len() >= 3, "{text}");
+}
+
+/// A minimal MLLP receiver: accepts connections, ACKs every message, records each MSH-3.
+#[test]
+fn mllp_output_feeds_one_connection_per_bed_and_reads_the_acks() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut child = sim()
+        .args(["--scenario", "ward-of-six", "--device", "hl7", "--output", &format!("mllp:{addr}"), "--speed", "20"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    listener.set_nonblocking(false).unwrap();
+    let accept = std::thread::spawn(move || {
+        for _ in 0..6 {
+            let (mut conn, _) = listener.accept().unwrap();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let mut acked = 0;
+                while acked < 3 {
+                    let n = conn.read(&mut chunk).unwrap();
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(2).position(|w| w == [0x1C, 0x0D]) {
+                        let frame: Vec<u8> = buf.drain(..end + 2).collect();
+                        let text = String::from_utf8_lossy(&frame[1..end]).into_owned();
+                        let msh: Vec<&str> = text.split('\r').next().unwrap().split('|').collect();
+                        let ack = format!(
+                            "\x0bMSH|^~\\&|TEST||||20260101000000||ACK^R01|A{0}|P|2.6\rMSA|AA|{0}\r\x1c\x0d",
+                            msh[9]
+                        );
+                        conn.write_all(ack.as_bytes()).unwrap();
+                        acked += 1;
+                        tx.send(msh[2].to_owned()).unwrap();
+                    }
+                }
+            });
+        }
+    });
+    let mut ids = std::collections::HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ids.len() < 6 || ids.values().any(|n| *n < 3) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let id = rx.recv_timeout(left).expect("six beds sending");
+        *ids.entry(id).or_insert(0) += 1;
+    }
+    accept.join().unwrap();
+    child.kill().unwrap();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child.wait().unwrap();
+    assert_eq!(ids.len(), 6, "{ids:?}");
+    assert!(ids.keys().all(|k| k.starts_with("VIGIL_SIM^") && k.ends_with("^EUI-64")), "{ids:?}");
+    assert!(!stderr.contains("answered") && !stderr.contains("not an ACK"), "{stderr}");
+}
