@@ -154,6 +154,12 @@ pub enum SimError {
     NoRuntime,
 }
 
+/// The HL7 MSH-3 EUI-64 a bed uses when [`FeedOptions::device_id`] is `None`: stable for a seed and bed, locally
+/// administered so it cannot collide with a vendor's id.
+pub fn derived_device_id(seed: u64, patient: usize) -> String {
+    devices::hl7::eui64_from_seed(seed ^ (patient as u64).wrapping_mul(0xA24B_AED4_963E_E407))
+}
+
 /// The device clock [`timeline`] starts at, so timelines are reproducible.
 pub fn fixed_epoch() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 1, 8, 0, 0).single().expect("a valid constant date")

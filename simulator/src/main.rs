@@ -41,7 +41,7 @@ struct Cli {
     /// Device clock at the start, RFC 3339 (default: now). With --seed, fixes the output byte for byte.
     #[arg(long, value_name = "RFC3339")]
     start_time: Option<String>,
-    /// HL7 MSH-3 EUI-64 for a single bed (default: derived from the seed and bed).
+    /// HL7 MSH-3 EUI-64 for a single bed (default: derived from the bed and --seed, or from seed 0 without --seed).
     #[arg(long, value_name = "EUI64")]
     device_id: Option<String>,
 }
@@ -115,7 +115,12 @@ fn main() -> ExitCode {
             seed,
             speed: cli.speed,
             patient: *patient,
-            device_id: cli.device_id.clone(),
+            // Without --seed the physiology is random but the MSH-3 ids stay those of seed 0, so a daemon's
+            // `kind = "mllp"` sources keep matching from one run to the next.
+            device_id: cli
+                .device_id
+                .clone()
+                .or_else(|| cli.seed.is_none().then(|| vigil_sim::derived_device_id(0, *patient))),
         };
         match Simulation::from_scenario(&scenario, &opts, start) {
             Ok(s) => sims.push((*patient, s)),

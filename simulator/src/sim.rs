@@ -172,7 +172,7 @@ impl Simulation {
                 }
                 id.clone()
             }
-            None => hl7::eui64_from_seed(opts.seed ^ (opts.patient as u64).wrapping_mul(0xA24B_AED4_963E_E407)),
+            None => crate::derived_device_id(opts.seed, opts.patient),
         };
         let spec = &scenario.patients[opts.patient % scenario.patients.len()];
         let mut phys_rng = stream(opts.seed, opts.patient, 0);

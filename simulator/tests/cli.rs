@@ -169,3 +169,67 @@ fn mllp_output_feeds_one_connection_per_bed_and_reads_the_acks() {
     assert!(ids.keys().all(|k| k.starts_with("VIGIL_SIM^") && k.ends_with("^EUI-64")), "{ids:?}");
     assert!(!stderr.contains("answered") && !stderr.contains("not an ACK"), "{stderr}");
 }
+
+#[test]
+fn serial_output_writes_to_an_existing_serial_device() {
+    // A pty pair stands in for a USB serial adapter: we hand the simulator the device side and read the other.
+    let pair = nix::pty::openpty(None, None).unwrap();
+    let path = nix::unistd::ttyname(&pair.slave).unwrap();
+    let mut master = std::fs::File::from(pair.master);
+    let mut child = sim()
+        .args(["--scenario", "calm-session", "--device", "nonin", "--speed", "50", "--seed", "2"])
+        .arg("--output")
+        .arg(format!("serial:{}", path.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while got.len() < 40 {
+        let n = master.read(&mut buf).unwrap();
+        got.extend_from_slice(&buf[..n]);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Raw mode: the bytes arrive untranslated, four per second, each frame starting with bit 7 set.
+    let start = got.iter().position(|b| b & 0x80 != 0).unwrap();
+    for frame in got[start..].chunks_exact(4).take(8) {
+        assert!(frame[0] & 0x80 != 0 && frame[1..].iter().all(|b| b & 0x80 == 0), "{got:02X?}");
+        assert!((90..=100).contains(&frame[2]), "SpO2 byte {}", frame[2]);
+    }
+}
+
+fn announced_device_ids(extra: &[&str]) -> Vec<String> {
+    // Port 1 on loopback refuses connections: the simulator announces its beds, then retries quietly.
+    let mut child = sim()
+        .args(["--scenario", "ward-of-six", "--device", "hl7", "--output", "mllp:127.0.0.1:1"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ids = Vec::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(id) = line.split("MSH-3 device id ").nth(1) {
+            ids.push(id.to_owned());
+        }
+        if ids.len() == 6 {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    ids
+}
+
+#[test]
+fn mllp_device_ids_stay_the_same_between_runs_so_a_daemon_config_keeps_matching() {
+    let first = announced_device_ids(&[]);
+    assert_eq!(first.len(), 6);
+    assert_eq!(first.iter().collect::<std::collections::HashSet<_>>().len(), 6);
+    assert_eq!(first, announced_device_ids(&[]));
+    assert_eq!(first[0], vigil_sim::derived_device_id(0, 0));
+    assert_ne!(first, announced_device_ids(&["--seed", "9"]));
+}
