@@ -456,3 +456,55 @@ impl Scenario {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str =
+        "description = \"x\"\n[session]\nduration_s = 100\ninfusion_start_s = 10\ninfusion_stop_s = 50\n\
+                        session_end_s = 100\n[[patients]]\n";
+
+    fn err(body: &str) -> String {
+        parse("t", &format!("{HEAD}{body}")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_minimal_scenario_parses_with_defaults() {
+        let s = parse("t", HEAD).unwrap();
+        assert_eq!(s.session.nibp_infusion_interval_s, 300);
+        assert_eq!(s.session.nibp_observation_interval_s, 900);
+        assert_eq!(s.default_beds(), 1);
+    }
+
+    #[test]
+    fn event_errors_name_the_event_and_the_field() {
+        assert!(err("[[patients.events]]\nkind = \"desaturation\"\nat_s = 5\n").contains("needs `nadir`"));
+        assert!(err("[[patients.events]]\nkind = \"bradycardia\"\nat_s = 5\nhr = 80\n").contains("hr = 80"));
+        assert!(err("[[patients.events]]\nkind = \"sneeze\"\nat_s = 5\n").contains("unknown event kind 'sneeze'"));
+        assert!(err("[[patients.events]]\nkind = \"probe_off\"\nat_s = 5\n").contains("duration_s"));
+        assert!(err("[[patients.events]]\nkind = \"nibp\"\nat_s = 5\nsystolic = 120\n").contains("both"));
+        assert!(
+            err("[[patients.events]]\nkind = \"nibp\"\nat_s = 5\nsystolic = 80\ndiastolic = 90\n").contains("below")
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_session_times_are_rejected() {
+        assert!(err("colour = \"red\"\n").contains("colour"));
+        let bad = HEAD.replace("infusion_stop_s = 50", "infusion_stop_s = 5");
+        assert!(parse("t", &bad).unwrap_err().to_string().contains("infusion_start_s <= infusion_stop_s"));
+        assert!(err("baseline = { systolic = 300 }\n").contains("baseline"));
+    }
+
+    #[test]
+    fn envelopes_ramp_in_hold_and_ramp_out() {
+        let e = Envelope { at_s: 10, onset_s: 10, hold_s: 5, recovery_s: 10 };
+        assert_eq!(e.level(9.0), 0.0);
+        assert!((e.level(15.0) - 0.5).abs() < 1e-9);
+        assert_eq!(e.level(22.0), 1.0);
+        assert!(e.level(30.0) > 0.0 && e.level(30.0) < 1.0);
+        assert_eq!(e.level(35.0), 0.0);
+        assert_eq!(e.end_s(), 35);
+    }
+}
