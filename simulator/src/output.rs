@@ -202,6 +202,8 @@ pub async fn run_mllp(sim: Simulation, speed: Speed, addr: String, label: String
     let origin = Instant::now();
     let mut conn: Option<TcpStream> = None;
     let mut last_attempt: Option<Instant> = None;
+    // Say once per outage that the receiver is unreachable, not every 2 s for every bed.
+    let mut reported_outage = false;
     let mut buf = Vec::new();
     for tick in sim {
         pace(origin, tick.sample.offset_s, speed).await;
@@ -216,20 +218,25 @@ pub async fn run_mllp(sim: Simulation, speed: Speed, addr: String, label: String
                 continue;
             }
             last_attempt = Some(Instant::now());
-            match tokio::time::timeout(RECONNECT_EVERY, TcpStream::connect(&addr)).await {
+            let failure = match tokio::time::timeout(RECONNECT_EVERY, TcpStream::connect(&addr)).await {
                 Ok(Ok(s)) => {
                     eprintln!("{label}: connected to {addr}");
                     buf.clear();
                     conn = Some(s);
+                    reported_outage = false;
+                    None
                 }
-                Ok(Err(e)) => {
-                    eprintln!("{label}: cannot connect to {addr}: {e} (retrying)");
-                    continue;
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some("timed out".to_owned()),
+            };
+            if let Some(why) = failure {
+                if !std::mem::replace(&mut reported_outage, true) {
+                    eprintln!(
+                        "{label}: cannot connect to {addr}: {why} (retrying every {} s)",
+                        RECONNECT_EVERY.as_secs()
+                    );
                 }
-                Err(_) => {
-                    eprintln!("{label}: connecting to {addr} timed out (retrying)");
-                    continue;
-                }
+                continue;
             }
         }
         let Some(stream) = conn.as_mut() else { continue };
