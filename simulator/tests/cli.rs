@@ -233,3 +233,51 @@ fn mllp_device_ids_stay_the_same_between_runs_so_a_daemon_config_keeps_matching(
     assert_eq!(first[0], vigil_sim::derived_device_id(0, 0));
     assert_ne!(first, announced_device_ids(&["--seed", "9"]));
 }
+
+/// Reads MLLP frames from `conn`, ACKing each, until EOF or `limit` frames; returns each message's MSH-10.
+fn receive(conn: &mut std::net::TcpStream, limit: usize) -> Vec<u64> {
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (mut buf, mut ids, mut chunk) = (Vec::new(), Vec::new(), [0u8; 4096]);
+    while ids.len() < limit {
+        let n = conn.read(&mut chunk).unwrap();
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(end) = buf.windows(2).position(|w| w == [0x1C, 0x0D]) {
+            let frame: Vec<u8> = buf.drain(..end + 2).collect();
+            // Line noise may precede the start block: skip to it, as a receiver must.
+            let start = frame.iter().position(|b| *b == 0x0B).unwrap() + 1;
+            let text = String::from_utf8_lossy(&frame[start..end]).into_owned();
+            let id = text.split('\r').next().unwrap().split('|').nth(9).unwrap().to_owned();
+            conn.write_all(format!("\x0bMSH|^~\\&|T||||20260101||ACK|{id}|P|2.6\rMSA|AA|{id}\r\x1c\x0d").as_bytes())
+                .unwrap();
+            ids.push(id.parse().unwrap());
+        }
+    }
+    ids
+}
+
+#[test]
+fn a_scripted_disconnect_closes_the_mllp_connection_and_the_monitor_reconnects() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut child = sim()
+        .args(["--scenario", "monitor-disconnect", "--device", "hl7", "--speed", "40", "--seed", "5"])
+        .arg("--output")
+        .arg(format!("mllp:{addr}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (mut first, _) = listener.accept().unwrap();
+    let before = receive(&mut first, 1000);
+    let (mut second, _) = listener.accept().unwrap();
+    let after = receive(&mut second, 5);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Seconds 0–59 on the first connection (MSH-10 counts from 1), EOF at the unplug, then a new connection
+    // carrying the following messages.
+    assert_eq!(before, (1..=60).collect::<Vec<u64>>());
+    assert_eq!(after, (61..=65).collect::<Vec<u64>>());
+}
