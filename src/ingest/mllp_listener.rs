@@ -286,7 +286,12 @@ impl Connection {
                 format!("unknown device id '{id}' (no source has this device_id)")
             };
             self.warn(&reason);
-            return Some(hl7::build_ack(Some(&oru.header), AckCode::Reject, Some((ErrorCode::UnknownKey, &reason)), now));
+            return Some(hl7::build_ack(
+                Some(&oru.header),
+                AckCode::Reject,
+                Some((ErrorCode::UnknownKey, &reason)),
+                now,
+            ));
         };
         let key = oru.header.device_id.as_deref().unwrap_or_default().to_ascii_uppercase();
         if !self.seen.contains(&key) {

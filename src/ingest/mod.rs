@@ -98,9 +98,9 @@ impl SourceEvent {
     /// The source the event is about.
     pub fn source(&self) -> &SourceId {
         match self {
-            SourceEvent::Link { source, .. } | SourceEvent::Frame { source, .. } | SourceEvent::Counters { source, .. } => {
-                source
-            }
+            SourceEvent::Link { source, .. }
+            | SourceEvent::Frame { source, .. }
+            | SourceEvent::Counters { source, .. } => source,
         }
     }
 }
@@ -203,7 +203,8 @@ impl CounterState {
     /// pending, so a bed that is busy is not made busier by a noisy source.
     fn flush(&mut self, source: &SourceId, tx: &mpsc::Sender<SourceEvent>, force: bool) {
         let now = Instant::now();
-        if !self.dirty || (!force && self.due().is_some_and(|due| due > now)) {
+        let too_soon = self.last_sent.is_some_and(|t| now < t + COUNTERS_INTERVAL);
+        if !self.dirty || (!force && too_soon) {
             return;
         }
         // A full inbox counts as an attempt: the counters stay pending and are retried an interval later.

@@ -56,7 +56,8 @@ pub async fn run(
                         tracing::warn!(source = %source, "cannot send nonin format selection: {e}");
                     }
                 }
-                let end = pump_with(stream, AnyDecoder::for_device(cfg.device), &source, &tx, &cancel, &mut state).await;
+                let end =
+                    pump_with(stream, AnyDecoder::for_device(cfg.device), &source, &tx, &cancel, &mut state).await;
                 match end {
                     PumpEnd::Cancelled => {
                         let _ = tx.try_send(link_event(&source, LinkState::Disconnected, Some(end.reason())));
