@@ -42,11 +42,14 @@ fn oru(n: usize) -> Oru {
 
 use ValueStatus::{Demo, Questionable, Unavailable, Valid};
 
+/// SpO2 and its status, pulse and its status, sensor flags.
+type Expected = (Option<f64>, ValueStatus, Option<f64>, ValueStatus, SensorFlags);
+
 #[test]
 fn every_masimo_sample_line_decodes_with_the_documented_values_and_flags() {
     let none = SensorFlags::default();
     #[rustfmt::skip]
-    let expected: [(Option<f64>, ValueStatus, Option<f64>, ValueStatus, SensorFlags); 16] = [
+    let expected: [Expected; 16] = [
         // [A] live ASCII 1
         (Some(98.0), Valid, Some(97.0), Valid, none),
         (Some(98.0), Valid, Some(96.0), Valid, none),

@@ -179,18 +179,12 @@ impl Counters {
 pub const COUNTERS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Counters plus the bookkeeping that limits how often they are sent.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct CounterState {
     /// The counts.
     pub counters: Counters,
     dirty: bool,
     last_sent: Option<Instant>,
-}
-
-impl Default for CounterState {
-    fn default() -> Self {
-        CounterState { counters: Counters::default(), dirty: false, last_sent: None }
-    }
 }
 
 impl CounterState {

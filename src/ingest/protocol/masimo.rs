@@ -90,10 +90,8 @@ pub fn parse_line(line: &[u8]) -> Result<Frame, DecodeError> {
             exc_bits = hex_field(value).ok_or_else(|| malformed("bad EXC"))?;
         } else if key.eq_ignore_ascii_case("ALARM") {
             frame.device_alarm_bits = Some(hex_field(value).ok_or_else(|| malformed("bad ALARM"))?);
-        } else if key.eq_ignore_ascii_case("SN") {
-            if !is_dashes(value) && !value.is_empty() {
-                frame.device_id = Some(value.to_owned());
-            }
+        } else if key.eq_ignore_ascii_case("SN") && !is_dashes(value) && !value.is_empty() {
+            frame.device_id = Some(value.to_owned());
         }
         // Other keys (PI, SPCO, SPMET, SPHB, PVI, DESAT, EXC1 …) are not parameters Vigil alarms on.
     }
