@@ -216,7 +216,10 @@ pub fn parse_header(msg: &[u8]) -> Result<MessageHeader, Hl7Error> {
     };
     let all = [sep.field, sep.component, sep.repetition, sep.escape, sep.subcomponent];
     let distinct = all.iter().enumerate().all(|(i, a)| all[i + 1..].iter().all(|b| a != b));
-    if enc.is_empty() || !distinct || all.iter().any(|b| b.is_ascii_alphanumeric() || b.is_ascii_whitespace()) {
+    if enc.is_empty()
+        || !distinct
+        || all.iter().any(|b| !b.is_ascii() || b.is_ascii_alphanumeric() || b.is_ascii_whitespace())
+    {
         return Err(Hl7Error::NotHl7("MSH-1/MSH-2 do not declare usable separators".into()));
     }
     let f = Fields::split(msh, field, true);
