@@ -8,4 +8,5 @@ pub mod alarm;
 pub mod config;
 pub mod event;
 pub mod ingest;
+pub mod session;
 pub mod vitals;
