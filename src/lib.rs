@@ -8,5 +8,6 @@ pub mod alarm;
 pub mod config;
 pub mod event;
 pub mod ingest;
+pub mod replay;
 pub mod session;
 pub mod vitals;

@@ -217,7 +217,13 @@ impl Session {
     }
 
     /// A nurse enters the baseline.
-    pub fn set_baseline(&mut self, sys: f64, dia: f64, actor: &str, now: Timestamp) -> Result<SessionEvent, SessionError> {
+    pub fn set_baseline(
+        &mut self,
+        sys: f64,
+        dia: f64,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<SessionEvent, SessionError> {
         if !self.is_running() {
             return Err(SessionError::NoSession);
         }

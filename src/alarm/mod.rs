@@ -389,7 +389,8 @@ impl Engine {
             self.params[i].pending[d] = None;
         }
         let delay_s = self.params[i].delay_ms / 1000;
-        let sat = if spo2_low { self.sat.as_ref().map(|s| (s.integral(), s.recent_crossings(t), s.setting())) } else { None };
+        let sat =
+            if spo2_low { self.sat.as_ref().map(|s| (s.integral(), s.recent_crossings(t), s.setting())) } else { None };
         let trigger = if rule == "satseconds" { self.sat.as_ref().and_then(|s| s.triggered(t)) } else { None };
         let limit = th.limit(band);
         self.lc.raise(
@@ -722,10 +723,7 @@ impl Engine {
                     parameter: Some(Parameter::Spo2),
                     value: None,
                     limit: None,
-                    evidence: evidence([
-                        ("source", Value::from(&*name)),
-                        ("for_s", Value::from((t - since) / 1000)),
-                    ]),
+                    evidence: evidence([("source", Value::from(&*name)), ("for_s", Value::from((t - since) / 1000))]),
                     message: format!("{name}: {text}"),
                 },
                 out,
@@ -1009,8 +1007,7 @@ impl Engine {
             None => read_number(&self.base, key).ok_or_else(|| CommandError::UnknownLimitKey(key.to_owned()))?,
         };
         let mut p = (*self.profile).clone();
-        write_number(&mut p, key, new)
-            .map_err(|reason| CommandError::InvalidLimit { key: key.to_owned(), reason })?;
+        write_number(&mut p, key, new).map_err(|reason| CommandError::InvalidLimit { key: key.to_owned(), reason })?;
         p.validate().map_err(|(path, reason)| CommandError::InvalidLimit { key: path, reason })?;
         self.profile = Arc::new(p);
         self.rebuild();

@@ -344,10 +344,9 @@ impl Profile {
         }
         match BUILT_IN.iter().find(|(n, _)| *n == name_or_path) {
             Some((n, text)) => Profile::from_toml(text, &format!("(built-in {n}.toml)")),
-            None => Err(ProfileError::NotFound {
-                name: name_or_path.to_owned(),
-                searched: candidate.display().to_string(),
-            }),
+            None => {
+                Err(ProfileError::NotFound { name: name_or_path.to_owned(), searched: candidate.display().to_string() })
+            }
         }
     }
 
@@ -379,9 +378,7 @@ impl Profile {
                 reason: one_line(inner.message()),
             }
         })?;
-        profile
-            .validate()
-            .map_err(|(path, reason)| ProfileError::Invalid { file: file.to_owned(), path, reason })?;
+        profile.validate().map_err(|(path, reason)| ProfileError::Invalid { file: file.to_owned(), path, reason })?;
         Ok(profile)
     }
 
@@ -412,7 +409,8 @@ impl Profile {
                     return Err((format!("{at}.low.high"), format!("{h} is above the medium limit {m}")));
                 }
             }
-            if let (Some(hi), Some(lo)) = (l.high.and_then(|b| b.medium.or(b.high)), l.low.and_then(|b| b.medium.or(b.high)))
+            if let (Some(hi), Some(lo)) =
+                (l.high.and_then(|b| b.medium.or(b.high)), l.low.and_then(|b| b.medium.or(b.high)))
             {
                 if lo >= hi {
                     return Err((format!("{at}.low"), format!("low limit {lo} is not below high limit {hi}")));

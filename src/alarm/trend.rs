@@ -122,7 +122,8 @@ impl RobustSlope {
         }
         let slope = theil_sen(&self.points, &mut self.scratch)?;
         let span_min = (t - self.points[0].0) as f64 / 60_000.0;
-        let fit = Fit { slope_per_min: slope, change: slope * span_min, latest: v, points: self.points.len(), span_min };
+        let fit =
+            Fit { slope_per_min: slope, change: slope * span_min, latest: v, points: self.points.len(), span_min };
         self.last = Some(fit);
         Some(fit)
     }
