@@ -129,7 +129,8 @@ impl SourceState {
             self.counters.clear();
         }
         self.counters.push_back((t, bad, total));
-        while self.counters.len() > 1 && self.counters.front().is_some_and(|&(t0, _, _)| t - t0 > window_ms) {
+        // Keep one snapshot at or before the window's start as the baseline of the window.
+        while self.counters.len() > 2 && t - self.counters[1].0 >= window_ms {
             self.counters.pop_front();
         }
         let &(t0, b0, n0) = self.counters.front().expect("just pushed");
@@ -160,6 +161,8 @@ mod tests {
         assert_eq!((r.bad, r.total), (10, 30));
         let r = s.record_counters(90_000, 10, 90, 60_000);
         assert_eq!((r.bad, r.total), (0, 60));
+        let r = s.record_counters(200_000, 10, 190, 60_000);
+        assert_eq!((r.bad, r.total, r.span_s), (0, 100, 110.0));
         let r = s.record_counters(91_000, 2, 3, 60_000);
         assert_eq!((r.bad, r.total), (2, 3));
     }
