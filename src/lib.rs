@@ -10,4 +10,6 @@ pub mod config;
 pub mod event;
 pub mod hub;
 pub mod ingest;
+pub mod replay;
+pub mod session;
 pub mod vitals;
