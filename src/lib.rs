@@ -9,4 +9,5 @@ pub mod config;
 pub mod event;
 pub mod hub;
 pub mod ingest;
+pub mod store;
 pub mod vitals;
