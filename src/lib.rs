@@ -9,5 +9,6 @@ pub mod config;
 pub mod event;
 pub mod hub;
 pub mod ingest;
+pub mod mqtt;
 pub mod store;
 pub mod vitals;

@@ -256,6 +256,24 @@ impl Store {
         Ok(())
     }
 
+    /// The value of a named counter (0 when never set).
+    pub fn counter(&self, name: &str) -> Result<u64, StoreError> {
+        let conn = self.lock();
+        let v: Option<i64> = conn
+            .prepare_cached("SELECT value FROM counters WHERE name = ?1")?
+            .query_row([name], |r| r.get(0))
+            .optional()?;
+        Ok(v.unwrap_or(0) as u64)
+    }
+
+    /// Sets a named counter.
+    pub fn set_counter(&self, name: &str, value: u64) -> Result<(), StoreError> {
+        let conn = self.lock();
+        conn.prepare_cached("INSERT OR REPLACE INTO counters (name, value) VALUES (?1, ?2)")?
+            .execute(params![name, value as i64])?;
+        Ok(())
+    }
+
     /// Records a command a person sent and what came of it (audit trail).
     pub fn record_action(
         &self,

@@ -73,3 +73,9 @@ CREATE TABLE IF NOT EXISTS actions (
     reason  TEXT
 );
 CREATE INDEX IF NOT EXISTS actions_bed_time ON actions (bed, time_ms);
+
+-- Small named counters that must survive restarts (e.g. the MQTT status birth sequence).
+CREATE TABLE IF NOT EXISTS counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
