@@ -10,6 +10,8 @@ pub mod config;
 pub mod event;
 pub mod hub;
 pub mod ingest;
+pub mod mqtt;
 pub mod replay;
 pub mod session;
+pub mod store;
 pub mod vitals;
