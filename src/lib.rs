@@ -6,6 +6,7 @@
 
 pub mod alarm;
 pub mod config;
+pub mod dashboard;
 pub mod event;
 pub mod hub;
 pub mod ingest;
