@@ -7,6 +7,7 @@
 pub mod alarm;
 pub mod auth;
 pub mod config;
+pub mod dashboard;
 pub mod event;
 pub mod hub;
 pub mod ingest;
