@@ -57,13 +57,21 @@ pub const fn role_name(role: Role) -> &'static str {
     }
 }
 
-/// Whether a role may send a command. Viewers only look; nurses acknowledge, pause audio and run sessions;
-/// admins may do everything.
+/// The least role that may send a command. Viewers only look; nurses acknowledge, pause audio, run sessions and
+/// enter baselines (CLINICAL.md: the baseline may be "a value a nurse enters"); only admins override limits.
+pub const fn required_role(command: &Command) -> Role {
+    match command {
+        Command::SetLimit { .. } => Role::Admin,
+        _ => Role::Nurse,
+    }
+}
+
+/// Whether a role may send a command.
 pub fn authorize(role: Role, command: &Command) -> Result<(), AuthError> {
-    let action = command_action(command);
-    match role {
-        Role::Viewer => Err(AuthError::Forbidden { role: role_name(role), action }),
-        Role::Nurse | Role::Admin => Ok(()),
+    if role >= required_role(command) {
+        Ok(())
+    } else {
+        Err(AuthError::Forbidden { role: role_name(role), action: command_action(command) })
     }
 }
 
@@ -78,6 +86,7 @@ pub const fn command_action(command: &Command) -> &'static str {
         Command::InfusionStop => "stop infusions",
         Command::SessionEnd => "end sessions",
         Command::SetBaseline { .. } => "set baselines",
+        Command::SetLimit { .. } => "override alarm limits",
     }
 }
 

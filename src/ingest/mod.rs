@@ -9,6 +9,7 @@
 pub mod mllp_listener;
 pub mod protocol;
 pub mod serial;
+pub mod sim;
 
 use std::fmt;
 use std::time::Duration;
