@@ -5,6 +5,7 @@
 pub mod auth;
 mod export;
 pub mod history;
+mod profile_limits;
 pub mod sse;
 mod store_history;
 
