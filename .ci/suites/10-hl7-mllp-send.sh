@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source .ci/lib.sh
-python3 -m pip install -q --disable-pip-version-check hl7 >/dev/null
-work=$(mktemp -d); trap 'kill $VIGIL_PID 2>/dev/null || true; rm -rf "$work"' EXIT
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore hl7 >/dev/null
+VIGIL_PID=; work=$(mktemp -d); trap 'kill $VIGIL_PID 2>/dev/null || true; rm -rf "$work"' EXIT
 mqtt=$(free_port); mllp=$(free_port); dash=$(free_port)
 cat >"$work/vigil.toml" <<TOML
 [site]

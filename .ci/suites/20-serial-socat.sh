@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source .ci/lib.sh
-work=$(mktemp -d); trap 'kill $VIGIL_PID $socat 2>/dev/null || true; rm -rf "$work"' EXIT
+work=$(mktemp -d); VIGIL_PID=; trap 'kill $VIGIL_PID $socat 2>/dev/null || true; rm -rf "$work"' EXIT
 socat -d PTY,link="$work/monitor",raw,echo=0 PTY,link="$work/vigil-port",raw,echo=0 2>"$work/socat.log" &
 socat=$!
 for _ in $(seq 50); do [ -e "$work/vigil-port" ] && break; sleep 0.1; done
