@@ -55,6 +55,16 @@ impl std::str::FromStr for Device {
     }
 }
 
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Device::Masimo => "masimo",
+            Device::Nonin => "nonin",
+            Device::Hl7 => "hl7",
+        })
+    }
+}
+
 /// How fast virtual time runs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Speed {
@@ -86,6 +96,15 @@ impl Speed {
                 Err(SimError::BadSpeed(f.to_string()))
             }
             s => Ok(s),
+        }
+    }
+}
+
+impl std::fmt::Display for Speed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Speed::Factor(x) => write!(f, "{x}x"),
+            Speed::Max => f.write_str("max"),
         }
     }
 }

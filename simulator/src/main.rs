@@ -128,13 +128,10 @@ fn main() -> ExitCode {
         }
     }
     eprintln!(
-        "vigil-sim: scenario '{name}', device {:?}, {} bed(s), seed {seed}, speed {}, device clock from {}",
+        "vigil-sim: scenario '{name}', device {}, {} bed(s), seed {seed}, speed {}, device clock from {}",
         cli.device,
         sims.len(),
-        match cli.speed {
-            Speed::Max => "max".to_owned(),
-            Speed::Factor(f) => format!("{f}x"),
-        },
+        cli.speed,
         start.to_rfc3339()
     );
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
@@ -187,7 +184,7 @@ async fn run(
                 let pty = Pty::open()?;
                 // The paths go to stdout, one per line, so scripts can read them; labels go to stderr.
                 println!("{}", pty.path.display());
-                eprintln!("vigil-sim: bed {} ({device:?}) on {}", patient + 1, pty.path.display());
+                eprintln!("vigil-sim: bed {} ({device}) on {}", patient + 1, pty.path.display());
                 ptys.push((pty, sim));
             }
             use std::io::Write;
