@@ -182,3 +182,45 @@ fn a_failed_cuff_cycle_is_sent_as_minus_999_with_its_time() {
     assert_eq!(nibp.len(), 3);
     assert!(nibp.iter().all(|o| o.1 == "-999"));
 }
+
+mod encoders {
+    use proptest::prelude::*;
+    use vigil_sim::devices::masimo::{encode as masimo, MasimoLine};
+    use vigil_sim::devices::nonin::{encode as nonin, NoninFrame};
+
+    /// A reference format #8 decoder written from the bit table in `nonin.rs`, independent of the encoder.
+    fn decode_nonin(b: [u8; 4]) -> (Option<u16>, Option<u8>, u8, u8) {
+        let hr = (u16::from(b[0] & 0x03) << 7) | u16::from(b[1] & 0x7F);
+        let spo2 = b[2] & 0x7F;
+        ((hr != 511).then_some(hr), (spo2 != 127).then_some(spo2), b[0] & 0x7C, b[3])
+    }
+
+    proptest! {
+        #[test]
+        fn nonin_frames_decode_back_to_what_was_encoded(
+            hr in prop::option::of(0u16..=510), spo2 in prop::option::of(0u8..=100), status in 0u8..0x20, status2 in 0u8..0x40,
+        ) {
+            let status = status << 2;
+            let frame = NoninFrame { hr, spo2, status, status2 };
+            prop_assert_eq!(decode_nonin(nonin(&frame)), (hr, spo2, status, status2));
+        }
+
+        #[test]
+        fn masimo_lines_keep_their_shape_for_any_value(
+            spo2 in prop::option::of(any::<u8>()), bpm in prop::option::of(any::<u16>()),
+            pi in prop::option::of(-5.0f64..200.0), alarm in 0u16..0x40, exc in 0u32..0x1000, secs in 0i64..4_000_000_000,
+        ) {
+            let time = chrono::DateTime::from_timestamp(secs, 0).unwrap().naive_utc();
+            let line = MasimoLine { time, serial: 56661, spo2, bpm, pi, alarm, exc };
+            let text = String::from_utf8(masimo(&line)).unwrap();
+            prop_assert!(text.ends_with("\r\n"));
+            let fields: Vec<&str> = text.trim_end().split(' ').collect();
+            prop_assert_eq!(fields.len(), 12);
+            let spo2_field = fields[3].trim_start_matches("SPO2=").trim_end_matches('%');
+            prop_assert_eq!(spo2_field.len(), 3);
+            prop_assert_eq!(spo2_field.parse::<u8>().ok(), spo2.map(|s| s.min(100)));
+            prop_assert_eq!(fields[4].len(), "BPM=097".len());
+            prop_assert_eq!(fields[5].len(), "PI=03.60%".len());
+        }
+    }
+}
