@@ -144,12 +144,15 @@ fn set_raw_9600(fd: impl std::os::fd::AsFd) -> nix::Result<()> {
     termios::tcsetattr(&fd, SetArg::TCSANOW, &t)
 }
 
+/// How long written bytes may wait unread in a pty before they count as lost on the line.
+const STALE_AFTER: Duration = Duration::from_secs(2);
+
 /// A pseudo-terminal standing in for a monitor's serial port.
 #[derive(Debug)]
 pub struct Pty {
     master: std::fs::File,
     // Kept open so the port exists even while no reader has it open, like a real port.
-    _slave: OwnedFd,
+    slave: OwnedFd,
     /// The path a reader opens (e.g. `/dev/pts/5`).
     pub path: PathBuf,
 }
@@ -162,15 +165,38 @@ impl Pty {
         set_raw_9600(&pair.slave).map_err(term("configuring the pseudo-terminal"))?;
         let path = nix::unistd::ttyname(&pair.slave).map_err(term("naming the pseudo-terminal"))?;
         fcntl(&pair.master, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(term("configuring the pseudo-terminal"))?;
-        Ok(Pty { master: std::fs::File::from(pair.master), _slave: pair.slave, path })
+        Ok(Pty { master: std::fs::File::from(pair.master), slave: pair.slave, path })
     }
 
-    /// Runs one bed into the pty. In real time, bytes nobody reads are dropped once the pty buffer is full (a
-    /// serial line does not wait); at `Speed::Max` the simulator waits for the reader instead.
+    /// Bytes written to the port and not yet read by anyone.
+    fn unread(&self) -> usize {
+        use std::os::fd::AsRawFd;
+        let mut n: nix::libc::c_int = 0;
+        // SAFETY: TIOCINQ writes one c_int through the pointer, which points at `n`; the fd is ours and open.
+        let rc = unsafe { nix::libc::ioctl(self.slave.as_raw_fd(), nix::libc::TIOCINQ, &mut n) };
+        if rc == 0 {
+            usize::try_from(n).unwrap_or(0)
+        } else {
+            0
+        }
+    }
+
+    /// Runs one bed into the pty. In real time, bytes nobody reads for [`STALE_AFTER`] are discarded, as on a
+    /// serial line nobody listens to: a reader that opens the port later starts with current data instead of a
+    /// backlog (4 KiB would be 17 minutes of Nonin frames). At `Speed::Max` the simulator waits for the reader.
     pub async fn run(mut self, sim: Simulation, speed: Speed) -> Result<(), OutputError> {
         let origin = Instant::now();
+        let mut drained_at = Instant::now();
         for tick in sim {
             pace(origin, tick.sample.offset_s, speed).await;
+            if speed != Speed::Max {
+                if self.unread() == 0 {
+                    drained_at = Instant::now();
+                } else if drained_at.elapsed() > STALE_AFTER {
+                    let _ = nix::sys::termios::tcflush(&self.slave, nix::sys::termios::FlushArg::TCIFLUSH);
+                    drained_at = Instant::now();
+                }
+            }
             let mut rest: &[u8] = &tick.bytes;
             while !rest.is_empty() {
                 match self.master.write(rest) {

@@ -281,3 +281,32 @@ fn a_scripted_disconnect_closes_the_mllp_connection_and_the_monitor_reconnects()
     assert_eq!(before, (1..=60).collect::<Vec<u64>>());
     assert_eq!(after, (61..=65).collect::<Vec<u64>>());
 }
+
+#[test]
+fn a_pty_nobody_reads_does_not_pile_up_a_backlog_of_old_frames() {
+    let mut child = sim()
+        .args(["--scenario", "calm-session", "--device", "masimo", "--output", "pty", "--speed", "1", "--seed", "3"])
+        .args(["--start-time", "2026-01-01T00:00:00Z"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut path = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut path).unwrap();
+    // Nobody reads for 4.5 s: the lines of 0 s and 1 s are stale by then and must be gone.
+    std::thread::sleep(Duration::from_millis(4500));
+    let mut port = std::fs::File::open(path.trim()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while !got.ends_with(b"\r\n") {
+        let n = port.read(&mut buf).unwrap();
+        got.extend_from_slice(&buf[..n]);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = String::from_utf8_lossy(&got);
+    let first = text.lines().next().unwrap();
+    assert!(first.starts_with("01/01/26 00:00:0"), "{first}");
+    let second: u32 = first[15..17].parse().unwrap();
+    assert!(second >= 2, "a backlog from the start was delivered: {first}");
+}
