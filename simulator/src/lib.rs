@@ -4,6 +4,8 @@
 //! ORU^R01 over MLLP), with its own encoders; it does not depend on the daemon. The daemon's demo mode uses
 //! [`feed`]; tests use [`timeline`] or iterate a [`Simulation`] to compare bytes with the model's values.
 
+#![warn(missing_docs)]
+
 pub mod devices;
 pub mod output;
 pub mod physiology;
