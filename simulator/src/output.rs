@@ -181,7 +181,7 @@ impl Pty {
         }
     }
 
-    /// Runs one bed into the pty. In real time, bytes nobody reads for [`STALE_AFTER`] are discarded, as on a
+    /// Runs one bed into the pty. In real time, bytes nobody reads for 2 s are discarded, as on a
     /// serial line nobody listens to: a reader that opens the port later starts with current data instead of a
     /// backlog (4 KiB would be 17 minutes of Nonin frames). At `Speed::Max` the simulator waits for the reader.
     pub async fn run(mut self, sim: Simulation, speed: Speed) -> Result<(), OutputError> {

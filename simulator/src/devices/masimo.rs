@@ -1,8 +1,8 @@
 //! Masimo Rad-8 / Radical-7 serial "ASCII 1": one text line per second, CR LF, 9600 8N1.
 //!
-//! Layout copied from the live Rad-8 capture in `shared/data/masimo/rad_serial_samples.txt` [A]:
+//! Layout copied from the live Rad-8 capture in `shared/data/masimo/rad_serial_samples.txt` (source A):
 //! `02/22/16 22:47:45 SN=0000056661 SPO2=098% BPM=097 PI=03.60% SPCO=--.-% SPMET=--.-% DESAT=-- PIDELTA=+--
-//! ALARM=0000 EXC=000800`. Dashes mean "no value" (the no-sensor line [B]: `SPO2=---% BPM=---`).
+//! ALARM=0000 EXC=000800`. Dashes mean "no value" (the no-sensor line, source B: `SPO2=---% BPM=---`).
 
 use chrono::NaiveDateTime;
 
