@@ -18,8 +18,11 @@ struct Cli {
     #[arg(long)]
     list_scenarios: bool,
     /// Scenario to run (see --list-scenarios).
-    #[arg(long, value_name = "NAME", required_unless_present = "list_scenarios")]
+    #[arg(long, value_name = "NAME", required_unless_present_any = ["list_scenarios", "scenario_file"])]
     scenario: Option<String>,
+    /// Run your own scenario file instead of a bundled one (same TOML schema as simulator/scenarios/).
+    #[arg(long, value_name = "PATH", conflicts_with = "scenario")]
+    scenario_file: Option<std::path::PathBuf>,
     /// Device personality: masimo, nonin or hl7.
     #[arg(long, default_value = "masimo")]
     device: Device,
@@ -75,8 +78,18 @@ fn main() -> ExitCode {
             }
         };
     }
-    let Some(name) = cli.scenario.clone() else { return usage("--scenario is required") };
-    let scenario = match scenario::load(&name) {
+    let (name, loaded) = match (&cli.scenario, &cli.scenario_file) {
+        (Some(name), _) => (name.clone(), scenario::load(name)),
+        (None, Some(path)) => {
+            let name = path.display().to_string();
+            match std::fs::read_to_string(path) {
+                Ok(text) => (name.clone(), scenario::parse(&name, &text)),
+                Err(e) => return usage(format_args!("--scenario-file {name}: {e}")),
+            }
+        }
+        (None, None) => return usage("--scenario NAME or --scenario-file PATH is required"),
+    };
+    let scenario = match loaded {
         Ok(s) => s,
         Err(e) => return usage(e),
     };

@@ -310,3 +310,34 @@ fn a_pty_nobody_reads_does_not_pile_up_a_backlog_of_old_frames() {
     let second: u32 = first[15..17].parse().unwrap();
     assert!(second >= 2, "a backlog from the start was delivered: {first}");
 }
+
+#[test]
+fn a_scenario_file_of_your_own_runs_and_a_broken_one_is_explained() {
+    let dir = std::env::temp_dir().join(format!("vigil-sim-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("brady.toml");
+    std::fs::write(
+        &good,
+        "description = \"short bradycardia\"\n[session]\nduration_s = 120\ninfusion_start_s = 10\n\
+         infusion_stop_s = 100\nsession_end_s = 120\n[[patients]]\n[[patients.events]]\nkind = \"bradycardia\"\n\
+         at_s = 20\nonset_s = 10\nhold_s = 60\nhr = 38\n",
+    )
+    .unwrap();
+    let out = sim()
+        .arg("--scenario-file")
+        .arg(&good)
+        .args(["--device", "masimo", "--speed", "max", "--seed", "1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 121);
+    assert!(text.contains("BPM=03"), "the bradycardia shows");
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "description = \"x\"\n[session]\nduration_s = \"long\"\n").unwrap();
+    let err = usage_error(&["--scenario-file", bad.to_str().unwrap()]);
+    assert!(err.contains("duration_s") && err.contains("line 3"), "{err}");
+    let err = usage_error(&["--scenario-file", dir.join("missing.toml").to_str().unwrap()]);
+    assert!(err.contains("missing.toml"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
