@@ -20,6 +20,8 @@ pub enum SensorState {
         /// Still searching for a pulse.
         searching: bool,
     },
+    /// The sensor cable is not plugged into the monitor.
+    NoSensor,
     /// Probe back on, the device searches for a pulse before it shows values again.
     PulseSearch,
     /// Motion artefact: values shown are false and flagged as doubtful.
@@ -258,6 +260,12 @@ impl Simulation {
             Event::ProbeOff { at_s, duration_s } => Some((*at_s, Some(*duration_s))),
             _ => None,
         });
+        let unplugged = self
+            .within(t, |e| match e {
+                Event::SensorUnplugged { at_s, duration_s } => Some((*at_s, Some(*duration_s))),
+                _ => None,
+            })
+            .is_some();
         let artefact = self
             .within(t, |e| match e {
                 Event::Artefacts { at_s, duration_s } => Some((*at_s, Some(*duration_s))),
@@ -289,7 +297,10 @@ impl Simulation {
         let jitter: f64 = self.sensor_rng.random();
         let false_spo2: f64 = self.sensor_rng.random_range(3.0..22.0);
         let false_pulse: f64 = self.sensor_rng.random_range(0.55..1.7);
-        let (sensor, spo2, pulse) = if let Some(since) = probe_off {
+        let (sensor, spo2, pulse) = if unplugged {
+            self.was_probe_off = true;
+            (SensorState::NoSensor, None, None)
+        } else if let Some(since) = probe_off {
             self.was_probe_off = true;
             (SensorState::ProbeOff { searching: since < SEARCH_AT_PROBE_OFF_S }, None, None)
         } else {
@@ -359,9 +370,10 @@ impl Simulation {
     fn encode(&mut self, s: &Sample, mut bytes: Vec<u8>) -> (Vec<u8>, u32) {
         match self.device {
             Device::Masimo => {
-                let exc = masimo::exc::SET
+                // The no-sensor capture (data/masimo, source B) shows EXC=000001 alone, without the SET bit.
+                let exc = if s.sensor == SensorState::NoSensor { masimo::exc::NO_SENSOR } else { masimo::exc::SET }
                     | match s.sensor {
-                        SensorState::Ok => 0,
+                        SensorState::Ok | SensorState::NoSensor => 0,
                         SensorState::ProbeOff { searching: true } => {
                             masimo::exc::SENSOR_OFF | masimo::exc::PULSE_SEARCH
                         }
@@ -387,6 +399,7 @@ impl Simulation {
                     SensorState::Ok if s.shown.pi.is_some_and(|p| p < 0.5) => (status::LPRF, 0),
                     SensorState::Ok => (0, 0),
                     SensorState::ProbeOff { .. } => (status::OOT, status2::SNSA),
+                    SensorState::NoSensor => (status::SNSD, 0),
                     SensorState::PulseSearch => (status::OOT, 0),
                     SensorState::Artefact => (status::ARTF | status::MPRF, 0),
                 };

@@ -34,7 +34,11 @@ fn masimo_lines_look_like_a_rad8_and_carry_the_displayed_values() {
         let (spo2, bpm, exc) = parse_masimo(line);
         assert_eq!(spo2, tick.sample.shown.spo2);
         assert_eq!(bpm, tick.sample.shown.pulse);
-        assert!(exc & 0x800 != 0, "SET bit on every live line");
+        assert_eq!(
+            exc & 0x800 != 0,
+            tick.sample.sensor != SensorState::NoSensor,
+            "SET bit while a sensor is connected"
+        );
         match tick.sample.sensor {
             SensorState::Ok => assert_eq!(exc, 0x800),
             SensorState::ProbeOff { searching } => {
@@ -42,9 +46,19 @@ fn masimo_lines_look_like_a_rad8_and_carry_the_displayed_values() {
                 assert_eq!(exc & 0x008 != 0, searching);
             }
             SensorState::PulseSearch => assert_eq!(exc, 0x808),
+            SensorState::NoSensor => assert_eq!(exc, 0x001),
             SensorState::Artefact => assert_eq!(exc, 0xC10),
         }
     }
+}
+
+#[test]
+fn every_sensor_state_appears_in_the_probe_off_scenario() {
+    let states: std::collections::HashSet<String> = ticks(&opts("probe-off-and-artefacts", Device::Masimo, 4))
+        .iter()
+        .map(|t| format!("{:?}", t.sample.sensor))
+        .collect();
+    assert_eq!(states.len(), 6, "{states:?}");
 }
 
 #[test]
@@ -66,6 +80,7 @@ fn nonin_sends_four_bytes_a_second_with_missing_values_as_511_and_127() {
                 assert_eq!(b[3], nonin::status2::SNSA);
             }
             SensorState::PulseSearch => assert_eq!(flags, nonin::status::OOT),
+            SensorState::NoSensor => assert_eq!(flags, nonin::status::SNSD),
             SensorState::Artefact => assert!(flags & nonin::status::ARTF != 0),
             SensorState::Ok => assert_eq!(flags & (nonin::status::ARTF | nonin::status::OOT), 0),
         }
