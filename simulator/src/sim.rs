@@ -370,41 +370,11 @@ impl Simulation {
     fn encode(&mut self, s: &Sample, mut bytes: Vec<u8>) -> (Vec<u8>, u32) {
         match self.device {
             Device::Masimo => {
-                // The no-sensor capture (data/masimo, source B) shows EXC=000001 alone, without the SET bit.
-                let exc = if s.sensor == SensorState::NoSensor { masimo::exc::NO_SENSOR } else { masimo::exc::SET }
-                    | match s.sensor {
-                        SensorState::Ok | SensorState::NoSensor => 0,
-                        SensorState::ProbeOff { searching: true } => {
-                            masimo::exc::SENSOR_OFF | masimo::exc::PULSE_SEARCH
-                        }
-                        SensorState::ProbeOff { searching: false } => masimo::exc::SENSOR_OFF,
-                        SensorState::PulseSearch => masimo::exc::PULSE_SEARCH,
-                        SensorState::Artefact => masimo::exc::INTERFERENCE | masimo::exc::LOW_SIGNAL_IQ,
-                    };
-                let line = masimo::MasimoLine {
-                    time: s.device_time.naive_utc(),
-                    serial: self.masimo_serial,
-                    spo2: s.shown.spo2,
-                    bpm: s.shown.pulse,
-                    pi: s.shown.pi,
-                    alarm: masimo::MasimoLine::alarm_bits(s.shown.spo2, s.shown.pulse, masimo::DEVICE_LIMITS),
-                    exc,
-                };
-                bytes.extend(masimo::encode(&line));
+                bytes.extend(masimo::encode(&masimo::MasimoLine::from_sample(s, self.masimo_serial)));
                 (bytes, 0)
             }
             Device::Nonin => {
-                use nonin::{status, status2};
-                let (st, st2) = match s.sensor {
-                    SensorState::Ok if s.shown.pi.is_some_and(|p| p < 0.5) => (status::LPRF, 0),
-                    SensorState::Ok => (0, 0),
-                    SensorState::ProbeOff { .. } => (status::OOT, status2::SNSA),
-                    SensorState::NoSensor => (status::SNSD, 0),
-                    SensorState::PulseSearch => (status::OOT, 0),
-                    SensorState::Artefact => (status::ARTF | status::MPRF, 0),
-                };
-                let frame = nonin::NoninFrame { hr: s.shown.pulse, spo2: s.shown.spo2, status: st, status2: st2 };
-                bytes.extend(nonin::encode(&frame));
+                bytes.extend(nonin::encode(&nonin::NoninFrame::from_sample(s)));
                 (bytes, 0)
             }
             Device::Hl7 => {
@@ -415,22 +385,7 @@ impl Simulation {
                     }
                 }
                 self.control_id += 1;
-                let msg = hl7::OruMessage {
-                    device_id: self.device_id.clone(),
-                    control_id: self.control_id,
-                    time: s.device_time,
-                    patient_id: format!("SIM-{}", self.bed),
-                    bed: self.bed.to_string(),
-                    spo2: s.shown.spo2,
-                    pulse: s.shown.pulse,
-                    pi: s.shown.pi,
-                    resp: s.shown.resp,
-                    nibp: s.nibp.map(|n| hl7::NibpObservation {
-                        time: n.started,
-                        values: n.values.map(|v| (v.systolic, v.diastolic, v.mean, v.pulse)),
-                    }),
-                    demo: s.demo,
-                };
+                let msg = hl7::OruMessage::from_sample(s, &self.device_id, self.control_id, self.bed);
                 bytes.extend(hl7::encode_framed(&msg));
                 (bytes, 1)
             }

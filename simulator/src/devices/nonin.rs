@@ -14,6 +14,8 @@
 //!
 //! Heart rate 511 and SpO2 127 mean "missing". Only bytes 1 has bit 7 set, which is how a receiver synchronises.
 
+use crate::sim::{Sample, SensorState};
+
 /// Status byte 1 flags.
 pub mod status {
     /// Always set: marks the first byte of a frame.
@@ -56,6 +58,30 @@ pub struct NoninFrame {
     pub status: u8,
     /// Status byte 2 flags (see [`status2`]).
     pub status2: u8,
+}
+
+impl NoninFrame {
+    /// The frame a Nonin sends for one second of the simulation.
+    pub fn from_sample(s: &Sample) -> NoninFrame {
+        let (status, status2) = flags_for(s.sensor, s.shown.pi);
+        NoninFrame { hr: s.shown.pulse, spo2: s.shown.spo2, status, status2 }
+    }
+}
+
+/// Perfusion index below which the device flags low perfusion.
+const LOW_PERFUSION_PI: f64 = 0.5;
+
+/// Status and status-2 flags for a sensor state: a probe off the finger loses track and raises the sensor alarm,
+/// an unplugged sensor is "disconnected", motion gives artefact with marginal perfusion.
+pub fn flags_for(sensor: SensorState, pi: Option<f64>) -> (u8, u8) {
+    match sensor {
+        SensorState::Ok if pi.is_some_and(|p| p < LOW_PERFUSION_PI) => (status::LPRF, 0),
+        SensorState::Ok => (0, 0),
+        SensorState::ProbeOff { .. } => (status::OOT, status2::SNSA),
+        SensorState::NoSensor => (status::SNSD, 0),
+        SensorState::PulseSearch => (status::OOT, 0),
+        SensorState::Artefact => (status::ARTF | status::MPRF, 0),
+    }
 }
 
 /// Encodes one 4-byte frame.
