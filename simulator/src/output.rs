@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::devices::hl7;
+use crate::devices::{hl7, nonin};
 use crate::{Device, Simulation, Speed};
 
 /// Output errors.
@@ -181,14 +181,50 @@ impl Pty {
         }
     }
 
-    /// Runs one bed into the pty. In real time, bytes nobody reads for 2 s are discarded, as on a
-    /// serial line nobody listens to: a reader that opens the port later starts with current data instead of a
-    /// backlog (4 KiB would be 17 minutes of Nonin frames). At `Speed::Max` the simulator waits for the reader.
+    /// Reads what the host sent (non-blocking) and answers a Nonin format-select command like the device does.
+    fn answer_host(&self, received: &mut Vec<u8>) -> Result<(), OutputError> {
+        use std::io::Read;
+        let mut buf = [0u8; 64];
+        loop {
+            match (&self.master).read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io(format!("reading from {}", self.path.display()))(e)),
+            }
+        }
+        while let Some(reply) = nonin::answer_host(received) {
+            // One byte into a pty buffer that is drained every 2 s at worst: it does not block.
+            let _ = (&self.master).write(&[reply]);
+        }
+        Ok(())
+    }
+
+    /// Runs one bed into the pty. In real time, bytes nobody reads for 2 s are discarded, as on a serial line
+    /// nobody listens to: a reader that opens the port later starts with current data instead of a backlog (4 KiB
+    /// would be 17 minutes of Nonin frames). At `Speed::Max` the simulator waits for the reader. A Nonin
+    /// personality answers the host's format-select command (ACK for #8, NAK otherwise) within 50 ms.
     pub async fn run(mut self, sim: Simulation, speed: Speed) -> Result<(), OutputError> {
         let origin = Instant::now();
         let mut drained_at = Instant::now();
+        let nonin = sim.device() == Device::Nonin;
+        let mut received = Vec::new();
         for tick in sim {
-            pace(origin, tick.sample.offset_s, speed).await;
+            if nonin {
+                // Poll for host commands while waiting for the next frame.
+                let due = pace(origin, tick.sample.offset_s, speed);
+                tokio::pin!(due);
+                loop {
+                    self.answer_host(&mut received)?;
+                    tokio::select! {
+                        _ = &mut due => break,
+                        _ = tokio::time::sleep(HOST_POLL) => {}
+                    }
+                }
+            } else {
+                pace(origin, tick.sample.offset_s, speed).await;
+            }
             if speed != Speed::Max {
                 if self.unread() == 0 {
                     drained_at = Instant::now();
@@ -215,6 +251,9 @@ impl Pty {
         Ok(())
     }
 }
+
+/// How often a Nonin pty looks for host commands.
+const HOST_POLL: Duration = Duration::from_millis(50);
 
 /// How long to wait for the receiver's ACK before warning.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);

@@ -210,6 +210,11 @@ impl Simulation {
         &self.device_id
     }
 
+    /// The device personality.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
     /// The patient model (baseline and pressor response as drawn).
     pub fn patient(&self) -> &Patient {
         &self.patient

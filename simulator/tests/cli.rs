@@ -341,3 +341,36 @@ fn a_scenario_file_of_your_own_runs_and_a_broken_one_is_explained() {
     assert!(err.contains("missing.toml"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_nonin_pty_answers_the_hosts_format_select_command() {
+    let mut child = sim()
+        .args(["--scenario", "calm-session", "--device", "nonin", "--output", "pty", "--speed", "1", "--seed", "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut path = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut path).unwrap();
+    let mut port = std::fs::OpenOptions::new().read(true).write(true).open(path.trim()).unwrap();
+    let mut ask = |fmt: u8| -> Vec<u8> {
+        port.write_all(&[0x02, 0x70, 0x02, 0x02, fmt, 0x03]).unwrap();
+        let started = Instant::now();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        // Calm-session frames never contain 0x06 or 0x15 (HR near 70, SpO2 near 98, no flags), so any such byte
+        // is the answer.
+        while !got.iter().any(|b| *b == 0x06 || *b == 0x15) {
+            // Frames arrive every second, so a missing answer fails here instead of hanging.
+            assert!(started.elapsed() < Duration::from_secs(3), "no answer to format {fmt}");
+            let n = port.read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(started.elapsed() < Duration::from_millis(900), "answered after {:?}", started.elapsed());
+        got
+    };
+    assert!(ask(8).contains(&0x06));
+    assert!(ask(2).contains(&0x15));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
