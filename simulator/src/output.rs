@@ -269,6 +269,8 @@ pub async fn run_mllp(sim: Simulation, speed: Speed, addr: String, label: String
     let mut last_attempt: Option<Instant> = None;
     // Say once per outage that the receiver is unreachable, not every 2 s for every bed.
     let mut reported_outage = false;
+    // Likewise one missing-ACK warning per connection: a receiver that never ACKs would otherwise flood stderr.
+    let mut reported_missing_ack = false;
     let mut buf = Vec::new();
     for tick in sim {
         pace(origin, tick.sample.offset_s, speed).await;
@@ -289,6 +291,7 @@ pub async fn run_mllp(sim: Simulation, speed: Speed, addr: String, label: String
                     buf.clear();
                     conn = Some(s);
                     reported_outage = false;
+                    reported_missing_ack = false;
                     None
                 }
                 Ok(Err(e)) => Some(e.to_string()),
@@ -322,7 +325,14 @@ pub async fn run_mllp(sim: Simulation, speed: Speed, addr: String, label: String
                     conn = None;
                     break;
                 }
-                Err(_) => eprintln!("{label}: no ACK within {} s", ACK_TIMEOUT.as_secs()),
+                Err(_) => {
+                    if !std::mem::replace(&mut reported_missing_ack, true) {
+                        eprintln!(
+                            "{label}: no ACK within {} s (sending on; reported once per connection)",
+                            ACK_TIMEOUT.as_secs()
+                        );
+                    }
+                }
             }
         }
     }
