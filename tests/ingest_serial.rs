@@ -236,7 +236,7 @@ async fn the_nonin_format_selection_is_sent_at_open_and_frames_after_the_ack_arr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hl7_in_mllp_framing_over_a_serial_line_is_decoded() {
+async fn hl7_in_mllp_framing_over_a_serial_line_is_decoded_and_acknowledged_on_the_same_line() {
     let dir = tempfile::tempdir().unwrap();
     let link = dir.path().join("ttyHL7");
     let mut p = pty();
@@ -257,6 +257,22 @@ async fn hl7_in_mllp_framing_over_a_serial_line_is_decoded() {
     let sys = frame.measurements.iter().find(|m| m.parameter == Parameter::NibpSys).and_then(|m| m.value);
     assert_eq!(sys, Some(147.0));
     assert_eq!(frame.device_id.as_deref(), Some("00A0370098007A80"));
+    let master = p.master;
+    let ack = tokio::task::spawn_blocking(move || {
+        let mut master = master;
+        let mut ack = Vec::new();
+        let mut byte = [0u8; 1];
+        while !ack.ends_with(&[0x1C, 0x0D]) {
+            std::io::Read::read_exact(&mut master, &mut byte).unwrap();
+            ack.push(byte[0]);
+        }
+        ack
+    })
+    .await
+    .unwrap();
+    assert_eq!(ack[0], 0x0B, "the ACK is MLLP-framed");
+    let (code, id) = vigil::ingest::protocol::hl7::parse_ack(&ack[1..ack.len() - 2]).expect("an HL7 ACK");
+    assert_eq!((code.as_str(), id.as_str()), ("AA", "1914"));
     cancel.cancel();
     task.await.unwrap().unwrap();
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use chrono::Utc;
 use futures::StreamExt;
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::codec::{Decoder, FramedRead};
@@ -27,7 +27,7 @@ pub use mllp_listener::MllpListener;
 use crate::config::DeviceKind;
 use crate::event::LinkState;
 use crate::vitals::{BedId, Timestamp};
-use protocol::hl7::Hl7Decoder;
+use protocol::hl7::{Hl7Decoder, PendingAck};
 use protocol::masimo::MasimoDecoder;
 use protocol::nonin::{HandshakeReply, NoninDecoder};
 use protocol::{mllp, plausibility, DecodeError, Frame};
@@ -279,9 +279,24 @@ impl AnyDecoder {
         }
     }
 
+    /// The decoder for a device kind that also prepares HL7 ACKs (for links where the device waits for them).
+    pub fn for_device_with_acks(device: DeviceKind) -> Self {
+        match device {
+            DeviceKind::Hl7 => AnyDecoder::Hl7(Hl7Decoder::with_acks(mllp::DEFAULT_MAX)),
+            other => Self::for_device(other),
+        }
+    }
+
     fn take_handshake_reply(&mut self) -> Option<HandshakeReply> {
         match self {
             AnyDecoder::Nonin(d) => d.take_handshake_reply(),
+            _ => None,
+        }
+    }
+
+    fn take_ack(&mut self) -> Option<PendingAck> {
+        match self {
+            AnyDecoder::Hl7(d) => d.take_ack(),
             _ => None,
         }
     }
@@ -321,10 +336,18 @@ pub async fn pump<R: AsyncRead + Unpin>(
     tx: &mpsc::Sender<SourceEvent>,
     cancel: &CancellationToken,
 ) -> PumpEnd {
-    pump_with(reader, AnyDecoder::for_device(device), source, tx, cancel, &mut PumpState::default()).await
+    pump_with(reader, AnyDecoder::for_device(device), source, tx, cancel, &mut PumpState::default(), None).await
 }
 
-/// [`pump`] with a chosen decoder and counters that outlive this stream (serial reconnects).
+/// Where a pump writes HL7 ACKs back to the device (MLLP over serial).
+pub type AckWriter<'a> = &'a mut (dyn AsyncWrite + Unpin + Send);
+
+/// How long writing one ACK may take (a serial line with hardware flow control can stall).
+const ACK_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// [`pump`] with a chosen decoder, counters that outlive this stream (serial reconnects), and optionally a
+/// writer for the ACKs an [`AnyDecoder::for_device_with_acks`] HL7 decoder prepares: AA only after the frame is
+/// in the bed's inbox, AE/AR at once.
 pub async fn pump_with<R: AsyncRead + Unpin>(
     reader: R,
     decoder: AnyDecoder,
@@ -332,6 +355,7 @@ pub async fn pump_with<R: AsyncRead + Unpin>(
     tx: &mpsc::Sender<SourceEvent>,
     cancel: &CancellationToken,
     state: &mut PumpState,
+    mut acks: Option<AckWriter<'_>>,
 ) -> PumpEnd {
     let mut framed = FramedRead::with_capacity(reader, decoder, READ_CAPACITY);
     let end = loop {
@@ -369,6 +393,14 @@ pub async fn pump_with<R: AsyncRead + Unpin>(
                 if sent.is_err() {
                     break PumpEnd::ReceiverClosed;
                 }
+            }
+        }
+        if let (Some(ack), Some(w)) = (framed.decoder_mut().take_ack(), acks.as_deref_mut()) {
+            let bytes = mllp::frame(&ack.build(Utc::now()));
+            match tokio::time::timeout(ACK_WRITE_TIMEOUT, w.write_all(&bytes)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => break PumpEnd::ReadError(format!("cannot write ACK: {e}")),
+                Err(_) => note_error(state, source, "ACK not written within 5 s (line stalled)".into()),
             }
         }
         if let Some(reply) = framed.decoder_mut().take_handshake_reply() {

@@ -604,15 +604,77 @@ pub fn parse_ack(msg: &[u8]) -> Option<(String, String)> {
 
 /// Streaming HL7 decoder for byte streams (MLLP over serial, replay): unwraps MLLP frames and parses each
 /// message; framing errors and broken messages are items, never the end of the stream.
+///
+/// With [`Hl7Decoder::with_acks`] it also prepares the ACK each message earns (AE/AR at once; AA is the
+/// caller's to send once the frame is accepted), for links where the monitor waits for answers (RS-232).
 #[derive(Debug, Clone, Default)]
 pub struct Hl7Decoder {
     mllp: MllpCodec,
+    acks: bool,
+    pending: Option<PendingAck>,
+}
+
+/// The answer a decoded message is owed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingAck {
+    /// The message's header, when it was readable.
+    pub header: Option<MessageHeader>,
+    /// AA, AE or AR.
+    pub code: AckCode,
+    /// Why, for AE/AR.
+    pub error: Option<(ErrorCode, String)>,
+}
+
+impl PendingAck {
+    /// The ACK message (without MLLP framing).
+    pub fn build(&self, now: Timestamp) -> Vec<u8> {
+        build_ack(self.header.as_ref(), self.code, self.error.as_ref().map(|(c, r)| (*c, r.as_str())), now)
+    }
 }
 
 impl Hl7Decoder {
     /// A decoder dropping messages longer than `max_message_bytes`.
     pub fn new(max_message_bytes: usize) -> Self {
-        Hl7Decoder { mllp: MllpCodec::new(max_message_bytes) }
+        Hl7Decoder { mllp: MllpCodec::new(max_message_bytes), acks: false, pending: None }
+    }
+
+    /// A decoder that also prepares an ACK per message ([`Hl7Decoder::take_ack`]).
+    pub fn with_acks(max_message_bytes: usize) -> Self {
+        Hl7Decoder { acks: true, ..Self::new(max_message_bytes) }
+    }
+
+    /// The ACK owed for the item just returned, if any (none for bytes between frames).
+    pub fn take_ack(&mut self) -> Option<PendingAck> {
+        self.pending.take()
+    }
+
+    fn item(&mut self, r: Option<Result<bytes::Bytes, DecodeError>>) -> Option<Result<Frame, DecodeError>> {
+        let r = r?;
+        if !self.acks {
+            return Some(r.and_then(|msg| decode_message(&msg)));
+        }
+        let (result, pending) = match r {
+            Err(e @ DecodeError::TooLong(_)) => {
+                let error = Some((ErrorCode::ApplicationInternal, e.to_string()));
+                (Err(e), Some(PendingAck { header: None, code: AckCode::Error, error }))
+            }
+            Err(e) => (Err(e), None),
+            Ok(msg) => match parse_oru(&msg) {
+                Ok(oru) => {
+                    (Ok(oru.frame), Some(PendingAck { header: Some(oru.header), code: AckCode::Accept, error: None }))
+                }
+                Err(e) => {
+                    let pending = PendingAck {
+                        header: parse_header(&msg).ok(),
+                        code: e.ack_code(),
+                        error: Some((e.error_code(), e.to_string())),
+                    };
+                    (Err(e.into()), Some(pending))
+                }
+            },
+        };
+        self.pending = pending;
+        Some(result)
     }
 }
 
@@ -621,11 +683,13 @@ impl Decoder for Hl7Decoder {
     type Error = std::io::Error;
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
-        Ok(self.mllp.decode(buf)?.map(|r| r.and_then(|msg| decode_message(&msg))))
+        let r = self.mllp.decode(buf)?;
+        Ok(self.item(r))
     }
 
     fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
-        Ok(self.mllp.decode_eof(buf)?.map(|r| r.and_then(|msg| decode_message(&msg))))
+        let r = self.mllp.decode_eof(buf)?;
+        Ok(self.item(r))
     }
 }
 
