@@ -611,7 +611,8 @@ pub fn parse_ack(msg: &[u8]) -> Option<(String, String)> {
 pub struct Hl7Decoder {
     mllp: MllpCodec,
     acks: bool,
-    pending: Option<PendingAck>,
+    /// Boxed: a header is large, and decoders live inline in every pump.
+    pending: Option<Box<PendingAck>>,
 }
 
 /// The answer a decoded message is owed.
@@ -645,7 +646,7 @@ impl Hl7Decoder {
 
     /// The ACK owed for the item just returned, if any (none for bytes between frames).
     pub fn take_ack(&mut self) -> Option<PendingAck> {
-        self.pending.take()
+        self.pending.take().map(|b| *b)
     }
 
     fn item(&mut self, r: Option<Result<bytes::Bytes, DecodeError>>) -> Option<Result<Frame, DecodeError>> {
@@ -673,7 +674,7 @@ impl Hl7Decoder {
                 }
             },
         };
-        self.pending = pending;
+        self.pending = pending.map(Box::new);
         Some(result)
     }
 }
