@@ -133,6 +133,8 @@ pub enum PumpEnd {
     Eof,
     /// Reading failed (for a serial port, a disconnect), with the error text.
     ReadError(String),
+    /// Writing an HL7 ACK back failed (for a serial port, a disconnect), with the error text.
+    WriteError(String),
     /// The bed's inbox is gone: the bed task ended, so nobody listens.
     ReceiverClosed,
 }
@@ -144,6 +146,7 @@ impl PumpEnd {
             PumpEnd::Cancelled => "shutting down".into(),
             PumpEnd::Eof => "end of stream (device closed or unplugged)".into(),
             PumpEnd::ReadError(e) => format!("read error: {e}"),
+            PumpEnd::WriteError(e) => format!("write error: {e}"),
             PumpEnd::ReceiverClosed => "bed inbox closed".into(),
         }
     }
@@ -399,7 +402,7 @@ pub async fn pump_with<R: AsyncRead + Unpin>(
             let bytes = mllp::frame(&ack.build(Utc::now()));
             match tokio::time::timeout(ACK_WRITE_TIMEOUT, w.write_all(&bytes)).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => break PumpEnd::ReadError(format!("cannot write ACK: {e}")),
+                Ok(Err(e)) => break PumpEnd::WriteError(format!("cannot write ACK: {e}")),
                 Err(_) => note_error(state, source, "ACK not written within 5 s (line stalled)".into()),
             }
         }

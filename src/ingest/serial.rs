@@ -68,7 +68,7 @@ pub async fn run(
                         return Ok(());
                     }
                     PumpEnd::ReceiverClosed => return Ok(()),
-                    PumpEnd::Eof | PumpEnd::ReadError(_) => {
+                    PumpEnd::Eof | PumpEnd::ReadError(_) | PumpEnd::WriteError(_) => {
                         tracing::warn!(source = %source, path, "serial link lost: {}", end.reason());
                         let reason = Some(format!("{path}: {}", end.reason()));
                         if !link(&tx, &source, LinkState::Disconnected, reason, &mut reported).await {
