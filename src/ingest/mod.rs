@@ -441,3 +441,40 @@ async fn sleep_until_opt(at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_error_log_allows_a_few_lines_per_window_then_holds_back() {
+        let mut log = RateLimitedLog::new();
+        let allowed = (0..100).filter(|_| log.allow().is_some()).count();
+        assert_eq!(allowed, RateLimitedLog::PER_WINDOW as usize);
+        assert_eq!(log.suppressed, 100 - u64::from(RateLimitedLog::PER_WINDOW));
+    }
+
+    #[tokio::test]
+    async fn counters_go_out_at_once_then_not_again_inside_the_interval_and_stay_pending_when_the_inbox_is_full() {
+        let source = SourceId::new("chair-1", 0);
+        let (tx, mut rx) = mpsc::channel(1);
+        let mut state = CounterState::default();
+        state.counters.frames_bad = 1;
+        state.dirty = true;
+        state.flush(&source, &tx, false);
+        assert!(matches!(rx.try_recv(), Ok(SourceEvent::Counters { frames_bad: 1, .. })));
+        state.counters.frames_bad = 2;
+        state.dirty = true;
+        state.flush(&source, &tx, false);
+        assert!(rx.try_recv().is_err(), "inside the interval nothing is sent");
+        assert!(state.due().is_some(), "but a send is scheduled");
+        // Fill the inbox: even a forced flush (end of stream) must not wait, and keeps the counters pending.
+        tx.try_send(state.counters.event(&source)).unwrap();
+        state.flush(&source, &tx, true);
+        assert!(state.dirty);
+        rx.try_recv().unwrap();
+        state.flush(&source, &tx, true);
+        assert!(matches!(rx.try_recv(), Ok(SourceEvent::Counters { frames_bad: 2, .. })));
+        assert!(!state.dirty);
+    }
+}
