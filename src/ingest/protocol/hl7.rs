@@ -368,33 +368,30 @@ fn unit_fit(parameter: Parameter, unit_field: &[u8], sep: &Separators) -> UnitFi
     }
     let is = |options: &[&[u8]]| options.iter().any(|o| code.eq_ignore_ascii_case(o) || name.eq_ignore_ascii_case(o));
     // MDC unit codes from CLINICAL.md (264864, 262688, 266016, 264928); kPa is MDC_DIM_KILO_PASCAL 265987.
-    let per_min = is(&[
-        b"264864",
-        b"264928",
-        b"264352",
-        b"MDC_DIM_BEAT_PER_MIN",
-        b"MDC_DIM_RESP_PER_MIN",
-        b"MDC_DIM_PER_MIN",
-        b"/min",
-        b"1/min",
-        b"{beat}/min",
-        b"{beats}/min",
-        b"{breath}/min",
-        b"{breaths}/min",
-        b"{resp}/min",
-        b"bpm",
-    ]);
-    let percent = is(&[b"262688", b"MDC_DIM_PERCENT", b"%"]);
-    let mmhg = is(&[b"266016", b"MDC_DIM_MMHG", b"mm[Hg]", b"mmHg"]);
-    let kpa = is(&[b"265987", b"MDC_DIM_KILO_PASCAL", b"kPa"]);
+    // Only the unit family of the parameter is compared: this runs for every observation.
     let ok = match parameter {
-        Parameter::Hr | Parameter::Pr | Parameter::Rr => per_min,
-        Parameter::Spo2 => percent,
+        Parameter::Hr | Parameter::Pr | Parameter::Rr => is(&[
+            b"264864",
+            b"264928",
+            b"264352",
+            b"MDC_DIM_BEAT_PER_MIN",
+            b"MDC_DIM_RESP_PER_MIN",
+            b"MDC_DIM_PER_MIN",
+            b"/min",
+            b"1/min",
+            b"{beat}/min",
+            b"{beats}/min",
+            b"{breath}/min",
+            b"{breaths}/min",
+            b"{resp}/min",
+            b"bpm",
+        ]),
+        Parameter::Spo2 => is(&[b"262688", b"MDC_DIM_PERCENT", b"%"]),
         Parameter::NibpSys | Parameter::NibpDia | Parameter::NibpMean => {
-            if kpa {
+            if is(&[b"265987", b"MDC_DIM_KILO_PASCAL", b"kPa"]) {
                 return UnitFit::Convert(MMHG_PER_KPA);
             }
-            mmhg
+            is(&[b"266016", b"MDC_DIM_MMHG", b"mm[Hg]", b"mmHg"])
         }
     };
     if ok {
@@ -570,7 +567,19 @@ pub fn build_ack(
         ),
         None => (String::new(), String::new(), String::new(), "2.6".to_owned()),
     };
-    let ts = now.format("%Y%m%d%H%M%S%z");
+    // Written by hand: a strftime pattern is parsed on every call, and this runs once per message.
+    let ts = {
+        use chrono::{Datelike, Timelike};
+        format!(
+            "{:04}{:02}{:02}{:02}{:02}{:02}+0000",
+            now.year(),
+            now.month(),
+            now.day(),
+            now.hour(),
+            now.minute(),
+            now.second()
+        )
+    };
     let seq = ACK_SEQ.fetch_add(1, Ordering::Relaxed);
     let mut out = format!(
         "MSH{f}{enc}{f}VIGIL{f}VIGIL{f}{to_app}{f}{to_fac}{f}{ts}{f}{f}ACK{c}R01{c}ACK{f}VIGIL{seq}{f}P{f}{version}\r\
