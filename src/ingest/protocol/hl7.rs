@@ -151,7 +151,12 @@ impl<'a> Fields<'a> {
     fn split(segment: &'a [u8], sep: u8, is_msh: bool) -> Fields<'a> {
         let mut items: [&'a [u8]; MAX_FIELDS] = [&[]; MAX_FIELDS];
         let mut len = 0;
-        let mut parts = segment.split(|b| *b == sep);
+        let mut begin = 0;
+        let mut parts = memchr::memchr_iter(sep, segment).chain(std::iter::once(segment.len())).map(|end| {
+            let part = &segment[begin..end];
+            begin = end + 1;
+            part
+        });
         if is_msh {
             // `MSH|^~\&|…`: the first separator is MSH-1 itself, so the parts after "MSH" start at MSH-2.
             items[0] = parts.next().unwrap_or_default();
@@ -193,7 +198,14 @@ fn trimmed(bytes: &[u8]) -> &[u8] {
 
 /// Splits a message into segments: CR is the HL7 separator; LF and CR LF are tolerated (captures, files).
 fn segments(msg: &[u8]) -> impl Iterator<Item = &[u8]> {
-    msg.split(|b| *b == b'\r' || *b == b'\n').filter(|s| !s.iter().all(u8::is_ascii_whitespace))
+    let mut start = 0;
+    let ends = memchr::memchr2_iter(b'\r', b'\n', msg).chain(std::iter::once(msg.len()));
+    ends.map(move |end| {
+        let seg = &msg[start..end];
+        start = end + 1;
+        seg
+    })
+    .filter(|s| !s.iter().all(u8::is_ascii_whitespace))
 }
 
 /// Reads the MSH segment: separators, ids and type. Used on its own to address an ACK when the rest of the
