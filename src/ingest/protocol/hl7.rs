@@ -182,10 +182,27 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// Component `n` (1-based) of the first repetition of a field.
+/// Component `n` (1-based) of the first repetition of a field. One pass that stops as soon as the component
+/// ends: this runs about ten times per observation, so it is on the hot path.
 fn component<'a>(field: &'a [u8], sep: &Separators, n: usize) -> &'a [u8] {
-    let first = field.split(|b| *b == sep.repetition).next().unwrap_or_default();
-    first.split(|b| *b == sep.component).nth(n - 1).unwrap_or_default()
+    let (mut index, mut start) = (1, 0);
+    for (i, &b) in field.iter().enumerate() {
+        if b == sep.repetition || b == sep.component {
+            if index == n {
+                return &field[start..i];
+            }
+            if b == sep.repetition {
+                return &[];
+            }
+            index += 1;
+            start = i + 1;
+        }
+    }
+    if index == n {
+        &field[start..]
+    } else {
+        &[]
+    }
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -735,6 +752,17 @@ mod tests {
         assert_eq!(oru.header.control_id, "7");
         assert_eq!(oru.frame.device_id.as_deref(), Some("0011223344556677"));
         assert_eq!(oru.frame.measurements[0].value, Some(97.0));
+    }
+
+    #[test]
+    fn components_come_from_the_first_repetition_only() {
+        let sep = Separators::default();
+        assert_eq!(component(b"a^b^c~d^e", &sep, 1), b"a");
+        assert_eq!(component(b"a^b^c~d^e", &sep, 3), b"c");
+        assert_eq!(component(b"a^b^c~d^e", &sep, 4), b"");
+        assert_eq!(component(b"a", &sep, 2), b"");
+        assert_eq!(component(b"", &sep, 1), b"");
+        assert_eq!(component(b"^x", &sep, 2), b"x");
     }
 
     #[test]
