@@ -148,28 +148,29 @@ struct Fields<'a> {
 const MAX_FIELDS: usize = 20;
 
 impl<'a> Fields<'a> {
+    /// One pass with a plain loop: fields are a few bytes long, too short for memchr to pay off.
     fn split(segment: &'a [u8], sep: u8, is_msh: bool) -> Fields<'a> {
         let mut items: [&'a [u8]; MAX_FIELDS] = [&[]; MAX_FIELDS];
         let mut len = 0;
         let mut begin = 0;
-        let mut parts = memchr::memchr_iter(sep, segment).chain(std::iter::once(segment.len())).map(|end| {
-            let part = &segment[begin..end];
-            begin = end + 1;
-            part
-        });
-        if is_msh {
-            // `MSH|^~\&|…`: the first separator is MSH-1 itself, so the parts after "MSH" start at MSH-2.
-            items[0] = parts.next().unwrap_or_default();
-            items[1] = &segment[3..4];
-            len = 2;
-        }
-        for part in parts {
-            if len == MAX_FIELDS {
-                break;
+        for (i, &b) in segment.iter().enumerate() {
+            if b != sep {
+                continue;
             }
-            items[len] = part;
+            items[len] = &segment[begin..i];
             len += 1;
+            begin = i + 1;
+            if is_msh && len == 1 {
+                // `MSH|^~\&|…`: the first separator is MSH-1 itself, so the next part is MSH-2.
+                items[1] = &segment[i..i + 1];
+                len = 2;
+            }
+            if len == MAX_FIELDS {
+                return Fields { items, len };
+            }
         }
+        items[len] = &segment[begin..];
+        len += 1;
         Fields { items, len }
     }
 
