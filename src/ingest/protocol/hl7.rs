@@ -87,23 +87,53 @@ impl Separators {
     /// Escapes text for a field (HL7 v2 escape sequences), and flattens line breaks that would end a segment.
     pub fn escape_text(&self, text: &str) -> String {
         let mut out = String::with_capacity(text.len());
+        self.push_escaped(&mut out, text);
+        out
+    }
+
+    fn is_special(&self, b: u8) -> bool {
+        b == self.escape
+            || b == self.field
+            || b == self.component
+            || b == self.repetition
+            || b == self.subcomponent
+            || b == b'\r'
+            || b == b'\n'
+    }
+
+    /// [`Separators::escape_text`] into `out`; text without special characters (the usual case) is copied as is.
+    fn push_escaped(&self, out: &mut String, text: &str) {
+        if !text.bytes().any(|b| self.is_special(b)) {
+            out.push_str(text);
+            return;
+        }
         for c in text.chars() {
             let seq = match u8::try_from(c).ok() {
-                Some(b) if b == self.escape => "\\E\\",
-                Some(b) if b == self.field => "\\F\\",
-                Some(b) if b == self.component => "\\S\\",
-                Some(b) if b == self.repetition => "\\R\\",
-                Some(b) if b == self.subcomponent => "\\T\\",
-                Some(b'\r' | b'\n') => " ",
+                Some(b) if b == self.escape => 'E',
+                Some(b) if b == self.field => 'F',
+                Some(b) if b == self.component => 'S',
+                Some(b) if b == self.repetition => 'R',
+                Some(b) if b == self.subcomponent => 'T',
+                Some(b'\r' | b'\n') => {
+                    out.push(' ');
+                    continue;
+                }
                 _ => {
                     out.push(c);
                     continue;
                 }
             };
             // The escape sequences use the declared escape character.
-            out.extend(seq.chars().map(|s| if s == '\\' { char::from(self.escape) } else { s }));
+            out.push(char::from(self.escape));
+            out.push(seq);
+            out.push(char::from(self.escape));
         }
-        out
+    }
+
+    /// Copies a field verbatim, keeping its components (MSH-3 `APP^EUI^EUI-64`), without line breaks or field
+    /// separators that would break the segment.
+    fn push_raw(&self, out: &mut String, text: &str) {
+        out.extend(text.chars().filter(|c| *c != '\r' && *c != '\n' && u8::try_from(*c).ok() != Some(self.field)));
     }
 }
 
@@ -584,52 +614,54 @@ pub fn build_ack(
     error: Option<(ErrorCode, &str)>,
     now: Timestamp,
 ) -> Vec<u8> {
+    use chrono::{Datelike, Timelike};
+    use std::fmt::Write;
+
     let sep = header.map(|h| h.separators).unwrap_or_default();
     let f = char::from(sep.field);
     let c = char::from(sep.component);
-    let enc: String = sep.encoding_chars().iter().map(|b| char::from(*b)).collect();
-    let (to_app, to_fac, control, version) = match header {
-        Some(h) => (
-            sep.escape_text_raw(&h.sending_application),
-            sep.escape_text_raw(&h.sending_facility),
-            sep.escape_text(&h.control_id),
-            if h.version.is_empty() { "2.6".to_owned() } else { sep.escape_text(&h.version) },
-        ),
-        None => (String::new(), String::new(), String::new(), "2.6".to_owned()),
-    };
-    // Written by hand: a strftime pattern is parsed on every call, and this runs once per message.
-    let ts = {
-        use chrono::{Datelike, Timelike};
-        format!(
-            "{:04}{:02}{:02}{:02}{:02}{:02}+0000",
-            now.year(),
-            now.month(),
-            now.day(),
-            now.hour(),
-            now.minute(),
-            now.second()
-        )
-    };
-    let seq = ACK_SEQ.fetch_add(1, Ordering::Relaxed);
-    let mut out = format!(
-        "MSH{f}{enc}{f}VIGIL{f}VIGIL{f}{to_app}{f}{to_fac}{f}{ts}{f}{f}ACK{c}R01{c}ACK{f}VIGIL{seq}{f}P{f}{version}\r\
-         MSA{f}{}{f}{control}",
-        code.as_str()
+    let mut out = String::with_capacity(256);
+    // `write!` into a String cannot fail; the results are ignored for that reason.
+    out.push_str("MSH");
+    out.push(f);
+    out.extend(sep.encoding_chars().iter().map(|b| char::from(*b)));
+    let _ = write!(out, "{f}VIGIL{f}VIGIL{f}");
+    if let Some(h) = header {
+        sep.push_raw(&mut out, &h.sending_application);
+    }
+    out.push(f);
+    if let Some(h) = header {
+        sep.push_raw(&mut out, &h.sending_facility);
+    }
+    // The time written by hand: a strftime pattern would be parsed on every call.
+    let _ = write!(
+        out,
+        "{f}{:04}{:02}{:02}{:02}{:02}{:02}+0000{f}{f}ACK{c}R01{c}ACK{f}VIGIL{}{f}P{f}",
+        now.year(),
+        now.month(),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        ACK_SEQ.fetch_add(1, Ordering::Relaxed)
     );
+    match header.map(|h| h.version.as_str()) {
+        Some(v) if !v.is_empty() => sep.push_escaped(&mut out, v),
+        _ => out.push_str("2.6"),
+    }
+    let _ = write!(out, "\rMSA{f}{}{f}", code.as_str());
+    if let Some(h) = header {
+        sep.push_escaped(&mut out, &h.control_id);
+    }
     if let Some((err, reason)) = error {
-        let reason = sep.escape_text(reason);
         let (n, label) = err.code_and_text();
-        out.push_str(&format!("{f}{reason}\rERR{f}{f}{f}{n}{c}{label}{c}HL70357{f}E{f}{f}{f}{f}{reason}"));
+        out.push(f);
+        sep.push_escaped(&mut out, reason);
+        let _ = write!(out, "\rERR{f}{f}{f}{n}{c}{label}{c}HL70357{f}E{f}{f}{f}{f}");
+        sep.push_escaped(&mut out, reason);
     }
     out.push('\r');
     out.into_bytes()
-}
-
-impl Separators {
-    /// Keeps component separators of a field copied verbatim (MSH-3 `APP^EUI^EUI-64`) while removing line breaks.
-    fn escape_text_raw(&self, text: &str) -> String {
-        text.chars().filter(|c| *c != '\r' && *c != '\n' && u8::try_from(*c).ok() != Some(self.field)).collect()
-    }
 }
 
 /// Reads MSA-1 and MSA-2 from an ACK: for test clients and the simulator.
