@@ -174,8 +174,9 @@ struct Fields<'a> {
     len: usize,
 }
 
-/// OBX-18 is the last field Vigil reads; MSH-12 likewise. Later fields are not split out.
-const MAX_FIELDS: usize = 20;
+/// OBX-14 is the last field Vigil reads (MSH-12 in the header): later fields are not split out, which saves
+/// scanning the long equipment-id tails real monitors append.
+const MAX_FIELDS: usize = 15;
 
 impl<'a> Fields<'a> {
     /// One pass with a plain loop: fields are a few bytes long, too short for memchr to pay off.
