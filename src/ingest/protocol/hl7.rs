@@ -153,7 +153,7 @@ pub struct MessageHeader {
     /// MSH-12.
     pub version: String,
     /// The device id: MSH-3's EUI-64 (upper case), else MSH-3's first non-empty component, else MSH-4's first
-    /// component (the Comen NC5 sends its serial number there and leaves MSH-3 empty: sample [5]).
+    /// component (the Comen NC5 sends its serial number there and leaves MSH-3 empty: sample \[5\]).
     pub device_id: Option<String>,
     /// MSH-7.
     pub time: Option<Timestamp>,
@@ -462,7 +462,7 @@ fn unit_fit(parameter: Parameter, unit_field: &[u8], sep: &Separators) -> UnitFi
     }
 }
 
-/// OBX-7 `low^high` (Comen, sample [5]) or the HL7 reference-range form `low-high`.
+/// OBX-7 `low^high` (Comen, sample \[5\]) or the HL7 reference-range form `low-high`.
 fn parse_limits(field: &[u8], sep: &Separators, factor: f64) -> Option<(f64, f64)> {
     let field = trimmed(field);
     if field.is_empty() {
