@@ -147,7 +147,16 @@ fn transport(config: &Config) -> Result<Transport, MqttError> {
 }
 
 fn endpoints(config: &Config) -> Result<Vec<Endpoint>, MqttError> {
-    let mut list = vec![Endpoint { host: config.mqtt.host.clone(), port: config.mqtt.port }];
+    let mut host = config.mqtt.host.clone();
+    // An embedded broker bound to every interface is reached on loopback.
+    if config.mqtt.mode == MqttMode::Embedded {
+        match host.parse::<std::net::IpAddr>() {
+            Ok(ip) if ip.is_unspecified() && ip.is_ipv4() => host = "127.0.0.1".into(),
+            Ok(ip) if ip.is_unspecified() => host = "::1".into(),
+            _ => {}
+        }
+    }
+    let mut list = vec![Endpoint { host, port: config.mqtt.port }];
     if config.mqtt.mode == MqttMode::External {
         for f in &config.mqtt.failover {
             let (host, port) = f
@@ -236,6 +245,7 @@ pub(super) fn spawn(
         fifo: VecDeque::new(),
         inflight: HashMap::new(),
         unacked: BTreeSet::new(),
+        acked: Vec::new(),
         last_sent: 0,
         connected: false,
         birth_seq: last_seq,
@@ -357,6 +367,7 @@ struct Main {
     fifo: VecDeque<Track>,
     inflight: HashMap<u16, i64>,
     unacked: BTreeSet<i64>,
+    acked: Vec<i64>,
     last_sent: i64,
     connected: bool,
     birth_seq: u64,
@@ -390,7 +401,20 @@ impl Main {
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                Some(n) = net.recv() => self.on_net(n),
+                Some(n) = net.recv() => {
+                    self.on_net(n);
+                    // Take what else has arrived, so that a burst of PUBACKs costs one store transaction.
+                    for _ in 0..256 {
+                        match net.try_recv() {
+                            Ok(n) => self.on_net(n),
+                            Err(_) => break,
+                        }
+                    }
+                    self.flush_acks();
+                    if self.unacked.len() < WINDOW / 2 {
+                        self.drain();
+                    }
+                }
                 ev = events.recv(), if hub_open => match ev {
                     Ok(ev) => self.on_hub(&ev),
                     Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -461,13 +485,8 @@ impl Main {
                     self.offline_acked = true;
                 }
                 if let Some(id) = self.inflight.remove(&pkid) {
-                    if let Err(e) = self.store.mark_delivered(&[id], Utc::now()) {
-                        tracing::error!(error = %e, "cannot mark an outbox event delivered (it will be sent again)");
-                    }
+                    self.acked.push(id);
                     self.unacked.remove(&id);
-                    if self.unacked.len() < WINDOW / 2 {
-                        self.drain();
-                    }
                 }
             }
             Net::Message(p) => {
@@ -586,8 +605,20 @@ impl Main {
         }
     }
 
+    /// Marks acknowledged outbox rows delivered, in one transaction.
+    fn flush_acks(&mut self) {
+        if self.acked.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.mark_delivered(&self.acked, Utc::now()) {
+            tracing::error!(error = %e, "cannot mark outbox events delivered (they will be sent again)");
+        }
+        self.acked.clear();
+    }
+
     /// Sends outbox rows not yet sent, keeping at most WINDOW unacknowledged.
     fn drain(&mut self) {
+        self.flush_acks();
         while self.connected && self.unacked.len() < WINDOW {
             let room = WINDOW - self.unacked.len();
             let items = match self.store.pending_after(self.last_sent, room) {
@@ -692,6 +723,7 @@ impl Main {
                 .await;
             }
         }
+        self.flush_acks();
         stop_net.cancel();
         let _ = net_task.await;
         self.set_link(LinkState::Stopped, None, None);
