@@ -225,3 +225,49 @@ async fn session_events_go_out_retained_from_the_outbox_and_commands_the_bed_ref
     cancel.cancel();
     tokio::time::timeout(T, m.task).await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_prompt_when_no_broker_is_reachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = free_port();
+    let cfg = config(
+        dir.path(),
+        &format!("mode = \"external\"\nhost = \"127.0.0.1\"\nport = {dead}\nclient_id = \"vigil-e5\""),
+        "",
+    );
+    let store = Store::open(&dir.path().join("vigil.db")).unwrap();
+    let cancel = CancellationToken::new();
+    let m = mqtt::spawn(cfg, hub(), store, cancel.clone()).unwrap();
+    let mut link = m.link.clone();
+    let l = tokio::time::timeout(T, link.wait_for(|l| l.last_error.is_some())).await.unwrap().unwrap().clone();
+    assert!(l.last_error.unwrap().starts_with("mqtt.host / mqtt.port: nothing listens at 127.0.0.1:"));
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(1), m.task).await.expect("stops within a second").unwrap();
+    assert_eq!(m.link.borrow().state, LinkState::Stopped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_broker_accepts_only_the_configured_credentials_when_they_are_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mqtt_cfg = format!("{}\nusername = \"vigil\"\npassword = \"s3cret\"", embedded(port, "vigil-e6"));
+    let cfg = config(dir.path(), &mqtt_cfg, "");
+    broker::start(&cfg.mqtt).unwrap();
+    let store = Store::open(&dir.path().join("vigil.db")).unwrap();
+    let cancel = CancellationToken::new();
+    let m = mqtt::spawn(cfg, hub(), store, cancel.clone()).unwrap();
+    let mut link = m.link.clone();
+    tokio::time::timeout(T, link.wait_for(|l| l.state == LinkState::Connected)).await.unwrap().unwrap();
+
+    // An anonymous client is turned away.
+    let mut o = rumqttc::MqttOptions::new("anonymous", "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(5));
+    let (_c, mut el) = rumqttc::AsyncClient::new(o, 10);
+    let first = tokio::time::timeout(T, el.poll()).await.unwrap();
+    assert!(
+        !matches!(first, Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ref a))) if a.code == rumqttc::ConnectReturnCode::Success),
+        "{first:?}"
+    );
+    cancel.cancel();
+    tokio::time::timeout(T, m.task).await.unwrap().unwrap();
+}

@@ -191,3 +191,23 @@ fn a_store_path_that_cannot_be_opened_is_an_error_naming_store_path() {
     let msg = err.to_string();
     assert!(msg.starts_with("store.path: cannot open '/nonexistent-dir/vigil.db'"), "{msg}");
 }
+
+#[test]
+fn a_store_written_by_a_newer_vigil_is_refused_rather_than_misread() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vigil.db");
+    drop(Store::open(&path).unwrap());
+    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
+    let err = Store::open(&path).unwrap_err();
+    assert!(matches!(err, StoreError::NewerSchema { found: 99, .. }), "{err}");
+    assert!(err.to_string().starts_with("store.path: "), "{err}");
+}
+
+#[test]
+fn the_database_file_is_left_in_wal_mode() {
+    let (dir, store) = open();
+    drop(store);
+    let conn = rusqlite::Connection::open(dir.path().join("vigil.db")).unwrap();
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "wal", "WAL persists in the file");
+}

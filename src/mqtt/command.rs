@@ -139,7 +139,6 @@ pub(crate) struct Handler {
 impl Handler {
     /// Handles one command message end to end and queues the reply.
     pub async fn handle(self, bed: String, payload: Vec<u8>) {
-        let Ok(_permit) = self.permits.clone().acquire_owned().await else { return };
         let now = Utc::now();
         let mut reply = Reply {
             schema_version: SCHEMA_VERSION,
@@ -226,6 +225,8 @@ impl Handler {
         password: &Option<String>,
         command: &Command,
     ) -> Result<String, AuthError> {
+        // Held only while hashing, so that the delay after a wrong password does not block other commands.
+        let Ok(_permit) = self.permits.clone().acquire_owned().await else { return Err(AuthError::BadCredentials) };
         let (auth, user, password, command) = (self.auth.clone(), user.clone(), password.clone(), command.clone());
         tokio::task::spawn_blocking(move || auth.authorize(user.as_deref(), password.as_deref(), &command))
             .await
