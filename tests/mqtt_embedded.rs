@@ -73,10 +73,14 @@ async fn status_vitals_alarm_events_and_retained_snapshots_reach_a_subscriber_an
     let off = sub.expect("/status", T, |m| m.json["state"] == "offline").await;
     assert_eq!(off.json["reason"], "shutdown");
     assert_eq!(off.json["seq"], online.json["seq"]);
-    let mut late = Subscriber::connect(port, "it-e1-late", &format!("{BASE}/status"), false).await;
+    // A late subscriber with a wildcard (as in docs/mqtt-api.md) gets the retained state at once.
+    let mut late = Subscriber::connect(port, "it-e1-late", "vigil/#", false).await;
     let retained = late.expect("/status", T, |_| true).await;
     assert!(retained.retain, "a late subscriber gets the retained status");
     assert_eq!(retained.json["state"], "offline");
+    let snap = late.expect("/bed/chair-1/alarms", T, |_| true).await;
+    assert!(snap.retain);
+    assert_eq!(snap.json["bed_seq"], ev.bed_seq);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
