@@ -216,6 +216,14 @@ async fn session_events_go_out_retained_from_the_outbox_and_commands_the_bed_ref
     let got = sub.expect("/bed/chair-1/session", T, |_| true).await;
     assert_eq!(got.json["action"], "session_start");
     assert_eq!(got.json["schema_version"], 1);
+    let s2 = session("chair-1", "infusion_start");
+    store.append(&[Event::Session(s2.clone())]).unwrap();
+    hub.publish(Event::Session(s2));
+    sub.expect("/bed/chair-1/session", T, |m| m.json["action"] == "infusion_start").await;
+    let mut late = Subscriber::connect(port, "it-e4-late", &format!("{BASE}/bed/chair-1/session"), false).await;
+    let retained = late.expect("/bed/chair-1/session", T, |_| true).await;
+    assert!(retained.retain);
+    assert_eq!(retained.json["action"], "infusion_start", "the retained session is the latest");
 
     publish_once(port, &format!("{BASE}/cmd/chair-1"), r#"{"command":"session_end","user":"nina","password":"anin"}"#)
         .await;

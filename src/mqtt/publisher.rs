@@ -634,7 +634,12 @@ impl Main {
             for item in items {
                 let (topic, body, retain) = match &item.event {
                     Event::Alarm(a) => (self.topics.alarm(&a.bed), payload::alarm(a), false),
-                    Event::Session(s) => (self.topics.session(&s.bed), payload::session(s), true),
+                    // Retained only if it is still the bed's latest session event: a replayed older one must not
+                    // overwrite the present state a late subscriber gets.
+                    Event::Session(s) => {
+                        let latest = self.store.latest_session(&s.bed).ok().flatten();
+                        (self.topics.session(&s.bed), payload::session(s), latest.as_ref() == Some(s))
+                    }
                     other => {
                         tracing::error!(id = item.id, kind = ?std::mem::discriminant(other), "unexpected outbox event; skipped");
                         let _ = self.store.mark_delivered(&[item.id], Utc::now());
