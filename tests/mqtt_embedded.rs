@@ -180,7 +180,10 @@ async fn unauthorised_and_malformed_commands_are_refused_with_a_reason_and_never
         let id = serde_json::from_str::<serde_json::Value>(payload).ok().map(|v| v["request_id"].clone());
         let r = replies
             .iter()
-            .find(|m| id.as_ref().is_none_or(|id| &m.json["request_id"] == id))
+            .find(|m| match &id {
+                Some(id) => &m.json["request_id"] == id,
+                None => m.json["request_id"].is_null(),
+            })
             .unwrap_or_else(|| panic!("a reply for {payload}"));
         assert_eq!(r.json["ok"], false, "{payload}");
         let got = r.json["reason"].as_str().unwrap_or_default();

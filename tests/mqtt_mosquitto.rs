@@ -359,3 +359,75 @@ async fn alarm_events_flow_over_mutual_tls_with_a_throwaway_ca_and_a_wrong_ca_is
     cancel.cancel();
     tokio::time::timeout(T, m.task).await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtt5_command_is_answered_on_its_response_topic_with_its_correlation_data() {
+    use rumqttc::v5::mqttbytes::v5::{Packet as P5, PublishProperties};
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    use rumqttc::v5::{AsyncClient as C5, Event as E5, MqttOptions as O5};
+
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mosq) = Mosquitto::start(dir.path(), "") else { return };
+    let cfg = config(dir.path(), &external(mosq.port, "vigil-v5", ""), &users());
+    let store = Store::open(&dir.path().join("vigil.db")).unwrap();
+    let hub = hub();
+    let mut seen = fake_bed(hub.clone(), store.clone(), "chair-1");
+    let cancel = CancellationToken::new();
+    let m = mqtt::spawn(cfg, hub.clone(), store.clone(), cancel.clone()).unwrap();
+    let mut alarms = Subscriber::connect(mosq.port, "it-v5-alarms", &format!("{BASE}/bed/+/alarm"), false).await;
+    emit_alarm(&store, &hub, "chair-1", "chair-1-a1", 1);
+    alarms.expect("/alarm", T, |_| true).await;
+
+    // An MQTT 5 integrator: subscribes to its own reply topic, sends the command with response topic and
+    // correlation data, and no reply_to in the payload.
+    let mut o = O5::new("it-v5-app", "127.0.0.1", mosq.port);
+    o.set_keep_alive(Duration::from_secs(5));
+    let (client, mut el) = C5::new(o, 10);
+    let reply_topic = format!("{BASE}/reply/v5-app");
+    client.subscribe(reply_topic.clone(), Q5::AtLeastOnce).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let poller = tokio::spawn(async move {
+        let mut sent = false;
+        loop {
+            match el.poll().await {
+                Ok(E5::Incoming(P5::SubAck(_))) if !sent => {
+                    sent = true;
+                    let _ = tx.send(None);
+                }
+                Ok(E5::Incoming(P5::Publish(p))) => {
+                    let _ = tx.send(Some(p));
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    assert!(tokio::time::timeout(T, rx.recv()).await.unwrap().unwrap().is_none(), "subscribed");
+    // The intake connection subscribes shortly after the publisher connects; retry until a reply comes.
+    let props = PublishProperties {
+        response_topic: Some(reply_topic.clone()),
+        correlation_data: Some(bytes::Bytes::from_static(b"corr-7")),
+        ..Default::default()
+    };
+    let payload = r#"{"command":"acknowledge","alarm_id":"chair-1-a1","user":"nina","password":"anin"}"#;
+    let mut reply = None;
+    for _ in 0..20 {
+        client
+            .publish_with_properties(format!("{BASE}/cmd/chair-1"), Q5::AtLeastOnce, false, payload, props.clone())
+            .await
+            .unwrap();
+        if let Ok(Some(Some(p))) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+            reply = Some(p);
+            break;
+        }
+    }
+    let reply = reply.expect("a reply on the MQTT 5 response topic");
+    assert_eq!(reply.properties.and_then(|p| p.correlation_data).as_deref(), Some(&b"corr-7"[..]));
+    let json: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(json["ok"], true, "{json}");
+    assert_eq!(tokio::time::timeout(T, seen.recv()).await.unwrap().unwrap().actor, "nina");
+    alarms.expect("/alarm", T, |m| m.json["state"] == "acknowledged").await;
+    poller.abort();
+    cancel.cancel();
+    tokio::time::timeout(T, m.task).await.unwrap().unwrap();
+}

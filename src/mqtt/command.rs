@@ -122,6 +122,17 @@ pub struct Outgoing {
     pub topic: String,
     /// JSON.
     pub payload: Vec<u8>,
+    /// MQTT 5 correlation data of the request, echoed.
+    pub correlation: Option<bytes::Bytes>,
+}
+
+/// MQTT 5 request/response properties of a command, when it came over MQTT 5.
+#[derive(Debug, Clone, Default)]
+pub struct ResponseInfo {
+    /// The response topic property; wins over the payload's `reply_to`.
+    pub response_topic: Option<String>,
+    /// The correlation data property, echoed on the reply.
+    pub correlation: Option<bytes::Bytes>,
 }
 
 /// Everything a command handler needs; cloned into each handler task.
@@ -138,8 +149,9 @@ pub(crate) struct Handler {
 
 impl Handler {
     /// Handles one command message end to end and queues the reply.
-    pub async fn handle(self, bed: String, payload: Vec<u8>) {
+    pub async fn handle(self, bed: String, payload: Vec<u8>, info: ResponseInfo) {
         let now = Utc::now();
+        let correlation = info.correlation.clone();
         let mut reply = Reply {
             schema_version: SCHEMA_VERSION,
             time: now,
@@ -155,6 +167,9 @@ impl Handler {
         let raw = String::from_utf8_lossy(&payload).into_owned();
         match parse(&payload) {
             Err(reason) => {
+                if let Some(to) = info.response_topic.as_ref().filter(|t| self.topics.reply_allowed(t)) {
+                    topic = to.clone();
+                }
                 tracing::warn!(%bed, %reason, "MQTT command refused");
                 self.audit_rejected(now, "unknown", &bed, &raw, &reason);
                 reply.reason = Some(reason);
@@ -164,14 +179,14 @@ impl Handler {
                 reply.command = req.name.clone();
                 reply.user = req.user.clone();
                 let actor = req.user.clone().unwrap_or_else(|| "unknown".into());
-                if let Some(to) = &req.reply_to {
+                if let Some(to) = info.response_topic.as_ref().or(req.reply_to.as_ref()) {
                     if self.topics.reply_allowed(to) {
                         topic = to.clone();
                     } else {
                         let reason = format!("reply_to '{to}' must be a topic under {}/reply/", self.topics.base());
                         self.audit_rejected(now, &actor, &bed, &redact(&raw), &reason);
                         reply.reason = Some(reason);
-                        return self.send(topic, &reply).await;
+                        return self.send(topic, &reply, correlation).await;
                     }
                 }
                 match req.command {
@@ -216,7 +231,7 @@ impl Handler {
                 }
             }
         }
-        self.send(topic, &reply).await;
+        self.send(topic, &reply, correlation).await;
     }
 
     async fn authorize(
@@ -252,9 +267,9 @@ impl Handler {
         }
     }
 
-    async fn send(&self, topic: String, reply: &Reply) {
+    async fn send(&self, topic: String, reply: &Reply, correlation: Option<bytes::Bytes>) {
         let payload = serde_json::to_vec(reply).unwrap_or_default();
-        let _ = self.replies.send(Outgoing { topic, payload }).await;
+        let _ = self.replies.send(Outgoing { topic, payload, correlation }).await;
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod broker;
 pub mod command;
+mod intake5;
 pub mod payload;
 mod publisher;
 pub mod topics;

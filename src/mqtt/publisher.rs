@@ -32,6 +32,7 @@ use tokio_util::task::TaskTracker;
 
 use super::auth::Authorizer;
 use super::command::{self, Handler};
+use super::intake5;
 use super::payload::{self, Status, SCHEMA_VERSION};
 use super::topics::Topics;
 use super::{LinkState, LinkStatus, Mqtt, MqttError};
@@ -227,6 +228,7 @@ pub(super) fn spawn(
     let stop_net = CancellationToken::new();
     let net = tokio::spawn(network(eventloop, connector.clone(), store.clone(), last_seq, net_tx, stop_net.clone()));
     let (replies_tx, replies_rx) = mpsc::channel(64);
+    let tracker = TaskTracker::new();
     let handler = Handler {
         topics: topics.clone(),
         hub: hub.clone(),
@@ -235,6 +237,19 @@ pub(super) fn spawn(
         replies: replies_tx,
         permits: Arc::new(Semaphore::new(4)),
     };
+    // External brokers: commands arrive on a separate MQTT 5 connection (response topic, correlation data).
+    let intake = (config.mqtt.mode == MqttMode::External).then(|| {
+        let (tx5, rx5) = mpsc::channel(64);
+        let link = intake5::Link {
+            endpoints: connector.endpoints.iter().map(|e| (e.host.clone(), e.port)).collect(),
+            client_id: format!("{}-cmd", config.mqtt.client_id),
+            keep_alive: connector.keep_alive,
+            credentials: connector.credentials.clone(),
+            transport: connector.transport.clone(),
+        };
+        let h5 = Handler { replies: tx5, ..handler.clone() };
+        tokio::spawn(intake5::run(link, topics.clone(), h5, rx5, tracker.clone(), cancel.clone()))
+    });
     let main = Main {
         client,
         topics,
@@ -252,11 +267,12 @@ pub(super) fn spawn(
         devices: HashMap::new(),
         offline_pkid: None,
         offline_acked: false,
+        commands_here: intake.is_none(),
         handler,
-        tracker: TaskTracker::new(),
+        tracker,
         warned_fifo: false,
     };
-    let task = tokio::spawn(main.run(net_rx, replies_rx, net, stop_net, cancel));
+    let task = tokio::spawn(main.run(net_rx, replies_rx, net, intake, stop_net, cancel));
     Ok(Mqtt { task, link })
 }
 
@@ -374,6 +390,8 @@ struct Main {
     devices: HashMap<String, BTreeMap<String, DeviceStatus>>,
     offline_pkid: Option<u16>,
     offline_acked: bool,
+    /// Commands come in on this connection (embedded broker) rather than the MQTT 5 intake.
+    commands_here: bool,
     handler: Handler,
     tracker: TaskTracker,
     warned_fifo: bool,
@@ -385,6 +403,7 @@ impl Main {
         mut net: mpsc::UnboundedReceiver<Net>,
         mut replies: mpsc::Receiver<command::Outgoing>,
         net_task: JoinHandle<()>,
+        intake: Option<JoinHandle<()>>,
         stop_net: CancellationToken,
         cancel: CancellationToken,
     ) {
@@ -431,6 +450,9 @@ impl Main {
             }
         }
         self.shutdown(&mut net, net_task, stop_net).await;
+        if let Some(intake) = intake {
+            let _ = tokio::time::timeout(Duration::from_secs(2), intake).await;
+        }
     }
 
     fn set_link(&self, state: LinkState, broker: Option<String>, error: Option<String>) {
@@ -457,8 +479,10 @@ impl Main {
                 self.set_link(LinkState::Connected, Some(broker), None);
                 let birth = Status { state: "online", seq, time: Utc::now(), reason: None, ..self.status.clone() };
                 self.publish_json(self.topics.status(), &birth, QoS::AtLeastOnce, true, Track::Untracked);
-                if let Err(e) = self.client.try_subscribe(self.topics.command_filter(), QoS::AtMostOnce) {
-                    tracing::error!(error = %e, "cannot subscribe to MQTT commands");
+                if self.commands_here {
+                    if let Err(e) = self.client.try_subscribe(self.topics.command_filter(), QoS::AtMostOnce) {
+                        tracing::error!(error = %e, "cannot subscribe to MQTT commands");
+                    }
                 }
                 tracing::debug!(session_present, "publishing snapshots and the outbox");
                 self.publish_snapshots();
@@ -492,7 +516,7 @@ impl Main {
             Net::Message(p) => {
                 if let Some(bed) = self.topics.bed_of_command(&p.topic) {
                     let h = self.handler.clone();
-                    self.tracker.spawn(h.handle(bed.to_owned(), p.payload.to_vec()));
+                    self.tracker.spawn(h.handle(bed.to_owned(), p.payload.to_vec(), Default::default()));
                 }
             }
             Net::Lost { broker, error, refused, dropped } => {
