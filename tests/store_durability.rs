@@ -127,6 +127,7 @@ fn vitals_are_thinned_to_one_row_per_parameter_per_second() {
     let sys: Vec<_> = rows.iter().filter(|r| r.1 == Parameter::NibpSys).collect();
     assert_eq!(spo2.len(), 2, "0.0 to 0.9 s share one second, 1.2 s is the next: {rows:?}");
     assert_eq!(sys.len(), 1, "a repeated NIBP value is stored once");
+    assert_eq!((spo2[0].2, spo2[1].2), (Some(94.0), Some(93.0)), "the latest value of each second is kept");
 }
 
 #[test]

@@ -503,8 +503,11 @@ fn append_one(tx: &Transaction<'_>, event: &Event) -> Result<(), StoreError> {
         }
         Event::Vitals(v) => {
             let mut stmt = tx.prepare_cached(
-                "INSERT OR REPLACE INTO vitals (bed, parameter, second, time_ms, value, status)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                // The latest value of each second wins; a value repeated in later updates (NIBP) is not rewritten.
+                "INSERT INTO vitals (bed, parameter, second, time_ms, value, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (bed, parameter, second) DO UPDATE
+                 SET time_ms = excluded.time_ms, value = excluded.value, status = excluded.status
+                 WHERE excluded.time_ms > vitals.time_ms",
             )?;
             for value in &v.values {
                 let t = ms(&value.time);
