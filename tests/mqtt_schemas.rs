@@ -53,6 +53,8 @@ async fn every_published_payload_kind_validates_against_its_json_schema() {
     emit_alarm(&store, &hub, "chair-1", "chair-1-a1", 1);
     let mut s = session("chair-1", "baseline_set");
     s.baseline = Some(vigil::event::Baseline { sys: 128.0, dia: 82.0, source: vigil::event::BaselineSource::Entered });
+    s.detail =
+        Some(serde_json::json!({"key": "limits.spo2.low.medium", "old": 92, "new": 90}).as_object().unwrap().clone());
     store.append(&[Event::Session(s.clone())]).unwrap();
     hub.publish(Event::Session(s));
     let d = DeviceStatus {
@@ -115,6 +117,8 @@ fn documented_command_examples_validate_and_malformed_ones_do_not() {
         r#"{"command":"infusion_stop","user":"nina","password":"pw"}"#,
         r#"{"command":"session_end","user":"nina","password":"pw"}"#,
         r#"{"command":"set_baseline","sys":130,"dia":85,"user":"ada","password":"pw"}"#,
+        r#"{"command":"set_limit","key":"limits.spo2.low.medium","value":90,"user":"ada","password":"pw"}"#,
+        r#"{"command":"set_limit","key":"limits.spo2.low.medium","user":"ada","password":"pw"}"#,
     ];
     let v = schema("vigil-command.schema.json");
     for g in good {

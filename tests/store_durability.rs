@@ -46,6 +46,7 @@ fn session(bed: &str, time: Timestamp) -> SessionEvent {
         infusion_started: None,
         patient: None,
         baseline: None,
+        detail: None,
         by: Some("nurse".into()),
     }
 }

@@ -57,13 +57,14 @@ pub fn command_name(cmd: &Command) -> &'static str {
         Command::InfusionStop => "infusion_stop",
         Command::SessionEnd => "session_end",
         Command::SetBaseline { .. } => "set_baseline",
+        Command::SetLimit { .. } => "set_limit",
     }
 }
 
 /// The least role that may send a command.
 pub fn required_role(cmd: &Command) -> Role {
     match cmd {
-        Command::SetBaseline { .. } => Role::Admin,
+        Command::SetBaseline { .. } | Command::SetLimit { .. } => Role::Admin,
         _ => Role::Nurse,
     }
 }

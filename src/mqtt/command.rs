@@ -111,6 +111,15 @@ pub fn validate(cmd: &Command) -> Result<(), String> {
             }
             Ok(())
         }
+        Command::SetLimit { key, value } => {
+            if key.is_empty() || key.len() > 128 {
+                return Err("set_limit: key must be a profile key path of 1 to 128 characters".into());
+            }
+            match value {
+                Some(v) if !v.is_finite() => Err(format!("set_limit: value {v} is not a number")),
+                _ => Ok(()),
+            }
+        }
         _ => Ok(()),
     }
 }

@@ -223,6 +223,7 @@ pub fn session(bed: &str, action: &str) -> SessionEvent {
         infusion_started: None,
         patient: Some("P-042".into()),
         baseline: None,
+        detail: None,
         by: Some("nina".into()),
     }
 }
