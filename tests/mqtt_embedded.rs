@@ -286,3 +286,35 @@ async fn the_embedded_broker_accepts_only_the_configured_credentials_when_they_a
     cancel.cancel();
     tokio::time::timeout(T, m.task).await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_command_replayed_by_the_broker_is_refused_and_never_reaches_the_bed() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = config(dir.path(), &embedded(port, "vigil-e7"), &users());
+    broker::start(&cfg.mqtt).unwrap();
+    // Someone published a command with retain on, before Vigil (re)connected.
+    let mut o = rumqttc::MqttOptions::new("retainer", "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(5));
+    let (c, mut el) = rumqttc::AsyncClient::new(o, 10);
+    let cmd = r#"{"command":"acknowledge","user":"nina","password":"anin","request_id":"stale"}"#;
+    c.publish(format!("{BASE}/cmd/chair-1"), rumqttc::QoS::AtLeastOnce, true, cmd).await.unwrap();
+    tokio::time::timeout(T, async {
+        while !matches!(el.poll().await, Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))) {}
+    })
+    .await
+    .unwrap();
+    let mut sub = Subscriber::connect(port, "it-e7", &format!("{BASE}/reply/#"), false).await;
+
+    let store = Store::open(&dir.path().join("vigil.db")).unwrap();
+    let hub = hub();
+    let mut seen = fake_bed(hub.clone(), store.clone(), "chair-1");
+    let cancel = CancellationToken::new();
+    let m = mqtt::spawn(cfg, hub, store, cancel.clone()).unwrap();
+    let r = sub.expect("/reply/chair-1", T, |m| m.json["request_id"] == "stale").await;
+    assert_eq!(r.json["ok"], false);
+    assert!(r.json["reason"].as_str().unwrap().contains("retained commands are refused"), "{}", r.json);
+    assert!(seen.try_recv().is_err(), "the stale command never reached the bed");
+    cancel.cancel();
+    tokio::time::timeout(T, m.task).await.unwrap().unwrap();
+}

@@ -142,6 +142,8 @@ pub struct ResponseInfo {
     pub response_topic: Option<String>,
     /// The correlation data property, echoed on the reply.
     pub correlation: Option<bytes::Bytes>,
+    /// The broker delivered it as a retained message: a stale command replayed on every subscription.
+    pub retained: bool,
 }
 
 /// Everything a command handler needs; cloned into each handler task.
@@ -174,7 +176,14 @@ impl Handler {
         };
         let mut topic = self.topics.reply(&bed);
         let raw = String::from_utf8_lossy(&payload).into_owned();
-        match parse(&payload) {
+        let parsed = parse(&payload).map(|mut req| {
+            if info.retained {
+                // A retained command would run again on every reconnect; it is never acted on.
+                req.command = Err("retained commands are refused: publish commands with retain off".to_owned());
+            }
+            req
+        });
+        match parsed {
             Err(reason) => {
                 if let Some(to) = info.response_topic.as_ref().filter(|t| self.topics.reply_allowed(t)) {
                     topic = to.clone();

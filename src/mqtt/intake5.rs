@@ -123,10 +123,9 @@ async fn poll(
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let topic = String::from_utf8_lossy(&p.topic).into_owned();
                 if let Some(bed) = topics.bed_of_command(&topic) {
-                    let info = p
-                        .properties
-                        .map(|pr| ResponseInfo { response_topic: pr.response_topic, correlation: pr.correlation_data })
-                        .unwrap_or_default();
+                    let (response_topic, correlation) =
+                        p.properties.map(|pr| (pr.response_topic, pr.correlation_data)).unwrap_or_default();
+                    let info = ResponseInfo { response_topic, correlation, retained: p.retain };
                     tracker.spawn(handler.clone().handle(bed.to_owned(), p.payload.to_vec(), info));
                 }
             }

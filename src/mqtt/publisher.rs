@@ -516,7 +516,8 @@ impl Main {
             Net::Message(p) => {
                 if let Some(bed) = self.topics.bed_of_command(&p.topic) {
                     let h = self.handler.clone();
-                    self.tracker.spawn(h.handle(bed.to_owned(), p.payload.to_vec(), Default::default()));
+                    let info = command::ResponseInfo { retained: p.retain, ..Default::default() };
+                    self.tracker.spawn(h.handle(bed.to_owned(), p.payload.to_vec(), info));
                 }
             }
             Net::Lost { broker, error, refused, dropped } => {
