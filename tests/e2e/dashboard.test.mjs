@@ -19,6 +19,7 @@ const TARGET = new URL(env('VIGIL_URL', 'http://127.0.0.1:8089'));
 const USER = env('VIGIL_USER', 'nina');
 const PASSWORD = env('VIGIL_PASSWORD', 'vigil-nurse');
 const ALARM_BED = env('VIGIL_ALARM_BED', 'chair-1');
+const IDLE_BED = env('VIGIL_IDLE_BED', 'chair-6');
 const BEDS = Number(env('VIGIL_BEDS', '6'));
 const ALARM_TIMEOUT_MS = Number(env('VIGIL_ALARM_TIMEOUT_MS', '60000'));
 const SHOTS = path.resolve(env('VIGIL_SCREENSHOTS', path.join(here, 'screenshots')));
@@ -268,6 +269,45 @@ test('the chair view draws session trends with limits and alarm markers, and off
   await chair.waitForSelector('#charts svg', { timeout: 10000 });
   await chair.waitForSelector('#alarms tr');
   await shot('session-report', chair);
+  await chair.close();
+});
+
+test('a signed-in nurse runs a session from the chair view: start, infusion start and stop, baseline, end', async () => {
+  const chair = await ctx.newPage();
+  chair.on('dialog', (d) => d.accept());
+  await chair.goto(`${base()}/chair/${IDLE_BED}`);
+  await chair.waitForSelector('#link-status.live', { timeout: 10000 });
+  const phase = () => chair.evaluate((bed) => (window.Vigil.ward.beds.get(bed).session || {}).phase || 'idle', IDLE_BED);
+  if (!['idle', 'ended'].includes(await phase())) {
+    console.log(`skipped: ${IDLE_BED} already has a session running`);
+    await chair.close();
+    return;
+  }
+  assert.equal(await chair.isDisabled('#btn-infusion-start'), true, 'no infusion before a session');
+  await chair.click('#btn-session-start');
+  await chair.fill('#session-patient', 'P-e2e');
+  await chair.click('#session-form button[type="submit"]');
+  await chair.waitForFunction((bed) => (window.Vigil.ward.beds.get(bed).session || {}).phase === 'pre_infusion', IDLE_BED, { timeout: 5000 });
+  await chair.click('#btn-infusion-start');
+  await chair.waitForFunction((bed) => window.Vigil.ward.beds.get(bed).session.phase === 'infusion', IDLE_BED, { timeout: 5000 });
+  await chair.click('#btn-baseline');
+  await chair.fill('#baseline-sys', '128');
+  await chair.fill('#baseline-dia', '82');
+  await chair.click('#baseline-form button[type="submit"]');
+  await chair.waitForFunction((bed) => { const s = window.Vigil.ward.beds.get(bed).session; return s.baseline && s.baseline.sys === 128; }, IDLE_BED, { timeout: 5000 });
+  assert.match(await chair.textContent('#session-facts'), /128\/82 mmHg \(entered\)/);
+  await chair.click('#btn-infusion-stop');
+  await chair.waitForFunction((bed) => window.Vigil.ward.beds.get(bed).session.phase === 'observation', IDLE_BED, { timeout: 5000 });
+  assert.match(await chair.textContent(`#tile-box .tile .phase`), /Observation/);
+  await shot('chair-session-controls', chair);
+  await chair.click('#btn-session-end');
+  await chair.waitForFunction((bed) => window.Vigil.ward.beds.get(bed).session.phase === 'ended', IDLE_BED, { timeout: 5000 });
+  assert.equal(await chair.textContent('#session-facts dd'), 'Ended');
+  // Every step is in the chair's log with the nurse's name.
+  await chair.waitForFunction(() => document.querySelectorAll('#log-body tr').length >= 5, null, { timeout: 20000 });
+  const who = await chair.$$eval('#log-body tr td:nth-child(3)', (tds) => tds.map((td) => td.textContent));
+  const m = await chair.evaluate(() => window.Vigil.me());
+  assert.ok(who.filter((w) => w === m.user).length >= 5, `log names ${who}`);
   await chair.close();
 });
 

@@ -445,6 +445,15 @@ const Vigil = (() => {
     root.setProperty('--flash-delay-medium', `-${t % 2000}ms`);
   }
 
+  /** A command in words, for logs and reports. */
+  function describeCommand(c) {
+    if (c.command === 'pause_audio') return `pause audio ${c.seconds} s`;
+    if (c.command === 'set_baseline') return `set baseline ${c.sys}/${c.dia}`;
+    if (c.command === 'acknowledge') return c.alarm_id ? `acknowledge ${c.alarm_id}` : 'acknowledge all';
+    if (c.command === 'session_start' && c.patient) return `session start (${c.patient})`;
+    return c.command.replace(/_/g, ' ');
+  }
+
   // ---------- alarm tones (IEC 60601-1-8 pattern shapes, CLINICAL.md) ----------
   // Pulse onsets in seconds within one burst, pulse length, pitch and how often the burst repeats.
   const PATTERNS = {
@@ -534,7 +543,7 @@ const Vigil = (() => {
 
   return {
     el, api, me: () => me, loadMe, setupAuth, command, toast, connect, ward, live, renderTile, renderAlarm,
-    sortedAlarms, morph, fmtClock, fmtDuration, fmtAge, now, setupSoundButton, startClock, sound, PRIORITY_RANK, MARKER,
+    sortedAlarms, morph, describeCommand, fmtClock, fmtDuration, fmtAge, now, setupSoundButton, startClock, sound, PRIORITY_RANK, MARKER,
     PHASE_LABEL, onMe: (f) => meListeners.push(f), signInDialog, stateText,
   };
 })();
