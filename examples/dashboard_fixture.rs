@@ -110,6 +110,7 @@ impl Bed {
             infusion_started: self.infusion_started,
             patient: None,
             baseline: self.baseline,
+            detail: None,
             by,
         };
         self.hub.publish(Event::Session(ev));
@@ -207,6 +208,7 @@ impl Bed {
     fn command(&mut self, command: &Command, actor: &str) -> Result<(), CommandError> {
         let refuse = |why: &str| Err(CommandError::Refused(why.into()));
         match command {
+            Command::SetLimit { .. } => return refuse("the fixture has no limits to override"),
             Command::Acknowledge { alarm_id } => {
                 let ids: Vec<String> = match alarm_id {
                     Some(id) if self.alarms.contains_key(id) => vec![id.clone()],

@@ -561,8 +561,8 @@ impl Config {
             if !bed_ids.insert(bed.id.as_str()) {
                 return Err((format!("beds[{b}].id"), format!("'{}' is used by another bed", bed.id)));
             }
-            if bed.profile.is_empty() {
-                return Err((format!("beds[{b}].profile"), "must not be empty".into()));
+            if let Err(e) = crate::alarm::Profile::resolve(&bed.profile, &self.base_dir) {
+                return Err((format!("beds[{b}].profile"), e.to_string()));
             }
             for (s, src) in bed.sources.iter().enumerate() {
                 let at = format!("beds[{b}].sources[{s}]");

@@ -220,7 +220,8 @@ pub struct SessionEvent {
     pub bed: BedId,
     /// Stable id of the session.
     pub session_id: String,
-    /// What happened: `session_start`, `infusion_start`, `infusion_stop`, `session_end`, `baseline_set`.
+    /// What happened: `session_start`, `infusion_start`, `infusion_stop`, `session_end`, `baseline_set`,
+    /// `limit_set`.
     pub action: String,
     /// Phase after the event.
     pub phase: SessionPhase,
@@ -234,6 +235,9 @@ pub struct SessionEvent {
     pub baseline: Option<Baseline>,
     /// Who did it.
     pub by: Option<String>,
+    /// What changed, for actions that need more than the phase (`limit_set`: key, old and new value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Link state of a source.
@@ -327,5 +331,15 @@ pub enum Command {
         sys: f64,
         /// Diastolic, mmHg.
         dia: f64,
+    },
+    /// Override one profile number for this bed at runtime, logged with who and when (a `limit_set` session
+    /// event). `key` is the profile key path, e.g. `limits.spo2.low.medium`; `value` absent restores the
+    /// profile's value.
+    SetLimit {
+        /// Profile key path.
+        key: String,
+        /// New value, or none to restore the profile's.
+        #[serde(default)]
+        value: Option<f64>,
     },
 }

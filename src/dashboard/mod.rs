@@ -6,6 +6,7 @@ pub mod auth;
 mod export;
 pub mod history;
 pub mod sse;
+mod store_history;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

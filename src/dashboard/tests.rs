@@ -447,6 +447,7 @@ async fn history_and_csv_export_cover_the_latest_session_with_who_did_what() {
         infusion_started: None,
         patient: Some("P-7".into()),
         baseline: None,
+        detail: None,
         by: Some("nina".into()),
     }));
     f.history.record(&vitals("chair-1", 85.0));

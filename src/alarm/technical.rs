@@ -1,0 +1,169 @@
+//! Technical alarms (CLINICAL.md "Physiological and technical alarms"): per source, what the device says about
+//! its sensor and link, and how many of its frames were garbage. Per parameter no-data and NIBP overdue timers
+//! live in the engine because they need the readings and the session.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::ingest::protocol::SensorFlags;
+
+/// What a bed task tells the engine about a source (link, sensor, demo mode, error counters).
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeviceSignal {
+    /// The link is up.
+    Connected {
+        /// Source name (`chair-1/0`).
+        source: String,
+    },
+    /// The link is down.
+    Disconnected {
+        /// Source name.
+        source: String,
+        /// Why, for the message.
+        reason: String,
+    },
+    /// Sensor flags as the device reported them (Masimo EXC, Nonin status).
+    Sensor {
+        /// Source name.
+        source: String,
+        /// Flags.
+        flags: SensorFlags,
+    },
+    /// The device says it is (or no longer is) in demo mode.
+    Demo {
+        /// Source name.
+        source: String,
+        /// Demo on.
+        on: bool,
+    },
+    /// Cumulative frame counters of the source (they may restart at 0 after a reconnect).
+    InputErrors {
+        /// Source name.
+        source: String,
+        /// Frames that could not be decoded, or values rejected, so far.
+        bad: u64,
+        /// All frames so far.
+        total: u64,
+    },
+}
+
+impl DeviceSignal {
+    /// The source the signal is about.
+    pub fn source(&self) -> &str {
+        match self {
+            DeviceSignal::Connected { source }
+            | DeviceSignal::Disconnected { source, .. }
+            | DeviceSignal::Sensor { source, .. }
+            | DeviceSignal::Demo { source, .. }
+            | DeviceSignal::InputErrors { source, .. } => source,
+        }
+    }
+}
+
+/// Which sensor condition a source reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SensorProblem {
+    /// No sensor, sensor off the patient, or defective.
+    Off,
+    /// Searching for a pulse.
+    PulseSearch,
+}
+
+/// Classifies flags: an off/defective sensor outranks a pulse search.
+pub fn sensor_problem(flags: SensorFlags) -> Option<SensorProblem> {
+    let off = SensorFlags::NO_SENSOR.union(SensorFlags::SENSOR_OFF).union(SensorFlags::DEFECTIVE);
+    if flags.0 & off.0 != 0 {
+        Some(SensorProblem::Off)
+    } else if flags.contains(SensorFlags::PULSE_SEARCH) {
+        Some(SensorProblem::PulseSearch)
+    } else {
+        None
+    }
+}
+
+/// Per-source technical state.
+#[derive(Debug, Clone)]
+pub struct SourceState {
+    /// Source name.
+    pub name: Arc<str>,
+    /// Current sensor problem and since when.
+    pub sensor: Option<(SensorProblem, i64)>,
+    /// Low battery reported.
+    pub low_battery: bool,
+    /// Counter snapshots `(t, bad, total)` within the window.
+    pub counters: VecDeque<(i64, u64, u64)>,
+}
+
+/// The input error rate over the window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ErrorRate {
+    /// Bad frames in the window.
+    pub bad: u64,
+    /// All frames in the window.
+    pub total: u64,
+    /// Window actually covered, seconds.
+    pub span_s: f64,
+}
+
+impl ErrorRate {
+    /// bad / total.
+    pub fn ratio(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            self.bad as f64 / self.total as f64
+        }
+    }
+}
+
+impl SourceState {
+    /// A fresh source.
+    pub fn new(name: &str) -> SourceState {
+        SourceState { name: name.into(), sensor: None, low_battery: false, counters: VecDeque::new() }
+    }
+
+    /// Records cumulative counters and returns the rate over the last `window_ms`. Counters that go backwards
+    /// (a reconnect restarted them) start a new window.
+    pub fn record_counters(&mut self, t: i64, bad: u64, total: u64, window_ms: i64) -> ErrorRate {
+        if self.counters.back().is_some_and(|&(_, b, n)| total < n || bad < b) {
+            self.counters.clear();
+        }
+        self.counters.push_back((t, bad, total));
+        // Keep one snapshot at or before the window's start as the baseline of the window.
+        while self.counters.len() > 2 && t - self.counters[1].0 >= window_ms {
+            self.counters.pop_front();
+        }
+        let &(t0, b0, n0) = self.counters.front().expect("just pushed");
+        if self.counters.len() == 1 {
+            // First snapshot of a window: judge the counters themselves (a source that starts out failing).
+            return ErrorRate { bad, total, span_s: 0.0 };
+        }
+        ErrorRate { bad: bad - b0, total: total - n0, span_s: (t - t0) as f64 / 1000.0 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn off_outranks_search_and_doubtful_flags_are_not_problems() {
+        assert_eq!(sensor_problem(SensorFlags::SENSOR_OFF.union(SensorFlags::PULSE_SEARCH)), Some(SensorProblem::Off));
+        assert_eq!(sensor_problem(SensorFlags::PULSE_SEARCH), Some(SensorProblem::PulseSearch));
+        assert_eq!(sensor_problem(SensorFlags::LOW_PERFUSION.union(SensorFlags::ARTEFACT)), None);
+    }
+
+    #[test]
+    fn the_error_rate_is_taken_over_the_window_and_survives_counter_restarts() {
+        let mut s = SourceState::new("chair-1/0");
+        s.record_counters(0, 0, 0, 60_000);
+        let r = s.record_counters(30_000, 10, 30, 60_000);
+        assert_eq!((r.bad, r.total), (10, 30));
+        let r = s.record_counters(90_000, 10, 90, 60_000);
+        assert_eq!((r.bad, r.total), (0, 60));
+        let r = s.record_counters(200_000, 10, 190, 60_000);
+        assert_eq!((r.bad, r.total, r.span_s), (0, 100, 110.0));
+        let r = s.record_counters(91_000, 2, 3, 60_000);
+        assert_eq!((r.bad, r.total), (2, 3));
+    }
+}
