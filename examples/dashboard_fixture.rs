@@ -394,11 +394,12 @@ async fn run_bed(
                 let result = bed.command(&request.command, &request.actor);
                 bed.history.record_action(ActionRecord {
                     time: Utc::now(),
-                    bed: bed.id.to_string(),
                     actor: request.actor.clone(),
-                    origin: "dashboard".into(),
-                    command: request.command.clone(),
-                    outcome: match &result { Ok(()) => "ok".into(), Err(e) => e.to_string() },
+                    bed: bed.id.to_string(),
+                    command: Some(request.command.clone()),
+                    request: serde_json::to_string(&request.command).unwrap_or_default(),
+                    ok: result.is_ok(),
+                    reason: result.as_ref().err().map(ToString::to_string),
                 });
                 let _ = reply.send(result.map(|()| Vec::new()));
             }

@@ -196,17 +196,17 @@ fn csv(doc: &HistoryDoc) -> String {
         rows.push((s.time, 2, row.map(|f| field(&f)).join(",")));
     }
     for a in &doc.actions {
-        let command = serde_json::to_string(&a.command).unwrap_or_default();
+        let outcome = if a.ok { String::from("ok") } else { format!("refused: {}", a.reason.as_deref().unwrap_or("")) };
         let row = [
             a.time.to_rfc3339(),
             "action".into(),
             String::new(),
             String::new(),
             String::new(),
-            a.outcome.clone(),
-            command,
+            outcome,
+            a.request.clone(),
             a.actor.clone(),
-            a.origin.clone(),
+            String::new(),
         ];
         rows.push((a.time, 3, row.map(|f| field(&f)).join(",")));
     }

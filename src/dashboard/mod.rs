@@ -48,8 +48,8 @@ pub enum DashboardError {
     #[error("sign in first")]
     Unauthorized,
     /// The user's role does not allow this.
-    #[error("your role does not allow this")]
-    Forbidden,
+    #[error("{0}")]
+    Forbidden(String),
     /// Missing or wrong CSRF token, or a cross-site request.
     #[error("missing or wrong CSRF token")]
     Csrf,
@@ -74,7 +74,7 @@ impl IntoResponse for DashboardError {
     fn into_response(self) -> Response {
         let status = match &self {
             DashboardError::Unauthorized => StatusCode::UNAUTHORIZED,
-            DashboardError::Forbidden | DashboardError::Csrf => StatusCode::FORBIDDEN,
+            DashboardError::Forbidden(_) | DashboardError::Csrf => StatusCode::FORBIDDEN,
             DashboardError::LockedOut => StatusCode::TOO_MANY_REQUESTS,
             DashboardError::NotFound(_) | DashboardError::Command(CommandError::UnknownBed(_)) => StatusCode::NOT_FOUND,
             DashboardError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -115,6 +115,32 @@ pub struct ChairLimits {
     pub rise_sys: Option<f64>,
     /// Rise from baseline that alarms, diastolic mmHg.
     pub rise_dia: Option<f64>,
+}
+
+impl ChairLimits {
+    /// The chart's view of an alarm profile: one band per parameter, direction and priority, plus the
+    /// rise-from-baseline rule when it is enabled.
+    pub fn from_profile(profile: &crate::alarm::profile::Profile) -> ChairLimits {
+        let mut bands = Vec::new();
+        for parameter in Parameter::ALL {
+            let Some(limits) = profile.limits.get(parameter) else { continue };
+            for (priority, pick) in [(Priority::Medium, 0usize), (Priority::High, 1)] {
+                let of =
+                    |b: Option<crate::alarm::profile::Band>| b.and_then(|b| if pick == 0 { b.medium } else { b.high });
+                let (low, high) = (of(limits.low), of(limits.high));
+                if low.is_some() || high.is_some() {
+                    bands.push(LimitBand { parameter, priority, low, high });
+                }
+            }
+        }
+        let rise = &profile.trend.rise;
+        ChairLimits {
+            profile: profile.name.clone(),
+            bands,
+            rise_sys: rise.enabled.then_some(rise.sys),
+            rise_dia: rise.enabled.then_some(rise.dia),
+        }
+    }
 }
 
 /// What the dashboard needs: the hub, the config (users, dashboard settings), the store's history, optional
@@ -201,7 +227,10 @@ impl DashboardState {
             return Err(DashboardError::Csrf);
         }
         if !p.may_act() {
-            return Err(DashboardError::Forbidden);
+            return Err(DashboardError::Forbidden(format!(
+                "role '{}' may not act on beds",
+                crate::auth::role_name(p.role)
+            )));
         }
         Ok(p)
     }
@@ -357,10 +386,15 @@ async fn sign_in(
     }
     let config = state.config.clone();
     let (name, password) = (body.name.clone(), body.password);
-    let role = tokio::task::spawn_blocking(move || auth::verify_user(&config.users, &name, &password))
-        .await
-        .map_err(|e| DashboardError::Io(std::io::Error::other(e)))?;
-    let Some(role) = role else {
+    // argon2 is deliberately slow: keep it off the async workers.
+    let checked =
+        tokio::task::spawn_blocking(move || crate::auth::authenticate(&config.users, &name, &password).map(|u| u.role))
+            .await
+            .map_err(|e| DashboardError::Io(std::io::Error::other(e)))?;
+    if let Err(crate::auth::AuthError::BadHash(why)) = &checked {
+        tracing::error!(user = %body.name, %why, "dashboard: the configured password hash is invalid");
+    }
+    let Ok(role) = checked else {
         state.sessions.failed(&body.name);
         tracing::info!(user = %body.name, "dashboard: sign-in refused");
         return Err(DashboardError::Unauthorized);
@@ -418,6 +452,8 @@ async fn command(
     let actor = state.require_action(&headers)?;
     let info = state.bed_exists(&bed)?;
     let command: Command = serde_json::from_slice(&body).map_err(|e| DashboardError::BadRequest(e.to_string()))?;
+    // The same role rules as MQTT command intake (limit overrides are for admins).
+    crate::auth::authorize(actor.role, &command).map_err(|e| DashboardError::Forbidden(e.to_string()))?;
     if let Command::PauseAudio { seconds } = command {
         if seconds == 0 {
             return Err(DashboardError::BadRequest("pause_audio needs seconds > 0".into()));

@@ -457,11 +457,21 @@ async fn history_and_csv_export_cover_the_latest_session_with_who_did_what() {
     f.history.record(&Event::Alarm(acked));
     f.history.record_action(ActionRecord {
         time: Utc::now(),
-        bed: "chair-1".into(),
         actor: "nina".into(),
-        origin: "dashboard".into(),
-        command: Command::Acknowledge { alarm_id: Some("a-1".into()) },
-        outcome: "ok".into(),
+        bed: "chair-1".into(),
+        command: Some(Command::Acknowledge { alarm_id: Some("a-1".into()) }),
+        request: r#"{"command":"acknowledge","alarm_id":"a-1"}"#.into(),
+        ok: true,
+        reason: None,
+    });
+    f.history.record_action(ActionRecord {
+        time: Utc::now(),
+        actor: "nina".into(),
+        bed: "chair-1".into(),
+        command: Some(Command::InfusionStop),
+        request: r#"{"command":"infusion_stop"}"#.into(),
+        ok: false,
+        reason: Some("no infusion is running".into()),
     });
 
     let res = send(&f.state, Request::get("/api/beds/chair-1/history").body(Body::empty()).unwrap()).await;
@@ -483,7 +493,11 @@ async fn history_and_csv_export_cover_the_latest_session_with_who_did_what() {
         lines.iter().any(|l| l.contains(",alarm,spo2,85,%,high/update/acknowledged,SpO2 85 < 88,nina,a-1")),
         "{text}"
     );
-    assert!(lines.iter().any(|l| l.contains(",action,") && l.contains(",nina,dashboard")), "{text}");
+    assert!(
+        lines.iter().any(|l| l.contains(",action,,,,ok,") && l.contains("acknowledge") && l.ends_with(",nina,")),
+        "{text}"
+    );
+    assert!(lines.iter().any(|l| l.contains(",refused: no infusion is running,")), "{text}");
     assert!(lines.iter().any(|l| l.contains(",session,") && l.contains("session_start")), "{text}");
 
     let res = send(
@@ -513,4 +527,32 @@ async fn limits_are_published_per_bed_and_optional() {
         body_json(send(&state, Request::get("/api/beds/chair-2/limits").body(Body::empty()).unwrap()).await).await;
     assert_eq!(doc["limits"], serde_json::Value::Null);
     assert_eq!(doc["profile"], "ketamine-chair");
+}
+
+#[tokio::test]
+async fn a_nurse_cannot_override_limits_from_the_dashboard() {
+    let f = fixture();
+    let (_, cookie, me) = sign_in(&f.state, "nina", "nurse-pass").await;
+    let req = Request::post("/api/beds/chair-1/commands")
+        .header(header::COOKIE, cookie_pair(&cookie.unwrap()))
+        .header(auth::CSRF_HEADER, me["csrf"].as_str().unwrap())
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"command":"set_limit","key":"limits.spo2.low.high","value":80}"#))
+        .unwrap();
+    let res = send(&f.state, req).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert!(body_json(res).await["error"].as_str().unwrap().contains("override alarm limits"));
+    let mut commands = f.commands;
+    assert!(commands.try_recv().is_err(), "the command reached the bed");
+}
+
+#[test]
+fn profile_limits_become_chart_bands() {
+    let limits = ChairLimits::from_profile(&crate::alarm::profile::Profile::ketamine_chair());
+    assert_eq!(limits.profile, "ketamine-chair");
+    let spo2_high = limits.bands.iter().find(|b| b.parameter == Parameter::Spo2 && b.priority == Priority::High);
+    assert_eq!(spo2_high.and_then(|b| b.low), Some(88.0));
+    let sys_medium = limits.bands.iter().find(|b| b.parameter == Parameter::NibpSys && b.priority == Priority::Medium);
+    assert_eq!(sys_medium.and_then(|b| b.high), Some(160.0));
+    assert_eq!((limits.rise_sys, limits.rise_dia), (Some(40.0), Some(25.0)));
 }

@@ -83,7 +83,7 @@
       rows.push({ t: a.time, what: `${V.MARKER[a.priority]} ${a.message} · ${a.phase} → ${a.state}`, who: a.by || '' });
     }
     for (const a of doc.actions) {
-      rows.push({ t: a.time, what: `Action: ${V.describeCommand(a.command)} (${a.outcome})`, who: a.actor });
+      rows.push({ t: a.time, what: `Action: ${a.command ? V.describeCommand(a.command) : a.request} (${a.ok ? 'ok' : `refused: ${a.reason || ''}`})`, who: a.actor });
     }
     for (const s of doc.session_events) {
       rows.push({ t: s.time, what: `Session: ${s.action.replace(/_/g, ' ')}`, who: s.by || '' });
