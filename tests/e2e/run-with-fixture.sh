@@ -3,9 +3,15 @@
 # stops it. Usage: tests/e2e/run-with-fixture.sh   (from the repository root; needs chromium and npm install)
 set -eu
 cd "$(dirname "$0")/../.."
-cargo build --example dashboard_fixture
+# VIGIL_FIXTURE_BIN: use an already built fixture instead of building it here.
+BIN="${VIGIL_FIXTURE_BIN:-}"
+if [ -z "$BIN" ]; then
+  cargo build --example dashboard_fixture
+  BIN="${CARGO_TARGET_DIR:-target}/debug/examples/dashboard_fixture"
+fi
 PORT="${VIGIL_FIXTURE_PORT:-8089}"
-"${CARGO_TARGET_DIR:-target}/debug/examples/dashboard_fixture" --listen "127.0.0.1:$PORT" >tests/e2e/fixture.log 2>&1 &
+# The desaturation comes 15 s after start: late enough for the browser to be watching, early enough to be quick.
+"$BIN" --listen "127.0.0.1:$PORT" --desat-after "${VIGIL_FIXTURE_DESAT_AFTER:-15}" >tests/e2e/fixture.log 2>&1 &
 FIXTURE=$!
 trap 'kill $FIXTURE 2>/dev/null || true' EXIT INT TERM
 for _ in $(seq 1 50); do
