@@ -20,8 +20,8 @@ use crate::vitals::{Parameter, Timestamp};
 const MAX_POINTS: usize = 1200;
 /// Without a session the chair view shows this much of the past.
 const DEFAULT_WINDOW_H: i64 = 2;
-/// Context kept before a session's start, so the baseline readings are visible.
-const LEAD_IN_MIN: i64 = 10;
+/// Context kept before a session's start (readings taken while the patient settled in).
+const LEAD_IN_MIN: i64 = 2;
 
 #[derive(Deserialize)]
 pub(super) struct Window {

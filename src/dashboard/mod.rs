@@ -169,11 +169,22 @@ impl DashboardState {
         if demo_actions && !addr.ip().is_loopback() {
             return Err(DashboardError::DemoActionsOffLoopback(listen.clone()));
         }
+        // Each bed's profile limits for the chair view, read the way the daemon reads them; a profile that cannot
+        // be read simply has no limits on the charts (the daemon itself refuses to start with one).
+        let limits = config
+            .beds
+            .iter()
+            .filter_map(|bed| {
+                crate::alarm::Profile::resolve(&bed.profile, &config.base_dir)
+                    .ok()
+                    .map(|p| (bed.id.clone(), ChairLimits::from_profile(&p)))
+            })
+            .collect();
         Ok(DashboardState {
             hub,
             config,
             history,
-            limits: Arc::new(HashMap::new()),
+            limits: Arc::new(limits),
             sessions: Sessions::new(),
             demo_actions,
             demo_csrf: auth::random_token().into(),
@@ -181,7 +192,7 @@ impl DashboardState {
         })
     }
 
-    /// Publishes a bed's profile limits to the chair view.
+    /// Publishes a bed's limits to the chair view, replacing those read from its profile at construction.
     pub fn with_limits(mut self, bed: &str, limits: ChairLimits) -> Self {
         Arc::make_mut(&mut self.limits).insert(bed.to_owned(), limits);
         self

@@ -48,8 +48,6 @@ password_hash = "{viewer}"
 [[beds]]
 id = "chair-1"
 label = "Chair 1"
-[[beds]]
-id = "chair-2"
 "#,
         nurse = hash("nurse-pass"),
         viewer = hash("viewer-pass"),
@@ -511,22 +509,31 @@ async fn history_and_csv_export_cover_the_latest_session_with_who_did_what() {
 }
 
 #[tokio::test]
-async fn limits_are_published_per_bed_and_optional() {
+async fn limits_come_from_each_beds_profile_can_be_replaced_and_are_optional() {
     let f = fixture();
-    let limits = ChairLimits {
-        profile: "ketamine-chair".into(),
-        bands: vec![LimitBand { parameter: Parameter::Spo2, priority: Priority::High, low: Some(88.0), high: None }],
-        rise_sys: Some(40.0),
-        rise_dia: Some(25.0),
+    let get = |state: &DashboardState, bed: &str| {
+        let req = Request::get(format!("/api/beds/{bed}/limits")).body(Body::empty()).unwrap();
+        let state = state.clone();
+        async move { body_json(send(&state, req).await).await }
     };
-    let state = f.state.with_limits("chair-1", limits);
-    let doc =
-        body_json(send(&state, Request::get("/api/beds/chair-1/limits").body(Body::empty()).unwrap()).await).await;
-    assert_eq!(doc["limits"]["bands"][0]["low"], 88.0);
-    let doc =
-        body_json(send(&state, Request::get("/api/beds/chair-2/limits").body(Body::empty()).unwrap()).await).await;
+    let doc = get(&f.state, "chair-1").await;
+    assert_eq!(doc["limits"]["profile"], "ketamine-chair");
+    assert_eq!(doc["limits"]["rise_sys"], 40.0);
+    // chair-2 is on the hub but has no configured profile to read: the chart simply has no limits.
+    let doc = get(&f.state, "chair-2").await;
     assert_eq!(doc["limits"], serde_json::Value::Null);
     assert_eq!(doc["profile"], "ketamine-chair");
+
+    let replaced = ChairLimits {
+        profile: "ketamine-chair".into(),
+        bands: vec![LimitBand { parameter: Parameter::Spo2, priority: Priority::High, low: Some(85.0), high: None }],
+        rise_sys: None,
+        rise_dia: None,
+    };
+    let state = f.state.with_limits("chair-1", replaced);
+    let doc = get(&state, "chair-1").await;
+    assert_eq!(doc["limits"]["bands"][0]["low"], 85.0);
+    assert_eq!(doc["limits"]["bands"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]
