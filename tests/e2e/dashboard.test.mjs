@@ -196,6 +196,23 @@ test('a nurse who signs in acknowledges the alarm and the page shows who did it'
   await shot('alarm-acknowledged');
 });
 
+test('pausing audio shows who paused it and until when, the alarm keeps flashing, and resume works', async (t) => {
+  const target = await page.$('#alarm-list li[data-state="active"] button.pause');
+  if (!target) { t.skip('no active alarm to pause right now'); return; }
+  const li = await target.evaluateHandle((b) => b.closest('li'));
+  const alarmId = await li.evaluate((e) => e.dataset.alarm);
+  await target.click();
+  await page.waitForSelector(`#alarm-list li[data-alarm="${alarmId}"][data-state="audio-paused"]`, { timeout: 8000 });
+  const m = await me();
+  const meta = await page.textContent(`#alarm-list li[data-alarm="${alarmId}"] .a-meta`);
+  assert.match(meta, new RegExp(`Audio paused by ${m.user} until \\d\\d:\\d\\d:\\d\\d`));
+  // Audio paused is not acknowledged: the visual signal goes on.
+  const cls = await page.getAttribute(`#alarm-list li[data-alarm="${alarmId}"]`, 'class');
+  assert.doesNotMatch(cls, /acked/);
+  await page.click(`#alarm-list li[data-alarm="${alarmId}"] button.resume`);
+  await page.waitForSelector(`#alarm-list li[data-alarm="${alarmId}"][data-state="active"]`, { timeout: 8000 });
+});
+
 test('the keyboard alone reaches every chair and the alarm actions, with a visible focus', async () => {
   await page.evaluate(() => { if (document.activeElement) document.activeElement.blur(); });
   const wanted = new Set([`tile-${ALARM_BED}`, ...await page.$$eval('#alarm-list button', (bs) => bs.map((b) => b.dataset.key))]);
