@@ -157,6 +157,7 @@ pub struct DashboardState {
     sessions: Arc<Sessions>,
     demo_actions: bool,
     demo_csrf: Arc<str>,
+    epoch: Arc<str>,
     streams: CancellationToken,
 }
 
@@ -188,6 +189,7 @@ impl DashboardState {
             sessions: Sessions::new(),
             demo_actions,
             demo_csrf: auth::random_token().into(),
+            epoch: auth::random_token()[..8].into(),
             streams: CancellationToken::new(),
         })
     }
@@ -437,7 +439,7 @@ async fn snapshot(State(state): State<DashboardState>, headers: HeaderMap) -> Re
 #[derive(Deserialize)]
 struct EventsQuery {
     /// For clients that reconnect by opening a new EventSource (which cannot set `Last-Event-ID`).
-    last_id: Option<u64>,
+    last_id: Option<String>,
 }
 
 async fn events(
@@ -446,8 +448,9 @@ async fn events(
     Query(q): Query<EventsQuery>,
 ) -> Result<Response, DashboardError> {
     state.require_view(&headers)?;
-    let header_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
-    let stream = sse::stream(state.hub.clone(), header_id.or(q.last_id), state.streams.clone());
+    let header_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let last_id = header_id.or(q.last_id);
+    let stream = sse::stream(state.hub.clone(), state.epoch.clone(), last_id.as_deref(), state.streams.clone());
     let mut res = Sse::new(stream).into_response();
     // Tell reverse proxies not to buffer, or heartbeats arrive in bursts and the page flaps.
     res.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));

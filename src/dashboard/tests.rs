@@ -361,12 +361,12 @@ async fn the_stream_starts_with_a_snapshot_then_sends_events_and_heartbeats() {
     assert_eq!(res.headers()[header::CONTENT_TYPE], "text/event-stream");
     let mut body = res.into_body().into_data_stream();
     let first = next_event(&mut body).await;
-    assert!(first.starts_with("event: snapshot\n") && first.contains("id: 1\n"), "{first}");
+    assert!(first.starts_with("event: snapshot\n") && first.contains(&format!("id: {}-1\n", f.state.epoch)), "{first}");
     assert!(first.contains("\"value\":97.0"), "{first}");
     assert!(next_event(&mut body).await.starts_with("event: heartbeat\n"));
     f.state.hub.publish(vitals("chair-1", 84.0));
     let ev = next_event(&mut body).await;
-    assert!(ev.starts_with("event: hub\n") && ev.contains("id: 2\n") && ev.contains("\"type\":\"vitals\""), "{ev}");
+    assert!(ev.starts_with("event: hub\n") && ev.contains("-2\n") && ev.contains("\"type\":\"vitals\""), "{ev}");
     // Quiet ward: the next heartbeat still comes within the page's 4 s budget.
     let started = std::time::Instant::now();
     assert!(next_event(&mut body).await.starts_with("event: heartbeat\n"));
@@ -379,16 +379,30 @@ async fn a_client_resuming_with_last_event_id_gets_only_what_it_missed() {
     for spo2 in [97.0, 96.0, 95.0] {
         f.state.hub.publish(vitals("chair-1", spo2));
     }
-    let req = Request::get("/api/events").header("last-event-id", "1").body(Body::empty()).unwrap();
+    let epoch = f.state.epoch.to_string();
+    let req = Request::get("/api/events").header("last-event-id", format!("{epoch}-1")).body(Body::empty()).unwrap();
     let mut body = send(&f.state, req).await.into_body().into_data_stream();
     let a = next_event(&mut body).await;
     let b = next_event(&mut body).await;
-    assert!(a.starts_with("event: hub\n") && a.contains("id: 2\n") && a.contains("96.0"), "{a}");
-    assert!(b.contains("id: 3\n") && b.contains("95.0"), "{b}");
+    assert!(a.starts_with("event: hub\n") && a.contains(&format!("id: {epoch}-2\n")) && a.contains("96.0"), "{a}");
+    assert!(b.contains(&format!("id: {epoch}-3\n")) && b.contains("95.0"), "{b}");
     // The query form (a page that rebuilt its EventSource) works the same way.
-    let req = Request::get("/api/events?last_id=2").body(Body::empty()).unwrap();
+    let req = Request::get(format!("/api/events?last_id={epoch}-2")).body(Body::empty()).unwrap();
     let mut body = send(&f.state, req).await.into_body().into_data_stream();
-    assert!(next_event(&mut body).await.contains("id: 3\n"));
+    assert!(next_event(&mut body).await.contains(&format!("id: {epoch}-3\n")));
+}
+
+#[tokio::test]
+async fn a_client_resuming_across_a_server_restart_gets_a_fresh_snapshot() {
+    let f = fixture();
+    f.state.hub.publish(vitals("chair-1", 97.0));
+    // An id from another run, even one that this run's numbering could mistake for "nothing missed".
+    for stale in ["0badbeef-5000", "0badbeef-0", "garbage"] {
+        let req = Request::get("/api/events").header("last-event-id", stale).body(Body::empty()).unwrap();
+        let mut body = send(&f.state, req).await.into_body().into_data_stream();
+        let first = next_event(&mut body).await;
+        assert!(first.starts_with("event: snapshot\n"), "{stale}: {first}");
+    }
 }
 
 #[tokio::test]

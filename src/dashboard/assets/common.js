@@ -153,7 +153,7 @@ const Vigil = (() => {
   }
 
   // ---------- ward model ----------
-  const ward = { site: '', ward: '', beds: new Map(), order: [], alarmStart: new Map(), lastId: 0 };
+  const ward = { site: '', ward: '', beds: new Map(), order: [], alarmStart: new Map(), lastId: 0, lastEventId: '' };
 
   function applySnapshot(snap) {
     ward.site = snap.site; ward.ward = snap.ward; ward.lastId = snap.last_id;
@@ -249,7 +249,7 @@ const Vigil = (() => {
     live.timer = setTimeout(open, delay);
   }
   function open() {
-    const url = live.everConnected && ward.lastId ? `/api/events?last_id=${ward.lastId}` : '/api/events';
+    const url = live.everConnected && ward.lastEventId ? `/api/events?last_id=${encodeURIComponent(ward.lastEventId)}` : '/api/events';
     const es = new EventSource(url);
     live.es = es;
     live.attemptAt = Date.now();
@@ -260,6 +260,7 @@ const Vigil = (() => {
     };
     es.addEventListener('snapshot', (m) => {
       applySnapshot(JSON.parse(m.data));
+      ward.lastEventId = m.lastEventId;
       live.everConnected = true;
       alive();
       live.handlers.render();
@@ -267,6 +268,7 @@ const Vigil = (() => {
     es.addEventListener('hub', (m) => {
       if (!live.everConnected) return;
       applyEvent(JSON.parse(m.data));
+      ward.lastEventId = m.lastEventId;
       alive();
       live.handlers.render();
     });
