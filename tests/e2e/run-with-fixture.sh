@@ -10,8 +10,9 @@ if [ -z "$BIN" ]; then
   BIN="${CARGO_TARGET_DIR:-target}/debug/examples/dashboard_fixture"
 fi
 PORT="${VIGIL_FIXTURE_PORT:-8089}"
+mkdir -p tests/e2e/screenshots
 # The desaturation comes 15 s after start: late enough for the browser to be watching, early enough to be quick.
-"$BIN" --listen "127.0.0.1:$PORT" --desat-after "${VIGIL_FIXTURE_DESAT_AFTER:-15}" >tests/e2e/fixture.log 2>&1 &
+"$BIN" --listen "127.0.0.1:$PORT" --desat-after "${VIGIL_FIXTURE_DESAT_AFTER:-15}" >tests/e2e/screenshots/fixture.log 2>&1 &
 FIXTURE=$!
 trap 'kill $FIXTURE 2>/dev/null || true' EXIT INT TERM
 for _ in $(seq 1 50); do
