@@ -138,6 +138,7 @@ const Vigil = (() => {
   /** Runs a bed command as the current user, asking for sign-in first when needed. */
   async function command(bed, body, label) {
     if (!me.can_act) {
+      if (me.signed_in) toast(`${me.user} is a ${me.role}: sign in as a nurse to do this`, true);
       signInDialog(() => command(bed, body, label));
       return null;
     }
