@@ -117,7 +117,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let mut tasks = JoinSet::new();
     let mut beds = JoinSet::new();
     let mut routes = HashMap::new();
-    for (index, (bed, profile)) in config.beds.iter().zip(profiles).enumerate() {
+    for (bed, profile) in config.beds.iter().zip(profiles.iter().cloned()) {
         let bed_id: vitals::BedId = bed.id.as_str().into();
         let next_seq = store.next_bed_seq(&bed.id)?;
         let engine = alarm::Engine::new(bed_id.clone(), profile, next_seq);
@@ -162,7 +162,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             commands: command_rx,
             descriptions,
         };
-        let _ = index;
         beds.spawn(task.run(stop_rest.clone()));
     }
     if let Some(listener) = mllp {
@@ -178,8 +177,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         Some(format!("{}:{}", config.mqtt.host, config.mqtt.port))
     };
     let history: Arc<dyn dashboard::history::History> = Arc::new(store.clone());
-    let dash_state = dashboard::DashboardState::new(hub.clone(), config.clone(), history)
+    let mut dash_state = dashboard::DashboardState::new(hub.clone(), config.clone(), history)
         .map_err(|e| RunError::Dashboard { addr: config.dashboard.listen.clone(), reason: e.to_string() })?;
+    for (bed, profile) in config.beds.iter().zip(&profiles) {
+        dash_state = dash_state.with_limits(&bed.id, dashboard::ChairLimits::from_profile(profile));
+    }
     let dash_cancel = stop_rest.clone();
     tasks.spawn(async move {
         if let Err(e) = dashboard::serve(dashboard_listener, dash_state, dash_cancel).await {

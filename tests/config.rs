@@ -65,7 +65,7 @@ fn broken_configs() -> Vec<(&'static str, String, &'static str, &'static str)> {
     vec![
         ("misspelt key", format!("{SITE}[mqtt]\nbrokr = \"x\"\n"), "mqtt.brokr", "unknown field"),
         ("missing site", "[mqtt]\nport = 1883\n".into(), "site", "missing"),
-        ("missing ward", "[site]\nname = \"a\"\n".into(), "site", "ward"),
+        ("missing ward", "[site]\nname = \"a\"\n".into(), "site.ward", "missing field"),
         ("syntax error", "[site\n".into(), "(syntax)", "line 1"),
         (
             "non-standard baud on the third bed",

@@ -4,6 +4,8 @@
 //! ORU^R01 over MLLP), with its own encoders; it does not depend on the daemon. The daemon's demo mode uses
 //! [`feed`]; tests use [`timeline`] or iterate a [`Simulation`] to compare bytes with the model's values.
 
+#![warn(missing_docs)]
+
 pub mod devices;
 pub mod output;
 pub mod physiology;
@@ -55,6 +57,16 @@ impl std::str::FromStr for Device {
     }
 }
 
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Device::Masimo => "masimo",
+            Device::Nonin => "nonin",
+            Device::Hl7 => "hl7",
+        })
+    }
+}
+
 /// How fast virtual time runs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Speed {
@@ -86,6 +98,15 @@ impl Speed {
                 Err(SimError::BadSpeed(f.to_string()))
             }
             s => Ok(s),
+        }
+    }
+}
+
+impl std::fmt::Display for Speed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Speed::Factor(x) => write!(f, "{x}x"),
+            Speed::Max => f.write_str("max"),
         }
     }
 }

@@ -18,8 +18,11 @@ struct Cli {
     #[arg(long)]
     list_scenarios: bool,
     /// Scenario to run (see --list-scenarios).
-    #[arg(long, value_name = "NAME", required_unless_present = "list_scenarios")]
+    #[arg(long, value_name = "NAME", required_unless_present_any = ["list_scenarios", "scenario_file"])]
     scenario: Option<String>,
+    /// Run your own scenario file instead of a bundled one (same TOML schema as simulator/scenarios/).
+    #[arg(long, value_name = "PATH", conflicts_with = "scenario")]
+    scenario_file: Option<std::path::PathBuf>,
     /// Device personality: masimo, nonin or hl7.
     #[arg(long, default_value = "masimo")]
     device: Device,
@@ -38,7 +41,8 @@ struct Cli {
     /// Random seed (default: random, printed so the run can be repeated).
     #[arg(long)]
     seed: Option<u64>,
-    /// Device clock at the start, RFC 3339 (default: now). With --seed, fixes the output byte for byte.
+    /// Device clock at the start, RFC 3339 or `now`. Default: now, except with --seed and --speed max, where it is
+    /// 2026-01-01T08:00:00Z so the output is identical byte for byte from run to run.
     #[arg(long, value_name = "RFC3339")]
     start_time: Option<String>,
     /// HL7 MSH-3 EUI-64 for a single bed (default: derived from the bed and --seed, or from seed 0 without --seed).
@@ -74,18 +78,33 @@ fn main() -> ExitCode {
             }
         };
     }
-    let Some(name) = cli.scenario.clone() else { return usage("--scenario is required") };
-    let scenario = match scenario::load(&name) {
+    let (name, loaded) = match (&cli.scenario, &cli.scenario_file) {
+        (Some(name), _) => (name.clone(), scenario::load(name)),
+        (None, Some(path)) => {
+            let name = path.display().to_string();
+            match std::fs::read_to_string(path) {
+                Ok(text) => (name.clone(), scenario::parse(&name, &text)),
+                Err(e) => return usage(format_args!("--scenario-file {name}: {e}")),
+            }
+        }
+        (None, None) => return usage("--scenario NAME or --scenario-file PATH is required"),
+    };
+    let scenario = match loaded {
         Ok(s) => s,
         Err(e) => return usage(e),
     };
     if let Err(e) = output::check_device(&cli.output, cli.device) {
         return usage(e);
     }
-    let start = match cli.start_time.as_deref().map(DateTime::parse_from_rfc3339) {
+    // Offline runs (--seed with --speed max) are reproducible byte for byte; live runs show a plausible clock.
+    let start = match cli.start_time.as_deref() {
+        Some("now") => Utc::now().trunc_subsecs(0),
+        Some(text) => match DateTime::parse_from_rfc3339(text) {
+            Ok(t) => t.with_timezone(&Utc),
+            Err(e) => return usage(format_args!("--start-time: {e} (expected e.g. 2026-01-01T09:00:00Z, or now)")),
+        },
+        None if cli.seed.is_some() && cli.speed == Speed::Max => vigil_sim::fixed_epoch(),
         None => Utc::now().trunc_subsecs(0),
-        Some(Ok(t)) => t.with_timezone(&Utc),
-        Some(Err(e)) => return usage(format_args!("--start-time: {e} (expected e.g. 2026-01-01T09:00:00Z)")),
     };
     let seed = cli.seed.unwrap_or_else(rand::random);
     let total = cli.beds.map_or(scenario.default_beds(), usize::from);
@@ -128,13 +147,10 @@ fn main() -> ExitCode {
         }
     }
     eprintln!(
-        "vigil-sim: scenario '{name}', device {:?}, {} bed(s), seed {seed}, speed {}, device clock from {}",
+        "vigil-sim: scenario '{name}', device {}, {} bed(s), seed {seed}, speed {}, device clock from {}",
         cli.device,
         sims.len(),
-        match cli.speed {
-            Speed::Max => "max".to_owned(),
-            Speed::Factor(f) => format!("{f}x"),
-        },
+        cli.speed,
         start.to_rfc3339()
     );
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
@@ -187,7 +203,7 @@ async fn run(
                 let pty = Pty::open()?;
                 // The paths go to stdout, one per line, so scripts can read them; labels go to stderr.
                 println!("{}", pty.path.display());
-                eprintln!("vigil-sim: bed {} ({device:?}) on {}", patient + 1, pty.path.display());
+                eprintln!("vigil-sim: bed {} ({device}) on {}", patient + 1, pty.path.display());
                 ptys.push((pty, sim));
             }
             use std::io::Write;

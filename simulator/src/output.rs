@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::devices::hl7;
+use crate::devices::{hl7, nonin};
 use crate::{Device, Simulation, Speed};
 
 /// Output errors.
@@ -144,12 +144,15 @@ fn set_raw_9600(fd: impl std::os::fd::AsFd) -> nix::Result<()> {
     termios::tcsetattr(&fd, SetArg::TCSANOW, &t)
 }
 
+/// How long written bytes may wait unread in a pty before they count as lost on the line.
+const STALE_AFTER: Duration = Duration::from_secs(2);
+
 /// A pseudo-terminal standing in for a monitor's serial port.
 #[derive(Debug)]
 pub struct Pty {
     master: std::fs::File,
     // Kept open so the port exists even while no reader has it open, like a real port.
-    _slave: OwnedFd,
+    slave: OwnedFd,
     /// The path a reader opens (e.g. `/dev/pts/5`).
     pub path: PathBuf,
 }
@@ -162,15 +165,74 @@ impl Pty {
         set_raw_9600(&pair.slave).map_err(term("configuring the pseudo-terminal"))?;
         let path = nix::unistd::ttyname(&pair.slave).map_err(term("naming the pseudo-terminal"))?;
         fcntl(&pair.master, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(term("configuring the pseudo-terminal"))?;
-        Ok(Pty { master: std::fs::File::from(pair.master), _slave: pair.slave, path })
+        Ok(Pty { master: std::fs::File::from(pair.master), slave: pair.slave, path })
     }
 
-    /// Runs one bed into the pty. In real time, bytes nobody reads are dropped once the pty buffer is full (a
-    /// serial line does not wait); at `Speed::Max` the simulator waits for the reader instead.
+    /// Bytes written to the port and not yet read by anyone.
+    fn unread(&self) -> usize {
+        use std::os::fd::AsRawFd;
+        let mut n: nix::libc::c_int = 0;
+        // SAFETY: TIOCINQ writes one c_int through the pointer, which points at `n`; the fd is ours and open.
+        let rc = unsafe { nix::libc::ioctl(self.slave.as_raw_fd(), nix::libc::TIOCINQ, &mut n) };
+        if rc == 0 {
+            usize::try_from(n).unwrap_or(0)
+        } else {
+            0
+        }
+    }
+
+    /// Reads what the host sent (non-blocking) and answers a Nonin format-select command like the device does.
+    fn answer_host(&self, received: &mut Vec<u8>) -> Result<(), OutputError> {
+        use std::io::Read;
+        let mut buf = [0u8; 64];
+        loop {
+            match (&self.master).read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io(format!("reading from {}", self.path.display()))(e)),
+            }
+        }
+        while let Some(reply) = nonin::answer_host(received) {
+            // One byte into a pty buffer that is drained every 2 s at worst: it does not block.
+            let _ = (&self.master).write(&[reply]);
+        }
+        Ok(())
+    }
+
+    /// Runs one bed into the pty. In real time, bytes nobody reads for 2 s are discarded, as on a serial line
+    /// nobody listens to: a reader that opens the port later starts with current data instead of a backlog (4 KiB
+    /// would be 17 minutes of Nonin frames). At `Speed::Max` the simulator waits for the reader. A Nonin
+    /// personality answers the host's format-select command (ACK for #8, NAK otherwise) within 50 ms.
     pub async fn run(mut self, sim: Simulation, speed: Speed) -> Result<(), OutputError> {
         let origin = Instant::now();
+        let mut drained_at = Instant::now();
+        let nonin = sim.device() == Device::Nonin;
+        let mut received = Vec::new();
         for tick in sim {
-            pace(origin, tick.sample.offset_s, speed).await;
+            if nonin {
+                // Poll for host commands while waiting for the next frame.
+                let due = pace(origin, tick.sample.offset_s, speed);
+                tokio::pin!(due);
+                loop {
+                    self.answer_host(&mut received)?;
+                    tokio::select! {
+                        _ = &mut due => break,
+                        _ = tokio::time::sleep(HOST_POLL) => {}
+                    }
+                }
+            } else {
+                pace(origin, tick.sample.offset_s, speed).await;
+            }
+            if speed != Speed::Max {
+                if self.unread() == 0 {
+                    drained_at = Instant::now();
+                } else if drained_at.elapsed() > STALE_AFTER {
+                    let _ = nix::sys::termios::tcflush(&self.slave, nix::sys::termios::FlushArg::TCIFLUSH);
+                    drained_at = Instant::now();
+                }
+            }
             let mut rest: &[u8] = &tick.bytes;
             while !rest.is_empty() {
                 match self.master.write(rest) {
@@ -190,6 +252,9 @@ impl Pty {
     }
 }
 
+/// How often a Nonin pty looks for host commands.
+const HOST_POLL: Duration = Duration::from_millis(50);
+
 /// How long to wait for the receiver's ACK before warning.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Minimum time between connection attempts.
@@ -204,6 +269,8 @@ pub async fn run_mllp(sim: Simulation, speed: Speed, addr: String, label: String
     let mut last_attempt: Option<Instant> = None;
     // Say once per outage that the receiver is unreachable, not every 2 s for every bed.
     let mut reported_outage = false;
+    // Likewise one missing-ACK warning per connection: a receiver that never ACKs would otherwise flood stderr.
+    let mut reported_missing_ack = false;
     let mut buf = Vec::new();
     for tick in sim {
         pace(origin, tick.sample.offset_s, speed).await;
@@ -224,6 +291,7 @@ pub async fn run_mllp(sim: Simulation, speed: Speed, addr: String, label: String
                     buf.clear();
                     conn = Some(s);
                     reported_outage = false;
+                    reported_missing_ack = false;
                     None
                 }
                 Ok(Err(e)) => Some(e.to_string()),
@@ -257,7 +325,14 @@ pub async fn run_mllp(sim: Simulation, speed: Speed, addr: String, label: String
                     conn = None;
                     break;
                 }
-                Err(_) => eprintln!("{label}: no ACK within {} s", ACK_TIMEOUT.as_secs()),
+                Err(_) => {
+                    if !std::mem::replace(&mut reported_missing_ack, true) {
+                        eprintln!(
+                            "{label}: no ACK within {} s (sending on; reported once per connection)",
+                            ACK_TIMEOUT.as_secs()
+                        );
+                    }
+                }
             }
         }
     }

@@ -156,6 +156,10 @@ pub struct Patient {
     resp_noise: f64,
 }
 
+// The constants below are modelling choices, not published figures: CLINICAL.md gives blood-pressure magnitudes
+// and timing only. They are set so the scenarios look like the bedside (heart rate follows the pressure modestly,
+// SpO2 wanders by about one point), and the tests hold them to those shapes.
+
 /// Heart rate rise per mmHg of systolic rise: ketamine's sympathomimetic effect raises both, heart rate less.
 const HR_PER_MMHG: f64 = 0.3;
 /// Pulse rise per SpO2 point lost (hypoxic drive), modest.

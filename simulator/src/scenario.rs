@@ -242,6 +242,14 @@ pub enum Event {
         /// Length.
         duration_s: u32,
     },
+    /// The sensor cable is pulled out of the monitor for `duration_s` (Masimo "no sensor", Nonin "sensor
+    /// disconnected"), unlike a probe that slips off the finger.
+    SensorUnplugged {
+        /// Start.
+        at_s: u32,
+        /// Length.
+        duration_s: u32,
+    },
     /// Motion artefacts: the oximeter displays false values, flagged as doubtful.
     Artefacts {
         /// Start.
@@ -303,7 +311,7 @@ struct RawEvent {
 }
 
 const EVENT_KINDS: &str = "desaturation, respiratory_depression, bradycardia, tachycardia, hypertensive_surge, \
-                           probe_off, artefacts, cuff_failure, nibp, disconnect, demo_mode, garbage";
+                           probe_off, sensor_unplugged, artefacts, cuff_failure, nibp, disconnect, demo_mode, garbage";
 
 impl TryFrom<RawEvent> for Event {
     type Error = String;
@@ -344,6 +352,7 @@ impl TryFrom<RawEvent> for Event {
             },
             "probe_off" => Event::ProbeOff { at_s: r.at_s, duration_s: need_duration()? },
             "artefacts" => Event::Artefacts { at_s: r.at_s, duration_s: need_duration()? },
+            "sensor_unplugged" => Event::SensorUnplugged { at_s: r.at_s, duration_s: need_duration()? },
             "cuff_failure" => Event::CuffFailure { at_s: r.at_s },
             "nibp" => {
                 let values = match (r.systolic, r.diastolic) {

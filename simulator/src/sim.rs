@@ -20,6 +20,8 @@ pub enum SensorState {
         /// Still searching for a pulse.
         searching: bool,
     },
+    /// The sensor cable is not plugged into the monitor.
+    NoSensor,
     /// Probe back on, the device searches for a pulse before it shows values again.
     PulseSearch,
     /// Motion artefact: values shown are false and flagged as doubtful.
@@ -208,6 +210,11 @@ impl Simulation {
         &self.device_id
     }
 
+    /// The device personality.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
     /// The patient model (baseline and pressor response as drawn).
     pub fn patient(&self) -> &Patient {
         &self.patient
@@ -258,6 +265,12 @@ impl Simulation {
             Event::ProbeOff { at_s, duration_s } => Some((*at_s, Some(*duration_s))),
             _ => None,
         });
+        let unplugged = self
+            .within(t, |e| match e {
+                Event::SensorUnplugged { at_s, duration_s } => Some((*at_s, Some(*duration_s))),
+                _ => None,
+            })
+            .is_some();
         let artefact = self
             .within(t, |e| match e {
                 Event::Artefacts { at_s, duration_s } => Some((*at_s, Some(*duration_s))),
@@ -289,7 +302,10 @@ impl Simulation {
         let jitter: f64 = self.sensor_rng.random();
         let false_spo2: f64 = self.sensor_rng.random_range(3.0..22.0);
         let false_pulse: f64 = self.sensor_rng.random_range(0.55..1.7);
-        let (sensor, spo2, pulse) = if let Some(since) = probe_off {
+        let (sensor, spo2, pulse) = if unplugged {
+            self.was_probe_off = true;
+            (SensorState::NoSensor, None, None)
+        } else if let Some(since) = probe_off {
             self.was_probe_off = true;
             (SensorState::ProbeOff { searching: since < SEARCH_AT_PROBE_OFF_S }, None, None)
         } else {
@@ -359,39 +375,11 @@ impl Simulation {
     fn encode(&mut self, s: &Sample, mut bytes: Vec<u8>) -> (Vec<u8>, u32) {
         match self.device {
             Device::Masimo => {
-                let exc = masimo::exc::SET
-                    | match s.sensor {
-                        SensorState::Ok => 0,
-                        SensorState::ProbeOff { searching: true } => {
-                            masimo::exc::SENSOR_OFF | masimo::exc::PULSE_SEARCH
-                        }
-                        SensorState::ProbeOff { searching: false } => masimo::exc::SENSOR_OFF,
-                        SensorState::PulseSearch => masimo::exc::PULSE_SEARCH,
-                        SensorState::Artefact => masimo::exc::INTERFERENCE | masimo::exc::LOW_SIGNAL_IQ,
-                    };
-                let line = masimo::MasimoLine {
-                    time: s.device_time.naive_utc(),
-                    serial: self.masimo_serial,
-                    spo2: s.shown.spo2,
-                    bpm: s.shown.pulse,
-                    pi: s.shown.pi,
-                    alarm: masimo::MasimoLine::alarm_bits(s.shown.spo2, s.shown.pulse, masimo::DEVICE_LIMITS),
-                    exc,
-                };
-                bytes.extend(masimo::encode(&line));
+                bytes.extend(masimo::encode(&masimo::MasimoLine::from_sample(s, self.masimo_serial)));
                 (bytes, 0)
             }
             Device::Nonin => {
-                use nonin::{status, status2};
-                let (st, st2) = match s.sensor {
-                    SensorState::Ok if s.shown.pi.is_some_and(|p| p < 0.5) => (status::LPRF, 0),
-                    SensorState::Ok => (0, 0),
-                    SensorState::ProbeOff { .. } => (status::OOT, status2::SNSA),
-                    SensorState::PulseSearch => (status::OOT, 0),
-                    SensorState::Artefact => (status::ARTF | status::MPRF, 0),
-                };
-                let frame = nonin::NoninFrame { hr: s.shown.pulse, spo2: s.shown.spo2, status: st, status2: st2 };
-                bytes.extend(nonin::encode(&frame));
+                bytes.extend(nonin::encode(&nonin::NoninFrame::from_sample(s)));
                 (bytes, 0)
             }
             Device::Hl7 => {
@@ -402,22 +390,7 @@ impl Simulation {
                     }
                 }
                 self.control_id += 1;
-                let msg = hl7::OruMessage {
-                    device_id: self.device_id.clone(),
-                    control_id: self.control_id,
-                    time: s.device_time,
-                    patient_id: format!("SIM-{}", self.bed),
-                    bed: self.bed.to_string(),
-                    spo2: s.shown.spo2,
-                    pulse: s.shown.pulse,
-                    pi: s.shown.pi,
-                    resp: s.shown.resp,
-                    nibp: s.nibp.map(|n| hl7::NibpObservation {
-                        time: n.started,
-                        values: n.values.map(|v| (v.systolic, v.diastolic, v.mean, v.pulse)),
-                    }),
-                    demo: s.demo,
-                };
+                let msg = hl7::OruMessage::from_sample(s, &self.device_id, self.control_id, self.bed);
                 bytes.extend(hl7::encode_framed(&msg));
                 (bytes, 1)
             }

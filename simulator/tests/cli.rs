@@ -281,3 +281,96 @@ fn a_scripted_disconnect_closes_the_mllp_connection_and_the_monitor_reconnects()
     assert_eq!(before, (1..=60).collect::<Vec<u64>>());
     assert_eq!(after, (61..=65).collect::<Vec<u64>>());
 }
+
+#[test]
+fn a_pty_nobody_reads_does_not_pile_up_a_backlog_of_old_frames() {
+    let mut child = sim()
+        .args(["--scenario", "calm-session", "--device", "masimo", "--output", "pty", "--speed", "1", "--seed", "3"])
+        .args(["--start-time", "2026-01-01T00:00:00Z"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut path = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut path).unwrap();
+    // Nobody reads for 4.5 s: the lines of 0 s and 1 s are stale by then and must be gone.
+    std::thread::sleep(Duration::from_millis(4500));
+    let mut port = std::fs::File::open(path.trim()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while !got.ends_with(b"\r\n") {
+        let n = port.read(&mut buf).unwrap();
+        got.extend_from_slice(&buf[..n]);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = String::from_utf8_lossy(&got);
+    let first = text.lines().next().unwrap();
+    assert!(first.starts_with("01/01/26 00:00:0"), "{first}");
+    let second: u32 = first[15..17].parse().unwrap();
+    assert!(second >= 2, "a backlog from the start was delivered: {first}");
+}
+
+#[test]
+fn a_scenario_file_of_your_own_runs_and_a_broken_one_is_explained() {
+    let dir = std::env::temp_dir().join(format!("vigil-sim-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("brady.toml");
+    std::fs::write(
+        &good,
+        "description = \"short bradycardia\"\n[session]\nduration_s = 120\ninfusion_start_s = 10\n\
+         infusion_stop_s = 100\nsession_end_s = 120\n[[patients]]\n[[patients.events]]\nkind = \"bradycardia\"\n\
+         at_s = 20\nonset_s = 10\nhold_s = 60\nhr = 38\n",
+    )
+    .unwrap();
+    let out = sim()
+        .arg("--scenario-file")
+        .arg(&good)
+        .args(["--device", "masimo", "--speed", "max", "--seed", "1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 121);
+    assert!(text.contains("BPM=03"), "the bradycardia shows");
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "description = \"x\"\n[session]\nduration_s = \"long\"\n").unwrap();
+    let err = usage_error(&["--scenario-file", bad.to_str().unwrap()]);
+    assert!(err.contains("duration_s") && err.contains("line 3"), "{err}");
+    let err = usage_error(&["--scenario-file", dir.join("missing.toml").to_str().unwrap()]);
+    assert!(err.contains("missing.toml"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_nonin_pty_answers_the_hosts_format_select_command() {
+    let mut child = sim()
+        .args(["--scenario", "calm-session", "--device", "nonin", "--output", "pty", "--speed", "1", "--seed", "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut path = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut path).unwrap();
+    let mut port = std::fs::OpenOptions::new().read(true).write(true).open(path.trim()).unwrap();
+    let mut ask = |fmt: u8| -> Vec<u8> {
+        port.write_all(&[0x02, 0x70, 0x02, 0x02, fmt, 0x03]).unwrap();
+        let started = Instant::now();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        // Calm-session frames never contain 0x06 or 0x15 (HR near 70, SpO2 near 98, no flags), so any such byte
+        // is the answer.
+        while !got.iter().any(|b| *b == 0x06 || *b == 0x15) {
+            // Frames arrive every second, so a missing answer fails here instead of hanging.
+            assert!(started.elapsed() < Duration::from_secs(3), "no answer to format {fmt}");
+            let n = port.read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(started.elapsed() < Duration::from_millis(900), "answered after {:?}", started.elapsed());
+        got
+    };
+    assert!(ask(8).contains(&0x06));
+    assert!(ask(2).contains(&0x15));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

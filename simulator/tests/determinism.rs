@@ -46,6 +46,22 @@ fn beds_of_one_scenario_get_their_own_random_streams() {
 }
 
 #[test]
+fn cli_at_max_speed_with_a_seed_prints_identical_bytes_every_run() {
+    let run = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil-sim"))
+            .args(["--scenario", "desaturation", "--device", "masimo", "--output", "stdout", "--speed", "max"])
+            .args(["--seed", "7"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        out.stdout
+    };
+    let first = run();
+    assert!(first.starts_with(b"01/01/26 08:00:00 SN="));
+    assert_eq!(first, run());
+}
+
+#[test]
 fn cli_output_is_byte_identical_for_the_same_seed_and_start_time() {
     let run = |seed: &str| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil-sim"))

@@ -34,7 +34,11 @@ fn masimo_lines_look_like_a_rad8_and_carry_the_displayed_values() {
         let (spo2, bpm, exc) = parse_masimo(line);
         assert_eq!(spo2, tick.sample.shown.spo2);
         assert_eq!(bpm, tick.sample.shown.pulse);
-        assert!(exc & 0x800 != 0, "SET bit on every live line");
+        assert_eq!(
+            exc & 0x800 != 0,
+            tick.sample.sensor != SensorState::NoSensor,
+            "SET bit while a sensor is connected"
+        );
         match tick.sample.sensor {
             SensorState::Ok => assert_eq!(exc, 0x800),
             SensorState::ProbeOff { searching } => {
@@ -42,9 +46,19 @@ fn masimo_lines_look_like_a_rad8_and_carry_the_displayed_values() {
                 assert_eq!(exc & 0x008 != 0, searching);
             }
             SensorState::PulseSearch => assert_eq!(exc, 0x808),
+            SensorState::NoSensor => assert_eq!(exc, 0x001),
             SensorState::Artefact => assert_eq!(exc, 0xC10),
         }
     }
+}
+
+#[test]
+fn every_sensor_state_appears_in_the_probe_off_scenario() {
+    let states: std::collections::HashSet<String> = ticks(&opts("probe-off-and-artefacts", Device::Masimo, 4))
+        .iter()
+        .map(|t| format!("{:?}", t.sample.sensor))
+        .collect();
+    assert_eq!(states.len(), 6, "{states:?}");
 }
 
 #[test]
@@ -66,6 +80,7 @@ fn nonin_sends_four_bytes_a_second_with_missing_values_as_511_and_127() {
                 assert_eq!(b[3], nonin::status2::SNSA);
             }
             SensorState::PulseSearch => assert_eq!(flags, nonin::status::OOT),
+            SensorState::NoSensor => assert_eq!(flags, nonin::status::SNSD),
             SensorState::Artefact => assert!(flags & nonin::status::ARTF != 0),
             SensorState::Ok => assert_eq!(flags & (nonin::status::ARTF | nonin::status::OOT), 0),
         }
@@ -181,4 +196,46 @@ fn a_failed_cuff_cycle_is_sent_as_minus_999_with_its_time() {
     let nibp: Vec<_> = obx_values(&text).into_iter().filter(|o| o.0.starts_with("1503")).collect();
     assert_eq!(nibp.len(), 3);
     assert!(nibp.iter().all(|o| o.1 == "-999"));
+}
+
+mod encoders {
+    use proptest::prelude::*;
+    use vigil_sim::devices::masimo::{encode as masimo, MasimoLine};
+    use vigil_sim::devices::nonin::{encode as nonin, NoninFrame};
+
+    /// A reference format #8 decoder written from the bit table in `nonin.rs`, independent of the encoder.
+    fn decode_nonin(b: [u8; 4]) -> (Option<u16>, Option<u8>, u8, u8) {
+        let hr = (u16::from(b[0] & 0x03) << 7) | u16::from(b[1] & 0x7F);
+        let spo2 = b[2] & 0x7F;
+        ((hr != 511).then_some(hr), (spo2 != 127).then_some(spo2), b[0] & 0x7C, b[3])
+    }
+
+    proptest! {
+        #[test]
+        fn nonin_frames_decode_back_to_what_was_encoded(
+            hr in prop::option::of(0u16..=510), spo2 in prop::option::of(0u8..=100), status in 0u8..0x20, status2 in 0u8..0x40,
+        ) {
+            let status = status << 2;
+            let frame = NoninFrame { hr, spo2, status, status2 };
+            prop_assert_eq!(decode_nonin(nonin(&frame)), (hr, spo2, status, status2));
+        }
+
+        #[test]
+        fn masimo_lines_keep_their_shape_for_any_value(
+            spo2 in prop::option::of(any::<u8>()), bpm in prop::option::of(any::<u16>()),
+            pi in prop::option::of(-5.0f64..200.0), alarm in 0u16..0x40, exc in 0u32..0x1000, secs in 0i64..4_000_000_000,
+        ) {
+            let time = chrono::DateTime::from_timestamp(secs, 0).unwrap().naive_utc();
+            let line = MasimoLine { time, serial: 56661, spo2, bpm, pi, alarm, exc };
+            let text = String::from_utf8(masimo(&line)).unwrap();
+            prop_assert!(text.ends_with("\r\n"));
+            let fields: Vec<&str> = text.trim_end().split(' ').collect();
+            prop_assert_eq!(fields.len(), 12);
+            let spo2_field = fields[3].trim_start_matches("SPO2=").trim_end_matches('%');
+            prop_assert_eq!(spo2_field.len(), 3);
+            prop_assert_eq!(spo2_field.parse::<u8>().ok(), spo2.map(|s| s.min(100)));
+            prop_assert_eq!(fields[4].len(), "BPM=097".len());
+            prop_assert_eq!(fields[5].len(), "PI=03.60%".len());
+        }
+    }
 }

@@ -110,3 +110,19 @@ fn speed_and_device_parse_from_cli_words() {
     assert_eq!("HL7".parse::<Device>().unwrap(), Device::Hl7);
     assert!("philips".parse::<Device>().is_err());
 }
+
+#[test]
+fn the_feed_types_meet_the_daemons_contract() {
+    fn reader<T: tokio::io::AsyncRead + Send + Unpin + 'static>() {}
+    fn sendable<T: Send + 'static>() {}
+    reader::<vigil_sim::FeedReader>();
+    sendable::<vigil_sim::Feed>();
+    sendable::<vigil_sim::Marker>();
+    // The contract's field names, by destructuring.
+    let _ = |f: vigil_sim::Feed| {
+        let vigil_sim::Feed { reader: _, markers: _ } = f;
+    };
+    let _ = |m: vigil_sim::Marker| {
+        let vigil_sim::Marker { offset_s: _, kind: _ } = m;
+    };
+}

@@ -5,6 +5,7 @@
 pub mod auth;
 mod export;
 pub mod history;
+mod profile_limits;
 pub mod sse;
 mod store_history;
 
@@ -115,32 +116,6 @@ pub struct ChairLimits {
     pub rise_sys: Option<f64>,
     /// Rise from baseline that alarms, diastolic mmHg.
     pub rise_dia: Option<f64>,
-}
-
-impl ChairLimits {
-    /// The chart's view of an alarm profile: one band per parameter, direction and priority, plus the
-    /// rise-from-baseline rule when it is enabled.
-    pub fn from_profile(profile: &crate::alarm::profile::Profile) -> ChairLimits {
-        let mut bands = Vec::new();
-        for parameter in Parameter::ALL {
-            let Some(limits) = profile.limits.get(parameter) else { continue };
-            for (priority, pick) in [(Priority::Medium, 0usize), (Priority::High, 1)] {
-                let of =
-                    |b: Option<crate::alarm::profile::Band>| b.and_then(|b| if pick == 0 { b.medium } else { b.high });
-                let (low, high) = (of(limits.low), of(limits.high));
-                if low.is_some() || high.is_some() {
-                    bands.push(LimitBand { parameter, priority, low, high });
-                }
-            }
-        }
-        let rise = &profile.trend.rise;
-        ChairLimits {
-            profile: profile.name.clone(),
-            bands,
-            rise_sys: rise.enabled.then_some(rise.sys),
-            rise_dia: rise.enabled.then_some(rise.dia),
-        }
-    }
 }
 
 /// What the dashboard needs: the hub, the config (users, dashboard settings), the store's history, optional

@@ -1,9 +1,11 @@
 //! HL7 v2.6 ORU^R01 (IHE PCD-01) in MLLP framing, shaped like the Mindray VS-900 message in
-//! `shared/data/hl7/pcd01_samples.txt` [1]: EUI-64 in MSH-3, MDC codes and MDC unit codes, NIBP under the cuff
+//! `shared/data/hl7/pcd01_samples.txt` (sample 1): EUI-64 in MSH-3, MDC codes and MDC unit codes, NIBP under the cuff
 //! family (150301/02/03) with the measurement time in OBX-14, `DEMO` in OBX-8 in demo mode, and -999 for an
-//! invalid value as the Mindray XH80X "golden" message [4] does.
+//! invalid value as the Mindray XH80X "golden" message (sample 4) does.
 
 use chrono::{DateTime, Utc};
+
+use crate::sim::Sample;
 
 /// MLLP start block.
 pub const MLLP_START: u8 = 0x0B;
@@ -50,6 +52,28 @@ pub struct OruMessage {
     pub nibp: Option<NibpObservation>,
     /// Demo mode: OBX-8 = `DEMO` on every observation.
     pub demo: bool,
+}
+
+impl OruMessage {
+    /// The message a monitor sends for one second of the simulation (bed numbers from 1).
+    pub fn from_sample(s: &Sample, device_id: &str, control_id: u64, bed: usize) -> OruMessage {
+        OruMessage {
+            device_id: device_id.to_owned(),
+            control_id,
+            time: s.device_time,
+            patient_id: format!("SIM-{bed}"),
+            bed: bed.to_string(),
+            spo2: s.shown.spo2,
+            pulse: s.shown.pulse,
+            pi: s.shown.pi,
+            resp: s.shown.resp,
+            nibp: s.nibp.map(|n| NibpObservation {
+                time: n.started,
+                values: n.values.map(|v| (v.systolic, v.diastolic, v.mean, v.pulse)),
+            }),
+            demo: s.demo,
+        }
+    }
 }
 
 fn ts(t: &DateTime<Utc>) -> String {

@@ -1,10 +1,12 @@
 //! Masimo Rad-8 / Radical-7 serial "ASCII 1": one text line per second, CR LF, 9600 8N1.
 //!
-//! Layout copied from the live Rad-8 capture in `shared/data/masimo/rad_serial_samples.txt` [A]:
+//! Layout copied from the live Rad-8 capture in `shared/data/masimo/rad_serial_samples.txt` (source A):
 //! `02/22/16 22:47:45 SN=0000056661 SPO2=098% BPM=097 PI=03.60% SPCO=--.-% SPMET=--.-% DESAT=-- PIDELTA=+--
-//! ALARM=0000 EXC=000800`. Dashes mean "no value" (the no-sensor line [B]: `SPO2=---% BPM=---`).
+//! ALARM=0000 EXC=000800`. Dashes mean "no value" (the no-sensor line, source B: `SPO2=---% BPM=---`).
 
 use chrono::NaiveDateTime;
+
+use crate::sim::{Sample, SensorState};
 
 /// EXC bits (hex) as the Rad-8 manual defines them (`shared/data/README.md`).
 pub mod exc {
@@ -94,6 +96,35 @@ impl MasimoLine {
             bits |= alarm::ACTIVE;
         }
         bits
+    }
+}
+
+impl MasimoLine {
+    /// The line a Rad-8 sends for one second of the simulation: displayed values, EXC from the sensor state,
+    /// ALARM from the device's factory limits.
+    pub fn from_sample(s: &Sample, serial: u64) -> MasimoLine {
+        MasimoLine {
+            time: s.device_time.naive_utc(),
+            serial,
+            spo2: s.shown.spo2,
+            bpm: s.shown.pulse,
+            pi: s.shown.pi,
+            alarm: MasimoLine::alarm_bits(s.shown.spo2, s.shown.pulse, DEVICE_LIMITS),
+            exc: exc_for(s.sensor),
+        }
+    }
+}
+
+/// The EXC bits for a sensor state. The no-sensor capture (data/masimo, source B) shows `EXC=000001` alone, without
+/// the SET bit; the trend download shows 828 while searching off the patient, 820 off the patient, C00 for low IQ.
+pub fn exc_for(sensor: SensorState) -> u32 {
+    match sensor {
+        SensorState::NoSensor => exc::NO_SENSOR,
+        SensorState::Ok => exc::SET,
+        SensorState::ProbeOff { searching: true } => exc::SET | exc::SENSOR_OFF | exc::PULSE_SEARCH,
+        SensorState::ProbeOff { searching: false } => exc::SET | exc::SENSOR_OFF,
+        SensorState::PulseSearch => exc::SET | exc::PULSE_SEARCH,
+        SensorState::Artefact => exc::SET | exc::INTERFERENCE | exc::LOW_SIGNAL_IQ,
     }
 }
 

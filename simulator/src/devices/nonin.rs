@@ -14,6 +14,8 @@
 //!
 //! Heart rate 511 and SpO2 127 mean "missing". Only bytes 1 has bit 7 set, which is how a receiver synchronises.
 
+use crate::sim::{Sample, SensorState};
+
 /// Status byte 1 flags.
 pub mod status {
     /// Always set: marks the first byte of a frame.
@@ -58,6 +60,66 @@ pub struct NoninFrame {
     pub status2: u8,
 }
 
+impl NoninFrame {
+    /// The frame a Nonin sends for one second of the simulation.
+    pub fn from_sample(s: &Sample) -> NoninFrame {
+        let (status, status2) = flags_for(s.sensor, s.shown.pi);
+        NoninFrame { hr: s.shown.pulse, spo2: s.shown.spo2, status, status2 }
+    }
+}
+
+/// Perfusion index below which the device flags low perfusion.
+const LOW_PERFUSION_PI: f64 = 0.5;
+
+/// Status and status-2 flags for a sensor state: a probe off the finger loses track and raises the sensor alarm,
+/// an unplugged sensor is "disconnected", motion gives artefact with marginal perfusion.
+pub fn flags_for(sensor: SensorState, pi: Option<f64>) -> (u8, u8) {
+    match sensor {
+        SensorState::Ok if pi.is_some_and(|p| p < LOW_PERFUSION_PI) => (status::LPRF, 0),
+        SensorState::Ok => (0, 0),
+        SensorState::ProbeOff { .. } => (status::OOT, status2::SNSA),
+        SensorState::NoSensor => (status::SNSD, 0),
+        SensorState::PulseSearch => (status::OOT, 0),
+        SensorState::Artefact => (status::ARTF | status::MPRF, 0),
+    }
+}
+
+/// Positive answer to a host command.
+pub const ACK: u8 = 0x06;
+/// Negative answer to a host command.
+pub const NAK: u8 = 0x15;
+/// The only data format this personality speaks.
+pub const FORMAT: u8 = 8;
+
+/// Looks for a host's format-select command `02 70 02 02 <fmt> 03` (CLINICAL.md) in bytes received so far and
+/// returns the device's answer: ACK for format #8, NAK for any other (we cannot send #2/#7). Consumed bytes are
+/// removed; a partial command is kept for the next call, other bytes are dropped.
+pub fn answer_host(received: &mut Vec<u8>) -> Option<u8> {
+    const HEAD: [u8; 4] = [0x02, 0x70, 0x02, 0x02];
+    loop {
+        let Some(start) = received.iter().position(|b| *b == HEAD[0]) else {
+            received.clear();
+            return None;
+        };
+        received.drain(..start);
+        let have = received.len().min(HEAD.len());
+        if received[..have] != HEAD[..have] {
+            received.remove(0);
+            continue;
+        }
+        if received.len() < 6 {
+            return None;
+        }
+        let (fmt, end) = (received[4], received[5]);
+        if end != 0x03 {
+            received.remove(0);
+            continue;
+        }
+        received.drain(..6);
+        return Some(if fmt == FORMAT { ACK } else { NAK });
+    }
+}
+
 /// Encodes one 4-byte frame.
 pub fn encode(frame: &NoninFrame) -> [u8; 4] {
     let hr = frame.hr.map_or(HR_MISSING, |h| h.min(HR_MISSING - 1));
@@ -86,6 +148,23 @@ mod tests {
     fn missing_values_use_511_and_127() {
         let bytes = encode(&NoninFrame { hr: None, spo2: None, status: status::OOT, status2: status2::SNSA });
         assert_eq!(bytes, [0x80 | 0x20 | 0x03, 0x7F, 127, 0x08]);
+    }
+
+    #[test]
+    fn a_host_selecting_format_8_gets_ack_and_any_other_format_nak() {
+        let mut rx = vec![0x55, 0x02, 0x70, 0x02, 0x02, 0x08, 0x03];
+        assert_eq!(answer_host(&mut rx), Some(ACK));
+        assert!(rx.is_empty());
+        let mut rx = vec![0x02, 0x70, 0x02, 0x02, 0x02, 0x03];
+        assert_eq!(answer_host(&mut rx), Some(NAK));
+        // Split across reads: nothing yet, then the answer.
+        let mut rx = vec![0x02, 0x70, 0x02];
+        assert_eq!(answer_host(&mut rx), None);
+        rx.extend([0x02, 0x08, 0x03]);
+        assert_eq!(answer_host(&mut rx), Some(ACK));
+        // Noise is not a command.
+        let mut rx = vec![0x02, 0x71, 0x02, 0x02, 0x08, 0x03, 0x02, 0x70, 0x02, 0x02, 0x08, 0x04];
+        assert_eq!(answer_host(&mut rx), None);
     }
 
     #[test]
