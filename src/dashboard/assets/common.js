@@ -178,6 +178,9 @@ const Vigil = (() => {
     }
   }
   const alarmsOf = (bed) => (bed.alarms && bed.alarms.alarms) || [];
+  // The start of an alarm is known when its first event was seen (live, or seq 1 in a snapshot); otherwise the page
+  // (reloaded mid-alarm) only knows its latest change, and says so.
+  const startKnown = (a) => ward.alarmStart.has(a.alarm_id) || a.seq === 1;
   const startOf = (a) => ward.alarmStart.get(a.alarm_id) || a.time;
   const signalling = (a) => a.state === 'active' || a.state === 'latched' || a.state === 'audio-paused';
   const audible = (a) => a.state === 'active' || a.state === 'latched';
@@ -417,7 +420,7 @@ const Vigil = (() => {
         el('span', { class: 'msg', text: a.message }),
         a.kind === 'technical' ? el('span', { class: 'kind', text: 'INOP' }) : null),
       el('div', { class: 'a-meta' },
-        `Since ${fmtClock(Date.parse(startOf(a)))} · `, el('strong', { text: stateText(a) })),
+        `${startKnown(a) ? 'Since' : 'Last change'} ${fmtClock(Date.parse(startOf(a)))} · `, el('strong', { text: stateText(a) })),
       actions);
   }
 
