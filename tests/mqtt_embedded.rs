@@ -150,7 +150,7 @@ async fn unauthorised_and_malformed_commands_are_refused_with_a_reason_and_never
         ),
         (r#"{"command":"acknowledge","request_id":"nocreds"}"#, "missing 'user' or 'password'"),
         (
-            r#"{"command":"set_baseline","sys":130,"dia":80,"user":"nina","password":"anin","request_id":"nurse-baseline"}"#,
+            r#"{"command":"set_limit","key":"limits.spo2.low.medium","value":90,"user":"nina","password":"anin","request_id":"nurse-limit"}"#,
             "needs role Admin",
         ),
         (

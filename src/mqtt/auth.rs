@@ -5,19 +5,15 @@
 //! on an integrator's screen. The broker connection must therefore be private: TLS to an external broker, and a
 //! broker ACL that lets only the integration accounts publish on `cmd/#` and read `reply/#`
 //! (`docs/mqtt-api.md`). Roles: `viewer` may send nothing; `nurse` may acknowledge, pause and resume audio and
-//! run sessions; `admin` may also set a baseline by hand (it moves the rise-from-baseline alarm limits).
+//! run sessions and enter baselines; `admin` may also override limits (`crate::auth::required_role`, the rule
+//! the dashboard applies too).
 //!
 //! Demo only: with `dashboard.demo_actions_without_sign_in`, the embedded broker and a loopback `mqtt.host`, a
 //! command without credentials runs as user `demo` with the nurse role; Vigil logs this at start.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::OnceLock;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
-
-use crate::config::{Config, MqttMode, Role};
+use crate::config::{Config, MqttMode, Role, UserConfig};
 use crate::event::Command;
 
 /// Why a command was not authorised. The text goes into the reply.
@@ -61,38 +57,17 @@ pub fn command_name(cmd: &Command) -> &'static str {
     }
 }
 
-/// The least role that may send a command.
-pub fn required_role(cmd: &Command) -> Role {
-    match cmd {
-        Command::SetBaseline { .. } | Command::SetLimit { .. } => Role::Admin,
-        _ => Role::Nurse,
-    }
-}
-
 /// Checks credentials and roles.
 #[derive(Debug, Clone)]
 pub struct Authorizer {
-    users: HashMap<String, (Role, String)>,
+    users: Vec<UserConfig>,
     demo: bool,
-}
-
-fn dummy_hash() -> &'static str {
-    // Verifying unknown users against a real hash keeps the answer time the same as for a wrong password.
-    static HASH: OnceLock<String> = OnceLock::new();
-    HASH.get_or_init(|| {
-        let salt = SaltString::encode_b64(b"vigil-dummy-salt").unwrap_or_else(|_| unreachable_salt());
-        Argon2::default().hash_password(b"not a password", &salt).map(|h| h.to_string()).unwrap_or_default()
-    })
-}
-
-fn unreachable_salt() -> SaltString {
-    SaltString::from_b64("dmlnaWxkdW1teXNhbHQ").expect("a valid constant salt")
 }
 
 impl Authorizer {
     /// From `[[users]]`, plus the demo rule (see the module documentation).
     pub fn from_config(config: &Config) -> Authorizer {
-        let users = config.users.iter().map(|u| (u.name.clone(), (u.role, u.password_hash.clone()))).collect();
+        let users = config.users.clone();
         let loopback = config.mqtt.host == "localhost"
             || config.mqtt.host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false);
         let demo = config.dashboard.demo_actions_without_sign_in && config.mqtt.mode == MqttMode::Embedded && loopback;
@@ -115,31 +90,13 @@ impl Authorizer {
         if self.users.is_empty() {
             return Err(AuthError::NoUsers);
         }
-        let (role, hash) = match self.users.get(user) {
-            Some((role, hash)) => (Some(*role), hash.as_str()),
-            None => (None, dummy_hash()),
-        };
-        let verified = PasswordHash::new(hash)
-            .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
-            .unwrap_or(false);
-        let role = match (verified, role) {
-            (true, Some(role)) => role,
-            _ => return Err(AuthError::BadCredentials),
-        };
-        let needed = required_role(cmd);
+        let role = crate::auth::authenticate(&self.users, user, password).map_err(|_| AuthError::BadCredentials)?.role;
+        let needed = crate::auth::required_role(cmd);
         if role < needed {
             return Err(AuthError::Forbidden { user: user.into(), role, command: command_name(cmd), needed });
         }
         Ok(user.into())
     }
-}
-
-/// An argon2 PHC string for a password (what `[[users]].password_hash` holds).
-pub fn hash_password(password: &str) -> String {
-    let mut bytes = [0u8; 16];
-    rand::Rng::fill(&mut rand::rng(), &mut bytes);
-    let salt = SaltString::encode_b64(&bytes).unwrap_or_else(|_| unreachable_salt());
-    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -163,14 +120,16 @@ mod tests {
 
     #[test]
     fn roles_decide_who_may_send_what_and_wrong_passwords_do_not_say_which_part_was_wrong() {
-        let hash = hash_password("pw");
+        let hash = crate::auth::hash_password("pw").unwrap();
         let user = |name: &str, role| UserConfig { name: name.into(), role, password_hash: hash.clone() };
         let a = authorizer(vec![user("v", Role::Viewer), user("n", Role::Nurse), user("a", Role::Admin)], false);
         let ack = Command::Acknowledge { alarm_id: None };
         let baseline = Command::SetBaseline { sys: 120.0, dia: 80.0 };
         assert_eq!(a.authorize(Some("n"), Some("pw"), &ack), Ok("n".into()));
-        assert_eq!(a.authorize(Some("a"), Some("pw"), &baseline), Ok("a".into()));
-        assert!(matches!(a.authorize(Some("n"), Some("pw"), &baseline), Err(AuthError::Forbidden { .. })));
+        let limit = Command::SetLimit { key: "spo2.low.medium".into(), value: Some(90.0) };
+        assert_eq!(a.authorize(Some("n"), Some("pw"), &baseline), Ok("n".into()));
+        assert_eq!(a.authorize(Some("a"), Some("pw"), &limit), Ok("a".into()));
+        assert!(matches!(a.authorize(Some("n"), Some("pw"), &limit), Err(AuthError::Forbidden { .. })));
         assert!(matches!(a.authorize(Some("v"), Some("pw"), &ack), Err(AuthError::Forbidden { .. })));
         assert_eq!(a.authorize(Some("n"), Some("nope"), &ack), Err(AuthError::BadCredentials));
         assert_eq!(a.authorize(Some("x"), Some("pw"), &ack), Err(AuthError::BadCredentials));

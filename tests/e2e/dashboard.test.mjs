@@ -1,6 +1,6 @@
 // End-to-end tests of the Vigil ward dashboard in headless Debian chromium, driven by playwright-core.
 //
-// Needs a running Vigil (the daemon or `cargo run --example dashboard_fixture`) at VIGIL_URL. The browser talks
+// Needs a running Vigil daemon at VIGIL_URL (CI: .ci/suites/40-dashboard-e2e.sh). The browser talks
 // to it through a small TCP proxy started here, so a test can cut the event stream the way a network does
 // (silently) without restarting the server. See tests/e2e/README.md for the variables.
 import { test, before, after } from 'node:test';

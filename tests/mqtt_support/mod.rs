@@ -157,7 +157,7 @@ pub fn users() -> String {
         let pw: String = name.chars().rev().collect();
         s.push_str(&format!(
             "[[users]]\nname = \"{name}\"\nrole = \"{role}\"\npassword_hash = \"{}\"\n",
-            vigil::mqtt::auth::hash_password(&pw)
+            vigil::auth::hash_password(&pw).unwrap()
         ));
     }
     s
