@@ -255,10 +255,10 @@ fn trend_rules_rise_from_baseline_slopes_and_drift() {
             vec![ev(355, "spo2_falling", "start", "low", "active"), ev(500, "spo2_falling", "end", "low", "cleared")],
         ),
         (
-            "heart rate 75 then a sustained 105 (inside limits) is a drift after about 2 min",
+            "heart rate 75 then a sustained 105 (inside limits) is a drift after about 2 min (k 15, h 1800 bpm.s)",
             every_second(Hr, 0, 1200, |t| if t < 900 { 75.0 } else { 105.0 }),
             1199,
-            vec![ev(1019, "hr_drift", "start", "low", "active")],
+            vec![ev(1026, "hr_drift", "start", "low", "active")],
         ),
     ]);
 }
