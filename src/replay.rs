@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::alarm::{Engine, Profile, ProfileError};
-use crate::event::{AlarmEvent, AlarmPhase, Command, Event, Priority};
+use crate::event::{AlarmEvent, AlarmPhase, AlarmState, Command, Event, Priority};
 use crate::vitals::{BedId, Parameter, Reading, Timestamp, ValueStatus};
 
 /// Arguments of `vigil replay`.
@@ -229,9 +229,9 @@ pub struct Counts {
     pub per_hour_by_priority: BTreeMap<String, f64>,
     /// Alarms per hour by parameter.
     pub per_hour_by_parameter: BTreeMap<String, f64>,
-    /// Seconds with at least one alarm live (union of alarm lifetimes).
+    /// Seconds with at least one alarm condition present (union; latched-only time excluded).
     pub time_in_alarm_s: f64,
-    /// Seconds with at least one alarm of this starting priority live.
+    /// Seconds with at least one alarm of this starting priority present.
     pub time_in_alarm_by_priority_s: BTreeMap<String, f64>,
     /// Escalations (band or unanswered).
     pub escalations: usize,
@@ -296,6 +296,7 @@ fn adapt(profile: &mut Profile, rows: &[Row]) -> Vec<String> {
 struct Run {
     counts: Counts,
     open: HashMap<String, (Timestamp, Priority)>,
+    start_priority: HashMap<String, Priority>,
     intervals: Vec<(Timestamp, Timestamp, Priority)>,
 }
 
@@ -323,6 +324,7 @@ fn replay_one(
             escalations: 0,
         },
         open: HashMap::new(),
+        start_priority: HashMap::new(),
         intervals: Vec::new(),
     };
     let mut handle = |events: Vec<Event>, run: &mut Run| -> Result<(), ReplayError> {
@@ -336,15 +338,24 @@ fn replay_one(
                     let param = a.parameter.map_or("none", Parameter::name);
                     *run.counts.by_parameter.entry(param.into()).or_default() += 1;
                     *run.counts.by_condition.entry(a.condition.clone()).or_default() += 1;
-                    run.open.insert(a.alarm_id.clone(), (a.time, a.priority));
-                }
-                AlarmPhase::End => {
-                    if let Some((s, p)) = run.open.remove(&a.alarm_id) {
-                        run.intervals.push((s, a.time, p));
-                    }
+                    run.start_priority.insert(a.alarm_id.clone(), a.priority);
                 }
                 AlarmPhase::Escalate => run.counts.escalations += 1,
                 _ => {}
+            }
+            // Time in alarm counts while the condition is present (not while merely latched: nobody
+            // acknowledges in a replay, so latched time would only measure the recording's length).
+            let present = matches!(a.state, AlarmState::Active | AlarmState::Acknowledged | AlarmState::AudioPaused);
+            if present && !run.open.contains_key(&a.alarm_id) {
+                let p = run.start_priority.get(&a.alarm_id).copied().unwrap_or(a.priority);
+                run.open.insert(a.alarm_id.clone(), (a.time, p));
+            } else if !present {
+                if let Some((s, p)) = run.open.remove(&a.alarm_id) {
+                    run.intervals.push((s, a.time, p));
+                }
+            }
+            if a.phase == AlarmPhase::End {
+                run.start_priority.remove(&a.alarm_id);
             }
             sink(&a)?;
         }

@@ -99,6 +99,8 @@ struct ParamState {
     value: f64,
     thresholds: [Option<Threshold>; 2],
     pending: [Option<i64>; 2],
+    /// Valid samples seen beyond the limit since `pending` began.
+    pending_samples: [u32; 2],
     delay_ms: i64,
 }
 
@@ -142,6 +144,9 @@ pub struct Engine {
     last_session_event: Option<SessionEvent>,
     last_nibp: Option<i64>,
     news2_pending: Option<i64>,
+    /// Newest sample time among the scored values, and how many new samples arrived while pending.
+    news2_newest: i64,
+    news2_samples: u32,
     demo_readings: bool,
     no_data_ms: i64,
 }
@@ -172,6 +177,8 @@ impl Engine {
             last_session_event: None,
             last_nibp: None,
             news2_pending: None,
+            news2_newest: 0,
+            news2_samples: 0,
             demo_readings: false,
             no_data_ms: 0,
         };
@@ -319,7 +326,7 @@ impl Engine {
                 s.observe(t, v);
             }
         }
-        self.eval_thresholds(i, t, &mut out);
+        self.eval_thresholds(i, t, true, &mut out);
         match p {
             Parameter::Spo2 => {
                 if let Some(fit) = self.spo2_slope.as_mut().and_then(|s| s.observe(t, v)) {
@@ -345,16 +352,20 @@ impl Engine {
         out
     }
 
+    /// `sample`: called for a new reading (not a tick re-judging the held value).
     #[inline]
-    fn eval_thresholds(&mut self, i: usize, t: i64, out: &mut Vec<Event>) {
+    fn eval_thresholds(&mut self, i: usize, t: i64, sample: bool, out: &mut Vec<Event>) {
         for d in 0..2 {
             if self.params[i].thresholds[d].is_some() {
-                self.eval_threshold(i, d, t, out);
+                self.eval_threshold(i, d, t, sample, out);
             }
         }
     }
 
-    fn eval_threshold(&mut self, i: usize, d: usize, t: i64, out: &mut Vec<Event>) {
+    /// Condition delay = time *and* confirmation: a delayed condition needs the delay to pass and at least two
+    /// valid samples beyond the limit, so one stray sample held over the delay (minute-resolution records, a
+    /// lone artefact between "no value" zeros) does not alarm. At 1 Hz a 10 s delay sees ~10 samples anyway.
+    fn eval_threshold(&mut self, i: usize, d: usize, t: i64, sample: bool, out: &mut Vec<Event>) {
         let ps = &self.params[i];
         let Some(th) = ps.thresholds[d] else { return };
         let p = Parameter::ALL[i];
@@ -363,6 +374,7 @@ impl Engine {
         let present = self.present_band(&key);
         let Some(band) = th.band(v, present) else {
             self.params[i].pending[d] = None;
+            self.params[i].pending_samples[d] = 0;
             if present.is_some() {
                 self.lc.clear(&key, t, out);
             }
@@ -381,12 +393,16 @@ impl Engine {
             } else {
                 let ps = &mut self.params[i];
                 let since = *ps.pending[d].get_or_insert(t);
-                t - since >= ps.delay_ms
+                if sample {
+                    ps.pending_samples[d] += 1;
+                }
+                ps.delay_ms == 0 || (t - since >= ps.delay_ms && ps.pending_samples[d] >= 2)
             };
             if !fire {
                 return;
             }
             self.params[i].pending[d] = None;
+            self.params[i].pending_samples[d] = 0;
         }
         let delay_s = self.params[i].delay_ms / 1000;
         let sat =
@@ -613,6 +629,7 @@ impl Engine {
             if t - ps.last_t >= self.no_data_ms {
                 // A stale value says nothing about the patient: its physiological alarms clear (or latch).
                 self.params[i].pending = [None, None];
+                self.params[i].pending_samples = [0, 0];
                 self.clear_if_live(&Key::Threshold(p, Dir::High), t, &mut out);
                 self.clear_if_live(&Key::Threshold(p, Dir::Low), t, &mut out);
                 let key = Key::NoData(p);
@@ -620,7 +637,7 @@ impl Engine {
                     self.raise_no_data(p, t, &mut out);
                 }
             } else if ps.pending.iter().any(Option::is_some) || (i == SPO2 && self.sat.is_some()) {
-                self.eval_thresholds(i, t, &mut out);
+                self.eval_thresholds(i, t, false, &mut out);
             }
         }
         self.check_nibp_overdue(t, &mut out);
@@ -753,8 +770,22 @@ impl Engine {
             self.clear_if_live(&key, t, out);
             return;
         }
+        // Like a condition delay: the score must last `delay_s` and be confirmed by fresh samples, so one stray
+        // value held over the delay (a lone artefact in a minute-resolution record) does not raise it.
+        let newest = [RR, SPO2, HR, PR, SYS]
+            .iter()
+            .filter(|&&i| self.params[i].seen)
+            .map(|&i| self.params[i].last_t)
+            .max()
+            .unwrap_or(0);
+        if self.news2_pending.is_none() {
+            self.news2_samples = 0;
+        } else if newest != self.news2_newest {
+            self.news2_samples += 1;
+        }
+        self.news2_newest = newest;
         let since = *self.news2_pending.get_or_insert(t);
-        if t - since < secs(cfg.delay_s) || self.is_live(&key) {
+        if t - since < secs(cfg.delay_s) || self.news2_samples < 1 || self.is_live(&key) {
             return;
         }
         let urgent = cfg.urgent_total;
@@ -1016,7 +1047,7 @@ impl Engine {
         for i in 0..7 {
             let ps = &self.params[i];
             if ps.seen && (Parameter::ALL[i].is_nibp() || t - ps.last_t < self.no_data_ms) {
-                self.eval_thresholds(i, t, out);
+                self.eval_thresholds(i, t, false, out);
             }
         }
         let mut ev = self.session.snapshot("limit_set", now, Some(actor));

@@ -28,11 +28,8 @@ pub struct Fit {
 /// allocate. The median is statrs' in-place selection.
 pub fn theil_sen(points: &VecDeque<(i64, f64)>, scratch: &mut Vec<f64>) -> Option<f64> {
     scratch.clear();
-    let n = points.len();
-    for i in 0..n {
-        let (ti, vi) = points[i];
-        for j in i + 1..n {
-            let (tj, vj) = points[j];
+    for (i, &(ti, vi)) in points.iter().enumerate() {
+        for &(tj, vj) in points.iter().skip(i + 1) {
             if tj != ti {
                 scratch.push((vj - vi) / ((tj - ti) as f64 / 60_000.0));
             }
