@@ -497,12 +497,16 @@ impl Config {
         })?;
         let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            let inner = e.into_inner();
-            ConfigError::Parse {
-                file: file.to_owned(),
-                path: if path == "." { String::from("(top level)") } else { path },
-                reason: one_line(inner.message()),
-            }
+            let reason = one_line(e.into_inner().message());
+            // A missing key is reported at its parent; name the key itself.
+            let missing = reason.strip_prefix("missing field `").and_then(|r| r.split('`').next());
+            let path = match (path.as_str(), missing) {
+                (".", Some(key)) => key.to_owned(),
+                (".", None) => String::from("(top level)"),
+                (_, Some(key)) => format!("{path}.{key}"),
+                (_, None) => path,
+            };
+            ConfigError::Parse { file: file.to_owned(), path, reason }
         })?;
         config.base_dir = base_dir.to_path_buf();
         config.validate().map_err(|(path, reason)| ConfigError::Invalid { file: file.to_owned(), path, reason })?;
@@ -561,8 +565,8 @@ impl Config {
             if !bed_ids.insert(bed.id.as_str()) {
                 return Err((format!("beds[{b}].id"), format!("'{}' is used by another bed", bed.id)));
             }
-            if bed.profile.is_empty() {
-                return Err((format!("beds[{b}].profile"), "must not be empty".into()));
+            if let Err(e) = crate::alarm::Profile::resolve(&bed.profile, &self.base_dir) {
+                return Err((format!("beds[{b}].profile"), e.to_string()));
             }
             for (s, src) in bed.sources.iter().enumerate() {
                 let at = format!("beds[{b}].sources[{s}]");

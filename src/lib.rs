@@ -5,9 +5,229 @@
 //! [`alarm`] engine → [`event::Event`] → [`store`] (durable) → [`mqtt`] and [`dashboard`].
 
 pub mod alarm;
+pub mod auth;
+pub mod bed;
 pub mod config;
+pub mod dashboard;
 pub mod event;
+pub mod hub;
 pub mod ingest;
+pub mod mqtt;
 pub mod replay;
 pub mod session;
+pub mod store;
 pub mod vitals;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, MqttMode, SourceKind};
+use crate::hub::{BedInfo, Hub};
+use crate::ingest::{SourceEvent, SourceId};
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A bed's alarm profile could not be loaded.
+    #[error("beds[{index}].profile: {source}")]
+    Profile {
+        /// Bed index in the config.
+        index: usize,
+        /// Why.
+        source: alarm::ProfileError,
+    },
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// The embedded broker or the MQTT publisher failed.
+    #[error(transparent)]
+    Mqtt(#[from] mqtt::MqttError),
+    /// The MLLP listener could not start.
+    #[error(transparent)]
+    Ingest(#[from] ingest::IngestError),
+    /// The dashboard could not listen.
+    #[error("dashboard.listen: cannot listen on {addr}: {reason} (set dashboard.listen to a free address)")]
+    Dashboard {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A started daemon: its addresses, and the handle to wait for it.
+pub struct Running {
+    /// Where the dashboard listens.
+    pub dashboard: SocketAddr,
+    /// Where the MQTT broker is (embedded or external), if MQTT is enabled.
+    pub mqtt: Option<String>,
+    /// Where the MLLP listener listens, if configured.
+    pub mllp: Option<SocketAddr>,
+    /// The hub, for in-process observers (tests, embedding).
+    pub hub: Arc<Hub>,
+    tasks: JoinSet<()>,
+    beds: JoinSet<()>,
+    stop_sources: CancellationToken,
+    stop_rest: CancellationToken,
+    shutdown: CancellationToken,
+    _broker: Option<mqtt::broker::Broker>,
+}
+
+/// Starts everything and returns once every listener is bound: a port in use fails here, with the setting to change.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, RunError> {
+    let config = Arc::new(config);
+    let mut profiles = Vec::with_capacity(config.beds.len());
+    for (index, bed) in config.beds.iter().enumerate() {
+        let profile = alarm::Profile::resolve(&bed.profile, &config.base_dir)
+            .map_err(|source| RunError::Profile { index, source })?;
+        profiles.push(Arc::new(profile));
+    }
+    let store = store::Store::open(&config.store.path)?;
+    let broker = match config.mqtt.mode {
+        MqttMode::Embedded => Some(mqtt::broker::start(&config.mqtt)?),
+        _ => None,
+    };
+    let dashboard_listener = tokio::net::TcpListener::bind(&config.dashboard.listen)
+        .await
+        .map_err(|e| RunError::Dashboard { addr: config.dashboard.listen.clone(), reason: e.to_string() })?;
+    let dashboard_addr = dashboard_listener
+        .local_addr()
+        .map_err(|e| RunError::Dashboard { addr: config.dashboard.listen.clone(), reason: e.to_string() })?;
+    let mllp = match &config.mllp {
+        Some(m) => Some(ingest::mllp_listener::MllpListener::bind(m)?),
+        None => None,
+    };
+    let mllp_addr = mllp.as_ref().map(|l| l.local_addr());
+
+    let infos = config
+        .beds
+        .iter()
+        .map(|b| BedInfo { id: b.id.as_str().into(), label: b.label().to_owned(), profile: b.profile.clone() })
+        .collect();
+    let hub = Hub::new(&config.site.name, &config.site.ward, infos);
+
+    // Sources stop first; beds drain when their inputs close; the publisher and dashboard stop last.
+    let stop_sources = CancellationToken::new();
+    let stop_rest = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let mut beds = JoinSet::new();
+    let mut routes = HashMap::new();
+    for (bed, profile) in config.beds.iter().zip(profiles.iter().cloned()) {
+        let bed_id: vitals::BedId = bed.id.as_str().into();
+        let next_seq = store.next_bed_seq(&bed.id)?;
+        let engine = alarm::Engine::new(bed_id.clone(), profile, next_seq);
+        let (source_tx, source_rx) = mpsc::channel::<SourceEvent>(1024);
+        let (command_tx, command_rx) = mpsc::channel(64);
+        hub.register_bed(bed_id.clone(), command_tx);
+        let mut descriptions = HashMap::new();
+        for (i, src) in bed.sources.iter().enumerate() {
+            let id = SourceId { bed: bed_id.clone(), index: i };
+            descriptions.insert(id.to_string(), (src.kind.name().to_owned(), src.device.name().to_owned()));
+            match src.kind {
+                SourceKind::Serial => {
+                    let run = ingest::serial::run(id, src.clone(), source_tx.clone(), stop_sources.clone());
+                    tasks.spawn(async move {
+                        if let Err(e) = run.await {
+                            tracing::error!(error = %e, "serial source stopped");
+                        }
+                    });
+                }
+                SourceKind::Simulated => {
+                    tasks.spawn(ingest::sim::run(
+                        id,
+                        src.clone(),
+                        source_tx.clone(),
+                        hub.clone(),
+                        stop_sources.clone(),
+                    ));
+                }
+                SourceKind::Mllp => {
+                    let device_id = src.device_id.clone().unwrap_or_default().to_ascii_uppercase();
+                    routes.insert(device_id, (id, source_tx.clone()));
+                }
+            }
+        }
+        drop(source_tx);
+        let task = bed::BedTask {
+            bed: bed_id,
+            engine,
+            store: store.clone(),
+            hub: hub.clone(),
+            sources: source_rx,
+            commands: command_rx,
+            descriptions,
+        };
+        beds.spawn(task.run(stop_rest.clone()));
+    }
+    if let Some(listener) = mllp {
+        tasks.spawn(listener.run(routes, stop_sources.clone()));
+    }
+    let mqtt_addr = if config.mqtt.mode == MqttMode::Disabled {
+        None
+    } else {
+        let handle = mqtt::run(config.clone(), hub.clone(), store.clone(), stop_rest.clone())?;
+        tasks.spawn(async move {
+            let _ = handle.await;
+        });
+        Some(format!("{}:{}", config.mqtt.host, config.mqtt.port))
+    };
+    let history: Arc<dyn dashboard::history::History> = Arc::new(store.clone());
+    let mut dash_state = dashboard::DashboardState::new(hub.clone(), config.clone(), history)
+        .map_err(|e| RunError::Dashboard { addr: config.dashboard.listen.clone(), reason: e.to_string() })?;
+    for (bed, profile) in config.beds.iter().zip(&profiles) {
+        dash_state = dash_state.with_limits(&bed.id, dashboard::ChairLimits::from_profile(profile));
+    }
+    let dash_cancel = stop_rest.clone();
+    tasks.spawn(async move {
+        if let Err(e) = dashboard::serve(dashboard_listener, dash_state, dash_cancel).await {
+            tracing::error!(error = %e, "dashboard stopped");
+        }
+    });
+    tracing::info!(
+        dashboard = %format!("http://{dashboard_addr}"),
+        mqtt = %mqtt_addr.as_deref().unwrap_or("disabled"),
+        mllp = %mllp_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+        beds = config.beds.len(),
+        "Vigil is running: dashboard http://{dashboard_addr}, MQTT broker {}",
+        mqtt_addr.as_deref().unwrap_or("disabled")
+    );
+    Ok(Running {
+        dashboard: dashboard_addr,
+        mqtt: mqtt_addr,
+        mllp: mllp_addr,
+        hub,
+        tasks,
+        beds,
+        stop_sources,
+        stop_rest,
+        shutdown,
+        _broker: broker,
+    })
+}
+
+impl Running {
+    /// Waits for the shutdown token, then stops in order: sources, beds (draining), publisher and dashboard.
+    pub async fn wait(mut self) {
+        self.shutdown.cancelled().await;
+        self.stop_sources.cancel();
+        // Give the beds a moment to take what the sources had in flight before they stop.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        self.stop_rest.cancel();
+        while self.beds.join_next().await.is_some() {}
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+        while let Ok(Some(_)) = tokio::time::timeout_at(deadline, self.tasks.join_next()).await {}
+        self.tasks.abort_all();
+        tracing::info!("Vigil stopped");
+    }
+}
+
+/// Runs the daemon until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    start(config, shutdown).await?.wait().await;
+    Ok(())
+}

@@ -1,1 +1,218 @@
-fn main() {}
+//! The `vigil` command: arguments, configuration, logging and exit codes. Everything else is in the library.
+//!
+//! Exit codes (also in README.md):
+//! - 0: clean exit (including after SIGINT/SIGTERM)
+//! - 1: the daemon failed while running (a port in use, the store unwritable, …): the message says what to change
+//! - 2: bad command-line arguments
+//! - 64: the configuration is invalid (file, key path and reason are printed)
+//! - 65: `replay` could not read its input
+
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use vigil::config::{Config, DEFAULT_CONFIG};
+
+/// Exit code for an invalid configuration.
+const EXIT_CONFIG: u8 = 64;
+/// Exit code for unreadable replay input.
+const EXIT_DATA: u8 = 65;
+
+#[derive(Parser)]
+#[command(
+    name = "vigil",
+    version,
+    about = "Vital-signs alarm daemon for infusion chairs (a secondary notification aid)"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (the default).
+    Run {
+        /// Configuration file. Default config/vigil.toml; when that file does not exist the embedded default is used.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file and print its beds and sources.
+    CheckConfig {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Print the embedded default configuration.
+    PrintDefaultConfig,
+    /// Run the alarm engine over a recording and print every alarm event as JSON lines.
+    Replay(vigil::replay::ReplayArgs),
+    /// Read a password on standard input and print its argon2 hash for `[[users]] password_hash`.
+    HashPassword,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match cli.command.unwrap_or(Command::Run { config: None }) {
+        Command::Run { config } => run(config),
+        Command::CheckConfig { path } => check_config(&path),
+        Command::PrintDefaultConfig => {
+            print!("{DEFAULT_CONFIG}");
+            ExitCode::SUCCESS
+        }
+        Command::Replay(args) => {
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            match vigil::replay::run(&args, &mut out) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vigil replay: {e}");
+                    ExitCode::from(EXIT_DATA)
+                }
+            }
+        }
+        Command::HashPassword => hash_password(),
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
+    let result = match path {
+        Some(p) => Config::load(p),
+        None if Path::new("config/vigil.toml").exists() => Config::load(Path::new("config/vigil.toml")),
+        None => {
+            tracing::info!("config/vigil.toml not found here: using the embedded default configuration");
+            Ok(Config::embedded_default())
+        }
+    };
+    result.map_err(|e| {
+        eprintln!("vigil: invalid configuration: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn run(path: Option<PathBuf>) -> ExitCode {
+    let config = match load(path.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vigil: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("stop requested: draining and publishing offline status");
+            signals.cancel();
+        });
+        vigil::run(config, shutdown).await
+    });
+    // Background threads (the embedded broker's) must not hold the exit: the runtime is dropped without waiting.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vigil: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn check_config(path: &Path) -> ExitCode {
+    let config = match load(Some(path)) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    println!("{}: ok (site {}, ward {})", path.display(), config.site.name, config.site.ward);
+    for bed in &config.beds {
+        println!("bed {} \"{}\" profile {}", bed.id, bed.label(), bed.profile);
+        for src in &bed.sources {
+            let detail = match src.kind {
+                vigil::config::SourceKind::Serial => {
+                    format!("{} at {} baud", src.path.as_deref().unwrap_or("?"), src.baud())
+                }
+                vigil::config::SourceKind::Mllp => format!("device_id {}", src.device_id.as_deref().unwrap_or("?")),
+                vigil::config::SourceKind::Simulated => format!(
+                    "scenario {} seed {} speed {}",
+                    src.scenario.as_deref().unwrap_or("calm-session"),
+                    src.seed(),
+                    src.speed()
+                ),
+            };
+            println!("  source {} {}: {}", src.kind.name(), src.device.name(), detail);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn hash_password() -> ExitCode {
+    let mut password = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut password) {
+        eprintln!("vigil hash-password: cannot read standard input: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = password.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("vigil hash-password: the password on standard input is empty");
+        return ExitCode::from(2);
+    }
+    match vigil::auth::hash_password(password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vigil hash-password: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

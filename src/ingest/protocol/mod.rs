@@ -91,3 +91,9 @@ pub enum DecodeError {
     #[error("frame too long ({0} bytes) dropped")]
     TooLong(usize),
 }
+
+pub mod hl7;
+pub mod masimo;
+pub mod mllp;
+pub mod nonin;
+pub mod plausibility;

@@ -1,0 +1,182 @@
+//! Sign-in: argon2-verified users from the config, a server-side session behind an HttpOnly SameSite=Strict
+//! cookie, and a per-session CSRF token that every state-changing request must echo in `X-CSRF-Token`.
+//! Sessions live in memory: a daemon restart signs everyone out, which is the safe direction.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::SaltString;
+use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
+use axum::http::HeaderMap;
+use rand::RngCore;
+use serde::Serialize;
+
+use crate::config::{Role, UserConfig};
+
+/// Name of the session cookie.
+pub const COOKIE: &str = "vigil_session";
+/// Header carrying the CSRF token.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// A session lasts one long clinical shift, then the nurse signs in again.
+pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Failed sign-ins per name before a pause: argon2 is slow, but a wall tablet should not be brute-forced.
+const MAX_FAILURES: u32 = 5;
+/// How long a name is locked after too many failures.
+const LOCKOUT: Duration = Duration::from_secs(60);
+
+/// Who is asking.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Principal {
+    /// User name, or `demo` for unauthenticated loopback demo actions.
+    pub name: String,
+    /// Role; the demo actor acts as a nurse.
+    pub role: Role,
+    /// The token state-changing requests must echo.
+    #[serde(skip)]
+    pub csrf: String,
+    /// True for a signed-in user, false for the demo actor.
+    pub signed_in: bool,
+}
+
+impl Principal {
+    /// Whether this principal may send commands to beds.
+    pub fn may_act(&self) -> bool {
+        self.role >= Role::Nurse
+    }
+}
+
+struct Session {
+    principal: Principal,
+    expires: Instant,
+}
+
+#[derive(Default)]
+struct Failures {
+    count: u32,
+    until: Option<Instant>,
+}
+
+/// The signed-in sessions and the sign-in throttle.
+#[derive(Default)]
+pub struct Sessions {
+    sessions: Mutex<HashMap<String, Session>>,
+    failures: Mutex<HashMap<String, Failures>>,
+}
+
+/// 32 random bytes, hex: session ids and CSRF tokens.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A hash nobody's password matches, verified for unknown names so that timing does not reveal which names exist.
+fn dummy_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| {
+        let mut salt = [0u8; 16];
+        rand::rng().fill_bytes(&mut salt);
+        let salt = SaltString::encode_b64(&salt).expect("16 bytes is a valid salt");
+        Argon2::default()
+            .hash_password(random_token().as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .unwrap_or_else(|_| String::from("$argon2id$invalid"))
+    })
+}
+
+/// Checks a password against a user list. Slow on purpose (argon2): call it from `spawn_blocking`.
+pub fn verify_user(users: &[UserConfig], name: &str, password: &str) -> Option<Role> {
+    let user = users.iter().find(|u| u.name == name);
+    let hash = user.map(|u| u.password_hash.as_str()).unwrap_or_else(|| dummy_hash());
+    let ok = PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok());
+    match (ok, user) {
+        (true, Some(u)) => Some(u.role),
+        _ => None,
+    }
+}
+
+impl Sessions {
+    /// New, empty.
+    pub fn new() -> Arc<Sessions> {
+        Arc::new(Sessions::default())
+    }
+
+    /// Whether sign-in for this name is paused after repeated failures.
+    pub fn locked_out(&self, name: &str) -> bool {
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.get(name).and_then(|f| f.until).is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Counts a failed sign-in.
+    pub fn failed(&self, name: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let f = failures.entry(name.to_owned()).or_default();
+        if f.until.is_some_and(|until| Instant::now() >= until) {
+            *f = Failures::default();
+        }
+        f.count += 1;
+        if f.count >= MAX_FAILURES {
+            f.until = Some(Instant::now() + LOCKOUT);
+        }
+    }
+
+    /// Opens a session; returns its id (the cookie value).
+    pub fn open(&self, name: &str, role: Role) -> (String, Principal) {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+        let id = random_token();
+        let principal = Principal { name: name.to_owned(), role, csrf: random_token(), signed_in: true };
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        sessions.retain(|_, s| s.expires > now);
+        sessions.insert(id.clone(), Session { principal: principal.clone(), expires: now + SESSION_TTL });
+        (id, principal)
+    }
+
+    /// The principal of a live session.
+    pub fn get(&self, id: &str) -> Option<Principal> {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.get(id).filter(|s| s.expires > Instant::now()).map(|s| s.principal.clone())
+    }
+
+    /// Ends a session.
+    pub fn close(&self, id: &str) {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+    }
+}
+
+/// The session cookie's value, if the request carries one.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// `Set-Cookie` for a new session.
+pub fn set_cookie(id: &str) -> String {
+    format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}", SESSION_TTL.as_secs())
+}
+
+/// `Set-Cookie` that removes the session cookie.
+pub fn clear_cookie() -> String {
+    format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+}
+
+/// Compares tokens without an early exit, so response timing says nothing about how much matched.
+pub fn tokens_match(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether a request's `Origin` (when the browser sends one) is this server. Browsers send it on every
+/// cross-site POST, so a mismatch is a forged request even before the CSRF token is checked.
+pub fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(axum::http::header::ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
+    let host = headers.get(axum::http::header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let origin_host = origin.split_once("://").map(|(_, rest)| rest).unwrap_or(origin);
+    !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
+}

@@ -1,0 +1,444 @@
+//! The ward dashboard: an axum app serving embedded pages, a live SSE stream from the hub, sign-in, bed
+//! commands, chair history and session export. It depends on the hub only, never on the MQTT broker, so the ward
+//! keeps its alarms when the broker is down. See `docs/dashboard.md`.
+
+pub mod auth;
+mod export;
+pub mod history;
+mod profile_limits;
+pub mod sse;
+mod store_history;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::Sse;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Role};
+use crate::event::{Command, CommandRequest, Priority};
+use crate::hub::{CommandError, Hub};
+use crate::vitals::Parameter;
+
+use auth::{Principal, Sessions};
+pub use history::{ActionRecord, History, HistoryError, MemoryHistory, SessionSummary};
+
+/// Everything that can go wrong in the dashboard, from binding the socket to a refused request.
+#[derive(Debug, thiserror::Error)]
+pub enum DashboardError {
+    /// `dashboard.listen` is not an address.
+    #[error("dashboard.listen: '{0}' is not an address like 127.0.0.1:8080")]
+    BadListen(String),
+    /// Demo actions without sign-in were asked for on an address other people can reach.
+    #[error("dashboard.demo_actions_without_sign_in is only allowed on a loopback address, not {0}")]
+    DemoActionsOffLoopback(String),
+    /// The listener failed.
+    #[error("dashboard server: {0}")]
+    Io(#[from] std::io::Error),
+    /// The request needs a signed-in user.
+    #[error("sign in first")]
+    Unauthorized,
+    /// The user's role does not allow this.
+    #[error("your role does not allow this")]
+    Forbidden,
+    /// Missing or wrong CSRF token, or a cross-site request.
+    #[error("missing or wrong CSRF token")]
+    Csrf,
+    /// Too many failed sign-ins for this name.
+    #[error("too many failed sign-ins; wait a minute")]
+    LockedOut,
+    /// No such bed or page.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The request makes no sense.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The bed did not carry out the command.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// The store could not answer.
+    #[error(transparent)]
+    History(#[from] HistoryError),
+}
+
+impl IntoResponse for DashboardError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            DashboardError::Unauthorized => StatusCode::UNAUTHORIZED,
+            DashboardError::Forbidden | DashboardError::Csrf => StatusCode::FORBIDDEN,
+            DashboardError::LockedOut => StatusCode::TOO_MANY_REQUESTS,
+            DashboardError::NotFound(_) | DashboardError::Command(CommandError::UnknownBed(_)) => StatusCode::NOT_FOUND,
+            DashboardError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            DashboardError::Command(CommandError::Refused(_)) => StatusCode::CONFLICT,
+            DashboardError::Command(CommandError::Unavailable(_)) | DashboardError::History(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            DashboardError::BadListen(_) | DashboardError::DemoActionsOffLoopback(_) | DashboardError::Io(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        (status, Json(json!({ "error": self.to_string() }))).into_response()
+    }
+}
+
+/// One limit of a profile as the chair view draws it: alarm when below `low` or above `high`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LimitBand {
+    /// The parameter.
+    pub parameter: Parameter,
+    /// The priority this limit raises.
+    pub priority: Priority,
+    /// Alarm below this.
+    pub low: Option<f64>,
+    /// Alarm above this.
+    pub high: Option<f64>,
+}
+
+/// The limits of a bed's profile, for the chair view. Published by whoever owns the profiles (the alarm engine);
+/// optional, because the dashboard works without them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChairLimits {
+    /// Profile name.
+    pub profile: String,
+    /// Threshold limits.
+    pub bands: Vec<LimitBand>,
+    /// Rise from baseline that alarms, systolic mmHg.
+    pub rise_sys: Option<f64>,
+    /// Rise from baseline that alarms, diastolic mmHg.
+    pub rise_dia: Option<f64>,
+}
+
+/// What the dashboard needs: the hub, the config (users, dashboard settings), the store's history, optional
+/// profile limits per bed, and its own sign-in sessions.
+#[derive(Clone)]
+pub struct DashboardState {
+    /// The in-process hub.
+    pub hub: Arc<Hub>,
+    /// The configuration (users, `[dashboard]`).
+    pub config: Arc<Config>,
+    /// Stored history for chair views and exports.
+    pub history: Arc<dyn History>,
+    limits: Arc<HashMap<String, ChairLimits>>,
+    sessions: Arc<Sessions>,
+    demo_actions: bool,
+    demo_csrf: Arc<str>,
+    streams: CancellationToken,
+}
+
+impl DashboardState {
+    /// Builds the state. Refuses `demo_actions_without_sign_in` unless `dashboard.listen` is a loopback address.
+    pub fn new(hub: Arc<Hub>, config: Arc<Config>, history: Arc<dyn History>) -> Result<Self, DashboardError> {
+        let listen = &config.dashboard.listen;
+        let addr: SocketAddr = listen.parse().map_err(|_| DashboardError::BadListen(listen.clone()))?;
+        let demo_actions = config.dashboard.demo_actions_without_sign_in;
+        if demo_actions && !addr.ip().is_loopback() {
+            return Err(DashboardError::DemoActionsOffLoopback(listen.clone()));
+        }
+        Ok(DashboardState {
+            hub,
+            config,
+            history,
+            limits: Arc::new(HashMap::new()),
+            sessions: Sessions::new(),
+            demo_actions,
+            demo_csrf: auth::random_token().into(),
+            streams: CancellationToken::new(),
+        })
+    }
+
+    /// Publishes a bed's profile limits to the chair view.
+    pub fn with_limits(mut self, bed: &str, limits: ChairLimits) -> Self {
+        Arc::make_mut(&mut self.limits).insert(bed.to_owned(), limits);
+        self
+    }
+
+    /// Whether actions are allowed without sign-in (loopback demo only).
+    pub fn demo_actions(&self) -> bool {
+        self.demo_actions
+    }
+
+    /// Ends every open event stream (each sends a final `shutdown` event). [`serve`] calls it on cancellation.
+    pub fn shutdown_streams(&self) {
+        self.streams.cancel();
+    }
+
+    fn principal(&self, headers: &HeaderMap) -> Option<Principal> {
+        if let Some(p) = auth::session_cookie(headers).and_then(|id| self.sessions.get(&id)) {
+            return Some(p);
+        }
+        self.demo_actions.then(|| Principal {
+            name: String::from("demo"),
+            role: Role::Nurse,
+            csrf: self.demo_csrf.to_string(),
+            signed_in: false,
+        })
+    }
+
+    fn require_view(&self, headers: &HeaderMap) -> Result<Option<Principal>, DashboardError> {
+        let p = self.principal(headers);
+        if p.is_none() && !self.config.dashboard.read_only_without_sign_in {
+            return Err(DashboardError::Unauthorized);
+        }
+        Ok(p)
+    }
+
+    fn require_action(&self, headers: &HeaderMap) -> Result<Principal, DashboardError> {
+        if !auth::same_origin(headers) {
+            return Err(DashboardError::Csrf);
+        }
+        let p = self.principal(headers).ok_or(DashboardError::Unauthorized)?;
+        let sent = headers.get(auth::CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !auth::tokens_match(sent, &p.csrf) {
+            return Err(DashboardError::Csrf);
+        }
+        if !p.may_act() {
+            return Err(DashboardError::Forbidden);
+        }
+        Ok(p)
+    }
+
+    fn bed_exists(&self, bed: &str) -> Result<crate::hub::BedInfo, DashboardError> {
+        self.hub.beds().into_iter().find(|b| &*b.id == bed).ok_or_else(|| DashboardError::NotFound(bed.to_owned()))
+    }
+}
+
+/// The router. Tests call it with `oneshot`; [`serve`] runs it on a socket.
+pub fn app(state: DashboardState) -> Router {
+    Router::new()
+        .route("/", get(|| async { page(WARD_HTML) }))
+        .route("/chair/:bed", get(chair_page))
+        .route("/chair/:bed/print", get(print_page))
+        .route("/assets/:name", get(asset))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/me", get(me))
+        .route("/api/session", post(sign_in).delete(sign_out))
+        .route("/api/snapshot", get(snapshot))
+        .route("/api/events", get(events))
+        .route("/api/beds/:bed/commands", post(command))
+        .route("/api/beds/:bed/limits", get(limits))
+        .route("/api/beds/:bed/history", get(export::history_json))
+        .route("/api/beds/:bed/export.csv", get(export::history_csv))
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(state)
+}
+
+/// Serves the dashboard until `cancel` fires, then ends the event streams and drains open requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: DashboardState,
+    cancel: CancellationToken,
+) -> Result<(), DashboardError> {
+    let addr = listener.local_addr()?;
+    if state.demo_actions && !addr.ip().is_loopback() {
+        return Err(DashboardError::DemoActionsOffLoopback(addr.to_string()));
+    }
+    if state.demo_actions {
+        tracing::warn!(%addr, "dashboard: DEMO MODE: actions are allowed without sign-in (loopback only)");
+    }
+    tracing::info!(%addr, "dashboard listening on http://{addr}");
+    let streams = state.streams.clone();
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move {
+            cancel.cancelled().await;
+            streams.cancel();
+        })
+        .await?;
+    Ok(())
+}
+
+const WARD_HTML: &str = include_str!("assets/index.html");
+const CHAIR_HTML: &str = include_str!("assets/chair.html");
+const PRINT_HTML: &str = include_str!("assets/print.html");
+
+fn page(html: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], html).into_response()
+}
+
+async fn chair_page(State(state): State<DashboardState>, Path(bed): Path<String>) -> Result<Response, DashboardError> {
+    state.bed_exists(&bed)?;
+    Ok(page(CHAIR_HTML))
+}
+
+async fn print_page(State(state): State<DashboardState>, Path(bed): Path<String>) -> Result<Response, DashboardError> {
+    state.bed_exists(&bed)?;
+    Ok(page(PRINT_HTML))
+}
+
+async fn asset(Path(name): Path<String>) -> Result<Response, DashboardError> {
+    let (body, mime): (&'static [u8], &str) = match name.as_str() {
+        "app.css" => (include_bytes!("assets/app.css"), "text/css; charset=utf-8"),
+        "common.js" => (include_bytes!("assets/common.js"), "text/javascript; charset=utf-8"),
+        "ward.js" => (include_bytes!("assets/ward.js"), "text/javascript; charset=utf-8"),
+        "chair.js" => (include_bytes!("assets/chair.js"), "text/javascript; charset=utf-8"),
+        "chart.js" => (include_bytes!("assets/chart.js"), "text/javascript; charset=utf-8"),
+        "print.js" => (include_bytes!("assets/print.js"), "text/javascript; charset=utf-8"),
+        "favicon.svg" => (include_bytes!("assets/favicon.svg"), "image/svg+xml"),
+        _ => return Err(DashboardError::NotFound(name)),
+    };
+    Ok(([(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "no-cache")], Body::from(body)).into_response())
+}
+
+/// A locked-down CSP (no inline script, no third-party origin) and the usual hardening headers.
+async fn security_headers(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \
+             object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+        ),
+    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    res
+}
+
+#[derive(Serialize)]
+struct Me {
+    user: Option<String>,
+    role: Option<Role>,
+    signed_in: bool,
+    can_view: bool,
+    can_act: bool,
+    demo: bool,
+    csrf: Option<String>,
+    site: String,
+    ward: String,
+}
+
+fn me_of(state: &DashboardState, p: Option<&Principal>) -> Me {
+    Me {
+        user: p.map(|p| p.name.clone()),
+        role: p.map(|p| p.role),
+        signed_in: p.is_some_and(|p| p.signed_in),
+        can_view: p.is_some() || state.config.dashboard.read_only_without_sign_in,
+        can_act: p.is_some_and(Principal::may_act),
+        demo: state.demo_actions,
+        csrf: p.map(|p| p.csrf.clone()),
+        site: state.config.site.name.clone(),
+        ward: state.config.site.ward.clone(),
+    }
+}
+
+async fn me(State(state): State<DashboardState>, headers: HeaderMap) -> Json<Me> {
+    let p = state.principal(&headers);
+    Json(me_of(&state, p.as_ref()))
+}
+
+#[derive(Deserialize)]
+struct SignIn {
+    name: String,
+    password: String,
+}
+
+async fn sign_in(
+    State(state): State<DashboardState>,
+    headers: HeaderMap,
+    Json(body): Json<SignIn>,
+) -> Result<Response, DashboardError> {
+    if !auth::same_origin(&headers) {
+        return Err(DashboardError::Csrf);
+    }
+    if body.name.len() > 128 || body.password.len() > 1024 {
+        return Err(DashboardError::BadRequest("name or password too long".into()));
+    }
+    if state.sessions.locked_out(&body.name) {
+        return Err(DashboardError::LockedOut);
+    }
+    let config = state.config.clone();
+    let (name, password) = (body.name.clone(), body.password);
+    let role = tokio::task::spawn_blocking(move || auth::verify_user(&config.users, &name, &password))
+        .await
+        .map_err(|e| DashboardError::Io(std::io::Error::other(e)))?;
+    let Some(role) = role else {
+        state.sessions.failed(&body.name);
+        tracing::info!(user = %body.name, "dashboard: sign-in refused");
+        return Err(DashboardError::Unauthorized);
+    };
+    let (id, principal) = state.sessions.open(&body.name, role);
+    tracing::info!(user = %body.name, ?role, "dashboard: signed in");
+    let cookie =
+        HeaderValue::from_str(&auth::set_cookie(&id)).map_err(|e| DashboardError::BadRequest(e.to_string()))?;
+    Ok(([(header::SET_COOKIE, cookie)], Json(me_of(&state, Some(&principal)))).into_response())
+}
+
+async fn sign_out(State(state): State<DashboardState>, headers: HeaderMap) -> Result<Response, DashboardError> {
+    let id = auth::session_cookie(&headers).ok_or(DashboardError::Unauthorized)?;
+    let p = state.sessions.get(&id).ok_or(DashboardError::Unauthorized)?;
+    let sent = headers.get(auth::CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !auth::same_origin(&headers) || !auth::tokens_match(sent, &p.csrf) {
+        return Err(DashboardError::Csrf);
+    }
+    state.sessions.close(&id);
+    let after = state.principal(&HeaderMap::new());
+    Ok(([(header::SET_COOKIE, auth::clear_cookie())], Json(me_of(&state, after.as_ref()))).into_response())
+}
+
+async fn snapshot(State(state): State<DashboardState>, headers: HeaderMap) -> Result<Response, DashboardError> {
+    state.require_view(&headers)?;
+    Ok(Json(state.hub.snapshot()).into_response())
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    /// For clients that reconnect by opening a new EventSource (which cannot set `Last-Event-ID`).
+    last_id: Option<u64>,
+}
+
+async fn events(
+    State(state): State<DashboardState>,
+    headers: HeaderMap,
+    Query(q): Query<EventsQuery>,
+) -> Result<Response, DashboardError> {
+    state.require_view(&headers)?;
+    let header_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
+    let stream = sse::stream(state.hub.clone(), header_id.or(q.last_id), state.streams.clone());
+    let mut res = Sse::new(stream).into_response();
+    // Tell reverse proxies not to buffer, or heartbeats arrive in bursts and the page flaps.
+    res.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(res)
+}
+
+async fn command(
+    State(state): State<DashboardState>,
+    Path(bed): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, DashboardError> {
+    let actor = state.require_action(&headers)?;
+    let info = state.bed_exists(&bed)?;
+    let command: Command = serde_json::from_slice(&body).map_err(|e| DashboardError::BadRequest(e.to_string()))?;
+    if let Command::PauseAudio { seconds } = command {
+        if seconds == 0 {
+            return Err(DashboardError::BadRequest("pause_audio needs seconds > 0".into()));
+        }
+    }
+    tracing::info!(bed = %bed, actor = %actor.name, ?command, "dashboard: command");
+    let events = state.hub.command(CommandRequest { bed: info.id, command, actor: actor.name }).await?;
+    Ok(Json(json!({ "events": events })).into_response())
+}
+
+async fn limits(
+    State(state): State<DashboardState>,
+    Path(bed): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, DashboardError> {
+    state.require_view(&headers)?;
+    let info = state.bed_exists(&bed)?;
+    let limits = state.limits.get(&bed);
+    Ok(Json(json!({ "bed": bed, "profile": info.profile, "limits": limits })).into_response())
+}
+
+#[cfg(test)]
+mod tests;

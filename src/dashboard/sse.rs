@@ -1,0 +1,104 @@
+//! The live stream: a snapshot on connect (or the missed events after `Last-Event-ID`), then every hub event,
+//! with a heartbeat every [`HEARTBEAT`] so the page can tell a quiet ward from a dead link. The stream ends
+//! with a `shutdown` event when the server stops, so open streams cannot hang a graceful shutdown.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::sse::Event as SseEvent;
+use futures::Stream;
+use serde_json::json;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::time::{Interval, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::{Hub, HubEvent, Snapshot};
+
+/// How often the server proves it is alive. The page declares the link lost after two missed beats (4 s), so a
+/// dropped stream shows within 5 s.
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// SSE event name of a full ward state.
+pub const SNAPSHOT: &str = "snapshot";
+/// SSE event name of one hub event (its JSON carries `type`).
+pub const HUB: &str = "hub";
+/// SSE event name of a heartbeat.
+pub const HEARTBEAT_EVENT: &str = "heartbeat";
+/// SSE event name of the last message before a deliberate shutdown (IHE ACM's final "inactive").
+pub const SHUTDOWN: &str = "shutdown";
+
+fn snapshot_event(snap: &Snapshot) -> SseEvent {
+    let data = serde_json::to_string(snap).unwrap_or_else(|_| String::from("{}"));
+    SseEvent::default().event(SNAPSHOT).id(snap.last_id.to_string()).data(data)
+}
+
+fn hub_event(ev: &HubEvent) -> SseEvent {
+    let data = serde_json::to_string(ev).unwrap_or_else(|_| String::from("{}"));
+    SseEvent::default().event(HUB).id(ev.id.to_string()).data(data)
+}
+
+fn heartbeat_event() -> SseEvent {
+    SseEvent::default().event(HEARTBEAT_EVENT).data(json!({ "time": chrono::Utc::now() }).to_string())
+}
+
+struct StreamState {
+    hub: Arc<Hub>,
+    pending: VecDeque<SseEvent>,
+    rx: broadcast::Receiver<Arc<HubEvent>>,
+    heartbeat: Interval,
+    cancel: CancellationToken,
+    done: bool,
+}
+
+/// The event stream for one client. `last_id` is the client's `Last-Event-ID`, if it sent one.
+pub fn stream(
+    hub: Arc<Hub>,
+    last_id: Option<u64>,
+    cancel: CancellationToken,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static {
+    let mut pending = VecDeque::new();
+    let resumed = last_id.and_then(|id| hub.resume(id));
+    let rx = match resumed {
+        Some((missed, rx)) => {
+            pending.extend(missed.iter().map(|e| hub_event(e)));
+            rx
+        }
+        None => {
+            let (snap, rx) = hub.subscribe();
+            pending.push_back(snapshot_event(&snap));
+            rx
+        }
+    };
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let state = StreamState { hub, pending, rx, heartbeat, cancel, done: false };
+    futures::stream::unfold(state, |mut st| async move {
+        if let Some(ev) = st.pending.pop_front() {
+            return Some((Ok(ev), st));
+        }
+        if st.done {
+            return None;
+        }
+        let ev = tokio::select! {
+            biased;
+            _ = st.cancel.cancelled() => {
+                st.done = true;
+                SseEvent::default().event(SHUTDOWN).data(json!({ "time": chrono::Utc::now() }).to_string())
+            }
+            got = st.rx.recv() => match got {
+                Ok(ev) => hub_event(&ev),
+                // Too slow to keep up: start over from a fresh snapshot rather than show a gap.
+                Err(RecvError::Lagged(_)) => {
+                    let (snap, rx) = st.hub.subscribe();
+                    st.rx = rx;
+                    snapshot_event(&snap)
+                }
+                Err(RecvError::Closed) => return None,
+            },
+            _ = st.heartbeat.tick() => heartbeat_event(),
+        };
+        Some((Ok(ev), st))
+    })
+}

@@ -1,0 +1,516 @@
+//! Handler tests through `app(state).oneshot(...)`, plus two over a real socket for `serve`.
+
+use std::path::Path as FsPath;
+use std::sync::Arc;
+use std::time::Duration;
+
+use argon2::password_hash::SaltString;
+use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use chrono::Utc;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tower::ServiceExt;
+
+use super::*;
+use crate::event::{AlarmEvent, AlarmKind, AlarmPhase, AlarmState, Event, VitalValue, VitalsUpdate};
+use crate::hub::{BedCommand, BedInfo};
+use crate::vitals::ValueStatus;
+
+/// Cheap argon2 parameters: verification reads them from the PHC string, so tests stay fast in debug builds.
+fn hash(password: &str) -> String {
+    let salt = SaltString::encode_b64(b"vigil-test-salt!").unwrap();
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(64, 1, 1, None).unwrap())
+        .hash_password(password.as_bytes(), &salt)
+        .unwrap()
+        .to_string()
+}
+
+fn config(read_only: bool, demo: bool, listen: &str) -> Arc<Config> {
+    let toml = format!(
+        r#"
+[site]
+name = "test-clinic"
+ward = "suite"
+[dashboard]
+listen = "{listen}"
+read_only_without_sign_in = {read_only}
+demo_actions_without_sign_in = {demo}
+[[users]]
+name = "nina"
+role = "nurse"
+password_hash = "{nurse}"
+[[users]]
+name = "vic"
+role = "viewer"
+password_hash = "{viewer}"
+[[beds]]
+id = "chair-1"
+label = "Chair 1"
+[[beds]]
+id = "chair-2"
+"#,
+        nurse = hash("nurse-pass"),
+        viewer = hash("viewer-pass"),
+    );
+    Arc::new(Config::parse(&toml, "test.toml", FsPath::new(".")).unwrap())
+}
+
+fn hub() -> Arc<Hub> {
+    Hub::new(
+        "test-clinic",
+        "suite",
+        vec![
+            BedInfo { id: "chair-1".into(), label: "Chair 1".into(), profile: "ketamine-chair".into() },
+            BedInfo { id: "chair-2".into(), label: "chair-2".into(), profile: "ketamine-chair".into() },
+        ],
+    )
+}
+
+struct Fixture {
+    state: DashboardState,
+    history: Arc<MemoryHistory>,
+    commands: mpsc::Receiver<BedCommand>,
+}
+
+fn fixture_with(read_only: bool, demo: bool) -> Fixture {
+    let hub = hub();
+    let (tx, commands) = mpsc::channel(8);
+    hub.register_bed("chair-1".into(), tx);
+    let history = MemoryHistory::new();
+    let state = DashboardState::new(hub, config(read_only, demo, "127.0.0.1:8080"), history.clone()).unwrap();
+    Fixture { state, history, commands }
+}
+
+fn fixture() -> Fixture {
+    fixture_with(true, false)
+}
+
+/// Answers the next command like a bed would, and hands back what it received.
+fn answer_next(mut commands: mpsc::Receiver<BedCommand>) -> tokio::task::JoinHandle<CommandRequest> {
+    tokio::spawn(async move {
+        let cmd = commands.recv().await.expect("a command reaches the bed");
+        let _ = cmd.reply.send(Ok(Vec::new()));
+        cmd.request
+    })
+}
+
+async fn send(state: &DashboardState, req: Request<Body>) -> Response {
+    app(state.clone()).oneshot(req).await.unwrap()
+}
+
+async fn body_json(res: Response) -> serde_json::Value {
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+async fn sign_in(
+    state: &DashboardState,
+    name: &str,
+    password: &str,
+) -> (StatusCode, Option<String>, serde_json::Value) {
+    let req = Request::post("/api/session")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(json!({ "name": name, "password": password }).to_string()))
+        .unwrap();
+    let res = send(state, req).await;
+    let status = res.status();
+    let cookie = res.headers().get(header::SET_COOKIE).map(|v| v.to_str().unwrap().to_owned());
+    (status, cookie, body_json(res).await)
+}
+
+fn cookie_pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().to_owned()
+}
+
+fn ack_request(cookie: Option<&str>, csrf: Option<&str>) -> Request<Body> {
+    let mut req = Request::post("/api/beds/chair-1/commands").header(header::CONTENT_TYPE, "application/json");
+    if let Some(c) = cookie {
+        req = req.header(header::COOKIE, c);
+    }
+    if let Some(t) = csrf {
+        req = req.header(auth::CSRF_HEADER, t);
+    }
+    req.body(Body::from(r#"{"command":"acknowledge","alarm_id":"a-1"}"#)).unwrap()
+}
+
+fn alarm(bed: &str, state: AlarmState, phase: AlarmPhase) -> AlarmEvent {
+    AlarmEvent {
+        time: Utc::now(),
+        bed: bed.into(),
+        alarm_id: "a-1".into(),
+        seq: 1,
+        bed_seq: 1,
+        kind: AlarmKind::Threshold,
+        condition: "spo2_low".into(),
+        parameter: Some(Parameter::Spo2),
+        priority: Priority::High,
+        phase,
+        state,
+        value: Some(85.0),
+        limit: Some(88.0),
+        evidence: Default::default(),
+        message: "SpO2 85 < 88".into(),
+        by: None,
+        audio_paused_until: None,
+    }
+}
+
+#[tokio::test]
+async fn pages_and_assets_are_served_with_a_strict_content_security_policy() {
+    let f = fixture();
+    for (path, mime) in [
+        ("/", "text/html"),
+        ("/chair/chair-1", "text/html"),
+        ("/chair/chair-1/print", "text/html"),
+        ("/assets/app.css", "text/css"),
+        ("/assets/ward.js", "text/javascript"),
+    ] {
+        let res = send(&f.state, Request::get(path).body(Body::empty()).unwrap()).await;
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        assert!(res.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with(mime), "{path}");
+        let csp = res.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe"), "{path}: {csp}");
+    }
+    for path in ["/assets/../Cargo.toml", "/assets/secret.js", "/chair/chair-9"] {
+        let res = send(&f.state, Request::get(path).body(Body::empty()).unwrap()).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn the_ward_is_visible_without_sign_in_only_when_configured() {
+    let open = fixture_with(true, false);
+    let res = send(&open.state, Request::get("/api/snapshot").body(Body::empty()).unwrap()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(body_json(res).await["beds"].as_array().unwrap().len(), 2);
+
+    let closed = fixture_with(false, false);
+    for path in ["/api/snapshot", "/api/events", "/api/beds/chair-1/history", "/api/beds/chair-1/export.csv"] {
+        let res = send(&closed.state, Request::get(path).body(Body::empty()).unwrap()).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let (_, cookie, _) = sign_in(&closed.state, "vic", "viewer-pass").await;
+    let req = Request::get("/api/snapshot")
+        .header(header::COOKIE, cookie_pair(&cookie.unwrap()))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&closed.state, req).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn sign_in_checks_the_argon2_hash_and_sets_a_strict_http_only_cookie() {
+    let f = fixture();
+    let (status, cookie, _) = sign_in(&f.state, "nina", "wrong").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(cookie.is_none());
+    let (status, _, _) = sign_in(&f.state, "nobody", "nurse-pass").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let (status, cookie, me) = sign_in(&f.state, "nina", "nurse-pass").await;
+    assert_eq!(status, StatusCode::OK);
+    let cookie = cookie.unwrap();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert_eq!(me["user"], "nina");
+    assert_eq!(me["can_act"], true);
+    assert_eq!(me["csrf"].as_str().unwrap().len(), 64);
+
+    let req = Request::get("/api/me").header(header::COOKIE, cookie_pair(&cookie)).body(Body::empty()).unwrap();
+    let again = body_json(send(&f.state, req).await).await;
+    assert_eq!(again["user"], "nina");
+    assert_eq!(again["csrf"], me["csrf"]);
+    let anonymous = body_json(send(&f.state, Request::get("/api/me").body(Body::empty()).unwrap()).await).await;
+    assert_eq!(anonymous["user"], serde_json::Value::Null);
+    assert_eq!(anonymous["can_act"], false);
+}
+
+#[tokio::test]
+async fn repeated_wrong_passwords_lock_the_name_for_a_while() {
+    let f = fixture();
+    for _ in 0..5 {
+        assert_eq!(sign_in(&f.state, "nina", "guess").await.0, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(sign_in(&f.state, "nina", "nurse-pass").await.0, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn acknowledge_needs_a_signed_in_nurse_and_the_csrf_token_and_carries_the_actor() {
+    let f = fixture();
+    assert_eq!(send(&f.state, ack_request(None, None)).await.status(), StatusCode::UNAUTHORIZED);
+
+    let (_, cookie, me) = sign_in(&f.state, "nina", "nurse-pass").await;
+    let cookie = cookie_pair(&cookie.unwrap());
+    let csrf = me["csrf"].as_str().unwrap().to_owned();
+    assert_eq!(send(&f.state, ack_request(Some(&cookie), None)).await.status(), StatusCode::FORBIDDEN);
+    let wrong = "0".repeat(64);
+    assert_eq!(send(&f.state, ack_request(Some(&cookie), Some(&wrong))).await.status(), StatusCode::FORBIDDEN);
+
+    let mut cross_site = ack_request(Some(&cookie), Some(&csrf));
+    cross_site.headers_mut().insert(header::HOST, "127.0.0.1:8080".parse().unwrap());
+    cross_site.headers_mut().insert(header::ORIGIN, "http://evil.example".parse().unwrap());
+    assert_eq!(send(&f.state, cross_site).await.status(), StatusCode::FORBIDDEN);
+
+    let bed = answer_next(f.commands);
+    let res = send(&f.state, ack_request(Some(&cookie), Some(&csrf))).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let request = bed.await.unwrap();
+    assert_eq!(request.actor, "nina");
+    assert_eq!(&*request.bed, "chair-1");
+    assert_eq!(request.command, Command::Acknowledge { alarm_id: Some("a-1".into()) });
+}
+
+#[tokio::test]
+async fn a_viewer_cannot_act() {
+    let f = fixture();
+    let (_, cookie, me) = sign_in(&f.state, "vic", "viewer-pass").await;
+    assert_eq!(me["can_act"], false);
+    let res = send(&f.state, ack_request(Some(&cookie_pair(&cookie.unwrap())), me["csrf"].as_str())).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn sign_out_ends_the_session() {
+    let f = fixture();
+    let (_, cookie, me) = sign_in(&f.state, "nina", "nurse-pass").await;
+    let cookie = cookie_pair(&cookie.unwrap());
+    let req = Request::delete("/api/session")
+        .header(header::COOKIE, &cookie)
+        .header(auth::CSRF_HEADER, me["csrf"].as_str().unwrap())
+        .body(Body::empty())
+        .unwrap();
+    let res = send(&f.state, req).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers()[header::SET_COOKIE].to_str().unwrap().contains("Max-Age=0"));
+    let res = send(&f.state, ack_request(Some(&cookie), me["csrf"].as_str())).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn bed_errors_map_to_status_codes() {
+    let f = fixture();
+    let (_, cookie, me) = sign_in(&f.state, "nina", "nurse-pass").await;
+    let cookie = cookie_pair(&cookie.unwrap());
+    let csrf = me["csrf"].as_str().unwrap().to_owned();
+    let post = |path: &str, body: &str| {
+        Request::post(path)
+            .header(header::COOKIE, &cookie)
+            .header(auth::CSRF_HEADER, &csrf)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    };
+    let res = send(&f.state, post("/api/beds/chair-9/commands", r#"{"command":"infusion_start"}"#)).await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let res = send(&f.state, post("/api/beds/chair-1/commands", r#"{"command":"self_destruct"}"#)).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let res = send(&f.state, post("/api/beds/chair-1/commands", r#"{"command":"pause_audio","seconds":0}"#)).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    // chair-2 has no running bed task.
+    let res = send(&f.state, post("/api/beds/chair-2/commands", r#"{"command":"infusion_start"}"#)).await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+
+    let mut commands = f.commands;
+    let bed = tokio::spawn(async move {
+        let cmd = commands.recv().await.unwrap();
+        let _ = cmd.reply.send(Err(CommandError::Refused("no session running".into())));
+    });
+    let res = send(&f.state, post("/api/beds/chair-1/commands", r#"{"command":"infusion_stop"}"#)).await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    assert_eq!(body_json(res).await["error"], "no session running");
+    bed.await.unwrap();
+}
+
+#[tokio::test]
+async fn demo_actions_work_without_sign_in_on_loopback_and_are_refused_elsewhere() {
+    let err = DashboardState::new(hub(), config(true, true, "0.0.0.0:8080"), MemoryHistory::new()).err();
+    assert!(matches!(err, Some(DashboardError::DemoActionsOffLoopback(_))), "{err:?}");
+
+    let f = fixture_with(true, true);
+    let me = body_json(send(&f.state, Request::get("/api/me").body(Body::empty()).unwrap()).await).await;
+    assert_eq!(me["demo"], true);
+    assert_eq!(me["can_act"], true);
+    // Even the demo needs the token, so another site cannot drive the loopback demo.
+    assert_eq!(send(&f.state, ack_request(None, None)).await.status(), StatusCode::FORBIDDEN);
+    let bed = answer_next(f.commands);
+    assert_eq!(send(&f.state, ack_request(None, me["csrf"].as_str())).await.status(), StatusCode::OK);
+    assert_eq!(bed.await.unwrap().actor, "demo");
+}
+
+async fn next_event(body: &mut (impl futures::Stream<Item = Result<bytes::Bytes, axum::Error>> + Unpin)) -> String {
+    let chunk = tokio::time::timeout(Duration::from_secs(5), body.next()).await.expect("an event within 5 s");
+    String::from_utf8(chunk.unwrap().unwrap().to_vec()).unwrap()
+}
+
+fn vitals(bed: &str, spo2: f64) -> Event {
+    Event::Vitals(VitalsUpdate {
+        bed: bed.into(),
+        time: Utc::now(),
+        values: vec![VitalValue {
+            parameter: Parameter::Spo2,
+            value: Some(spo2),
+            status: ValueStatus::Valid,
+            time: Utc::now(),
+        }],
+    })
+}
+
+#[tokio::test]
+async fn the_stream_starts_with_a_snapshot_then_sends_events_and_heartbeats() {
+    let f = fixture();
+    f.state.hub.publish(vitals("chair-1", 97.0));
+    let res = send(&f.state, Request::get("/api/events").body(Body::empty()).unwrap()).await;
+    assert_eq!(res.headers()[header::CONTENT_TYPE], "text/event-stream");
+    let mut body = res.into_body().into_data_stream();
+    let first = next_event(&mut body).await;
+    assert!(first.starts_with("event: snapshot\n") && first.contains("id: 1\n"), "{first}");
+    assert!(first.contains("\"value\":97.0"), "{first}");
+    assert!(next_event(&mut body).await.starts_with("event: heartbeat\n"));
+    f.state.hub.publish(vitals("chair-1", 84.0));
+    let ev = next_event(&mut body).await;
+    assert!(ev.starts_with("event: hub\n") && ev.contains("id: 2\n") && ev.contains("\"type\":\"vitals\""), "{ev}");
+    // Quiet ward: the next heartbeat still comes within the page's 4 s budget.
+    let started = std::time::Instant::now();
+    assert!(next_event(&mut body).await.starts_with("event: heartbeat\n"));
+    assert!(started.elapsed() < Duration::from_millis(2500), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_client_resuming_with_last_event_id_gets_only_what_it_missed() {
+    let f = fixture();
+    for spo2 in [97.0, 96.0, 95.0] {
+        f.state.hub.publish(vitals("chair-1", spo2));
+    }
+    let req = Request::get("/api/events").header("last-event-id", "1").body(Body::empty()).unwrap();
+    let mut body = send(&f.state, req).await.into_body().into_data_stream();
+    let a = next_event(&mut body).await;
+    let b = next_event(&mut body).await;
+    assert!(a.starts_with("event: hub\n") && a.contains("id: 2\n") && a.contains("96.0"), "{a}");
+    assert!(b.contains("id: 3\n") && b.contains("95.0"), "{b}");
+    // The query form (a page that rebuilt its EventSource) works the same way.
+    let req = Request::get("/api/events?last_id=2").body(Body::empty()).unwrap();
+    let mut body = send(&f.state, req).await.into_body().into_data_stream();
+    assert!(next_event(&mut body).await.contains("id: 3\n"));
+}
+
+#[tokio::test]
+async fn streams_end_with_a_shutdown_event_when_the_server_stops() {
+    let f = fixture();
+    let mut body =
+        send(&f.state, Request::get("/api/events").body(Body::empty()).unwrap()).await.into_body().into_data_stream();
+    assert!(next_event(&mut body).await.starts_with("event: snapshot"));
+    f.state.shutdown_streams();
+    let mut rest = String::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(2), body.next()).await.expect("stream ends") {
+        rest.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+    }
+    assert!(rest.contains("event: shutdown\n"), "{rest}");
+}
+
+#[tokio::test]
+async fn serve_refuses_demo_actions_on_a_non_loopback_socket() {
+    let f = fixture_with(true, true);
+    let listener = TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let err = serve(listener, f.state, CancellationToken::new()).await.err();
+    assert!(matches!(err, Some(DashboardError::DemoActionsOffLoopback(_))), "{err:?}");
+}
+
+#[tokio::test]
+async fn serve_shuts_down_promptly_with_an_event_stream_open() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let f = fixture();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cancel = CancellationToken::new();
+    let server = tokio::spawn(serve(listener, f.state, cancel.clone()));
+    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    client.write_all(b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = client.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("200 OK"));
+    cancel.cancel();
+    let done = tokio::time::timeout(Duration::from_secs(3), server).await;
+    assert!(matches!(done, Ok(Ok(Ok(())))), "serve did not stop with a stream open: {done:?}");
+}
+
+#[tokio::test]
+async fn history_and_csv_export_cover_the_latest_session_with_who_did_what() {
+    let f = fixture();
+    let start = Utc::now() - chrono::Duration::minutes(30);
+    f.history.record(&Event::Session(crate::event::SessionEvent {
+        time: start,
+        bed: "chair-1".into(),
+        session_id: "s-42".into(),
+        action: "session_start".into(),
+        phase: crate::event::SessionPhase::PreInfusion,
+        started: Some(start),
+        infusion_started: None,
+        patient: Some("P-7".into()),
+        baseline: None,
+        detail: None,
+        by: Some("nina".into()),
+    }));
+    f.history.record(&vitals("chair-1", 85.0));
+    f.history.record(&Event::Alarm(alarm("chair-1", AlarmState::Active, AlarmPhase::Start)));
+    let mut acked = alarm("chair-1", AlarmState::Acknowledged, AlarmPhase::Update);
+    acked.by = Some("nina".into());
+    f.history.record(&Event::Alarm(acked));
+    f.history.record_action(ActionRecord {
+        time: Utc::now(),
+        bed: "chair-1".into(),
+        actor: "nina".into(),
+        origin: "dashboard".into(),
+        command: Command::Acknowledge { alarm_id: Some("a-1".into()) },
+        outcome: "ok".into(),
+    });
+
+    let res = send(&f.state, Request::get("/api/beds/chair-1/history").body(Body::empty()).unwrap()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let doc = body_json(res).await;
+    assert_eq!(doc["session"]["session_id"], "s-42");
+    assert_eq!(doc["vitals"].as_array().unwrap().len(), 1);
+    assert_eq!(doc["alarms"].as_array().unwrap().len(), 2);
+    assert_eq!(doc["actions"][0]["actor"], "nina");
+
+    let res = send(&f.state, Request::get("/api/beds/chair-1/export.csv").body(Body::empty()).unwrap()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers()[header::CONTENT_DISPOSITION].to_str().unwrap().contains("vigil-chair-1-s-42.csv"));
+    let text = String::from_utf8(axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[2].starts_with("time,kind,parameter,value"), "{text}");
+    assert!(lines.iter().any(|l| l.contains(",vital,spo2,85,%,valid")), "{text}");
+    assert!(
+        lines.iter().any(|l| l.contains(",alarm,spo2,85,%,high/update/acknowledged,SpO2 85 < 88,nina,a-1")),
+        "{text}"
+    );
+    assert!(lines.iter().any(|l| l.contains(",action,") && l.contains(",nina,dashboard")), "{text}");
+    assert!(lines.iter().any(|l| l.contains(",session,") && l.contains("session_start")), "{text}");
+
+    let res = send(
+        &f.state,
+        Request::get("/api/beds/chair-1/history?from=2030-01-01T00:00:00Z&to=2029-01-01T00:00:00Z")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn limits_are_published_per_bed_and_optional() {
+    let f = fixture();
+    let limits = ChairLimits {
+        profile: "ketamine-chair".into(),
+        bands: vec![LimitBand { parameter: Parameter::Spo2, priority: Priority::High, low: Some(88.0), high: None }],
+        rise_sys: Some(40.0),
+        rise_dia: Some(25.0),
+    };
+    let state = f.state.with_limits("chair-1", limits);
+    let doc =
+        body_json(send(&state, Request::get("/api/beds/chair-1/limits").body(Body::empty()).unwrap()).await).await;
+    assert_eq!(doc["limits"]["bands"][0]["low"], 88.0);
+    let doc =
+        body_json(send(&state, Request::get("/api/beds/chair-2/limits").body(Body::empty()).unwrap()).await).await;
+    assert_eq!(doc["limits"], serde_json::Value::Null);
+    assert_eq!(doc["profile"], "ketamine-chair");
+}

@@ -1,0 +1,213 @@
+//! The in-process hub: every event a bed announces (after the store has it) goes through here to the MQTT
+//! publisher and the dashboard. It keeps the ward's present state (a snapshot for late joiners), a short history
+//! of numbered events (so an SSE client can resume with `Last-Event-ID`), and routes commands to the bed tasks.
+//! The dashboard depends only on the hub, never on the broker.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::event::{BedAlarms, CommandRequest, DeviceStatus, Event, SessionEvent, VitalsUpdate};
+use crate::vitals::BedId;
+
+/// How many recent events the hub keeps for resuming clients.
+pub const RESUME_WINDOW: usize = 4096;
+
+/// An event with the hub's sequence number (the SSE event id).
+#[derive(Debug, Clone, Serialize)]
+pub struct HubEvent {
+    /// Monotonic, starts at 1 for each daemon run.
+    pub id: u64,
+    /// The event.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// Static facts about a bed, from the configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct BedInfo {
+    /// Bed id.
+    pub id: BedId,
+    /// Label for people.
+    pub label: String,
+    /// Alarm profile name.
+    pub profile: String,
+}
+
+/// What the ward looks like now.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// The id of the last event included; events after it follow on the subscription.
+    pub last_id: u64,
+    /// Site name.
+    pub site: String,
+    /// Ward name.
+    pub ward: String,
+    /// One entry per configured bed, in configuration order.
+    pub beds: Vec<BedView>,
+}
+
+/// One bed's present state.
+#[derive(Debug, Clone, Serialize)]
+pub struct BedView {
+    /// Static facts.
+    #[serde(flatten)]
+    pub info: BedInfo,
+    /// Latest numerics.
+    pub vitals: Option<VitalsUpdate>,
+    /// Present alarms.
+    pub alarms: Option<BedAlarms>,
+    /// Latest session event.
+    pub session: Option<SessionEvent>,
+    /// Each source's status, by source id.
+    pub devices: BTreeMap<String, DeviceStatus>,
+}
+
+/// Why a command did not run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// No such bed.
+    #[error("unknown bed '{0}'")]
+    UnknownBed(String),
+    /// The bed refused it; nothing changed.
+    #[error("{0}")]
+    Refused(String),
+    /// The bed task is not running (shutting down).
+    #[error("bed '{0}' is not accepting commands (shutting down)")]
+    Unavailable(String),
+}
+
+/// A command on its way to a bed task, with the channel for its answer.
+#[derive(Debug)]
+pub struct BedCommand {
+    /// The request.
+    pub request: CommandRequest,
+    /// The bed's answer: the events the command caused, or why it was refused.
+    pub reply: oneshot::Sender<Result<Vec<Event>, CommandError>>,
+}
+
+struct State {
+    next_id: u64,
+    recent: VecDeque<Arc<HubEvent>>,
+    beds: Vec<BedView>,
+    index: HashMap<BedId, usize>,
+}
+
+/// The hub. Share it as `Arc<Hub>`.
+pub struct Hub {
+    site: String,
+    ward: String,
+    state: Mutex<State>,
+    events: broadcast::Sender<Arc<HubEvent>>,
+    commands: Mutex<HashMap<BedId, mpsc::Sender<BedCommand>>>,
+}
+
+impl Hub {
+    /// A hub for these beds.
+    pub fn new(site: &str, ward: &str, beds: Vec<BedInfo>) -> Arc<Hub> {
+        let index = beds.iter().enumerate().map(|(i, b)| (b.id.clone(), i)).collect();
+        let beds = beds
+            .into_iter()
+            .map(|info| BedView { info, vitals: None, alarms: None, session: None, devices: BTreeMap::new() })
+            .collect();
+        let (events, _) = broadcast::channel(RESUME_WINDOW);
+        Arc::new(Hub {
+            site: site.to_owned(),
+            ward: ward.to_owned(),
+            state: Mutex::new(State { next_id: 1, recent: VecDeque::with_capacity(RESUME_WINDOW), beds, index }),
+            events,
+            commands: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the state half-written in a way readers care about.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Announces an event: numbers it, updates the snapshot, and sends it to every subscriber.
+    pub fn publish(&self, event: Event) -> Arc<HubEvent> {
+        let mut st = self.lock();
+        let id = st.next_id;
+        st.next_id += 1;
+        if let Some(&i) = st.index.get(event.bed()) {
+            let view = &mut st.beds[i];
+            match &event {
+                Event::Vitals(v) => view.vitals = Some(v.clone()),
+                Event::Alarms(a) => view.alarms = Some(a.clone()),
+                Event::Session(s) => view.session = Some(s.clone()),
+                Event::Device(d) => {
+                    view.devices.insert(d.source.clone(), d.clone());
+                }
+                Event::Alarm(_) => {}
+            }
+        }
+        let ev = Arc::new(HubEvent { id, event });
+        if st.recent.len() == RESUME_WINDOW {
+            st.recent.pop_front();
+        }
+        st.recent.push_back(ev.clone());
+        // Sent under the lock so that subscribe() sees either the snapshot with this event or the event itself.
+        let _ = self.events.send(ev.clone());
+        ev
+    }
+
+    /// The present state and a subscription to everything after it, taken atomically.
+    pub fn subscribe(&self) -> (Snapshot, broadcast::Receiver<Arc<HubEvent>>) {
+        let st = self.lock();
+        let rx = self.events.subscribe();
+        (self.snapshot_of(&st), rx)
+    }
+
+    /// Events after `last_id` and a subscription to what follows, or `None` when they are no longer kept (the
+    /// client needs a fresh snapshot).
+    pub fn resume(&self, last_id: u64) -> Option<(Vec<Arc<HubEvent>>, broadcast::Receiver<Arc<HubEvent>>)> {
+        let st = self.lock();
+        let rx = self.events.subscribe();
+        if last_id + 1 >= st.next_id {
+            return Some((Vec::new(), rx));
+        }
+        let first = st.recent.front()?.id;
+        if last_id + 1 < first {
+            return None;
+        }
+        Some((st.recent.iter().filter(|e| e.id > last_id).cloned().collect(), rx))
+    }
+
+    /// The present state.
+    pub fn snapshot(&self) -> Snapshot {
+        let st = self.lock();
+        self.snapshot_of(&st)
+    }
+
+    fn snapshot_of(&self, st: &State) -> Snapshot {
+        Snapshot { last_id: st.next_id - 1, site: self.site.clone(), ward: self.ward.clone(), beds: st.beds.clone() }
+    }
+
+    /// The configured beds.
+    pub fn beds(&self) -> Vec<BedInfo> {
+        self.lock().beds.iter().map(|b| b.info.clone()).collect()
+    }
+
+    /// Connects a bed task's command inbox.
+    pub fn register_bed(&self, bed: BedId, inbox: mpsc::Sender<BedCommand>) {
+        self.commands.lock().unwrap_or_else(|e| e.into_inner()).insert(bed, inbox);
+    }
+
+    /// Sends a command to its bed and waits for the answer.
+    pub async fn command(&self, request: CommandRequest) -> Result<Vec<Event>, CommandError> {
+        let bed = request.bed.clone();
+        let inbox = self
+            .commands
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&bed)
+            .cloned()
+            .ok_or_else(|| CommandError::UnknownBed(bed.to_string()))?;
+        let (reply, answer) = oneshot::channel();
+        inbox.send(BedCommand { request, reply }).await.map_err(|_| CommandError::Unavailable(bed.to_string()))?;
+        answer.await.map_err(|_| CommandError::Unavailable(bed.to_string()))?
+    }
+}

@@ -1,0 +1,137 @@
+//! The JSON payloads of the MQTT API. Each is the domain struct's serde form plus `schema_version`, with every
+//! parameter expanded to its name, IEEE 11073 MDC code and reference id, UCUM unit, LOINC code and display name,
+//! so that an integrator needs no lookup table. JSON Schemas: `docs/schemas/`.
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::event::{AlarmEvent, BedAlarms, DeviceStatus, SessionEvent, VitalsUpdate};
+use crate::vitals::{Parameter, Timestamp};
+
+/// Version of every payload's shape. Additive changes keep it; a breaking change bumps it and the topic prefix
+/// (`vigil/v2`).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A parameter as integrators see it.
+pub fn parameter(p: Parameter) -> Value {
+    json!({
+        "name": p.name(),
+        "mdc_code": p.mdc_code(),
+        "mdc_ref_id": p.mdc_ref_id(),
+        "ucum": p.ucum(),
+        "loinc": p.loinc(),
+        "display_name": p.display_name(),
+    })
+}
+
+fn expand_parameter(obj: &mut Value) {
+    if let Some(slot) = obj.get_mut("parameter") {
+        let expanded = slot.as_str().and_then(Parameter::from_name).map(parameter);
+        if let Some(e) = expanded {
+            *slot = e;
+        }
+    }
+}
+
+fn versioned<T: Serialize>(value: &T) -> Value {
+    let mut v = serde_json::to_value(value).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut v {
+        map.insert("schema_version".into(), SCHEMA_VERSION.into());
+    }
+    v
+}
+
+/// `bed/{bed}/vitals`.
+pub fn vitals(update: &VitalsUpdate) -> Value {
+    let mut v = versioned(update);
+    if let Some(Value::Array(values)) = v.get_mut("values") {
+        values.iter_mut().for_each(expand_parameter);
+    }
+    v
+}
+
+/// `bed/{bed}/alarm`: one alarm lifecycle event.
+pub fn alarm(event: &AlarmEvent) -> Value {
+    let mut v = versioned(event);
+    expand_parameter(&mut v);
+    v
+}
+
+/// `bed/{bed}/alarms`: the bed's present alarms.
+pub fn alarms(snapshot: &BedAlarms) -> Value {
+    let mut v = versioned(snapshot);
+    if let Some(Value::Array(list)) = v.get_mut("alarms") {
+        *list = snapshot.alarms.iter().map(alarm).collect();
+    }
+    v
+}
+
+/// The retained `alarms` payload for a bed that has no alarms (and never had, as far as this store knows).
+pub fn no_alarms(bed: &str, time: Timestamp, bed_seq: u64) -> Value {
+    alarms(&BedAlarms { bed: bed.into(), time, bed_seq, alarms: Vec::new() })
+}
+
+/// `bed/{bed}/session`.
+pub fn session(event: &SessionEvent) -> Value {
+    versioned(event)
+}
+
+/// `bed/{bed}/device`: every source of the bed.
+pub fn device(bed: &str, time: Timestamp, sources: &[DeviceStatus]) -> Value {
+    json!({
+        "schema_version": SCHEMA_VERSION,
+        "bed": bed,
+        "time": time,
+        "sources": sources,
+    })
+}
+
+/// What the `status` topic says.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Always [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// `online` or `offline`.
+    pub state: &'static str,
+    /// Birth sequence: +1 per connection, kept across restarts; the will carries the birth's number.
+    pub seq: u64,
+    /// When this status was made (for the will: when the connection it guards was made).
+    pub time: Timestamp,
+    /// Why offline: `shutdown` (clean) or `connection-lost` (the broker published the last will).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// Vigil's version.
+    pub version: &'static str,
+    /// Site name.
+    pub site: String,
+    /// Ward name.
+    pub ward: String,
+    /// MQTT client id.
+    pub client_id: String,
+    /// Configured beds.
+    pub beds: Vec<String>,
+}
+
+/// A reply to a command.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reply {
+    /// Always [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// When the reply was made.
+    pub time: Timestamp,
+    /// The `request_id` of the command, echoed.
+    pub request_id: Option<String>,
+    /// The bed from the topic.
+    pub bed: String,
+    /// The command name, when it could be read.
+    pub command: Option<String>,
+    /// The user who sent it, when given.
+    pub user: Option<String>,
+    /// Whether it ran.
+    pub ok: bool,
+    /// Why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// How many events it caused (they follow on the bed's topics).
+    pub events: usize,
+}

@@ -1,0 +1,701 @@
+//! The publisher: two tasks.
+//!
+//! * The network task owns rumqttc's `EventLoop` and does nothing but poll it (rumqttc stalls otherwise),
+//!   forward what happened, and sleep with backoff and jitter after an error. It rotates through `mqtt.host`
+//!   and `mqtt.failover` brokers and gives every connection a birth sequence number (kept in the store) that the
+//!   last will carries too.
+//! * The main task reacts: hub events become publishes, the outbox is drained with QoS 1, commands are handed
+//!   to handler tasks, and on cancellation it publishes the retained `offline` status, waits for its PUBACK and
+//!   disconnects cleanly.
+//!
+//! rumqttc's `publish()` does not say which packet id a publish got. Requests are processed in order, and each
+//! produces one `Outgoing::Publish(pkid)` event, so the main task keeps a FIFO of what it queued and pairs each
+//! event with the front entry; a PUBACK then names the outbox row to mark delivered. After a connection error the
+//! network task drops rumqttc's own replay queue (reporting how many never-sent publishes it held, so the FIFO
+//! stays aligned) and the main task re-sends every unacknowledged row from the store: the store, not rumqttc's
+//! memory, is the source of truth, which also covers a failover to a broker without our session.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use rand::Rng;
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event as MqttEvent, EventLoop, LastWill, MqttOptions, Outgoing,
+    Packet, QoS, Request, TlsConfiguration, Transport,
+};
+use tokio::sync::{broadcast, mpsc, watch, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::auth::Authorizer;
+use super::command::{self, Handler};
+use super::payload::{self, Status, SCHEMA_VERSION};
+use super::topics::Topics;
+use super::{LinkState, LinkStatus, Mqtt, MqttError};
+use crate::config::{Config, MqttMode};
+use crate::event::{DeviceStatus, Event};
+use crate::hub::{Hub, HubEvent};
+use crate::store::Store;
+
+/// Outbox events sent but not yet acknowledged, at most.
+const WINDOW: usize = 64;
+/// rumqttc's in-flight limit (must exceed WINDOW plus status, snapshots and replies).
+const INFLIGHT: u16 = 200;
+/// rumqttc's request channel.
+const CHANNEL: usize = 512;
+/// The store counter holding the last birth sequence number.
+const BIRTH_COUNTER: &str = "mqtt.birth_seq";
+/// Backoff after a connection error: from this, doubling…
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+/// …up to this.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long shutdown waits for the broker to acknowledge `offline`.
+const OFFLINE_DEADLINE: Duration = Duration::from_secs(3);
+
+/// What the network task reports, in order.
+#[derive(Debug)]
+enum Net {
+    Connected { broker: String, seq: u64, session_present: bool },
+    Sent(u16),
+    PubAck(u16),
+    Message(rumqttc::Publish),
+    Lost { broker: String, error: String, refused: bool, dropped: usize },
+    Closed,
+}
+
+/// What a queued publish was, to pair with its packet id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Track {
+    Untracked,
+    Outbox(i64),
+    Offline,
+}
+
+#[derive(Clone)]
+struct Endpoint {
+    host: String,
+    port: u16,
+}
+
+impl Endpoint {
+    fn label(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// Everything needed to build connection options for any broker in the list.
+#[derive(Clone)]
+struct Connector {
+    endpoints: Vec<Endpoint>,
+    client_id: String,
+    keep_alive: Duration,
+    credentials: Option<(String, String)>,
+    transport: Transport,
+    status_topic: String,
+    status: Status,
+}
+
+impl Connector {
+    fn options(&self, idx: usize, seq: u64) -> MqttOptions {
+        let ep = &self.endpoints[idx % self.endpoints.len()];
+        let mut o = MqttOptions::new(self.client_id.clone(), ep.host.clone(), ep.port);
+        o.set_keep_alive(self.keep_alive)
+            .set_clean_session(false)
+            .set_inflight(INFLIGHT)
+            .set_max_packet_size(super::broker::MAX_PAYLOAD_BYTES, super::broker::MAX_PAYLOAD_BYTES)
+            .set_transport(self.transport.clone());
+        if let Some((u, p)) = &self.credentials {
+            o.set_credentials(u.clone(), p.clone());
+        }
+        let will =
+            Status { state: "offline", seq, time: Utc::now(), reason: Some("connection-lost"), ..self.status.clone() };
+        o.set_last_will(LastWill::new(
+            self.status_topic.clone(),
+            serde_json::to_vec(&will).unwrap_or_default(),
+            QoS::AtLeastOnce,
+            true,
+        ));
+        o
+    }
+}
+
+fn read_file(key: &'static str, config: &Config, path: &std::path::Path) -> Result<Vec<u8>, MqttError> {
+    let full = config.resolve(path);
+    std::fs::read(&full)
+        .map_err(|e| MqttError::Config { key, reason: format!("cannot read '{}': {e}", full.display()) })
+}
+
+fn transport(config: &Config) -> Result<Transport, MqttError> {
+    let Some(tls) = &config.mqtt.tls else { return Ok(Transport::Tcp) };
+    let ca = read_file("mqtt.tls.ca_file", config, &tls.ca_file)?;
+    let client_auth = match (&tls.cert_file, &tls.key_file) {
+        (Some(c), Some(k)) => {
+            Some((read_file("mqtt.tls.cert_file", config, c)?, read_file("mqtt.tls.key_file", config, k)?))
+        }
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(MqttError::Config { key: "mqtt.tls.key_file", reason: "is required with cert_file".into() })
+        }
+        (None, Some(_)) => {
+            return Err(MqttError::Config { key: "mqtt.tls.cert_file", reason: "is required with key_file".into() })
+        }
+    };
+    Ok(Transport::tls_with_config(TlsConfiguration::Simple { ca, alpn: None, client_auth }))
+}
+
+fn endpoints(config: &Config) -> Result<Vec<Endpoint>, MqttError> {
+    let mut list = vec![Endpoint { host: config.mqtt.host.clone(), port: config.mqtt.port }];
+    if config.mqtt.mode == MqttMode::External {
+        for f in &config.mqtt.failover {
+            let (host, port) = f
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.trim_matches(['[', ']']).to_owned(), p.parse::<u16>().ok()?)))
+                .ok_or_else(|| MqttError::Config { key: "mqtt.failover", reason: format!("'{f}' is not host:port") })?;
+            list.push(Endpoint { host, port });
+        }
+    }
+    Ok(list)
+}
+
+pub(super) fn spawn(
+    config: Arc<Config>,
+    hub: Arc<Hub>,
+    store: Store,
+    cancel: CancellationToken,
+) -> Result<Mqtt, MqttError> {
+    let endpoints = endpoints(&config)?;
+    let first = LinkStatus {
+        state: if config.mqtt.mode == MqttMode::Disabled { LinkState::Disabled } else { LinkState::Connecting },
+        broker: endpoints[0].label(),
+        since: Utc::now(),
+        last_error: None,
+        birth_seq: 0,
+    };
+    let (link_tx, link) = watch::channel(first);
+    if config.mqtt.mode == MqttMode::Disabled {
+        tracing::info!("MQTT is disabled (mqtt.mode = \"disabled\")");
+        return Ok(Mqtt { task: tokio::spawn(async {}), link });
+    }
+    if config.mqtt.keep_alive_s == 0 || config.mqtt.keep_alive_s > 3600 {
+        return Err(MqttError::Config { key: "mqtt.keep_alive_s", reason: "must be between 1 and 3600".into() });
+    }
+    let topics = Topics::from_config(&config);
+    let beds: Vec<String> = hub.beds().iter().map(|b| b.id.to_string()).collect();
+    let status = Status {
+        schema_version: SCHEMA_VERSION,
+        state: "online",
+        seq: 0,
+        time: Utc::now(),
+        reason: None,
+        version: env!("CARGO_PKG_VERSION"),
+        site: config.site.name.clone(),
+        ward: config.site.ward.clone(),
+        client_id: config.mqtt.client_id.clone(),
+        beds: beds.clone(),
+    };
+    let connector = Connector {
+        endpoints,
+        client_id: config.mqtt.client_id.clone(),
+        keep_alive: Duration::from_secs(config.mqtt.keep_alive_s),
+        credentials: config.mqtt.username.clone().zip(config.mqtt.password.clone()),
+        transport: transport(&config)?,
+        status_topic: topics.status(),
+        status,
+    };
+    let auth = Arc::new(Authorizer::from_config(&config));
+    if auth.demo() {
+        tracing::warn!(
+            "demo: MQTT commands without credentials run as user 'demo' (dashboard.demo_actions_without_sign_in, \
+             embedded broker on loopback)"
+        );
+    }
+    let last_seq = store.counter(BIRTH_COUNTER)?;
+    let (client, eventloop) = AsyncClient::new(connector.options(0, last_seq + 1), CHANNEL);
+    let (net_tx, net_rx) = mpsc::unbounded_channel();
+    let stop_net = CancellationToken::new();
+    let net = tokio::spawn(network(eventloop, connector.clone(), store.clone(), last_seq, net_tx, stop_net.clone()));
+    let (replies_tx, replies_rx) = mpsc::channel(64);
+    let handler = Handler {
+        topics: topics.clone(),
+        hub: hub.clone(),
+        store: store.clone(),
+        auth,
+        replies: replies_tx,
+        permits: Arc::new(Semaphore::new(4)),
+    };
+    let main = Main {
+        client,
+        topics,
+        store,
+        hub,
+        status: connector.status,
+        link: link_tx,
+        fifo: VecDeque::new(),
+        inflight: HashMap::new(),
+        unacked: BTreeSet::new(),
+        last_sent: 0,
+        connected: false,
+        birth_seq: last_seq,
+        devices: HashMap::new(),
+        offline_pkid: None,
+        offline_acked: false,
+        handler,
+        tracker: TaskTracker::new(),
+        warned_fifo: false,
+    };
+    let task = tokio::spawn(main.run(net_rx, replies_rx, net, stop_net, cancel));
+    Ok(Mqtt { task, link })
+}
+
+fn describe(error: &ConnectionError, broker: &str) -> (String, bool) {
+    match error {
+        ConnectionError::ConnectionRefused(
+            code @ (ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized),
+        ) => (
+            format!("mqtt.username / mqtt.password: the broker at {broker} refused Vigil's credentials ({code:?})"),
+            true,
+        ),
+        ConnectionError::ConnectionRefused(ConnectReturnCode::BadClientId) => {
+            (format!("mqtt.client_id: the broker at {broker} refused the client id"), true)
+        }
+        ConnectionError::ConnectionRefused(code) => {
+            (format!("the broker at {broker} refused the connection ({code:?})"), true)
+        }
+        ConnectionError::Tls(e) => (format!("mqtt.tls: TLS with the broker at {broker} failed: {e}"), false),
+        ConnectionError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            (format!("mqtt.host / mqtt.port: nothing listens at {broker} (is the broker running?)"), false)
+        }
+        e => (format!("connection to the broker at {broker} lost: {e}"), false),
+    }
+}
+
+/// The network task: polls the event loop and nothing else (see the module documentation).
+async fn network(
+    mut el: EventLoop,
+    connector: Connector,
+    store: Store,
+    mut last_seq: u64,
+    tx: mpsc::UnboundedSender<Net>,
+    stop: CancellationToken,
+) {
+    let mut idx = 0usize;
+    let mut failures = 0u32;
+    let mut last_error = String::new();
+    loop {
+        let polled = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            r = el.poll() => r,
+        };
+        let broker = connector.endpoints[idx % connector.endpoints.len()].label();
+        match polled {
+            Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) => {
+                failures = 0;
+                last_error.clear();
+                last_seq += 1;
+                if let Err(e) = store.set_counter(BIRTH_COUNTER, last_seq) {
+                    tracing::error!(error = %e, "cannot store the MQTT birth sequence");
+                }
+                tracing::info!(%broker, seq = last_seq, session_present = ack.session_present, "connected to MQTT broker");
+                let _ = tx.send(Net::Connected { broker, seq: last_seq, session_present: ack.session_present });
+            }
+            Ok(MqttEvent::Incoming(Packet::PubAck(ack))) => {
+                let _ = tx.send(Net::PubAck(ack.pkid));
+            }
+            Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                let _ = tx.send(Net::Message(p));
+            }
+            Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid))) => {
+                let _ = tx.send(Net::Sent(pkid));
+            }
+            Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) => {
+                let _ = tx.send(Net::Closed);
+                return;
+            }
+            Ok(_) => {}
+            Err(error) => {
+                // Publishes drained from the request channel were never sent (pkid 0); those taken back from
+                // the session state were, and the store re-sends all of them anyway.
+                let dropped = el.pending.iter().filter(|r| matches!(r, Request::Publish(p) if p.pkid == 0)).count();
+                el.pending.clear();
+                let (message, refused) = describe(&error, &broker);
+                if message != last_error {
+                    tracing::error!(error = %message, "MQTT");
+                    last_error = message.clone();
+                } else {
+                    tracing::debug!(error = %message, "MQTT");
+                }
+                let _ = tx.send(Net::Lost { broker, error: message, refused, dropped });
+                failures = failures.saturating_add(1);
+                if connector.endpoints.len() > 1 {
+                    idx = (idx + 1) % connector.endpoints.len();
+                }
+                el.mqtt_options = connector.options(idx, last_seq + 1);
+                // A refusal will not fix itself quickly: start the backoff higher.
+                let exp = if refused { failures + 4 } else { failures };
+                let ceiling = BACKOFF_MIN.saturating_mul(1 << exp.min(8)).min(BACKOFF_MAX);
+                let delay = ceiling / 2 + rand::rng().random_range(Duration::ZERO..=ceiling / 2);
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+struct Main {
+    client: AsyncClient,
+    topics: Topics,
+    store: Store,
+    hub: Arc<Hub>,
+    status: Status,
+    link: watch::Sender<LinkStatus>,
+    fifo: VecDeque<Track>,
+    inflight: HashMap<u16, i64>,
+    unacked: BTreeSet<i64>,
+    last_sent: i64,
+    connected: bool,
+    birth_seq: u64,
+    devices: HashMap<String, BTreeMap<String, DeviceStatus>>,
+    offline_pkid: Option<u16>,
+    offline_acked: bool,
+    handler: Handler,
+    tracker: TaskTracker,
+    warned_fifo: bool,
+}
+
+impl Main {
+    async fn run(
+        mut self,
+        mut net: mpsc::UnboundedReceiver<Net>,
+        mut replies: mpsc::Receiver<command::Outgoing>,
+        net_task: JoinHandle<()>,
+        stop_net: CancellationToken,
+        cancel: CancellationToken,
+    ) {
+        let (snapshot, mut events) = self.hub.subscribe();
+        for bed in &snapshot.beds {
+            let map = self.devices.entry(bed.info.id.to_string()).or_default();
+            for d in self.store.latest_devices(&bed.info.id).unwrap_or_default() {
+                map.insert(d.source.clone(), d);
+            }
+            map.extend(bed.devices.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        let mut hub_open = true;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                Some(n) = net.recv() => self.on_net(n),
+                ev = events.recv(), if hub_open => match ev {
+                    Ok(ev) => self.on_hub(&ev),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "MQTT publisher lagged behind the hub; republishing snapshots");
+                        self.publish_snapshots();
+                        self.drain();
+                    }
+                    Err(broadcast::error::RecvError::Closed) => hub_open = false,
+                },
+                Some(r) = replies.recv() => {
+                    self.publish(r.topic, r.payload, QoS::AtLeastOnce, false, Track::Untracked);
+                }
+                _ = tick.tick() => self.drain(),
+            }
+        }
+        self.shutdown(&mut net, net_task, stop_net).await;
+    }
+
+    fn set_link(&self, state: LinkState, broker: Option<String>, error: Option<String>) {
+        self.link.send_modify(|l| {
+            if l.state != state {
+                l.since = Utc::now();
+            }
+            l.state = state;
+            if let Some(b) = broker {
+                l.broker = b;
+            }
+            if error.is_some() || state == LinkState::Connected {
+                l.last_error = error;
+            }
+            l.birth_seq = self.birth_seq;
+        });
+    }
+
+    fn on_net(&mut self, n: Net) {
+        match n {
+            Net::Connected { broker, seq, session_present } => {
+                self.connected = true;
+                self.birth_seq = seq;
+                self.set_link(LinkState::Connected, Some(broker), None);
+                let birth = Status { state: "online", seq, time: Utc::now(), reason: None, ..self.status.clone() };
+                self.publish_json(self.topics.status(), &birth, QoS::AtLeastOnce, true, Track::Untracked);
+                if let Err(e) = self.client.try_subscribe(self.topics.command_filter(), QoS::AtMostOnce) {
+                    tracing::error!(error = %e, "cannot subscribe to MQTT commands");
+                }
+                tracing::debug!(session_present, "publishing snapshots and the outbox");
+                self.publish_snapshots();
+                self.drain();
+            }
+            Net::Sent(pkid) => match self.fifo.pop_front() {
+                Some(Track::Outbox(id)) if pkid != 0 => {
+                    self.inflight.insert(pkid, id);
+                }
+                Some(Track::Offline) => self.offline_pkid = Some(pkid),
+                Some(_) => {}
+                None => {
+                    if !self.warned_fifo {
+                        tracing::warn!(
+                            pkid,
+                            "MQTT publish without a queued entry (delivery tracking resets on reconnect)"
+                        );
+                        self.warned_fifo = true;
+                    }
+                }
+            },
+            Net::PubAck(pkid) => {
+                if self.offline_pkid == Some(pkid) {
+                    self.offline_acked = true;
+                }
+                if let Some(id) = self.inflight.remove(&pkid) {
+                    if let Err(e) = self.store.mark_delivered(&[id], Utc::now()) {
+                        tracing::error!(error = %e, "cannot mark an outbox event delivered (it will be sent again)");
+                    }
+                    self.unacked.remove(&id);
+                    if self.unacked.len() < WINDOW / 2 {
+                        self.drain();
+                    }
+                }
+            }
+            Net::Message(p) => {
+                if let Some(bed) = self.topics.bed_of_command(&p.topic) {
+                    let h = self.handler.clone();
+                    self.tracker.spawn(h.handle(bed.to_owned(), p.payload.to_vec()));
+                }
+            }
+            Net::Lost { broker, error, refused, dropped } => {
+                for _ in 0..dropped.min(self.fifo.len()) {
+                    self.fifo.pop_front();
+                }
+                if self.connected {
+                    tracing::warn!(
+                        unacknowledged = self.unacked.len(),
+                        "MQTT connection lost; the outbox will be re-sent"
+                    );
+                }
+                self.connected = false;
+                self.inflight.clear();
+                self.unacked.clear();
+                self.last_sent = 0;
+                self.offline_pkid = None;
+                self.set_link(
+                    if refused { LinkState::Refused } else { LinkState::Connecting },
+                    Some(broker),
+                    Some(error),
+                );
+            }
+            Net::Closed => {}
+        }
+    }
+
+    fn on_hub(&mut self, ev: &HubEvent) {
+        match &ev.event {
+            Event::Vitals(v) => {
+                if self.connected {
+                    self.publish_json(
+                        self.topics.vitals(&v.bed),
+                        &payload::vitals(v),
+                        QoS::AtMostOnce,
+                        false,
+                        Track::Untracked,
+                    );
+                }
+            }
+            Event::Alarm(_) | Event::Session(_) => self.drain(),
+            Event::Alarms(a) => {
+                if self.connected {
+                    self.publish_json(
+                        self.topics.alarms(&a.bed),
+                        &payload::alarms(a),
+                        QoS::AtLeastOnce,
+                        true,
+                        Track::Untracked,
+                    );
+                }
+            }
+            Event::Device(d) => {
+                self.devices.entry(d.bed.to_string()).or_default().insert(d.source.clone(), d.clone());
+                if self.connected {
+                    self.publish_device(&d.bed);
+                }
+            }
+        }
+    }
+
+    fn publish_device(&mut self, bed: &str) {
+        let sources: Vec<DeviceStatus> =
+            self.devices.get(bed).map(|m| m.values().cloned().collect()).unwrap_or_default();
+        let time = sources.iter().map(|d| d.time).max().unwrap_or_else(Utc::now);
+        self.publish_json(
+            self.topics.device(bed),
+            &payload::device(bed, time, &sources),
+            QoS::AtLeastOnce,
+            true,
+            Track::Untracked,
+        );
+    }
+
+    /// Retained state for every bed: from the hub when it has it, else from the store (after a restart).
+    fn publish_snapshots(&mut self) {
+        let snapshot = self.hub.snapshot();
+        for bed in snapshot.beds {
+            let id = bed.info.id.to_string();
+            let alarms = match bed.alarms {
+                Some(a) => Some(payload::alarms(&a)),
+                None => match self.store.latest_alarms(&id) {
+                    Ok(Some(a)) => Some(payload::alarms(&a)),
+                    Ok(None) => {
+                        let last = self.store.next_bed_seq(&id).map(|n| n - 1).unwrap_or(0);
+                        Some(payload::no_alarms(&id, Utc::now(), last))
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, bed = %id, "cannot read the latest alarms");
+                        None
+                    }
+                },
+            };
+            if let Some(a) = alarms {
+                self.publish_json(self.topics.alarms(&id), &a, QoS::AtLeastOnce, true, Track::Untracked);
+            }
+            let session = bed.session.or_else(|| self.store.latest_session(&id).ok().flatten());
+            if let Some(s) = session {
+                self.publish_json(
+                    self.topics.session(&id),
+                    &payload::session(&s),
+                    QoS::AtLeastOnce,
+                    true,
+                    Track::Untracked,
+                );
+            }
+            if self.devices.get(&id).is_some_and(|m| !m.is_empty()) {
+                self.publish_device(&id);
+            }
+        }
+    }
+
+    /// Sends outbox rows not yet sent, keeping at most WINDOW unacknowledged.
+    fn drain(&mut self) {
+        while self.connected && self.unacked.len() < WINDOW {
+            let room = WINDOW - self.unacked.len();
+            let items = match self.store.pending_after(self.last_sent, room) {
+                Ok(items) => items,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the outbox");
+                    return;
+                }
+            };
+            if items.is_empty() {
+                return;
+            }
+            for item in items {
+                let (topic, body, retain) = match &item.event {
+                    Event::Alarm(a) => (self.topics.alarm(&a.bed), payload::alarm(a), false),
+                    Event::Session(s) => (self.topics.session(&s.bed), payload::session(s), true),
+                    other => {
+                        tracing::error!(id = item.id, kind = ?std::mem::discriminant(other), "unexpected outbox event; skipped");
+                        let _ = self.store.mark_delivered(&[item.id], Utc::now());
+                        self.last_sent = item.id;
+                        continue;
+                    }
+                };
+                if !self.publish_json(topic, &body, QoS::AtLeastOnce, retain, Track::Outbox(item.id)) {
+                    return;
+                }
+                self.unacked.insert(item.id);
+                self.last_sent = item.id;
+            }
+        }
+    }
+
+    fn publish_json<T: serde::Serialize>(
+        &mut self,
+        topic: String,
+        body: &T,
+        qos: QoS,
+        retain: bool,
+        track: Track,
+    ) -> bool {
+        match serde_json::to_vec(body) {
+            Ok(bytes) => self.publish(topic, bytes, qos, retain, track),
+            Err(e) => {
+                tracing::error!(error = %e, %topic, "cannot encode an MQTT payload");
+                false
+            }
+        }
+    }
+
+    fn publish(&mut self, topic: String, payload: Vec<u8>, qos: QoS, retain: bool, track: Track) -> bool {
+        match self.client.try_publish(topic, qos, retain, payload) {
+            Ok(()) => {
+                self.fifo.push_back(track);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "MQTT request queue full; will retry");
+                false
+            }
+        }
+    }
+
+    async fn shutdown(
+        mut self,
+        net: &mut mpsc::UnboundedReceiver<Net>,
+        net_task: JoinHandle<()>,
+        stop_net: CancellationToken,
+    ) {
+        self.tracker.close();
+        if self.connected {
+            let offline = Status {
+                state: "offline",
+                seq: self.birth_seq,
+                time: Utc::now(),
+                reason: Some("shutdown"),
+                ..self.status.clone()
+            };
+            self.publish_json(self.topics.status(), &offline, QoS::AtLeastOnce, true, Track::Offline);
+            let deadline = tokio::time::sleep(OFFLINE_DEADLINE);
+            tokio::pin!(deadline);
+            while !self.offline_acked && self.connected {
+                tokio::select! {
+                    _ = &mut deadline => {
+                        tracing::warn!("the broker did not acknowledge the offline status in time");
+                        break;
+                    }
+                    n = net.recv() => match n {
+                        Some(n) => self.on_net(n),
+                        None => break,
+                    },
+                }
+            }
+            if self.connected && self.client.try_disconnect().is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    while let Some(n) = net.recv().await {
+                        if matches!(n, Net::Closed) {
+                            break;
+                        }
+                        self.on_net(n);
+                    }
+                })
+                .await;
+            }
+        }
+        stop_net.cancel();
+        let _ = net_task.await;
+        self.set_link(LinkState::Stopped, None, None);
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.tracker.wait()).await;
+        tracing::info!(pending = self.store.pending_count().unwrap_or(0), "MQTT publisher stopped");
+    }
+}

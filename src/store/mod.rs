@@ -1,0 +1,554 @@
+//! The durable store: SQLite (bundled, WAL) holding the alarm and session event log, the MQTT outbox, thinned
+//! vitals history, the latest per-bed state and the audit trail of commands.
+//!
+//! Every alarm and session event is written here *before* it is announced, in one transaction with its outbox
+//! row, so a broker outage or a daemon crash loses nothing: the publisher drains the outbox and marks rows
+//! delivered only when the broker acknowledged them.
+//!
+//! Durability: `journal_mode = WAL` with `synchronous = FULL`. With WAL, FULL fsyncs the log on every commit, so
+//! an event that `append` returned for survives power loss (the alarm log must say whether it does: it does).
+//! NORMAL would be faster but may lose the last commits on power loss, which is exactly the alarm that matters.
+//! The cost is one fsync per `append`: a ward of chairs produces a few appends a second.
+//!
+//! Retention (`store.retention_days`, default 30): [`Store::prune`] deletes history, event log, actions and
+//! delivered outbox rows older than the cut-off. Undelivered outbox rows older than the cut-off are dropped too
+//! (and counted, so the caller can log them): a broker unreachable for the whole retention period must not grow
+//! the file without bound. Per-bed counters and latest-state rows are one row per bed and never pruned.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::event::{AlarmEvent, BedAlarms, Command, DeviceStatus, Event, SessionEvent};
+use crate::vitals::{Parameter, Timestamp, ValueStatus};
+
+/// Schema version written to `PRAGMA user_version`.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = include_str!("schema.sql");
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database file could not be opened or prepared.
+    #[error("store.path: cannot open '{path}': {reason}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The file was written by a newer Vigil with a schema this one does not know.
+    #[error("store.path: '{path}' has schema version {found}, newer than this Vigil understands ({SCHEMA_VERSION})")]
+    NewerSchema {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        found: i64,
+    },
+    /// An alarm event's `bed_seq` does not follow the last stored one: a consumer would see a gap or a repeat.
+    #[error("bed '{bed}': alarm event bed_seq {got} does not follow the stored {last} (expected {})", last + 1)]
+    BedSeq {
+        /// The bed.
+        bed: String,
+        /// The last stored bed_seq.
+        last: u64,
+        /// The one offered.
+        got: u64,
+    },
+    /// An outbox row could not be read back (a bug or a damaged file).
+    #[error("outbox row {id}: {reason}")]
+    Corrupt {
+        /// Row id.
+        id: i64,
+        /// Why.
+        reason: String,
+    },
+    /// SQLite failed.
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// JSON (de)serialisation failed.
+    #[error("store: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// One row of vitals history: receive time, parameter, value, status.
+pub type VitalsRow = (Timestamp, Parameter, Option<f64>, ValueStatus);
+
+/// One event waiting in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxItem {
+    /// Outbox row id: publication order, and the key for [`Store::mark_delivered`].
+    pub id: i64,
+    /// An [`Event::Alarm`] or [`Event::Session`].
+    pub event: Event,
+}
+
+/// One command a person sent, as the audit trail keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionRecord {
+    /// When it arrived.
+    pub time: Timestamp,
+    /// Who sent it (user name), as claimed or verified.
+    pub actor: String,
+    /// The bed.
+    pub bed: String,
+    /// The command, when it could be parsed.
+    pub command: Option<Command>,
+    /// The request as received (for malformed ones) or as parsed.
+    pub request: String,
+    /// Whether it ran.
+    pub ok: bool,
+    /// Why not, when refused.
+    pub reason: Option<String>,
+}
+
+/// How much [`Store::prune`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneStats {
+    /// Vitals rows.
+    pub vitals: usize,
+    /// Alarm and session events.
+    pub events: usize,
+    /// Action records.
+    pub actions: usize,
+    /// Delivered outbox rows.
+    pub delivered: usize,
+    /// Outbox rows never acknowledged by a broker, dropped because they outlived retention.
+    pub undelivered: usize,
+}
+
+/// The store. Cheap to clone; every method is synchronous and short (one transaction).
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+fn ms(t: &Timestamp) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(ms: i64) -> Timestamp {
+    DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+fn status_name(s: ValueStatus) -> &'static str {
+    match s {
+        ValueStatus::Valid => "valid",
+        ValueStatus::Questionable => "questionable",
+        ValueStatus::Unavailable => "unavailable",
+        ValueStatus::Demo => "demo",
+    }
+}
+
+fn status_from(s: &str) -> ValueStatus {
+    match s {
+        "questionable" => ValueStatus::Questionable,
+        "unavailable" => ValueStatus::Unavailable,
+        "demo" => ValueStatus::Demo,
+        _ => ValueStatus::Valid,
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, switches it to WAL and applies the schema.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let fail = |reason: String| StoreError::Open { path: path.to_path_buf(), reason };
+        let conn = Connection::open(path).map_err(|e| fail(e.to_string()))?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(|e| fail(e.to_string()))?;
+        let mode: String =
+            conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(|e| fail(e.to_string()))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(fail(format!("the file system does not support WAL (journal_mode is {mode})")));
+        }
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;").map_err(|e| fail(e.to_string()))?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| fail(e.to_string()))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema { path: path.to_path_buf(), found: version });
+        }
+        conn.execute_batch(SCHEMA).map_err(|e| fail(e.to_string()))?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(|e| fail(e.to_string()))?;
+        Ok(Store { conn: Arc::new(Mutex::new(conn)), path: path.to_path_buf() })
+    }
+
+    /// The file this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic mid-transaction rolls the transaction back when it is dropped; the connection stays usable.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes events durably, in one transaction: alarm and session events to the event log and the outbox,
+    /// vitals to the thinned history, alarm snapshots, sessions and device status to the latest-state rows.
+    ///
+    /// Alarm events must carry `bed_seq` = the bed's last stored `bed_seq` + 1 ([`Store::next_bed_seq`]); anything
+    /// else is refused with [`StoreError::BedSeq`] and nothing in the batch is written.
+    pub fn append(&self, events: &[Event]) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        for event in events {
+            append_one(&tx, event)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The `bed_seq` the bed's next alarm event must carry: 1 + the highest ever stored, 1 for a new bed.
+    pub fn next_bed_seq(&self, bed: &str) -> Result<u64, StoreError> {
+        let conn = self.lock();
+        Ok(last_bed_seq(&conn, bed)? + 1)
+    }
+
+    /// Up to `limit` outbox events not yet acknowledged by a broker, oldest first.
+    pub fn pending(&self, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
+        self.pending_after(0, limit)
+    }
+
+    /// Like [`Store::pending`], only rows with an id greater than `after` (what the publisher has not sent yet).
+    pub fn pending_after(&self, after: i64, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, json FROM outbox WHERE delivered_ms IS NULL AND id > ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows =
+            stmt.query_map(params![after, limit as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, json) = row?;
+            let event = serde_json::from_str(&json).map_err(|e| StoreError::Corrupt { id, reason: e.to_string() })?;
+            out.push(OutboxItem { id, event });
+        }
+        Ok(out)
+    }
+
+    /// How many outbox rows wait for a broker's acknowledgement.
+    pub fn pending_count(&self) -> Result<u64, StoreError> {
+        let conn = self.lock();
+        Ok(conn.query_row("SELECT COUNT(*) FROM outbox WHERE delivered_ms IS NULL", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// Marks outbox rows as acknowledged by the broker at `at`.
+    pub fn mark_delivered(&self, ids: &[i64], at: Timestamp) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached("UPDATE outbox SET delivered_ms = ?2 WHERE id = ?1")?;
+            for id in ids {
+                stmt.execute(params![id, ms(&at)])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The value of a named counter (0 when never set).
+    pub fn counter(&self, name: &str) -> Result<u64, StoreError> {
+        let conn = self.lock();
+        let v: Option<i64> = conn
+            .prepare_cached("SELECT value FROM counters WHERE name = ?1")?
+            .query_row([name], |r| r.get(0))
+            .optional()?;
+        Ok(v.unwrap_or(0) as u64)
+    }
+
+    /// Sets a named counter.
+    pub fn set_counter(&self, name: &str, value: u64) -> Result<(), StoreError> {
+        let conn = self.lock();
+        conn.prepare_cached("INSERT OR REPLACE INTO counters (name, value) VALUES (?1, ?2)")?
+            .execute(params![name, value as i64])?;
+        Ok(())
+    }
+
+    /// Records a command a person sent and what came of it (audit trail).
+    pub fn record_action(
+        &self,
+        time: Timestamp,
+        actor: &str,
+        bed: &str,
+        command: &Command,
+        outcome: Result<(), String>,
+    ) -> Result<(), StoreError> {
+        let request = serde_json::to_string(command)?;
+        self.insert_action(time, actor, bed, Some(&request), &request, outcome)
+    }
+
+    /// Records a request that could not even be parsed as a command (kept for the audit trail).
+    pub fn record_rejected(
+        &self,
+        time: Timestamp,
+        actor: &str,
+        bed: &str,
+        request: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        self.insert_action(time, actor, bed, None, request, Err(reason.to_owned()))
+    }
+
+    fn insert_action(
+        &self,
+        time: Timestamp,
+        actor: &str,
+        bed: &str,
+        command: Option<&str>,
+        request: &str,
+        outcome: Result<(), String>,
+    ) -> Result<(), StoreError> {
+        let conn = self.lock();
+        let (ok, reason) = match outcome {
+            Ok(()) => (true, None),
+            Err(r) => (false, Some(r)),
+        };
+        conn.prepare_cached(
+            "INSERT INTO actions (bed, time_ms, actor, command, request, ok, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![bed, ms(&time), actor, command, request, ok, reason])?;
+        Ok(())
+    }
+
+    /// Deletes what is older than `older_than` (see the module documentation for what is kept).
+    pub fn prune(&self, older_than: Timestamp) -> Result<PruneStats, StoreError> {
+        let cut = ms(&older_than);
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let stats = PruneStats {
+            vitals: tx.execute("DELETE FROM vitals WHERE time_ms < ?1", [cut])?,
+            events: tx.execute("DELETE FROM alarm_events WHERE time_ms < ?1", [cut])?
+                + tx.execute("DELETE FROM session_events WHERE time_ms < ?1", [cut])?,
+            actions: tx.execute("DELETE FROM actions WHERE time_ms < ?1", [cut])?,
+            delivered: tx.execute("DELETE FROM outbox WHERE delivered_ms IS NOT NULL AND created_ms < ?1", [cut])?,
+            undelivered: tx.execute("DELETE FROM outbox WHERE delivered_ms IS NULL AND created_ms < ?1", [cut])?,
+        };
+        tx.commit()?;
+        Ok(stats)
+    }
+
+    /// Vitals history of a bed with `from <= time < to`, oldest first.
+    pub fn vitals(&self, bed: &str, from: Timestamp, to: Timestamp) -> Result<Vec<VitalsRow>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT time_ms, parameter, value, status FROM vitals
+             WHERE bed = ?1 AND time_ms >= ?2 AND time_ms < ?3 ORDER BY time_ms, parameter",
+        )?;
+        let rows = stmt.query_map(params![bed, ms(&from), ms(&to)], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<f64>>(2)?, r.get::<_, String>(3)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (t, p, v, s) = row?;
+            if let Some(p) = Parameter::from_name(&p) {
+                out.push((from_ms(t), p, v, status_from(&s)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Alarm events of a bed with `from <= time < to`, in `bed_seq` order.
+    pub fn alarm_events(&self, bed: &str, from: Timestamp, to: Timestamp) -> Result<Vec<AlarmEvent>, StoreError> {
+        self.json_rows(
+            "SELECT json FROM alarm_events WHERE bed = ?1 AND time_ms >= ?2 AND time_ms < ?3 ORDER BY bed_seq",
+            bed,
+            from,
+            to,
+        )
+    }
+
+    /// Session events of a bed with `from <= time < to`, oldest first.
+    pub fn session_events(&self, bed: &str, from: Timestamp, to: Timestamp) -> Result<Vec<SessionEvent>, StoreError> {
+        self.json_rows(
+            "SELECT json FROM session_events WHERE bed = ?1 AND time_ms >= ?2 AND time_ms < ?3 ORDER BY id",
+            bed,
+            from,
+            to,
+        )
+    }
+
+    fn json_rows<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        bed: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<T>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(sql)?;
+        let rows = stmt.query_map(params![bed, ms(&from), ms(&to)], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(serde_json::from_str(&row?)?);
+        }
+        Ok(out)
+    }
+
+    /// Commands sent for a bed with `from <= time < to`, oldest first.
+    pub fn actions(&self, bed: &str, from: Timestamp, to: Timestamp) -> Result<Vec<ActionRecord>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT time_ms, actor, bed, command, request, ok, reason FROM actions
+             WHERE bed = ?1 AND time_ms >= ?2 AND time_ms < ?3 ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![bed, ms(&from), ms(&to)], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, bool>(5)?,
+                r.get::<_, Option<String>>(6)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (t, actor, bed, command, request, ok, reason) = row?;
+            let command = command.map(|c| serde_json::from_str(&c)).transpose()?;
+            out.push(ActionRecord { time: from_ms(t), actor, bed, command, request, ok, reason });
+        }
+        Ok(out)
+    }
+
+    /// The bed's latest session event (kept past retention), for the retained `session` topic after a restart.
+    pub fn latest_session(&self, bed: &str) -> Result<Option<SessionEvent>, StoreError> {
+        self.latest(bed, "session")
+    }
+
+    /// The bed's latest alarm snapshot, for the retained `alarms` topic after a restart.
+    pub fn latest_alarms(&self, bed: &str) -> Result<Option<BedAlarms>, StoreError> {
+        self.latest(bed, "alarms")
+    }
+
+    /// The latest status of each of the bed's sources.
+    pub fn latest_devices(&self, bed: &str) -> Result<Vec<DeviceStatus>, StoreError> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare_cached("SELECT json FROM latest WHERE bed = ?1 AND key LIKE 'device:%' ORDER BY key")?;
+        let rows = stmt.query_map([bed], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(serde_json::from_str(&row?)?);
+        }
+        Ok(out)
+    }
+
+    fn latest<T: serde::de::DeserializeOwned>(&self, bed: &str, key: &str) -> Result<Option<T>, StoreError> {
+        let conn = self.lock();
+        let json: Option<String> = conn
+            .prepare_cached("SELECT json FROM latest WHERE bed = ?1 AND key = ?2")?
+            .query_row(params![bed, key], |r| r.get(0))
+            .optional()?;
+        Ok(json.map(|j| serde_json::from_str(&j)).transpose()?)
+    }
+}
+
+fn last_bed_seq(conn: &Connection, bed: &str) -> Result<u64, StoreError> {
+    let last: Option<i64> = conn
+        .prepare_cached("SELECT last_bed_seq FROM bed_counters WHERE bed = ?1")?
+        .query_row([bed], |r| r.get(0))
+        .optional()?;
+    Ok(last.unwrap_or(0) as u64)
+}
+
+fn put_latest(tx: &Transaction<'_>, bed: &str, key: &str, time: &Timestamp, json: &str) -> Result<(), StoreError> {
+    tx.prepare_cached("INSERT OR REPLACE INTO latest (bed, key, time_ms, json) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![bed, key, ms(time), json])?;
+    Ok(())
+}
+
+fn to_outbox(tx: &Transaction<'_>, bed: &str, time: &Timestamp, event_json: &str) -> Result<(), StoreError> {
+    tx.prepare_cached("INSERT INTO outbox (bed, created_ms, json) VALUES (?1, ?2, ?3)")?.execute(params![
+        bed,
+        ms(time),
+        event_json
+    ])?;
+    Ok(())
+}
+
+fn append_one(tx: &Transaction<'_>, event: &Event) -> Result<(), StoreError> {
+    match event {
+        Event::Alarm(a) => {
+            let last = last_bed_seq(tx, &a.bed)?;
+            if a.bed_seq != last + 1 {
+                return Err(StoreError::BedSeq { bed: a.bed.to_string(), last, got: a.bed_seq });
+            }
+            let json = serde_json::to_string(a)?;
+            tx.prepare_cached(
+                "INSERT INTO alarm_events (bed, time_ms, bed_seq, alarm_id, seq, json) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![&*a.bed, ms(&a.time), a.bed_seq as i64, a.alarm_id, a.seq, json])?;
+            tx.prepare_cached("INSERT OR REPLACE INTO bed_counters (bed, last_bed_seq) VALUES (?1, ?2)")?
+                .execute(params![&*a.bed, a.bed_seq as i64])?;
+            to_outbox(tx, &a.bed, &a.time, &serde_json::to_string(event)?)?;
+        }
+        Event::Session(s) => {
+            let json = serde_json::to_string(s)?;
+            tx.prepare_cached("INSERT INTO session_events (bed, time_ms, json) VALUES (?1, ?2, ?3)")?
+                .execute(params![&*s.bed, ms(&s.time), json])?;
+            put_latest(tx, &s.bed, "session", &s.time, &json)?;
+            to_outbox(tx, &s.bed, &s.time, &serde_json::to_string(event)?)?;
+        }
+        Event::Vitals(v) => {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO vitals (bed, parameter, second, time_ms, value, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for value in &v.values {
+                let t = ms(&value.time);
+                stmt.execute(params![
+                    &*v.bed,
+                    value.parameter.name(),
+                    t.div_euclid(1000),
+                    t,
+                    value.value,
+                    status_name(value.status)
+                ])?;
+            }
+        }
+        Event::Alarms(a) => put_latest(tx, &a.bed, "alarms", &a.time, &serde_json::to_string(a)?)?,
+        Event::Device(d) => {
+            put_latest(tx, &d.bed, &format!("device:{}", d.source), &d.time, &serde_json::to_string(d)?)?
+        }
+    }
+    Ok(())
+}
+
+/// Prunes the store once an hour (and once at start) to keep `retention_days`, until cancelled. Logs what it
+/// removed; dropping undelivered outbox rows is a warning.
+pub async fn run_retention(store: Store, retention_days: u32, cancel: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let cut = Utc::now() - chrono::Duration::days(i64::from(retention_days));
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.prune(cut)).await {
+            Ok(Ok(stats)) => {
+                if stats.undelivered > 0 {
+                    tracing::warn!(
+                        undelivered = stats.undelivered,
+                        retention_days,
+                        "dropped outbox events never acknowledged by a broker within the retention period"
+                    );
+                }
+                tracing::debug!(?stats, "store pruned");
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "store pruning failed"),
+            Err(e) => tracing::error!(error = %e, "store pruning task failed"),
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Helpers shared by the integration tests: free ports, a real Mosquitto, MQTT and HTTP clients.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rumqttc::{Event, EventLoop, Packet};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A port that was free a moment ago (the embedded broker cannot bind port 0 and report it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls an MQTT event loop until a publish matches, or the time is up. Returns its payload.
+pub async fn wait_for_publish(
+    eventloop: &mut EventLoop,
+    within: Duration,
+    mut matches: impl FnMut(&str, &[u8]) -> bool,
+) -> Option<Vec<u8>> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, eventloop.poll()).await {
+            Err(_) => return None,
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                if matches(&p.topic, &p.payload) {
+                    return Some(p.payload.to_vec());
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// A plain HTTP/1.1 GET; returns the whole response as text.
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await.unwrap().unwrap();
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+pub mod mosquitto {
+    //! A real Mosquitto on a free port, stopped when dropped.
+
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    /// A running broker.
+    pub struct Mosquitto {
+        /// Its port.
+        pub port: u16,
+        child: Child,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Drop for Mosquitto {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// The mosquitto binary, if installed.
+    pub fn binary() -> Option<&'static str> {
+        ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+    }
+
+    /// Starts Mosquitto on a free port with anonymous access and persistence, or `None` when not installed.
+    pub fn start() -> Option<Mosquitto> {
+        let bin = binary()?;
+        let dir = tempfile::tempdir().unwrap();
+        let port = super::free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().ok()?;
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(10), "mosquitto did not start on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Mosquitto { port, child, _dir: dir })
+    }
+}

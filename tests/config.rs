@@ -1,0 +1,226 @@
+//! Configuration: every shipped example is valid, and every kind of mistake is reported with its key path.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use vigil::config::Config;
+
+fn vigil() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vigil"))
+}
+
+fn shipped_configs() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut files = vec![root.join("vigil.toml")];
+    for entry in std::fs::read_dir(root.join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn every_shipped_config_passes_check_config_and_lists_its_beds() {
+    let files = shipped_configs();
+    assert!(files.len() >= 4, "expected the default and at least three examples, found {files:?}");
+    for file in files {
+        let out = vigil().arg("check-config").arg(&file).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}: {}{}", file.display(), stdout, String::from_utf8_lossy(&out.stderr));
+        let config = Config::load(&file).unwrap();
+        for bed in &config.beds {
+            assert!(
+                stdout.contains(&format!("bed {} ", bed.id)),
+                "{} does not list {}: {stdout}",
+                file.display(),
+                bed.id
+            );
+        }
+    }
+}
+
+#[test]
+fn the_embedded_default_is_the_shipped_default_with_six_simulated_chairs() {
+    let config = Config::embedded_default();
+    assert_eq!(config.beds.len(), 6);
+    assert!(config.beds.iter().all(|b| b.sources.iter().all(|s| s.kind == vigil::config::SourceKind::Simulated)));
+    let out = vigil().arg("print-default-config").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), std::fs::read_to_string("config/vigil.toml").unwrap());
+}
+
+const SITE: &str = "[site]\nname = \"a\"\nward = \"b\"\n";
+
+fn bed(id: &str, source: &str) -> String {
+    format!("[[beds]]\nid = \"{id}\"\n[[beds.sources]]\n{source}\n")
+}
+
+const MASIMO: &str = "kind = \"serial\"\ndevice = \"masimo\"\npath = \"/dev/ttyUSB0\"";
+
+/// (what is wrong, the TOML, the key path the error must name, a word the reason must contain)
+fn broken_configs() -> Vec<(&'static str, String, &'static str, &'static str)> {
+    vec![
+        ("misspelt key", format!("{SITE}[mqtt]\nbrokr = \"x\"\n"), "mqtt.brokr", "unknown field"),
+        ("missing site", "[mqtt]\nport = 1883\n".into(), "site", "missing"),
+        ("missing ward", "[site]\nname = \"a\"\n".into(), "site.ward", "missing field"),
+        ("syntax error", "[site\n".into(), "(syntax)", "line 1"),
+        (
+            "non-standard baud on the third bed",
+            format!(
+                "{SITE}{}{}{}",
+                bed("c1", MASIMO),
+                bed("c2", "kind = \"serial\"\ndevice = \"nonin\"\npath = \"/dev/ttyUSB1\""),
+                bed("c3", &format!("{MASIMO}\nbaud = 9601"))
+            ),
+            "beds[2].sources[0].baud",
+            "9601 is not a standard rate",
+        ),
+        (
+            "baud of the wrong type",
+            format!("{SITE}{}", bed("c1", &format!("{MASIMO}\nbaud = \"fast\""))),
+            "beds[0].sources[0].baud",
+            "invalid type",
+        ),
+        (
+            "unknown source kind",
+            format!("{SITE}{}", bed("c1", "kind = \"usb\"\ndevice = \"masimo\"")),
+            "beds[0].sources[0].kind",
+            "unknown variant",
+        ),
+        (
+            "unknown device",
+            format!("{SITE}{}", bed("c1", "kind = \"serial\"\ndevice = \"philips\"\npath = \"/dev/x\"")),
+            "beds[0].sources[0].device",
+            "unknown variant",
+        ),
+        (
+            "serial without a path",
+            format!("{SITE}{}", bed("c1", "kind = \"serial\"\ndevice = \"masimo\"")),
+            "beds[0].sources[0].path",
+            "required",
+        ),
+        (
+            "a simulated key on a serial source",
+            format!("{SITE}{}", bed("c1", &format!("{MASIMO}\nscenario = \"desaturation\""))),
+            "beds[0].sources[0].scenario",
+            "does not apply",
+        ),
+        (
+            "nine data bits",
+            format!("{SITE}{}", bed("c1", &format!("{MASIMO}\ndata_bits = 9"))),
+            "beds[0].sources[0].data_bits",
+            "9",
+        ),
+        (
+            "duplicate bed id",
+            format!(
+                "{SITE}{}{}",
+                bed("c1", MASIMO),
+                bed("c1", "kind = \"serial\"\ndevice = \"masimo\"\npath = \"/dev/ttyUSB1\"")
+            ),
+            "beds[1].id",
+            "another bed",
+        ),
+        (
+            "mllp source without an [mllp] section",
+            format!("{SITE}{}", bed("c1", "kind = \"mllp\"\ndevice = \"hl7\"\ndevice_id = \"00A0370098007A80\"")),
+            "beds[0].sources[0].kind",
+            "[mllp]",
+        ),
+        (
+            "mllp source without a device id",
+            format!("{SITE}[mllp]\n{}", bed("c1", "kind = \"mllp\"\ndevice = \"hl7\"")),
+            "beds[0].sources[0].device_id",
+            "required",
+        ),
+        (
+            "mllp carrying masimo",
+            format!("{SITE}[mllp]\n{}", bed("c1", "kind = \"mllp\"\ndevice = \"masimo\"\ndevice_id = \"x\"")),
+            "beds[0].sources[0].device",
+            "HL7",
+        ),
+        (
+            "unknown scenario",
+            format!("{SITE}{}", bed("c1", "kind = \"simulated\"\ndevice = \"masimo\"\nscenario = \"nope\"")),
+            "beds[0].sources[0].scenario",
+            "unknown scenario",
+        ),
+        (
+            "absurd speed",
+            format!("{SITE}{}", bed("c1", "kind = \"simulated\"\ndevice = \"masimo\"\nspeed = -1.0")),
+            "beds[0].sources[0].speed",
+            "between",
+        ),
+        (
+            "dashboard address without a port",
+            format!("{SITE}[dashboard]\nlisten = \"localhost\"\n"),
+            "dashboard.listen",
+            "not an address",
+        ),
+        ("slash in a topic segment", "[site]\nname = \"a/b\"\nward = \"w\"\n".into(), "site.name", "topic segment"),
+        (
+            "wildcard in the topic prefix",
+            format!("{SITE}[mqtt]\ntopic_prefix = \"vigil/#\"\n"),
+            "mqtt.topic_prefix",
+            "wildcard",
+        ),
+        (
+            "TLS on the embedded broker",
+            format!("{SITE}[mqtt]\nmode = \"embedded\"\ntls = {{ ca_file = \"ca.pem\" }}\n"),
+            "mqtt.tls",
+            "external",
+        ),
+        (
+            "plain-text password",
+            format!("{SITE}[[users]]\nname = \"n\"\nrole = \"nurse\"\npassword_hash = \"secret\"\n"),
+            "users[0].password_hash",
+            "argon2",
+        ),
+        (
+            "unknown role",
+            format!("{SITE}[[users]]\nname = \"n\"\nrole = \"boss\"\npassword_hash = \"$argon2id$x\"\n"),
+            "users[0].role",
+            "unknown variant",
+        ),
+        (
+            "unknown profile",
+            format!("{SITE}[[beds]]\nid = \"c1\"\nprofile = \"no-such-profile\"\n"),
+            "beds[0].profile",
+            "no-such-profile",
+        ),
+    ]
+}
+
+#[test]
+fn each_broken_config_fails_with_its_key_path_and_reason() {
+    for (what, toml, path, reason) in broken_configs() {
+        let err = match Config::parse(&toml, "broken.toml", Path::new(".")) {
+            Ok(_) => panic!("{what}: accepted\n{toml}"),
+            Err(e) => e,
+        };
+        let text = err.to_string();
+        assert_eq!(err.path(), path, "{what}: {text}");
+        assert!(text.starts_with("broken.toml: "), "{what}: error does not name the file: {text}");
+        assert!(text.contains(reason), "{what}: reason lacks '{reason}': {text}");
+    }
+}
+
+#[test]
+fn check_config_exits_64_naming_the_file_and_the_misspelt_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, format!("{SITE}[mqtt]\nbrokr = \"x\"\n")).unwrap();
+    let out = vigil().arg("check-config").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.toml") && stderr.contains("mqtt.brokr"), "{stderr}");
+}
+
+#[test]
+fn run_with_a_missing_config_file_exits_64() {
+    let out = vigil().args(["run", "--config", "/nonexistent/vigil.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -1,0 +1,107 @@
+//! The whole daemon, end to end: simulated monitor bytes → decoders → engine → store → MQTT and dashboard.
+//! Real parts only: the embedded broker or a real Mosquitto, a real MQTT client, a real HTTP socket.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{free_port, mosquitto, wait_for_publish};
+use rumqttc::{AsyncClient, MqttOptions, QoS};
+use tokio_util::sync::CancellationToken;
+use vigil::config::Config;
+
+fn config(mqtt: &str, port: u16, dir: &std::path::Path) -> Config {
+    let text = format!(
+        r#"
+[site]
+name = "test-site"
+ward = "test-ward"
+[mqtt]
+mode = "{mqtt}"
+host = "127.0.0.1"
+port = {port}
+client_id = "vigil-test-{port}"
+[dashboard]
+listen = "127.0.0.1:0"
+[store]
+path = "{db}"
+[[beds]]
+id = "chair-1"
+[[beds.sources]]
+kind = "simulated"
+device = "masimo"
+scenario = "calm-session"
+seed = 11
+"#,
+        db = dir.join("vigil.db").display()
+    );
+    Config::parse(&text, "test.toml", dir).unwrap()
+}
+
+async fn subscriber(port: u16, topic: &str) -> (AsyncClient, rumqttc::EventLoop) {
+    let mut opts = MqttOptions::new(format!("test-sub-{port}"), "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, eventloop) = AsyncClient::new(opts, 100);
+    client.subscribe(topic, QoS::AtLeastOnce).await.unwrap();
+    (client, eventloop)
+}
+
+async fn vitals_arrive_then_shutdown_is_clean(mode: &str, port: u16) {
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let running = vigil::start(config(mode, port, dir.path()), shutdown.clone()).await.unwrap();
+    let dashboard = running.dashboard;
+    let daemon = tokio::spawn(running.wait());
+
+    let (_client, mut eventloop) = subscriber(port, "vigil/v1/test-site/test-ward/#").await;
+    let vitals = wait_for_publish(&mut eventloop, Duration::from_secs(15), |topic, _| {
+        topic == "vigil/v1/test-site/test-ward/bed/chair-1/vitals"
+    })
+    .await
+    .expect("vitals for chair-1 within 15 s");
+    let json: serde_json::Value = serde_json::from_slice(&vitals).unwrap();
+    let text = json.to_string();
+    assert!(text.contains("spo2"), "vitals payload names SpO2: {text}");
+
+    // The dashboard answers on its socket while the daemon runs.
+    let page = common::http_get(dashboard, "/").await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+
+    let stopping = std::time::Instant::now();
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), daemon).await.expect("stops within 5 s").unwrap();
+    assert!(stopping.elapsed() < Duration::from_secs(5));
+
+    let offline = wait_for_publish(&mut eventloop, Duration::from_secs(5), |topic, payload| {
+        topic == "vigil/v1/test-site/test-ward/status" && String::from_utf8_lossy(payload).contains("offline")
+    })
+    .await;
+    assert!(offline.is_some(), "the retained status says offline after a clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulated_bed_publishes_vitals_on_the_embedded_broker_and_stops_cleanly() {
+    vitals_arrive_then_shutdown_is_clean("embedded", free_port()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulated_bed_publishes_vitals_on_a_real_mosquitto_and_stops_cleanly() {
+    let Some(broker) = mosquitto::start() else {
+        eprintln!("SKIPPED: mosquitto is not installed (apt-get install mosquitto); CI installs it");
+        return;
+    };
+    vitals_arrive_then_shutdown_is_clean("external", broker.port).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_in_use_is_a_clear_error_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut cfg = config("disabled", 0, dir.path());
+    cfg.dashboard.listen = taken.local_addr().unwrap().to_string();
+    let err = match vigil::start(cfg, CancellationToken::new()).await {
+        Ok(_) => panic!("started on a port in use"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("dashboard.listen"), "{err}");
+}

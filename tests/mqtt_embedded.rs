@@ -1,0 +1,227 @@
+//! The MQTT API against the embedded broker (rumqttd): no external program needed, so these run everywhere.
+
+mod mqtt_support;
+
+use std::time::Duration;
+
+use mqtt_support::*;
+use tokio_util::sync::CancellationToken;
+use vigil::config::MqttConfig;
+use vigil::event::{Command, Event};
+use vigil::mqtt::{self, broker, LinkState};
+use vigil::store::Store;
+
+const T: Duration = Duration::from_secs(10);
+
+fn embedded(port: u16, client_id: &str) -> String {
+    format!("mode = \"embedded\"\nhost = \"127.0.0.1\"\nport = {port}\nclient_id = \"{client_id}\"\nkeep_alive_s = 5")
+}
+
+#[test]
+fn a_port_already_in_use_is_an_error_naming_the_setting_to_change() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let cfg = MqttConfig { port, ..MqttConfig::default() };
+    let err = broker::start(&cfg).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!("mqtt.port: 127.0.0.1:{port} is already in use (set mqtt.port or mqtt.mode = \"external\")")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_vitals_alarm_events_and_retained_snapshots_reach_a_subscriber_and_shutdown_says_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = config(dir.path(), &embedded(port, "vigil-e1"), "");
+    let b = broker::start(&cfg.mqtt).unwrap();
+    assert_eq!(b.addr().port(), port);
+    let store = Store::open(&dir.path().join("vigil.db")).unwrap();
+    let hub = hub();
+    let cancel = CancellationToken::new();
+    let m = mqtt::spawn(cfg.clone(), hub.clone(), store.clone(), cancel.clone()).unwrap();
+    let mut sub = Subscriber::connect(port, "it-e1", &format!("{BASE}/#"), false).await;
+
+    let online = sub.expect("/status", T, |m| m.json["state"] == "online").await;
+    assert!(online.json["seq"].as_u64().unwrap() >= 1);
+    assert_eq!(online.json["beds"], serde_json::json!(["chair-1", "chair-2"]));
+
+    hub.publish(Event::Vitals(vitals("chair-1")));
+    let v = sub.expect("/bed/chair-1/vitals", T, |_| true).await;
+    assert_eq!(v.json["values"][0]["parameter"]["mdc_code"], 150456);
+    assert_eq!(v.json["values"][0]["parameter"]["ucum"], "%");
+
+    let ev = emit_alarm(&store, &hub, "chair-1", "chair-1-a1", 1);
+    let a = sub.expect("/bed/chair-1/alarm", T, |_| true).await;
+    assert!(!a.retain);
+    assert_eq!(a.json["alarm_id"], "chair-1-a1");
+    assert_eq!(a.json["bed_seq"], ev.bed_seq);
+    assert_eq!(a.json["parameter"]["display_name"], "SpO2");
+    let snap = sub.expect("/bed/chair-1/alarms", T, |m| !m.json["alarms"].as_array().unwrap().is_empty()).await;
+    assert_eq!(snap.json["bed_seq"], ev.bed_seq);
+
+    // The outbox row is marked delivered once the broker acknowledged it.
+    let deadline = tokio::time::Instant::now() + T;
+    while store.pending_count().unwrap() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "outbox drained after PUBACK");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(m.link.borrow().state, LinkState::Connected);
+
+    cancel.cancel();
+    tokio::time::timeout(T, m.task).await.unwrap().unwrap();
+    let off = sub.expect("/status", T, |m| m.json["state"] == "offline").await;
+    assert_eq!(off.json["reason"], "shutdown");
+    assert_eq!(off.json["seq"], online.json["seq"]);
+    let mut late = Subscriber::connect(port, "it-e1-late", &format!("{BASE}/status"), false).await;
+    let retained = late.expect("/status", T, |_| true).await;
+    assert!(retained.retain, "a late subscriber gets the retained status");
+    assert_eq!(retained.json["state"], "offline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledge_over_mqtt_reaches_the_bed_the_reply_says_ok_and_the_ack_event_is_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = config(dir.path(), &embedded(port, "vigil-e2"), &users());
+    broker::start(&cfg.mqtt).unwrap();
+    let store = Store::open(&dir.path().join("vigil.db")).unwrap();
+    let hub = hub();
+    let mut seen = fake_bed(hub.clone(), store.clone(), "chair-1");
+    let cancel = CancellationToken::new();
+    let m = mqtt::spawn(cfg, hub.clone(), store.clone(), cancel.clone()).unwrap();
+    let mut sub = Subscriber::connect(port, "it-e2", &format!("{BASE}/#"), false).await;
+    sub.expect("/status", T, |m| m.json["state"] == "online").await;
+    emit_alarm(&store, &hub, "chair-1", "chair-1-a1", 1);
+    sub.expect("/bed/chair-1/alarm", T, |_| true).await;
+
+    publish_once(
+        port,
+        &format!("{BASE}/cmd/chair-1"),
+        r#"{"command":"acknowledge","alarm_id":"chair-1-a1","user":"nina","password":"anin","request_id":"r-1",
+            "reply_to":"vigil/v1/test-site/ward-a/reply/nurse-station"}"#,
+    )
+    .await;
+    let req = tokio::time::timeout(T, seen.recv()).await.unwrap().unwrap();
+    assert_eq!(req.command, Command::Acknowledge { alarm_id: Some("chair-1-a1".into()) });
+    assert_eq!(req.actor, "nina");
+    let reply = sub.expect("/reply/nurse-station", T, |_| true).await;
+    assert_eq!(reply.json["ok"], true, "{}", reply.json);
+    assert_eq!(reply.json["request_id"], "r-1");
+    assert_eq!(reply.json["events"], 1);
+    let ack = sub.expect("/bed/chair-1/alarm", T, |m| m.json["state"] == "acknowledged").await;
+    assert_eq!(ack.json["by"], "nina");
+    assert_eq!(ack.json["bed_seq"], 2);
+
+    let actions =
+        store.actions("chair-1", chrono::Utc::now() - chrono::Duration::minutes(1), chrono::Utc::now()).unwrap();
+    assert_eq!(actions.len(), 1);
+    assert!(actions[0].ok);
+    cancel.cancel();
+    tokio::time::timeout(T, m.task).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthorised_and_malformed_commands_are_refused_with_a_reason_and_never_reach_the_bed() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = config(dir.path(), &embedded(port, "vigil-e3"), &users());
+    broker::start(&cfg.mqtt).unwrap();
+    let store = Store::open(&dir.path().join("vigil.db")).unwrap();
+    let hub = hub();
+    let mut seen = fake_bed(hub.clone(), store.clone(), "chair-1");
+    let cancel = CancellationToken::new();
+    let m = mqtt::spawn(cfg, hub.clone(), store.clone(), cancel.clone()).unwrap();
+    let mut sub = Subscriber::connect(port, "it-e3", &format!("{BASE}/reply/#"), false).await;
+    let cmd = format!("{BASE}/cmd/chair-1");
+    let cases = [
+        (r#"{"command":"acknowledge","user":"victor","password":"rotciv","request_id":"viewer"}"#, "needs role Nurse"),
+        (
+            r#"{"command":"acknowledge","user":"nina","password":"wrong","request_id":"badpw"}"#,
+            "unknown user or wrong password",
+        ),
+        (
+            r#"{"command":"acknowledge","user":"mallory","password":"x","request_id":"nouser"}"#,
+            "unknown user or wrong password",
+        ),
+        (r#"{"command":"acknowledge","request_id":"nocreds"}"#, "missing 'user' or 'password'"),
+        (
+            r#"{"command":"set_baseline","sys":130,"dia":80,"user":"nina","password":"anin","request_id":"nurse-baseline"}"#,
+            "needs role Admin",
+        ),
+        (
+            r#"{"command":"pause_audio","seconds":"lots","user":"nina","password":"anin","request_id":"badtype"}"#,
+            "malformed command",
+        ),
+        (r#"{"command":"self_destruct","user":"ada","password":"ada","request_id":"unknown"}"#, "malformed command"),
+        (
+            r#"{"command":"acknowledge","user":"nina","password":"anin","request_id":"badreply","reply_to":"vigil/v1/test-site/ward-a/status"}"#,
+            "reply_to",
+        ),
+        (r#"not json at all"#, "not JSON"),
+    ];
+    for (payload, _) in &cases {
+        publish_once(port, &cmd, payload).await;
+    }
+    let mut replies = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while replies.len() < cases.len() {
+        match tokio::time::timeout_at(deadline, sub.rx.recv()).await {
+            Ok(Some(m)) => replies.push(m),
+            _ => break,
+        }
+    }
+    assert_eq!(replies.len(), cases.len(), "one reply per command: {replies:?}");
+    for (payload, reason) in &cases {
+        let id = serde_json::from_str::<serde_json::Value>(payload).ok().map(|v| v["request_id"].clone());
+        let r = replies
+            .iter()
+            .find(|m| id.as_ref().is_none_or(|id| &m.json["request_id"] == id))
+            .unwrap_or_else(|| panic!("a reply for {payload}"));
+        assert_eq!(r.json["ok"], false, "{payload}");
+        let got = r.json["reason"].as_str().unwrap_or_default();
+        assert!(got.contains(reason), "{payload}: reason '{got}' should contain '{reason}'");
+        assert!(r.topic.ends_with("/reply/chair-1"), "refusals go to the default reply topic: {}", r.topic);
+    }
+    assert!(seen.try_recv().is_err(), "no refused command reached the bed");
+    assert_eq!(store.next_bed_seq("chair-1").unwrap(), 1, "nothing changed");
+    let actions =
+        store.actions("chair-1", chrono::Utc::now() - chrono::Duration::minutes(1), chrono::Utc::now()).unwrap();
+    assert_eq!(actions.len(), cases.len(), "every refusal is in the audit trail");
+    assert!(actions.iter().all(|a| !a.ok && !a.request.contains("\"anin\"")), "no password in the audit trail");
+    cancel.cancel();
+    tokio::time::timeout(T, m.task).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_events_go_out_retained_from_the_outbox_and_commands_the_bed_refuses_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = config(dir.path(), &embedded(port, "vigil-e4"), &users());
+    broker::start(&cfg.mqtt).unwrap();
+    let store = Store::open(&dir.path().join("vigil.db")).unwrap();
+    let hub = hub();
+    let _seen = fake_bed(hub.clone(), store.clone(), "chair-1");
+    let cancel = CancellationToken::new();
+    let m = mqtt::spawn(cfg, hub.clone(), store.clone(), cancel.clone()).unwrap();
+    let mut sub = Subscriber::connect(port, "it-e4", &format!("{BASE}/#"), false).await;
+    sub.expect("/status", T, |m| m.json["state"] == "online").await;
+    let s = session("chair-1", "session_start");
+    store.append(&[Event::Session(s.clone())]).unwrap();
+    hub.publish(Event::Session(s));
+    let got = sub.expect("/bed/chair-1/session", T, |_| true).await;
+    assert_eq!(got.json["action"], "session_start");
+    assert_eq!(got.json["schema_version"], 1);
+
+    publish_once(port, &format!("{BASE}/cmd/chair-1"), r#"{"command":"session_end","user":"nina","password":"anin"}"#)
+        .await;
+    let r = sub.expect("/reply/chair-1", T, |_| true).await;
+    assert_eq!(r.json["ok"], false);
+    assert_eq!(r.json["reason"], "no session is running");
+    publish_once(port, &format!("{BASE}/cmd/chair-9"), r#"{"command":"session_end","user":"nina","password":"anin"}"#)
+        .await;
+    let r = sub.expect("/reply/chair-9", T, |_| true).await;
+    assert_eq!(r.json["reason"], "unknown bed 'chair-9'");
+    cancel.cancel();
+    tokio::time::timeout(T, m.task).await.unwrap().unwrap();
+}

@@ -1,0 +1,126 @@
+//! Two independent implementations held against each other: the simulator's device encoders (a fake monitor)
+//! and the daemon's decoders. Every value the simulated monitor displayed must decode to the same number.
+
+use bytes::BytesMut;
+use tokio_util::codec::Decoder;
+use vigil::config::DeviceKind;
+use vigil::ingest::protocol::Frame;
+use vigil::ingest::AnyDecoder;
+use vigil::vitals::{Parameter, ValueStatus};
+use vigil_sim::{Device, FeedOptions, SensorState, Simulation, Speed};
+
+fn simulation(scenario: &str, device: Device, seed: u64) -> Simulation {
+    let opts = FeedOptions { scenario: scenario.into(), device, seed, speed: Speed::Max, patient: 0, device_id: None };
+    Simulation::new(&opts, vigil_sim::fixed_epoch()).unwrap()
+}
+
+fn kind(device: Device) -> DeviceKind {
+    match device {
+        Device::Masimo => DeviceKind::Masimo,
+        Device::Nonin => DeviceKind::Nonin,
+        Device::Hl7 => DeviceKind::Hl7,
+    }
+}
+
+fn decode(decoder: &mut AnyDecoder, buf: &mut BytesMut, bytes: &[u8]) -> Vec<Frame> {
+    buf.extend_from_slice(bytes);
+    let mut frames = Vec::new();
+    while let Some(item) = decoder.decode(buf).unwrap() {
+        frames.push(item.expect("the simulator's bytes are well formed"));
+    }
+    frames
+}
+
+fn value(frames: &[Frame], parameter: Parameter) -> Option<(Option<f64>, ValueStatus)> {
+    frames.iter().flat_map(|f| &f.measurements).find(|m| m.parameter == parameter).map(|m| (m.value, m.status))
+}
+
+/// Counts of values compared, so no case passes by comparing nothing.
+#[derive(Default, Debug)]
+struct Compared {
+    spo2: usize,
+    pulse: usize,
+    nibp: usize,
+}
+
+fn round_trip(scenario: &str, device: Device, seed: u64) -> Compared {
+    let mut decoder = AnyDecoder::for_device(kind(device));
+    let mut buf = BytesMut::new();
+    let mut compared = Compared::default();
+    for tick in simulation(scenario, device, seed) {
+        let sample = &tick.sample;
+        assert_eq!(sample.garbage, 0, "{scenario} has garbage bytes: pick a clean scenario for round trips");
+        let frames = decode(&mut decoder, &mut buf, &tick.bytes);
+        if frames.is_empty() {
+            continue;
+        }
+        let at = format!("{scenario}/{device:?} at {} s", sample.offset_s);
+        if sample.sensor == SensorState::Ok {
+            if let Some(spo2) = sample.shown.spo2 {
+                let (decoded, status) = value(&frames, Parameter::Spo2).unwrap_or_else(|| panic!("{at}: no SpO2"));
+                assert_eq!(decoded, Some(f64::from(spo2)), "{at}: SpO2");
+                assert_eq!(status, ValueStatus::Valid, "{at}: SpO2 status");
+                compared.spo2 += 1;
+            }
+            if let Some(pulse) = sample.shown.pulse {
+                let (decoded, _) = value(&frames, Parameter::Pr).unwrap_or_else(|| panic!("{at}: no pulse"));
+                assert_eq!(decoded, Some(f64::from(pulse)), "{at}: pulse");
+                compared.pulse += 1;
+            }
+        } else if let Some((decoded, status)) = value(&frames, Parameter::Spo2) {
+            assert!(
+                decoded.is_none() || status != ValueStatus::Valid,
+                "{at}: sensor {:?} but SpO2 decoded as valid {decoded:?}",
+                sample.sensor
+            );
+        }
+        if let Some(values) = sample.nibp.and_then(|n| n.values) {
+            if device == Device::Hl7 {
+                let sys = value(&frames, Parameter::NibpSys).unwrap_or_else(|| panic!("{at}: no NIBP"));
+                let dia = value(&frames, Parameter::NibpDia).unwrap();
+                let mean = value(&frames, Parameter::NibpMean).unwrap();
+                assert_eq!(sys.0, Some(f64::from(values.systolic)), "{at}: systolic");
+                assert_eq!(dia.0, Some(f64::from(values.diastolic)), "{at}: diastolic");
+                assert_eq!(mean.0, Some(f64::from(values.mean)), "{at}: mean");
+                compared.nibp += 1;
+            }
+        }
+    }
+    assert!(buf.len() < 1024, "{scenario}/{device:?}: {} bytes left undecoded", buf.len());
+    compared
+}
+
+#[test]
+fn masimo_lines_from_the_simulator_decode_to_the_values_it_displayed() {
+    for scenario in ["calm-session", "desaturation"] {
+        let c = round_trip(scenario, Device::Masimo, 7);
+        assert!(c.spo2 > 100 && c.pulse > 100, "{scenario}: {c:?}");
+    }
+}
+
+#[test]
+fn nonin_frames_from_the_simulator_decode_to_the_values_it_displayed() {
+    for scenario in ["calm-session", "desaturation"] {
+        let c = round_trip(scenario, Device::Nonin, 7);
+        assert!(c.spo2 > 100 && c.pulse > 100, "{scenario}: {c:?}");
+    }
+}
+
+#[test]
+fn hl7_messages_from_the_simulator_decode_to_the_values_it_displayed_including_nibp() {
+    for scenario in ["calm-session", "hypertensive-surge"] {
+        let c = round_trip(scenario, Device::Hl7, 7);
+        assert!(c.spo2 > 100 && c.pulse > 100 && c.nibp >= 4, "{scenario}: {c:?}");
+    }
+}
+
+#[test]
+fn the_desaturation_scenario_decodes_below_88_percent_through_the_daemon_decoder() {
+    let mut decoder = AnyDecoder::for_device(DeviceKind::Masimo);
+    let mut buf = BytesMut::new();
+    let lowest = simulation("desaturation", Device::Masimo, 7)
+        .flat_map(|tick| decode(&mut decoder, &mut buf, &tick.bytes))
+        .filter_map(|f| value(std::slice::from_ref(&f), Parameter::Spo2).and_then(|(v, _)| v))
+        .fold(f64::MAX, f64::min);
+    assert!(lowest < 88.0, "lowest decoded SpO2 {lowest}");
+}

@@ -1,0 +1,194 @@
+//! The store keeps what the publisher and the dashboard need, across restarts, within retention.
+
+use chrono::{Duration, TimeZone, Utc};
+use serde_json::Map;
+use vigil::event::{
+    AlarmEvent, AlarmKind, AlarmPhase, AlarmState, BedAlarms, Command, Event, LinkState, Priority, SessionEvent,
+    SessionPhase, VitalValue, VitalsUpdate,
+};
+use vigil::store::{Store, StoreError};
+use vigil::vitals::{Parameter, Timestamp, ValueStatus};
+
+fn t(s: i64) -> Timestamp {
+    Utc.timestamp_opt(1_800_000_000 + s, 0).unwrap()
+}
+
+fn alarm(bed: &str, bed_seq: u64, seq: u32, time: Timestamp) -> AlarmEvent {
+    AlarmEvent {
+        time,
+        bed: bed.into(),
+        alarm_id: format!("{bed}-a1"),
+        seq,
+        bed_seq,
+        kind: AlarmKind::Threshold,
+        condition: "spo2_low".into(),
+        parameter: Some(Parameter::Spo2),
+        priority: Priority::High,
+        phase: if seq == 1 { AlarmPhase::Start } else { AlarmPhase::Update },
+        state: AlarmState::Active,
+        value: Some(85.0),
+        limit: Some(88.0),
+        evidence: Map::new(),
+        message: "SpO2 85 < 88".into(),
+        by: None,
+        audio_paused_until: None,
+    }
+}
+
+fn session(bed: &str, time: Timestamp) -> SessionEvent {
+    SessionEvent {
+        time,
+        bed: bed.into(),
+        session_id: "s1".into(),
+        action: "session_start".into(),
+        phase: SessionPhase::PreInfusion,
+        started: Some(time),
+        infusion_started: None,
+        patient: None,
+        baseline: None,
+        detail: None,
+        by: Some("nurse".into()),
+    }
+}
+
+fn open() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("vigil.db")).unwrap();
+    (dir, store)
+}
+
+#[test]
+fn alarm_and_session_events_enter_the_log_and_the_outbox_and_survive_a_reopen() {
+    let (dir, store) = open();
+    assert_eq!(store.next_bed_seq("chair-1").unwrap(), 1);
+    store.append(&[Event::Alarm(alarm("chair-1", 1, 1, t(0))), Event::Session(session("chair-1", t(1)))]).unwrap();
+    store.append(&[Event::Alarm(alarm("chair-1", 2, 2, t(2)))]).unwrap();
+    drop(store);
+
+    let store = Store::open(&dir.path().join("vigil.db")).unwrap();
+    assert_eq!(store.next_bed_seq("chair-1").unwrap(), 3);
+    assert_eq!(store.next_bed_seq("chair-2").unwrap(), 1);
+    let pending = store.pending(100).unwrap();
+    assert_eq!(pending.len(), 3);
+    assert!(matches!(&pending[0].event, Event::Alarm(a) if a.bed_seq == 1));
+    assert!(matches!(&pending[1].event, Event::Session(_)));
+    assert_eq!(store.alarm_events("chair-1", t(0), t(10)).unwrap().len(), 2);
+    assert_eq!(store.session_events("chair-1", t(0), t(10)).unwrap().len(), 1);
+    assert_eq!(store.latest_session("chair-1").unwrap().unwrap().session_id, "s1");
+
+    store.mark_delivered(&[pending[0].id, pending[1].id], t(3)).unwrap();
+    let rest = store.pending(100).unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].id, pending[2].id);
+    assert_eq!(store.pending_after(pending[2].id, 100).unwrap().len(), 0);
+    assert_eq!(store.pending_count().unwrap(), 1);
+}
+
+#[test]
+fn a_bed_seq_that_repeats_or_skips_is_refused_and_nothing_of_the_batch_is_written() {
+    let (_dir, store) = open();
+    store.append(&[Event::Alarm(alarm("chair-1", 1, 1, t(0)))]).unwrap();
+    let err = store
+        .append(&[Event::Session(session("chair-1", t(1))), Event::Alarm(alarm("chair-1", 1, 2, t(1)))])
+        .unwrap_err();
+    assert!(matches!(err, StoreError::BedSeq { last: 1, got: 1, .. }), "{err}");
+    assert!(store.append(&[Event::Alarm(alarm("chair-1", 3, 2, t(1)))]).is_err());
+    assert_eq!(store.pending(100).unwrap().len(), 1, "the session of the refused batch was rolled back");
+    assert_eq!(store.next_bed_seq("chair-1").unwrap(), 2);
+}
+
+#[test]
+fn vitals_are_thinned_to_one_row_per_parameter_per_second() {
+    let (_dir, store) = open();
+    for i in 0..5 {
+        let time = t(0) + Duration::milliseconds(i * 300);
+        store
+            .append(&[Event::Vitals(VitalsUpdate {
+                bed: "chair-1".into(),
+                time,
+                values: vec![
+                    VitalValue {
+                        parameter: Parameter::Spo2,
+                        value: Some(97.0 - i as f64),
+                        status: ValueStatus::Valid,
+                        time,
+                    },
+                    VitalValue {
+                        parameter: Parameter::NibpSys,
+                        value: Some(120.0),
+                        status: ValueStatus::Valid,
+                        time: t(-30),
+                    },
+                ],
+            })])
+            .unwrap();
+    }
+    let rows = store.vitals("chair-1", t(-60), t(10)).unwrap();
+    let spo2: Vec<_> = rows.iter().filter(|r| r.1 == Parameter::Spo2).collect();
+    let sys: Vec<_> = rows.iter().filter(|r| r.1 == Parameter::NibpSys).collect();
+    assert_eq!(spo2.len(), 2, "0.0 to 0.9 s share one second, 1.2 s is the next: {rows:?}");
+    assert_eq!(sys.len(), 1, "a repeated NIBP value is stored once");
+}
+
+#[test]
+fn latest_alarm_snapshot_and_device_status_are_kept_per_bed() {
+    let (_dir, store) = open();
+    let snap = BedAlarms { bed: "chair-1".into(), time: t(5), bed_seq: 1, alarms: vec![alarm("chair-1", 1, 1, t(0))] };
+    let dev = vigil::event::DeviceStatus {
+        bed: "chair-1".into(),
+        source: "chair-1/0".into(),
+        kind: "simulated".into(),
+        device: "masimo".into(),
+        link: LinkState::Connected,
+        frames_ok: 10,
+        frames_bad: 0,
+        values_rejected: 0,
+        last_error: None,
+        last_frame: Some(t(4)),
+        time: t(5),
+    };
+    store.append(&[Event::Alarms(snap.clone()), Event::Device(dev.clone())]).unwrap();
+    assert_eq!(store.latest_alarms("chair-1").unwrap(), Some(snap));
+    assert_eq!(store.latest_alarms("chair-2").unwrap(), None);
+    assert_eq!(store.latest_devices("chair-1").unwrap(), vec![dev]);
+    assert_eq!(store.pending(10).unwrap().len(), 0, "snapshots are not outbox events");
+}
+
+#[test]
+fn actions_are_recorded_with_their_outcome_including_malformed_requests() {
+    let (_dir, store) = open();
+    store.record_action(t(0), "alice", "chair-1", &Command::Acknowledge { alarm_id: None }, Ok(())).unwrap();
+    store.record_action(t(1), "bob", "chair-1", &Command::SessionEnd, Err("role viewer may not".into())).unwrap();
+    store.record_rejected(t(2), "bob", "chair-1", "{not json", "malformed").unwrap();
+    let a = store.actions("chair-1", t(0), t(10)).unwrap();
+    assert_eq!(a.len(), 3);
+    assert!(a[0].ok && a[0].command == Some(Command::Acknowledge { alarm_id: None }));
+    assert_eq!(a[1].reason.as_deref(), Some("role viewer may not"));
+    assert_eq!(a[2].command, None);
+    assert_eq!(a[2].request, "{not json");
+}
+
+#[test]
+fn pruning_removes_old_rows_but_keeps_the_bed_seq_counter_and_latest_state() {
+    let (_dir, store) = open();
+    store.append(&[Event::Alarm(alarm("chair-1", 1, 1, t(0))), Event::Session(session("chair-1", t(0)))]).unwrap();
+    store.append(&[Event::Alarm(alarm("chair-1", 2, 2, t(100)))]).unwrap();
+    let ids: Vec<i64> = store.pending(10).unwrap().iter().map(|i| i.id).collect();
+    store.mark_delivered(&ids[..1], t(1)).unwrap();
+    store.record_action(t(0), "alice", "chair-1", &Command::SessionEnd, Ok(())).unwrap();
+    let stats = store.prune(t(50)).unwrap();
+    assert_eq!(stats.events, 2);
+    assert_eq!(stats.actions, 1);
+    assert_eq!(stats.delivered, 1);
+    assert_eq!(stats.undelivered, 1, "the session's outbox row outlived retention undelivered");
+    assert_eq!(store.next_bed_seq("chair-1").unwrap(), 3);
+    assert!(store.latest_session("chair-1").unwrap().is_some());
+    assert_eq!(store.pending(10).unwrap().len(), 1);
+}
+
+#[test]
+fn a_store_path_that_cannot_be_opened_is_an_error_naming_store_path() {
+    let err = Store::open(std::path::Path::new("/nonexistent-dir/vigil.db")).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("store.path: cannot open '/nonexistent-dir/vigil.db'"), "{msg}");
+}
