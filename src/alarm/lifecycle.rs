@@ -46,7 +46,7 @@ pub enum Key {
     LowBattery(Arc<str>),
     /// Link lost, per source.
     Disconnected(Arc<str>),
-    /// Demo data, per source (`readings` when only the readings' status said so).
+    /// Demo data (one per bed: the engine uses a single key whatever the source).
     Demo(Arc<str>),
     /// High input error rate, per source.
     InputErrors(Arc<str>),

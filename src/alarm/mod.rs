@@ -110,6 +110,8 @@ const SPO2: usize = Parameter::Spo2 as usize;
 const SYS: usize = Parameter::NibpSys as usize;
 const RR: usize = Parameter::Rr as usize;
 const CONTINUOUS: [usize; 4] = [HR, PR, SPO2, RR];
+/// The key of the bed's single demo-data alarm.
+const DEMO: &str = "demo";
 
 fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
@@ -292,13 +294,15 @@ impl Engine {
         if reading.status == ValueStatus::Demo {
             if !self.demo_readings {
                 self.demo_readings = true;
-                self.raise_demo(Key::Demo("readings".into()), "readings", t, &mut out);
+                self.raise_demo("readings", t, &mut out);
             }
             return out;
         }
         if self.demo_readings {
             self.demo_readings = false;
-            self.clear_if_live(&Key::Demo("readings".into()), t, &mut out);
+            if !self.sources.iter().any(|s| s.demo) {
+                self.clear_if_live(&Key::Demo(DEMO.into()), t, &mut out);
+            }
         }
         let Some(v) = reading.valid_value() else { return out };
         let p = reading.parameter;
@@ -591,7 +595,9 @@ impl Engine {
         );
     }
 
-    fn raise_demo(&mut self, key: Key, source: &str, t: i64, out: &mut Vec<Event>) {
+    /// One demo alarm per bed, whether the device said so or the readings' status did (one cause, one alarm).
+    fn raise_demo(&mut self, source: &str, t: i64, out: &mut Vec<Event>) {
+        let key = Key::Demo(DEMO.into());
         let prio = self.profile.technical.priority;
         let source = source.to_owned();
         self.lc.raise(
@@ -620,6 +626,8 @@ impl Engine {
             s.advance(t, self.no_data_ms);
         }
         let chair_empty = self.session.phase() == SessionPhase::Ended;
+        // An oximeter sensor problem already explains missing SpO2 and pulse: one cause, one technical alarm.
+        let sensor_problem = self.sources.iter().any(|s| s.sensor.is_some());
         for i in CONTINUOUS {
             let ps = &self.params[i];
             if !ps.seen {
@@ -633,7 +641,8 @@ impl Engine {
                 self.clear_if_live(&Key::Threshold(p, Dir::High), t, &mut out);
                 self.clear_if_live(&Key::Threshold(p, Dir::Low), t, &mut out);
                 let key = Key::NoData(p);
-                if !chair_empty && !self.is_live(&key) {
+                let explained = sensor_problem && matches!(p, Parameter::Spo2 | Parameter::Pr);
+                if !chair_empty && !explained && !self.is_live(&key) {
                     self.raise_no_data(p, t, &mut out);
                 }
             } else if ps.pending.iter().any(Option::is_some) || (i == SPO2 && self.sat.is_some()) {
@@ -906,11 +915,11 @@ impl Engine {
                 }
             }
             DeviceSignal::Demo { on, .. } => {
-                let key = Key::Demo(name.clone());
+                self.sources[k].demo = *on;
                 if *on {
-                    self.raise_demo(key, &name, t, &mut out);
-                } else {
-                    self.clear_if_live(&key, t, &mut out);
+                    self.raise_demo(&name, t, &mut out);
+                } else if !self.demo_readings && !self.sources.iter().any(|s| s.demo) {
+                    self.clear_if_live(&Key::Demo(DEMO.into()), t, &mut out);
                 }
             }
             DeviceSignal::InputErrors { bad, total, .. } => {
