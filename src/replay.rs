@@ -247,9 +247,12 @@ pub fn load(path: &Path, start: Timestamp, format: &str, bed: &str) -> Result<Ve
             }
         }
         "nonin" => {
-            for chunk in bytes.chunks_exact(nonin::FRAME_LEN) {
-                let frame: [u8; nonin::FRAME_LEN] = chunk.try_into().expect("exact chunk");
-                if let Ok(f) = nonin::parse_frame(frame) {
+            // The streaming decoder resynchronises on the status byte, as on the serial line.
+            use tokio_util::codec::Decoder as _;
+            let mut decoder = nonin::NoninDecoder::default();
+            let mut buf = bytes::BytesMut::from(&bytes[..]);
+            while let Ok(Some(item)) = decoder.decode(&mut buf) {
+                if let Ok(f) = item {
                     frames.push((None, f));
                 }
             }

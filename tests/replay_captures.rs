@@ -85,3 +85,25 @@ fn the_hl7_pcd01_samples_replay_through_the_hl7_decoder_and_demo_data_is_flagged
     // after each and no-data alarms follow; the messages are far too sparse to widen the no-data time.
     assert!(summary["adjustments"][0].as_str().unwrap().contains("kept at 10 s"), "{summary}");
 }
+
+#[test]
+fn a_nonin_capture_replays_one_frame_per_second_and_flagged_values_never_alarm() {
+    // Format #8 frames: status (bit 7 set, HR bits 8-7), HR low 7 bits, SpO2, status 2 (CLINICAL "Nonin").
+    let frame = |status: u8, hr: u8, spo2: u8| [0x80 | status, hr, spo2, 0x00];
+    let mut capture = Vec::new();
+    for s in 0..90 {
+        capture.extend(match s {
+            // Artefact flag (0x04) for 6 s: SpO2 80 is questionable, never an alarm (10 s of it would raise the
+            // technical no-data alarm, as nothing valid arrives).
+            20..26 => frame(0x04, 90, 80),
+            // A clean 85 %: a deep drop, high at once.
+            60..70 => frame(0x00, 95, 85),
+            _ => frame(0x00, 72, 97),
+        });
+        if s == 40 {
+            capture.extend([0x13, 0x37]); // line noise: the decoder resynchronises
+        }
+    }
+    let (events, summary) = replay("nonin.bin", &capture, "nonin");
+    assert_eq!(starts(&events), [(60.0, "spo2_low".into(), "high".into())], "{summary}");
+}
