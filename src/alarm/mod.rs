@@ -209,11 +209,11 @@ impl Engine {
             (true, Some(limit)) => Some(SatSeconds::new(limit, &p.satseconds)),
             _ => None,
         };
-        // Keep the integral when only an unrelated number changed.
+        // Keep the integral when only an unrelated number changed; a new limit or setting starts afresh.
         if sat.is_none() || self.sat.is_none() {
             self.sat = sat;
         } else if let (Some(new), Some(old)) = (sat, &self.sat) {
-            if old.setting() != new.setting() {
+            if old.setting() != new.setting() || old.limit() != new.limit() {
                 self.sat = Some(new);
             }
         }
