@@ -23,7 +23,7 @@ use clap::Parser;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use vigil::config::Config;
-use vigil::dashboard::{self, ActionRecord, ChairLimits, DashboardState, LimitBand, MemoryHistory};
+use vigil::dashboard::{self, ActionRecord, DashboardState, MemoryHistory};
 use vigil::event::{
     AlarmEvent, AlarmKind, AlarmPhase, AlarmState, Baseline, BaselineSource, BedAlarms, Command, DeviceStatus, Event,
     LinkState, Priority, SessionEvent, SessionPhase, VitalValue, VitalsUpdate,
@@ -54,29 +54,6 @@ fn hash(password: &str) -> String {
         .hash_password(password.as_bytes(), &salt)
         .expect("hashing works")
         .to_string()
-}
-
-fn limits() -> ChairLimits {
-    let band = |parameter, priority, low, high| LimitBand { parameter, priority, low, high };
-    ChairLimits {
-        profile: "ketamine-chair".into(),
-        bands: vec![
-            band(Parameter::Spo2, Priority::Medium, Some(92.0), None),
-            band(Parameter::Spo2, Priority::High, Some(88.0), None),
-            band(Parameter::Pr, Priority::Medium, Some(50.0), Some(120.0)),
-            band(Parameter::Pr, Priority::High, Some(40.0), Some(140.0)),
-            band(Parameter::Hr, Priority::Medium, Some(50.0), Some(120.0)),
-            band(Parameter::Hr, Priority::High, Some(40.0), Some(140.0)),
-            band(Parameter::NibpSys, Priority::Medium, Some(90.0), Some(160.0)),
-            band(Parameter::NibpSys, Priority::High, Some(80.0), Some(180.0)),
-            band(Parameter::NibpDia, Priority::Medium, None, Some(100.0)),
-            band(Parameter::NibpDia, Priority::High, None, Some(110.0)),
-            band(Parameter::NibpMean, Priority::Medium, Some(65.0), None),
-            band(Parameter::NibpMean, Priority::High, Some(55.0), None),
-        ],
-        rise_sys: Some(40.0),
-        rise_dia: Some(25.0),
-    }
 }
 
 struct Bed {
@@ -394,11 +371,12 @@ async fn run_bed(
                 let result = bed.command(&request.command, &request.actor);
                 bed.history.record_action(ActionRecord {
                     time: Utc::now(),
-                    bed: bed.id.to_string(),
                     actor: request.actor.clone(),
-                    origin: "dashboard".into(),
-                    command: request.command.clone(),
-                    outcome: match &result { Ok(()) => "ok".into(), Err(e) => e.to_string() },
+                    bed: bed.id.to_string(),
+                    command: Some(request.command.clone()),
+                    request: serde_json::to_string(&request.command).unwrap_or_default(),
+                    ok: result.is_ok(),
+                    reason: result.as_ref().err().map(ToString::to_string),
                 });
                 let _ = reply.send(result.map(|()| Vec::new()));
             }
@@ -480,9 +458,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cancel = CancellationToken::new();
     history.clone().follow(hub.clone(), cancel.clone());
 
-    let mut state = DashboardState::new(hub.clone(), config.clone(), history.clone())?;
+    // Limits for the charts come from each bed's profile (the default ketamine-chair).
+    let state = DashboardState::new(hub.clone(), config.clone(), history.clone())?;
     for (n, info) in beds.iter().enumerate() {
-        state = state.with_limits(&info.id, limits());
         let (tx, rx) = mpsc::channel(16);
         hub.register_bed(info.id.clone(), tx);
         let now = Utc::now();

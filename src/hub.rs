@@ -65,6 +65,9 @@ pub struct BedView {
     pub devices: BTreeMap<String, DeviceStatus>,
 }
 
+/// The events a resuming client missed, and its subscription to what follows.
+pub type Resumed = (Vec<Arc<HubEvent>>, broadcast::Receiver<Arc<HubEvent>>);
+
 /// Why a command did not run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
@@ -163,7 +166,7 @@ impl Hub {
 
     /// Events after `last_id` and a subscription to what follows, or `None` when they are no longer kept (the
     /// client needs a fresh snapshot).
-    pub fn resume(&self, last_id: u64) -> Option<(Vec<Arc<HubEvent>>, broadcast::Receiver<Arc<HubEvent>>)> {
+    pub fn resume(&self, last_id: u64) -> Option<Resumed> {
         let st = self.lock();
         let rx = self.events.subscribe();
         if last_id + 1 >= st.next_id {

@@ -167,6 +167,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     if let Some(listener) = mllp {
         tasks.spawn(listener.run(routes, stop_sources.clone()));
     }
+    let retention = store::run_retention(store.clone(), config.store.retention_days, stop_rest.clone());
+    tasks.spawn(retention);
     let mqtt_addr = if config.mqtt.mode == MqttMode::Disabled {
         None
     } else {

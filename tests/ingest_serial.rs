@@ -202,3 +202,77 @@ async fn a_garbage_flood_on_one_port_leaves_another_sources_frames_flowing_and_i
     t2.await.unwrap().unwrap();
     drop(noisy_slave);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nonin_format_selection_is_sent_at_open_and_frames_after_the_ack_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("ttyNONIN");
+    let p = pty();
+    point(&link, &p.path);
+    let mut cfg = source_config("nonin", &link);
+    cfg.nonin_select_format = Some(true);
+    let (tx, mut rx) = mpsc::channel(64);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(serial::run(SourceId::new("chair-5", 0), cfg, tx, cancel.clone()));
+    next(&mut rx, "connected", is_link(LinkState::Connected)).await;
+
+    let Pty { master, _slave, .. } = p;
+    let mut master = tokio::task::spawn_blocking(move || {
+        let mut master = master;
+        let mut request = [0u8; 6];
+        std::io::Read::read_exact(&mut master, &mut request).unwrap();
+        assert_eq!(request, nonin::SELECT_FORMAT_8, "the host asks for data format #8");
+        master
+    })
+    .await
+    .unwrap();
+    master.write_all(&[nonin::ACK]).unwrap();
+    master.write_all(&nonin::encode_frame(88, 93, 0, 0)).unwrap();
+    let e = next(&mut rx, "a frame", |e| matches!(e, SourceEvent::Frame { .. })).await;
+    assert_eq!(spo2_of(&e), Some(93.0));
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    drop(_slave);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hl7_in_mllp_framing_over_a_serial_line_is_decoded_and_acknowledged_on_the_same_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("ttyHL7");
+    let mut p = pty();
+    point(&link, &p.path);
+    let (tx, mut rx) = mpsc::channel(64);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(serial::run(SourceId::new("chair-6", 0), source_config("hl7", &link), tx, cancel.clone()));
+    next(&mut rx, "connected", is_link(LinkState::Connected)).await;
+    let msg = include_str!("fixtures/hl7/pcd01_samples.txt")
+        .lines()
+        .skip_while(|l| !l.starts_with("MSH|^~\\&|MINDRAY_VS900^00A0370098007A80"))
+        .take_while(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\r");
+    p.master.write_all(&vigil::ingest::protocol::mllp::frame(msg.as_bytes())).unwrap();
+    let e = next(&mut rx, "a frame", |e| matches!(e, SourceEvent::Frame { .. })).await;
+    let SourceEvent::Frame { frame, .. } = e else { unreachable!() };
+    let sys = frame.measurements.iter().find(|m| m.parameter == Parameter::NibpSys).and_then(|m| m.value);
+    assert_eq!(sys, Some(147.0));
+    assert_eq!(frame.device_id.as_deref(), Some("00A0370098007A80"));
+    let master = p.master;
+    let ack = tokio::task::spawn_blocking(move || {
+        let mut master = master;
+        let mut ack = Vec::new();
+        let mut byte = [0u8; 1];
+        while !ack.ends_with(&[0x1C, 0x0D]) {
+            std::io::Read::read_exact(&mut master, &mut byte).unwrap();
+            ack.push(byte[0]);
+        }
+        ack
+    })
+    .await
+    .unwrap();
+    assert_eq!(ack[0], 0x0B, "the ACK is MLLP-framed");
+    let (code, id) = vigil::ingest::protocol::hl7::parse_ack(&ack[1..ack.len() - 2]).expect("an HL7 ACK");
+    assert_eq!((code.as_str(), id.as_str()), ("AA", "1914"));
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+}

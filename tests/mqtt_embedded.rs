@@ -73,10 +73,14 @@ async fn status_vitals_alarm_events_and_retained_snapshots_reach_a_subscriber_an
     let off = sub.expect("/status", T, |m| m.json["state"] == "offline").await;
     assert_eq!(off.json["reason"], "shutdown");
     assert_eq!(off.json["seq"], online.json["seq"]);
-    let mut late = Subscriber::connect(port, "it-e1-late", &format!("{BASE}/status"), false).await;
+    // A late subscriber with a wildcard (as in docs/mqtt-api.md) gets the retained state at once.
+    let mut late = Subscriber::connect(port, "it-e1-late", "vigil/#", false).await;
     let retained = late.expect("/status", T, |_| true).await;
     assert!(retained.retain, "a late subscriber gets the retained status");
     assert_eq!(retained.json["state"], "offline");
+    let snap = late.expect("/bed/chair-1/alarms", T, |_| true).await;
+    assert!(snap.retain);
+    assert_eq!(snap.json["bed_seq"], ev.bed_seq);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,7 +180,10 @@ async fn unauthorised_and_malformed_commands_are_refused_with_a_reason_and_never
         let id = serde_json::from_str::<serde_json::Value>(payload).ok().map(|v| v["request_id"].clone());
         let r = replies
             .iter()
-            .find(|m| id.as_ref().is_none_or(|id| &m.json["request_id"] == id))
+            .find(|m| match &id {
+                Some(id) => &m.json["request_id"] == id,
+                None => m.json["request_id"].is_null(),
+            })
             .unwrap_or_else(|| panic!("a reply for {payload}"));
         assert_eq!(r.json["ok"], false, "{payload}");
         let got = r.json["reason"].as_str().unwrap_or_default();
@@ -212,6 +219,14 @@ async fn session_events_go_out_retained_from_the_outbox_and_commands_the_bed_ref
     let got = sub.expect("/bed/chair-1/session", T, |_| true).await;
     assert_eq!(got.json["action"], "session_start");
     assert_eq!(got.json["schema_version"], 1);
+    let s2 = session("chair-1", "infusion_start");
+    store.append(&[Event::Session(s2.clone())]).unwrap();
+    hub.publish(Event::Session(s2));
+    sub.expect("/bed/chair-1/session", T, |m| m.json["action"] == "infusion_start").await;
+    let mut late = Subscriber::connect(port, "it-e4-late", &format!("{BASE}/bed/chair-1/session"), false).await;
+    let retained = late.expect("/bed/chair-1/session", T, |_| true).await;
+    assert!(retained.retain);
+    assert_eq!(retained.json["action"], "infusion_start", "the retained session is the latest");
 
     publish_once(port, &format!("{BASE}/cmd/chair-1"), r#"{"command":"session_end","user":"nina","password":"anin"}"#)
         .await;
@@ -222,6 +237,84 @@ async fn session_events_go_out_retained_from_the_outbox_and_commands_the_bed_ref
         .await;
     let r = sub.expect("/reply/chair-9", T, |_| true).await;
     assert_eq!(r.json["reason"], "unknown bed 'chair-9'");
+    cancel.cancel();
+    tokio::time::timeout(T, m.task).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_prompt_when_no_broker_is_reachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = free_port();
+    let cfg = config(
+        dir.path(),
+        &format!("mode = \"external\"\nhost = \"127.0.0.1\"\nport = {dead}\nclient_id = \"vigil-e5\""),
+        "",
+    );
+    let store = Store::open(&dir.path().join("vigil.db")).unwrap();
+    let cancel = CancellationToken::new();
+    let m = mqtt::spawn(cfg, hub(), store, cancel.clone()).unwrap();
+    let mut link = m.link.clone();
+    let l = tokio::time::timeout(T, link.wait_for(|l| l.last_error.is_some())).await.unwrap().unwrap().clone();
+    assert!(l.last_error.unwrap().starts_with("mqtt.host / mqtt.port: nothing listens at 127.0.0.1:"));
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(1), m.task).await.expect("stops within a second").unwrap();
+    assert_eq!(m.link.borrow().state, LinkState::Stopped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_broker_accepts_only_the_configured_credentials_when_they_are_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mqtt_cfg = format!("{}\nusername = \"vigil\"\npassword = \"s3cret\"", embedded(port, "vigil-e6"));
+    let cfg = config(dir.path(), &mqtt_cfg, "");
+    broker::start(&cfg.mqtt).unwrap();
+    let store = Store::open(&dir.path().join("vigil.db")).unwrap();
+    let cancel = CancellationToken::new();
+    let m = mqtt::spawn(cfg, hub(), store, cancel.clone()).unwrap();
+    let mut link = m.link.clone();
+    tokio::time::timeout(T, link.wait_for(|l| l.state == LinkState::Connected)).await.unwrap().unwrap();
+
+    // An anonymous client is turned away.
+    let mut o = rumqttc::MqttOptions::new("anonymous", "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(5));
+    let (_c, mut el) = rumqttc::AsyncClient::new(o, 10);
+    let first = tokio::time::timeout(T, el.poll()).await.unwrap();
+    assert!(
+        !matches!(first, Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ref a))) if a.code == rumqttc::ConnectReturnCode::Success),
+        "{first:?}"
+    );
+    cancel.cancel();
+    tokio::time::timeout(T, m.task).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_command_replayed_by_the_broker_is_refused_and_never_reaches_the_bed() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = config(dir.path(), &embedded(port, "vigil-e7"), &users());
+    broker::start(&cfg.mqtt).unwrap();
+    // Someone published a command with retain on, before Vigil (re)connected.
+    let mut o = rumqttc::MqttOptions::new("retainer", "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(5));
+    let (c, mut el) = rumqttc::AsyncClient::new(o, 10);
+    let cmd = r#"{"command":"acknowledge","user":"nina","password":"anin","request_id":"stale"}"#;
+    c.publish(format!("{BASE}/cmd/chair-1"), rumqttc::QoS::AtLeastOnce, true, cmd).await.unwrap();
+    tokio::time::timeout(T, async {
+        while !matches!(el.poll().await, Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))) {}
+    })
+    .await
+    .unwrap();
+    let mut sub = Subscriber::connect(port, "it-e7", &format!("{BASE}/reply/#"), false).await;
+
+    let store = Store::open(&dir.path().join("vigil.db")).unwrap();
+    let hub = hub();
+    let mut seen = fake_bed(hub.clone(), store.clone(), "chair-1");
+    let cancel = CancellationToken::new();
+    let m = mqtt::spawn(cfg, hub, store, cancel.clone()).unwrap();
+    let r = sub.expect("/reply/chair-1", T, |m| m.json["request_id"] == "stale").await;
+    assert_eq!(r.json["ok"], false);
+    assert!(r.json["reason"].as_str().unwrap().contains("retained commands are refused"), "{}", r.json);
+    assert!(seen.try_recv().is_err(), "the stale command never reached the bed");
     cancel.cancel();
     tokio::time::timeout(T, m.task).await.unwrap().unwrap();
 }

@@ -128,6 +128,7 @@ fn vitals_are_thinned_to_one_row_per_parameter_per_second() {
     let sys: Vec<_> = rows.iter().filter(|r| r.1 == Parameter::NibpSys).collect();
     assert_eq!(spo2.len(), 2, "0.0 to 0.9 s share one second, 1.2 s is the next: {rows:?}");
     assert_eq!(sys.len(), 1, "a repeated NIBP value is stored once");
+    assert_eq!((spo2[0].2, spo2[1].2), (Some(94.0), Some(93.0)), "the latest value of each second is kept");
 }
 
 #[test]
@@ -191,4 +192,24 @@ fn a_store_path_that_cannot_be_opened_is_an_error_naming_store_path() {
     let err = Store::open(std::path::Path::new("/nonexistent-dir/vigil.db")).unwrap_err();
     let msg = err.to_string();
     assert!(msg.starts_with("store.path: cannot open '/nonexistent-dir/vigil.db'"), "{msg}");
+}
+
+#[test]
+fn a_store_written_by_a_newer_vigil_is_refused_rather_than_misread() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vigil.db");
+    drop(Store::open(&path).unwrap());
+    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
+    let err = Store::open(&path).unwrap_err();
+    assert!(matches!(err, StoreError::NewerSchema { found: 99, .. }), "{err}");
+    assert!(err.to_string().starts_with("store.path: "), "{err}");
+}
+
+#[test]
+fn the_database_file_is_left_in_wal_mode() {
+    let (dir, store) = open();
+    drop(store);
+    let conn = rusqlite::Connection::open(dir.path().join("vigil.db")).unwrap();
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "wal", "WAL persists in the file");
 }

@@ -1,18 +1,15 @@
-//! Sign-in: argon2-verified users from the config, a server-side session behind an HttpOnly SameSite=Strict
-//! cookie, and a per-session CSRF token that every state-changing request must echo in `X-CSRF-Token`.
+//! Sign-in sessions: users are checked by `crate::auth` (argon2, shared with MQTT command intake), then get a server-side session behind an HttpOnly SameSite=Strict cookie, and a per-session CSRF token that every state-changing request must echo in `X-CSRF-Token`.
 //! Sessions live in memory: a daemon restart signs everyone out, which is the safe direction.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::SaltString;
-use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 use axum::http::HeaderMap;
 use rand::RngCore;
 use serde::Serialize;
 
-use crate::config::{Role, UserConfig};
+use crate::config::Role;
 
 /// Name of the session cookie.
 pub const COOKIE: &str = "vigil_session";
@@ -69,31 +66,6 @@ pub fn random_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A hash nobody's password matches, verified for unknown names so that timing does not reveal which names exist.
-fn dummy_hash() -> &'static str {
-    static HASH: OnceLock<String> = OnceLock::new();
-    HASH.get_or_init(|| {
-        let mut salt = [0u8; 16];
-        rand::rng().fill_bytes(&mut salt);
-        let salt = SaltString::encode_b64(&salt).expect("16 bytes is a valid salt");
-        Argon2::default()
-            .hash_password(random_token().as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .unwrap_or_else(|_| String::from("$argon2id$invalid"))
-    })
-}
-
-/// Checks a password against a user list. Slow on purpose (argon2): call it from `spawn_blocking`.
-pub fn verify_user(users: &[UserConfig], name: &str, password: &str) -> Option<Role> {
-    let user = users.iter().find(|u| u.name == name);
-    let hash = user.map(|u| u.password_hash.as_str()).unwrap_or_else(|| dummy_hash());
-    let ok = PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok());
-    match (ok, user) {
-        (true, Some(u)) => Some(u.role),
-        _ => None,
-    }
 }
 
 impl Sessions {

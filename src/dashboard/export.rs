@@ -20,8 +20,8 @@ use crate::vitals::{Parameter, Timestamp};
 const MAX_POINTS: usize = 1200;
 /// Without a session the chair view shows this much of the past.
 const DEFAULT_WINDOW_H: i64 = 2;
-/// Context kept before a session's start, so the baseline readings are visible.
-const LEAD_IN_MIN: i64 = 10;
+/// Context kept before a session's start (readings taken while the patient settled in).
+const LEAD_IN_MIN: i64 = 2;
 
 #[derive(Deserialize)]
 pub(super) struct Window {
@@ -196,17 +196,17 @@ fn csv(doc: &HistoryDoc) -> String {
         rows.push((s.time, 2, row.map(|f| field(&f)).join(",")));
     }
     for a in &doc.actions {
-        let command = serde_json::to_string(&a.command).unwrap_or_default();
+        let outcome = if a.ok { String::from("ok") } else { format!("refused: {}", a.reason.as_deref().unwrap_or("")) };
         let row = [
             a.time.to_rfc3339(),
             "action".into(),
             String::new(),
             String::new(),
             String::new(),
-            a.outcome.clone(),
-            command,
+            outcome,
+            a.request.clone(),
             a.actor.clone(),
-            a.origin.clone(),
+            String::new(),
         ];
         rows.push((a.time, 3, row.map(|f| field(&f)).join(",")));
     }

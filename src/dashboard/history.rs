@@ -8,8 +8,10 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::event::{AlarmEvent, Command, Event, SessionEvent, SessionPhase, VitalValue};
+use crate::event::{AlarmEvent, Event, SessionEvent, SessionPhase, VitalValue};
 use crate::hub::Hub;
+/// One command a person sent and what came of it: the store's audit-trail record.
+pub use crate::store::ActionRecord;
 use crate::vitals::Timestamp;
 
 /// Why a history query failed.
@@ -18,23 +20,6 @@ pub enum HistoryError {
     /// The store could not answer (I/O, SQLite, corrupt row).
     #[error("history unavailable: {0}")]
     Unavailable(String),
-}
-
-/// One action a person took on a bed, as stored: who, when, what, and what came of it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ActionRecord {
-    /// When the command arrived.
-    pub time: Timestamp,
-    /// The bed.
-    pub bed: String,
-    /// Who: a user name, or `demo`.
-    pub actor: String,
-    /// Where it came from: `dashboard` or `mqtt`.
-    pub origin: String,
-    /// The command.
-    pub command: Command,
-    /// `ok`, or why the bed refused it.
-    pub outcome: String,
 }
 
 /// The bounds of one session, for choosing what a chair view and an export show.

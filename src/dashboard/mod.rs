@@ -49,8 +49,8 @@ pub enum DashboardError {
     #[error("sign in first")]
     Unauthorized,
     /// The user's role does not allow this.
-    #[error("your role does not allow this")]
-    Forbidden,
+    #[error("{0}")]
+    Forbidden(String),
     /// Missing or wrong CSRF token, or a cross-site request.
     #[error("missing or wrong CSRF token")]
     Csrf,
@@ -75,7 +75,7 @@ impl IntoResponse for DashboardError {
     fn into_response(self) -> Response {
         let status = match &self {
             DashboardError::Unauthorized => StatusCode::UNAUTHORIZED,
-            DashboardError::Forbidden | DashboardError::Csrf => StatusCode::FORBIDDEN,
+            DashboardError::Forbidden(_) | DashboardError::Csrf => StatusCode::FORBIDDEN,
             DashboardError::LockedOut => StatusCode::TOO_MANY_REQUESTS,
             DashboardError::NotFound(_) | DashboardError::Command(CommandError::UnknownBed(_)) => StatusCode::NOT_FOUND,
             DashboardError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -132,6 +132,7 @@ pub struct DashboardState {
     sessions: Arc<Sessions>,
     demo_actions: bool,
     demo_csrf: Arc<str>,
+    epoch: Arc<str>,
     streams: CancellationToken,
 }
 
@@ -144,19 +145,31 @@ impl DashboardState {
         if demo_actions && !addr.ip().is_loopback() {
             return Err(DashboardError::DemoActionsOffLoopback(listen.clone()));
         }
+        // Each bed's profile limits for the chair view, read the way the daemon reads them; a profile that cannot
+        // be read simply has no limits on the charts (the daemon itself refuses to start with one).
+        let limits = config
+            .beds
+            .iter()
+            .filter_map(|bed| {
+                crate::alarm::Profile::resolve(&bed.profile, &config.base_dir)
+                    .ok()
+                    .map(|p| (bed.id.clone(), ChairLimits::from_profile(&p)))
+            })
+            .collect();
         Ok(DashboardState {
             hub,
             config,
             history,
-            limits: Arc::new(HashMap::new()),
+            limits: Arc::new(limits),
             sessions: Sessions::new(),
             demo_actions,
             demo_csrf: auth::random_token().into(),
+            epoch: auth::random_token()[..8].into(),
             streams: CancellationToken::new(),
         })
     }
 
-    /// Publishes a bed's profile limits to the chair view.
+    /// Publishes a bed's limits to the chair view, replacing those read from its profile at construction.
     pub fn with_limits(mut self, bed: &str, limits: ChairLimits) -> Self {
         Arc::make_mut(&mut self.limits).insert(bed.to_owned(), limits);
         self
@@ -202,7 +215,10 @@ impl DashboardState {
             return Err(DashboardError::Csrf);
         }
         if !p.may_act() {
-            return Err(DashboardError::Forbidden);
+            return Err(DashboardError::Forbidden(format!(
+                "role '{}' may not act on beds",
+                crate::auth::role_name(p.role)
+            )));
         }
         Ok(p)
     }
@@ -358,10 +374,15 @@ async fn sign_in(
     }
     let config = state.config.clone();
     let (name, password) = (body.name.clone(), body.password);
-    let role = tokio::task::spawn_blocking(move || auth::verify_user(&config.users, &name, &password))
-        .await
-        .map_err(|e| DashboardError::Io(std::io::Error::other(e)))?;
-    let Some(role) = role else {
+    // argon2 is deliberately slow: keep it off the async workers.
+    let checked =
+        tokio::task::spawn_blocking(move || crate::auth::authenticate(&config.users, &name, &password).map(|u| u.role))
+            .await
+            .map_err(|e| DashboardError::Io(std::io::Error::other(e)))?;
+    if let Err(crate::auth::AuthError::BadHash(why)) = &checked {
+        tracing::error!(user = %body.name, %why, "dashboard: the configured password hash is invalid");
+    }
+    let Ok(role) = checked else {
         state.sessions.failed(&body.name);
         tracing::info!(user = %body.name, "dashboard: sign-in refused");
         return Err(DashboardError::Unauthorized);
@@ -393,7 +414,7 @@ async fn snapshot(State(state): State<DashboardState>, headers: HeaderMap) -> Re
 #[derive(Deserialize)]
 struct EventsQuery {
     /// For clients that reconnect by opening a new EventSource (which cannot set `Last-Event-ID`).
-    last_id: Option<u64>,
+    last_id: Option<String>,
 }
 
 async fn events(
@@ -402,8 +423,9 @@ async fn events(
     Query(q): Query<EventsQuery>,
 ) -> Result<Response, DashboardError> {
     state.require_view(&headers)?;
-    let header_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
-    let stream = sse::stream(state.hub.clone(), header_id.or(q.last_id), state.streams.clone());
+    let header_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let last_id = header_id.or(q.last_id);
+    let stream = sse::stream(state.hub.clone(), state.epoch.clone(), last_id.as_deref(), state.streams.clone());
     let mut res = Sse::new(stream).into_response();
     // Tell reverse proxies not to buffer, or heartbeats arrive in bursts and the page flaps.
     res.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
@@ -419,6 +441,8 @@ async fn command(
     let actor = state.require_action(&headers)?;
     let info = state.bed_exists(&bed)?;
     let command: Command = serde_json::from_slice(&body).map_err(|e| DashboardError::BadRequest(e.to_string()))?;
+    // The same role rules as MQTT command intake (limit overrides are for admins).
+    crate::auth::authorize(actor.role, &command).map_err(|e| DashboardError::Forbidden(e.to_string()))?;
     if let Command::PauseAudio { seconds } = command {
         if seconds == 0 {
             return Err(DashboardError::BadRequest("pause_audio needs seconds > 0".into()));

@@ -29,14 +29,30 @@ pub const HEARTBEAT_EVENT: &str = "heartbeat";
 /// SSE event name of the last message before a deliberate shutdown (IHE ACM's final "inactive").
 pub const SHUTDOWN: &str = "shutdown";
 
-fn snapshot_event(snap: &Snapshot) -> SseEvent {
-    let data = serde_json::to_string(snap).unwrap_or_else(|_| String::from("{}"));
-    SseEvent::default().event(SNAPSHOT).id(snap.last_id.to_string()).data(data)
+/// The SSE id of hub event `seq`: prefixed with the server run's epoch, because hub numbers restart at 1 with
+/// every daemon run and a page that resumes across a restart must get a fresh snapshot, not a gap.
+pub fn event_id(epoch: &str, seq: u64) -> String {
+    format!("{epoch}-{seq}")
 }
 
-fn hub_event(ev: &HubEvent) -> SseEvent {
+/// The hub number in a client's `Last-Event-ID`, if it belongs to this run.
+pub fn parse_event_id(epoch: &str, id: &str) -> Option<u64> {
+    let (e, seq) = id.trim().rsplit_once('-')?;
+    if e == epoch {
+        seq.parse().ok()
+    } else {
+        None
+    }
+}
+
+fn snapshot_event(epoch: &str, snap: &Snapshot) -> SseEvent {
+    let data = serde_json::to_string(snap).unwrap_or_else(|_| String::from("{}"));
+    SseEvent::default().event(SNAPSHOT).id(event_id(epoch, snap.last_id)).data(data)
+}
+
+fn hub_event(epoch: &str, ev: &HubEvent) -> SseEvent {
     let data = serde_json::to_string(ev).unwrap_or_else(|_| String::from("{}"));
-    SseEvent::default().event(HUB).id(ev.id.to_string()).data(data)
+    SseEvent::default().event(HUB).id(event_id(epoch, ev.id)).data(data)
 }
 
 fn heartbeat_event() -> SseEvent {
@@ -45,6 +61,7 @@ fn heartbeat_event() -> SseEvent {
 
 struct StreamState {
     hub: Arc<Hub>,
+    epoch: Arc<str>,
     pending: VecDeque<SseEvent>,
     rx: broadcast::Receiver<Arc<HubEvent>>,
     heartbeat: Interval,
@@ -52,28 +69,30 @@ struct StreamState {
     done: bool,
 }
 
-/// The event stream for one client. `last_id` is the client's `Last-Event-ID`, if it sent one.
+/// The event stream for one client. `last_id` is the client's `Last-Event-ID` (or `?last_id=`), if it sent one;
+/// an id from another run of the server, or one the hub no longer holds, gets a fresh snapshot.
 pub fn stream(
     hub: Arc<Hub>,
-    last_id: Option<u64>,
+    epoch: Arc<str>,
+    last_id: Option<&str>,
     cancel: CancellationToken,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static {
     let mut pending = VecDeque::new();
-    let resumed = last_id.and_then(|id| hub.resume(id));
+    let resumed = last_id.and_then(|id| parse_event_id(&epoch, id)).and_then(|id| hub.resume(id));
     let rx = match resumed {
         Some((missed, rx)) => {
-            pending.extend(missed.iter().map(|e| hub_event(e)));
+            pending.extend(missed.iter().map(|e| hub_event(&epoch, e)));
             rx
         }
         None => {
             let (snap, rx) = hub.subscribe();
-            pending.push_back(snapshot_event(&snap));
+            pending.push_back(snapshot_event(&epoch, &snap));
             rx
         }
     };
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let state = StreamState { hub, pending, rx, heartbeat, cancel, done: false };
+    let state = StreamState { hub, epoch, pending, rx, heartbeat, cancel, done: false };
     futures::stream::unfold(state, |mut st| async move {
         if let Some(ev) = st.pending.pop_front() {
             return Some((Ok(ev), st));
@@ -88,12 +107,12 @@ pub fn stream(
                 SseEvent::default().event(SHUTDOWN).data(json!({ "time": chrono::Utc::now() }).to_string())
             }
             got = st.rx.recv() => match got {
-                Ok(ev) => hub_event(&ev),
+                Ok(ev) => hub_event(&st.epoch, &ev),
                 // Too slow to keep up: start over from a fresh snapshot rather than show a gap.
                 Err(RecvError::Lagged(_)) => {
                     let (snap, rx) = st.hub.subscribe();
                     st.rx = rx;
-                    snapshot_event(&snap)
+                    snapshot_event(&st.epoch, &snap)
                 }
                 Err(RecvError::Closed) => return None,
             },

@@ -48,8 +48,6 @@ password_hash = "{viewer}"
 [[beds]]
 id = "chair-1"
 label = "Chair 1"
-[[beds]]
-id = "chair-2"
 "#,
         nurse = hash("nurse-pass"),
         viewer = hash("viewer-pass"),
@@ -363,12 +361,12 @@ async fn the_stream_starts_with_a_snapshot_then_sends_events_and_heartbeats() {
     assert_eq!(res.headers()[header::CONTENT_TYPE], "text/event-stream");
     let mut body = res.into_body().into_data_stream();
     let first = next_event(&mut body).await;
-    assert!(first.starts_with("event: snapshot\n") && first.contains("id: 1\n"), "{first}");
+    assert!(first.starts_with("event: snapshot\n") && first.contains(&format!("id: {}-1\n", f.state.epoch)), "{first}");
     assert!(first.contains("\"value\":97.0"), "{first}");
     assert!(next_event(&mut body).await.starts_with("event: heartbeat\n"));
     f.state.hub.publish(vitals("chair-1", 84.0));
     let ev = next_event(&mut body).await;
-    assert!(ev.starts_with("event: hub\n") && ev.contains("id: 2\n") && ev.contains("\"type\":\"vitals\""), "{ev}");
+    assert!(ev.starts_with("event: hub\n") && ev.contains("-2\n") && ev.contains("\"type\":\"vitals\""), "{ev}");
     // Quiet ward: the next heartbeat still comes within the page's 4 s budget.
     let started = std::time::Instant::now();
     assert!(next_event(&mut body).await.starts_with("event: heartbeat\n"));
@@ -381,16 +379,30 @@ async fn a_client_resuming_with_last_event_id_gets_only_what_it_missed() {
     for spo2 in [97.0, 96.0, 95.0] {
         f.state.hub.publish(vitals("chair-1", spo2));
     }
-    let req = Request::get("/api/events").header("last-event-id", "1").body(Body::empty()).unwrap();
+    let epoch = f.state.epoch.to_string();
+    let req = Request::get("/api/events").header("last-event-id", format!("{epoch}-1")).body(Body::empty()).unwrap();
     let mut body = send(&f.state, req).await.into_body().into_data_stream();
     let a = next_event(&mut body).await;
     let b = next_event(&mut body).await;
-    assert!(a.starts_with("event: hub\n") && a.contains("id: 2\n") && a.contains("96.0"), "{a}");
-    assert!(b.contains("id: 3\n") && b.contains("95.0"), "{b}");
+    assert!(a.starts_with("event: hub\n") && a.contains(&format!("id: {epoch}-2\n")) && a.contains("96.0"), "{a}");
+    assert!(b.contains(&format!("id: {epoch}-3\n")) && b.contains("95.0"), "{b}");
     // The query form (a page that rebuilt its EventSource) works the same way.
-    let req = Request::get("/api/events?last_id=2").body(Body::empty()).unwrap();
+    let req = Request::get(format!("/api/events?last_id={epoch}-2")).body(Body::empty()).unwrap();
     let mut body = send(&f.state, req).await.into_body().into_data_stream();
-    assert!(next_event(&mut body).await.contains("id: 3\n"));
+    assert!(next_event(&mut body).await.contains(&format!("id: {epoch}-3\n")));
+}
+
+#[tokio::test]
+async fn a_client_resuming_across_a_server_restart_gets_a_fresh_snapshot() {
+    let f = fixture();
+    f.state.hub.publish(vitals("chair-1", 97.0));
+    // An id from another run, even one that this run's numbering could mistake for "nothing missed".
+    for stale in ["0badbeef-5000", "0badbeef-0", "garbage"] {
+        let req = Request::get("/api/events").header("last-event-id", stale).body(Body::empty()).unwrap();
+        let mut body = send(&f.state, req).await.into_body().into_data_stream();
+        let first = next_event(&mut body).await;
+        assert!(first.starts_with("event: snapshot\n"), "{stale}: {first}");
+    }
 }
 
 #[tokio::test]
@@ -457,11 +469,21 @@ async fn history_and_csv_export_cover_the_latest_session_with_who_did_what() {
     f.history.record(&Event::Alarm(acked));
     f.history.record_action(ActionRecord {
         time: Utc::now(),
-        bed: "chair-1".into(),
         actor: "nina".into(),
-        origin: "dashboard".into(),
-        command: Command::Acknowledge { alarm_id: Some("a-1".into()) },
-        outcome: "ok".into(),
+        bed: "chair-1".into(),
+        command: Some(Command::Acknowledge { alarm_id: Some("a-1".into()) }),
+        request: r#"{"command":"acknowledge","alarm_id":"a-1"}"#.into(),
+        ok: true,
+        reason: None,
+    });
+    f.history.record_action(ActionRecord {
+        time: Utc::now(),
+        actor: "nina".into(),
+        bed: "chair-1".into(),
+        command: Some(Command::InfusionStop),
+        request: r#"{"command":"infusion_stop"}"#.into(),
+        ok: false,
+        reason: Some("no infusion is running".into()),
     });
 
     let res = send(&f.state, Request::get("/api/beds/chair-1/history").body(Body::empty()).unwrap()).await;
@@ -483,7 +505,11 @@ async fn history_and_csv_export_cover_the_latest_session_with_who_did_what() {
         lines.iter().any(|l| l.contains(",alarm,spo2,85,%,high/update/acknowledged,SpO2 85 < 88,nina,a-1")),
         "{text}"
     );
-    assert!(lines.iter().any(|l| l.contains(",action,") && l.contains(",nina,dashboard")), "{text}");
+    assert!(
+        lines.iter().any(|l| l.contains(",action,,,,ok,") && l.contains("acknowledge") && l.ends_with(",nina,")),
+        "{text}"
+    );
+    assert!(lines.iter().any(|l| l.contains(",refused: no infusion is running,")), "{text}");
     assert!(lines.iter().any(|l| l.contains(",session,") && l.contains("session_start")), "{text}");
 
     let res = send(
@@ -497,20 +523,57 @@ async fn history_and_csv_export_cover_the_latest_session_with_who_did_what() {
 }
 
 #[tokio::test]
-async fn limits_are_published_per_bed_and_optional() {
+async fn limits_come_from_each_beds_profile_can_be_replaced_and_are_optional() {
     let f = fixture();
-    let limits = ChairLimits {
-        profile: "ketamine-chair".into(),
-        bands: vec![LimitBand { parameter: Parameter::Spo2, priority: Priority::High, low: Some(88.0), high: None }],
-        rise_sys: Some(40.0),
-        rise_dia: Some(25.0),
+    let get = |state: &DashboardState, bed: &str| {
+        let req = Request::get(format!("/api/beds/{bed}/limits")).body(Body::empty()).unwrap();
+        let state = state.clone();
+        async move { body_json(send(&state, req).await).await }
     };
-    let state = f.state.with_limits("chair-1", limits);
-    let doc =
-        body_json(send(&state, Request::get("/api/beds/chair-1/limits").body(Body::empty()).unwrap()).await).await;
-    assert_eq!(doc["limits"]["bands"][0]["low"], 88.0);
-    let doc =
-        body_json(send(&state, Request::get("/api/beds/chair-2/limits").body(Body::empty()).unwrap()).await).await;
+    let doc = get(&f.state, "chair-1").await;
+    assert_eq!(doc["limits"]["profile"], "ketamine-chair");
+    assert_eq!(doc["limits"]["rise_sys"], 40.0);
+    // chair-2 is on the hub but has no configured profile to read: the chart simply has no limits.
+    let doc = get(&f.state, "chair-2").await;
     assert_eq!(doc["limits"], serde_json::Value::Null);
     assert_eq!(doc["profile"], "ketamine-chair");
+
+    let replaced = ChairLimits {
+        profile: "ketamine-chair".into(),
+        bands: vec![LimitBand { parameter: Parameter::Spo2, priority: Priority::High, low: Some(85.0), high: None }],
+        rise_sys: None,
+        rise_dia: None,
+    };
+    let state = f.state.with_limits("chair-1", replaced);
+    let doc = get(&state, "chair-1").await;
+    assert_eq!(doc["limits"]["bands"][0]["low"], 85.0);
+    assert_eq!(doc["limits"]["bands"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_nurse_cannot_override_limits_from_the_dashboard() {
+    let f = fixture();
+    let (_, cookie, me) = sign_in(&f.state, "nina", "nurse-pass").await;
+    let req = Request::post("/api/beds/chair-1/commands")
+        .header(header::COOKIE, cookie_pair(&cookie.unwrap()))
+        .header(auth::CSRF_HEADER, me["csrf"].as_str().unwrap())
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"command":"set_limit","key":"limits.spo2.low.high","value":80}"#))
+        .unwrap();
+    let res = send(&f.state, req).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert!(body_json(res).await["error"].as_str().unwrap().contains("override alarm limits"));
+    let mut commands = f.commands;
+    assert!(commands.try_recv().is_err(), "the command reached the bed");
+}
+
+#[test]
+fn profile_limits_become_chart_bands() {
+    let limits = ChairLimits::from_profile(&crate::alarm::profile::Profile::ketamine_chair());
+    assert_eq!(limits.profile, "ketamine-chair");
+    let spo2_high = limits.bands.iter().find(|b| b.parameter == Parameter::Spo2 && b.priority == Priority::High);
+    assert_eq!(spo2_high.and_then(|b| b.low), Some(88.0));
+    let sys_medium = limits.bands.iter().find(|b| b.parameter == Parameter::NibpSys && b.priority == Priority::Medium);
+    assert_eq!(sys_medium.and_then(|b| b.high), Some(160.0));
+    assert_eq!((limits.rise_sys, limits.rise_dia), (Some(40.0), Some(25.0)));
 }

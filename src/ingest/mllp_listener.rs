@@ -151,9 +151,10 @@ impl Route {
         f(&mut guard)
     }
 
-    fn link(&self, state: LinkState, reason: Option<String>) {
+    /// Link events wait for room in the inbox (bounded): a lost `Disconnected` would hide a technical alarm.
+    async fn link(&self, state: LinkState, reason: Option<String>) {
         let event = SourceEvent::Link { source: self.source.clone(), state, reason, at: Utc::now() };
-        if self.tx.try_send(event).is_err() {
+        if !matches!(tokio::time::timeout(INBOX_WAIT, self.tx.send(event)).await, Ok(Ok(()))) {
             tracing::warn!(source = %self.source, "bed inbox full or closed: link event {state:?} not delivered");
         }
     }
@@ -233,7 +234,7 @@ impl Connection {
                     s.connections == 0
                 });
                 if last {
-                    route.link(LinkState::Disconnected, Some(format!("mllp {}: {reason}", self.peer)));
+                    route.link(LinkState::Disconnected, Some(format!("mllp {}: {reason}", self.peer))).await;
                 }
             }
         }
@@ -301,7 +302,7 @@ impl Connection {
                 s.connections == 1
             });
             if first {
-                route.link(LinkState::Connected, Some(format!("mllp {}", self.peer)));
+                route.link(LinkState::Connected, Some(format!("mllp {}", self.peer))).await;
             }
         }
         let mut frame = oru.frame;

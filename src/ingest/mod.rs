@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use chrono::Utc;
 use futures::StreamExt;
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::codec::{Decoder, FramedRead};
@@ -28,7 +28,7 @@ pub use mllp_listener::MllpListener;
 use crate::config::DeviceKind;
 use crate::event::LinkState;
 use crate::vitals::{BedId, Timestamp};
-use protocol::hl7::Hl7Decoder;
+use protocol::hl7::{Hl7Decoder, PendingAck};
 use protocol::masimo::MasimoDecoder;
 use protocol::nonin::{HandshakeReply, NoninDecoder};
 use protocol::{mllp, plausibility, DecodeError, Frame};
@@ -134,6 +134,8 @@ pub enum PumpEnd {
     Eof,
     /// Reading failed (for a serial port, a disconnect), with the error text.
     ReadError(String),
+    /// Writing an HL7 ACK back failed (for a serial port, a disconnect), with the error text.
+    WriteError(String),
     /// The bed's inbox is gone: the bed task ended, so nobody listens.
     ReceiverClosed,
 }
@@ -145,6 +147,7 @@ impl PumpEnd {
             PumpEnd::Cancelled => "shutting down".into(),
             PumpEnd::Eof => "end of stream (device closed or unplugged)".into(),
             PumpEnd::ReadError(e) => format!("read error: {e}"),
+            PumpEnd::WriteError(e) => format!("write error: {e}"),
             PumpEnd::ReceiverClosed => "bed inbox closed".into(),
         }
     }
@@ -280,9 +283,24 @@ impl AnyDecoder {
         }
     }
 
+    /// The decoder for a device kind that also prepares HL7 ACKs (for links where the device waits for them).
+    pub fn for_device_with_acks(device: DeviceKind) -> Self {
+        match device {
+            DeviceKind::Hl7 => AnyDecoder::Hl7(Hl7Decoder::with_acks(mllp::DEFAULT_MAX)),
+            other => Self::for_device(other),
+        }
+    }
+
     fn take_handshake_reply(&mut self) -> Option<HandshakeReply> {
         match self {
             AnyDecoder::Nonin(d) => d.take_handshake_reply(),
+            _ => None,
+        }
+    }
+
+    fn take_ack(&mut self) -> Option<PendingAck> {
+        match self {
+            AnyDecoder::Hl7(d) => d.take_ack(),
             _ => None,
         }
     }
@@ -322,10 +340,18 @@ pub async fn pump<R: AsyncRead + Unpin>(
     tx: &mpsc::Sender<SourceEvent>,
     cancel: &CancellationToken,
 ) -> PumpEnd {
-    pump_with(reader, AnyDecoder::for_device(device), source, tx, cancel, &mut PumpState::default()).await
+    pump_with(reader, AnyDecoder::for_device(device), source, tx, cancel, &mut PumpState::default(), None).await
 }
 
-/// [`pump`] with a chosen decoder and counters that outlive this stream (serial reconnects).
+/// Where a pump writes HL7 ACKs back to the device (MLLP over serial).
+pub type AckWriter<'a> = &'a mut (dyn AsyncWrite + Unpin + Send);
+
+/// How long writing one ACK may take (a serial line with hardware flow control can stall).
+const ACK_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// [`pump`] with a chosen decoder, counters that outlive this stream (serial reconnects), and optionally a
+/// writer for the ACKs an [`AnyDecoder::for_device_with_acks`] HL7 decoder prepares: AA only after the frame is
+/// in the bed's inbox, AE/AR at once.
 pub async fn pump_with<R: AsyncRead + Unpin>(
     reader: R,
     decoder: AnyDecoder,
@@ -333,6 +359,7 @@ pub async fn pump_with<R: AsyncRead + Unpin>(
     tx: &mpsc::Sender<SourceEvent>,
     cancel: &CancellationToken,
     state: &mut PumpState,
+    mut acks: Option<AckWriter<'_>>,
 ) -> PumpEnd {
     let mut framed = FramedRead::with_capacity(reader, decoder, READ_CAPACITY);
     let end = loop {
@@ -372,6 +399,14 @@ pub async fn pump_with<R: AsyncRead + Unpin>(
                 }
             }
         }
+        if let (Some(ack), Some(w)) = (framed.decoder_mut().take_ack(), acks.as_deref_mut()) {
+            let bytes = mllp::frame(&ack.build(Utc::now()));
+            match tokio::time::timeout(ACK_WRITE_TIMEOUT, w.write_all(&bytes)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => break PumpEnd::WriteError(format!("cannot write ACK: {e}")),
+                Err(_) => note_error(state, source, "ACK not written within 5 s (line stalled)".into()),
+            }
+        }
         if let Some(reply) = framed.decoder_mut().take_handshake_reply() {
             match reply {
                 HandshakeReply::Ack => tracing::info!(source = %source, "nonin accepted data format #8"),
@@ -405,5 +440,42 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_error_log_allows_a_few_lines_per_window_then_holds_back() {
+        let mut log = RateLimitedLog::new();
+        let allowed = (0..100).filter(|_| log.allow().is_some()).count();
+        assert_eq!(allowed, RateLimitedLog::PER_WINDOW as usize);
+        assert_eq!(log.suppressed, 100 - u64::from(RateLimitedLog::PER_WINDOW));
+    }
+
+    #[tokio::test]
+    async fn counters_go_out_at_once_then_not_again_inside_the_interval_and_stay_pending_when_the_inbox_is_full() {
+        let source = SourceId::new("chair-1", 0);
+        let (tx, mut rx) = mpsc::channel(1);
+        let mut state = CounterState::default();
+        state.counters.frames_bad = 1;
+        state.dirty = true;
+        state.flush(&source, &tx, false);
+        assert!(matches!(rx.try_recv(), Ok(SourceEvent::Counters { frames_bad: 1, .. })));
+        state.counters.frames_bad = 2;
+        state.dirty = true;
+        state.flush(&source, &tx, false);
+        assert!(rx.try_recv().is_err(), "inside the interval nothing is sent");
+        assert!(state.due().is_some(), "but a send is scheduled");
+        // Fill the inbox: even a forced flush (end of stream) must not wait, and keeps the counters pending.
+        tx.try_send(state.counters.event(&source)).unwrap();
+        state.flush(&source, &tx, true);
+        assert!(state.dirty);
+        rx.try_recv().unwrap();
+        state.flush(&source, &tx, true);
+        assert!(matches!(rx.try_recv(), Ok(SourceEvent::Counters { frames_bad: 2, .. })));
+        assert!(!state.dirty);
     }
 }

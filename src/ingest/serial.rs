@@ -11,9 +11,10 @@ use chrono::Utc;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_serial::{SerialPortBuilderExt, SerialStream};
+
 use tokio_util::sync::CancellationToken;
 
-use super::{pump_with, AnyDecoder, IngestError, PumpEnd, PumpState, SourceEvent, SourceId};
+use super::{pump_with, AckWriter, AnyDecoder, IngestError, PumpEnd, PumpState, SourceEvent, SourceId};
 use crate::config::{DeviceKind, FlowControl, Parity, SourceConfig};
 use crate::event::LinkState;
 use crate::ingest::protocol::nonin::SELECT_FORMAT_8;
@@ -44,27 +45,30 @@ pub async fn run(
             return Ok(());
         }
         match open(&path, &cfg) {
-            Ok(mut stream) => {
+            Ok(stream) => {
                 tracing::info!(source = %source, path, "serial port open");
                 if !link(&tx, &source, LinkState::Connected, None, &mut reported).await {
                     return Ok(());
                 }
                 backoff = MIN_BACKOFF;
+                let (reader, mut writer) = tokio::io::split(stream);
                 if cfg.device == DeviceKind::Nonin && cfg.nonin_select_format == Some(true) {
                     // The reply (ACK/NAK) arrives in the data stream; the Nonin decoder picks it out.
-                    if let Err(e) = stream.write_all(&SELECT_FORMAT_8).await {
+                    if let Err(e) = writer.write_all(&SELECT_FORMAT_8).await {
                         tracing::warn!(source = %source, "cannot send nonin format selection: {e}");
                     }
                 }
-                let end =
-                    pump_with(stream, AnyDecoder::for_device(cfg.device), &source, &tx, &cancel, &mut state).await;
+                // HL7 over RS-232 is MLLP too: the monitor waits for an ACK per message.
+                let acks: Option<AckWriter<'_>> = (cfg.device == DeviceKind::Hl7).then_some(&mut writer);
+                let decoder = AnyDecoder::for_device_with_acks(cfg.device);
+                let end = pump_with(reader, decoder, &source, &tx, &cancel, &mut state, acks).await;
                 match end {
                     PumpEnd::Cancelled => {
                         let _ = tx.try_send(link_event(&source, LinkState::Disconnected, Some(end.reason())));
                         return Ok(());
                     }
                     PumpEnd::ReceiverClosed => return Ok(()),
-                    PumpEnd::Eof | PumpEnd::ReadError(_) => {
+                    PumpEnd::Eof | PumpEnd::ReadError(_) | PumpEnd::WriteError(_) => {
                         tracing::warn!(source = %source, path, "serial link lost: {}", end.reason());
                         let reason = Some(format!("{path}: {}", end.reason()));
                         if !link(&tx, &source, LinkState::Disconnected, reason, &mut reported).await {

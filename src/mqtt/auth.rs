@@ -141,3 +141,48 @@ pub fn hash_password(password: &str) -> String {
     let salt = SaltString::encode_b64(&bytes).unwrap_or_else(|_| unreachable_salt());
     Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, UserConfig};
+
+    fn authorizer(users: Vec<UserConfig>, demo: bool) -> Authorizer {
+        let mut config = Config::parse(
+            "[site]\nname = \"s\"\nward = \"w\"\n[dashboard]\ndemo_actions_without_sign_in = true\n",
+            "test",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        config.users = users;
+        if !demo {
+            config.mqtt.host = "10.0.0.5".into();
+        }
+        Authorizer::from_config(&config)
+    }
+
+    #[test]
+    fn roles_decide_who_may_send_what_and_wrong_passwords_do_not_say_which_part_was_wrong() {
+        let hash = hash_password("pw");
+        let user = |name: &str, role| UserConfig { name: name.into(), role, password_hash: hash.clone() };
+        let a = authorizer(vec![user("v", Role::Viewer), user("n", Role::Nurse), user("a", Role::Admin)], false);
+        let ack = Command::Acknowledge { alarm_id: None };
+        let baseline = Command::SetBaseline { sys: 120.0, dia: 80.0 };
+        assert_eq!(a.authorize(Some("n"), Some("pw"), &ack), Ok("n".into()));
+        assert_eq!(a.authorize(Some("a"), Some("pw"), &baseline), Ok("a".into()));
+        assert!(matches!(a.authorize(Some("n"), Some("pw"), &baseline), Err(AuthError::Forbidden { .. })));
+        assert!(matches!(a.authorize(Some("v"), Some("pw"), &ack), Err(AuthError::Forbidden { .. })));
+        assert_eq!(a.authorize(Some("n"), Some("nope"), &ack), Err(AuthError::BadCredentials));
+        assert_eq!(a.authorize(Some("x"), Some("pw"), &ack), Err(AuthError::BadCredentials));
+        assert_eq!(a.authorize(None, None, &ack), Err(AuthError::MissingCredentials));
+    }
+
+    #[test]
+    fn without_users_commands_are_disabled_except_in_the_loopback_embedded_demo() {
+        let ack = Command::Acknowledge { alarm_id: None };
+        assert_eq!(authorizer(Vec::new(), false).authorize(None, None, &ack), Err(AuthError::NoUsers));
+        let demo = authorizer(Vec::new(), true);
+        assert!(demo.demo());
+        assert_eq!(demo.authorize(None, None, &ack), Ok("demo".into()));
+    }
+}

@@ -111,6 +111,15 @@ pub fn validate(cmd: &Command) -> Result<(), String> {
             }
             Ok(())
         }
+        Command::SetLimit { key, value } => {
+            if key.is_empty() || key.len() > 128 {
+                return Err("set_limit: key must be a profile key path of 1 to 128 characters".into());
+            }
+            match value {
+                Some(v) if !v.is_finite() => Err(format!("set_limit: value {v} is not a number")),
+                _ => Ok(()),
+            }
+        }
         _ => Ok(()),
     }
 }
@@ -122,6 +131,19 @@ pub struct Outgoing {
     pub topic: String,
     /// JSON.
     pub payload: Vec<u8>,
+    /// MQTT 5 correlation data of the request, echoed.
+    pub correlation: Option<bytes::Bytes>,
+}
+
+/// MQTT 5 request/response properties of a command, when it came over MQTT 5.
+#[derive(Debug, Clone, Default)]
+pub struct ResponseInfo {
+    /// The response topic property; wins over the payload's `reply_to`.
+    pub response_topic: Option<String>,
+    /// The correlation data property, echoed on the reply.
+    pub correlation: Option<bytes::Bytes>,
+    /// The broker delivered it as a retained message: a stale command replayed on every subscription.
+    pub retained: bool,
 }
 
 /// Everything a command handler needs; cloned into each handler task.
@@ -138,9 +160,9 @@ pub(crate) struct Handler {
 
 impl Handler {
     /// Handles one command message end to end and queues the reply.
-    pub async fn handle(self, bed: String, payload: Vec<u8>) {
-        let Ok(_permit) = self.permits.clone().acquire_owned().await else { return };
+    pub async fn handle(self, bed: String, payload: Vec<u8>, info: ResponseInfo) {
         let now = Utc::now();
+        let correlation = info.correlation.clone();
         let mut reply = Reply {
             schema_version: SCHEMA_VERSION,
             time: now,
@@ -154,8 +176,18 @@ impl Handler {
         };
         let mut topic = self.topics.reply(&bed);
         let raw = String::from_utf8_lossy(&payload).into_owned();
-        match parse(&payload) {
+        let parsed = parse(&payload).map(|mut req| {
+            if info.retained {
+                // A retained command would run again on every reconnect; it is never acted on.
+                req.command = Err("retained commands are refused: publish commands with retain off".to_owned());
+            }
+            req
+        });
+        match parsed {
             Err(reason) => {
+                if let Some(to) = info.response_topic.as_ref().filter(|t| self.topics.reply_allowed(t)) {
+                    topic = to.clone();
+                }
                 tracing::warn!(%bed, %reason, "MQTT command refused");
                 self.audit_rejected(now, "unknown", &bed, &raw, &reason);
                 reply.reason = Some(reason);
@@ -165,14 +197,14 @@ impl Handler {
                 reply.command = req.name.clone();
                 reply.user = req.user.clone();
                 let actor = req.user.clone().unwrap_or_else(|| "unknown".into());
-                if let Some(to) = &req.reply_to {
+                if let Some(to) = info.response_topic.as_ref().or(req.reply_to.as_ref()) {
                     if self.topics.reply_allowed(to) {
                         topic = to.clone();
                     } else {
                         let reason = format!("reply_to '{to}' must be a topic under {}/reply/", self.topics.base());
                         self.audit_rejected(now, &actor, &bed, &redact(&raw), &reason);
                         reply.reason = Some(reason);
-                        return self.send(topic, &reply).await;
+                        return self.send(topic, &reply, correlation).await;
                     }
                 }
                 match req.command {
@@ -217,7 +249,7 @@ impl Handler {
                 }
             }
         }
-        self.send(topic, &reply).await;
+        self.send(topic, &reply, correlation).await;
     }
 
     async fn authorize(
@@ -226,6 +258,8 @@ impl Handler {
         password: &Option<String>,
         command: &Command,
     ) -> Result<String, AuthError> {
+        // Held only while hashing, so that the delay after a wrong password does not block other commands.
+        let Ok(_permit) = self.permits.clone().acquire_owned().await else { return Err(AuthError::BadCredentials) };
         let (auth, user, password, command) = (self.auth.clone(), user.clone(), password.clone(), command.clone());
         tokio::task::spawn_blocking(move || auth.authorize(user.as_deref(), password.as_deref(), &command))
             .await
@@ -251,9 +285,9 @@ impl Handler {
         }
     }
 
-    async fn send(&self, topic: String, reply: &Reply) {
+    async fn send(&self, topic: String, reply: &Reply, correlation: Option<bytes::Bytes>) {
         let payload = serde_json::to_vec(reply).unwrap_or_default();
-        let _ = self.replies.send(Outgoing { topic, payload }).await;
+        let _ = self.replies.send(Outgoing { topic, payload, correlation }).await;
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod broker;
 pub mod command;
+mod intake5;
 pub mod payload;
 mod publisher;
 pub mod topics;
@@ -94,6 +95,21 @@ pub struct Mqtt {
 /// Must be called inside a tokio runtime.
 pub fn spawn(config: Arc<Config>, hub: Arc<Hub>, store: Store, cancel: CancellationToken) -> Result<Mqtt, MqttError> {
     publisher::spawn(config, hub, store, cancel)
+}
+
+/// Everything MQTT for the daemon: starts the embedded broker when `mqtt.mode = "embedded"` (a port in use is
+/// an error naming `mqtt.port`), then the publisher. Keep the returned broker alive as long as the process runs.
+pub fn start(
+    config: Arc<Config>,
+    hub: Arc<Hub>,
+    store: Store,
+    cancel: CancellationToken,
+) -> Result<(Option<Broker>, Mqtt), MqttError> {
+    let broker = match config.mqtt.mode {
+        crate::config::MqttMode::Embedded => Some(broker::start(&config.mqtt)?),
+        _ => None,
+    };
+    Ok((broker, spawn(config, hub, store, cancel)?))
 }
 
 /// [`spawn`], for callers that only need the task.

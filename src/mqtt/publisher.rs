@@ -32,6 +32,7 @@ use tokio_util::task::TaskTracker;
 
 use super::auth::Authorizer;
 use super::command::{self, Handler};
+use super::intake5;
 use super::payload::{self, Status, SCHEMA_VERSION};
 use super::topics::Topics;
 use super::{LinkState, LinkStatus, Mqtt, MqttError};
@@ -147,7 +148,16 @@ fn transport(config: &Config) -> Result<Transport, MqttError> {
 }
 
 fn endpoints(config: &Config) -> Result<Vec<Endpoint>, MqttError> {
-    let mut list = vec![Endpoint { host: config.mqtt.host.clone(), port: config.mqtt.port }];
+    let mut host = config.mqtt.host.clone();
+    // An embedded broker bound to every interface is reached on loopback.
+    if config.mqtt.mode == MqttMode::Embedded {
+        match host.parse::<std::net::IpAddr>() {
+            Ok(ip) if ip.is_unspecified() && ip.is_ipv4() => host = "127.0.0.1".into(),
+            Ok(ip) if ip.is_unspecified() => host = "::1".into(),
+            _ => {}
+        }
+    }
+    let mut list = vec![Endpoint { host, port: config.mqtt.port }];
     if config.mqtt.mode == MqttMode::External {
         for f in &config.mqtt.failover {
             let (host, port) = f
@@ -218,6 +228,7 @@ pub(super) fn spawn(
     let stop_net = CancellationToken::new();
     let net = tokio::spawn(network(eventloop, connector.clone(), store.clone(), last_seq, net_tx, stop_net.clone()));
     let (replies_tx, replies_rx) = mpsc::channel(64);
+    let tracker = TaskTracker::new();
     let handler = Handler {
         topics: topics.clone(),
         hub: hub.clone(),
@@ -226,6 +237,19 @@ pub(super) fn spawn(
         replies: replies_tx,
         permits: Arc::new(Semaphore::new(4)),
     };
+    // External brokers: commands arrive on a separate MQTT 5 connection (response topic, correlation data).
+    let intake = (config.mqtt.mode == MqttMode::External).then(|| {
+        let (tx5, rx5) = mpsc::channel(64);
+        let link = intake5::Link {
+            endpoints: connector.endpoints.iter().map(|e| (e.host.clone(), e.port)).collect(),
+            client_id: format!("{}-cmd", config.mqtt.client_id),
+            keep_alive: connector.keep_alive,
+            credentials: connector.credentials.clone(),
+            transport: connector.transport.clone(),
+        };
+        let h5 = Handler { replies: tx5, ..handler.clone() };
+        tokio::spawn(intake5::run(link, topics.clone(), h5, rx5, tracker.clone(), cancel.clone()))
+    });
     let main = Main {
         client,
         topics,
@@ -236,17 +260,19 @@ pub(super) fn spawn(
         fifo: VecDeque::new(),
         inflight: HashMap::new(),
         unacked: BTreeSet::new(),
+        acked: Vec::new(),
         last_sent: 0,
         connected: false,
         birth_seq: last_seq,
         devices: HashMap::new(),
         offline_pkid: None,
         offline_acked: false,
+        commands_here: intake.is_none(),
         handler,
-        tracker: TaskTracker::new(),
+        tracker,
         warned_fifo: false,
     };
-    let task = tokio::spawn(main.run(net_rx, replies_rx, net, stop_net, cancel));
+    let task = tokio::spawn(main.run(net_rx, replies_rx, net, intake, stop_net, cancel));
     Ok(Mqtt { task, link })
 }
 
@@ -357,12 +383,15 @@ struct Main {
     fifo: VecDeque<Track>,
     inflight: HashMap<u16, i64>,
     unacked: BTreeSet<i64>,
+    acked: Vec<i64>,
     last_sent: i64,
     connected: bool,
     birth_seq: u64,
     devices: HashMap<String, BTreeMap<String, DeviceStatus>>,
     offline_pkid: Option<u16>,
     offline_acked: bool,
+    /// Commands come in on this connection (embedded broker) rather than the MQTT 5 intake.
+    commands_here: bool,
     handler: Handler,
     tracker: TaskTracker,
     warned_fifo: bool,
@@ -374,6 +403,7 @@ impl Main {
         mut net: mpsc::UnboundedReceiver<Net>,
         mut replies: mpsc::Receiver<command::Outgoing>,
         net_task: JoinHandle<()>,
+        intake: Option<JoinHandle<()>>,
         stop_net: CancellationToken,
         cancel: CancellationToken,
     ) {
@@ -390,7 +420,20 @@ impl Main {
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                Some(n) = net.recv() => self.on_net(n),
+                Some(n) = net.recv() => {
+                    self.on_net(n);
+                    // Take what else has arrived, so that a burst of PUBACKs costs one store transaction.
+                    for _ in 0..256 {
+                        match net.try_recv() {
+                            Ok(n) => self.on_net(n),
+                            Err(_) => break,
+                        }
+                    }
+                    self.flush_acks();
+                    if self.unacked.len() < WINDOW / 2 {
+                        self.drain();
+                    }
+                }
                 ev = events.recv(), if hub_open => match ev {
                     Ok(ev) => self.on_hub(&ev),
                     Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -407,6 +450,9 @@ impl Main {
             }
         }
         self.shutdown(&mut net, net_task, stop_net).await;
+        if let Some(intake) = intake {
+            let _ = tokio::time::timeout(Duration::from_secs(2), intake).await;
+        }
     }
 
     fn set_link(&self, state: LinkState, broker: Option<String>, error: Option<String>) {
@@ -433,8 +479,10 @@ impl Main {
                 self.set_link(LinkState::Connected, Some(broker), None);
                 let birth = Status { state: "online", seq, time: Utc::now(), reason: None, ..self.status.clone() };
                 self.publish_json(self.topics.status(), &birth, QoS::AtLeastOnce, true, Track::Untracked);
-                if let Err(e) = self.client.try_subscribe(self.topics.command_filter(), QoS::AtMostOnce) {
-                    tracing::error!(error = %e, "cannot subscribe to MQTT commands");
+                if self.commands_here {
+                    if let Err(e) = self.client.try_subscribe(self.topics.command_filter(), QoS::AtMostOnce) {
+                        tracing::error!(error = %e, "cannot subscribe to MQTT commands");
+                    }
                 }
                 tracing::debug!(session_present, "publishing snapshots and the outbox");
                 self.publish_snapshots();
@@ -461,19 +509,15 @@ impl Main {
                     self.offline_acked = true;
                 }
                 if let Some(id) = self.inflight.remove(&pkid) {
-                    if let Err(e) = self.store.mark_delivered(&[id], Utc::now()) {
-                        tracing::error!(error = %e, "cannot mark an outbox event delivered (it will be sent again)");
-                    }
+                    self.acked.push(id);
                     self.unacked.remove(&id);
-                    if self.unacked.len() < WINDOW / 2 {
-                        self.drain();
-                    }
                 }
             }
             Net::Message(p) => {
                 if let Some(bed) = self.topics.bed_of_command(&p.topic) {
                     let h = self.handler.clone();
-                    self.tracker.spawn(h.handle(bed.to_owned(), p.payload.to_vec()));
+                    let info = command::ResponseInfo { retained: p.retain, ..Default::default() };
+                    self.tracker.spawn(h.handle(bed.to_owned(), p.payload.to_vec(), info));
                 }
             }
             Net::Lost { broker, error, refused, dropped } => {
@@ -586,8 +630,20 @@ impl Main {
         }
     }
 
+    /// Marks acknowledged outbox rows delivered, in one transaction.
+    fn flush_acks(&mut self) {
+        if self.acked.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.mark_delivered(&self.acked, Utc::now()) {
+            tracing::error!(error = %e, "cannot mark outbox events delivered (they will be sent again)");
+        }
+        self.acked.clear();
+    }
+
     /// Sends outbox rows not yet sent, keeping at most WINDOW unacknowledged.
     fn drain(&mut self) {
+        self.flush_acks();
         while self.connected && self.unacked.len() < WINDOW {
             let room = WINDOW - self.unacked.len();
             let items = match self.store.pending_after(self.last_sent, room) {
@@ -603,7 +659,12 @@ impl Main {
             for item in items {
                 let (topic, body, retain) = match &item.event {
                     Event::Alarm(a) => (self.topics.alarm(&a.bed), payload::alarm(a), false),
-                    Event::Session(s) => (self.topics.session(&s.bed), payload::session(s), true),
+                    // Retained only if it is still the bed's latest session event: a replayed older one must not
+                    // overwrite the present state a late subscriber gets.
+                    Event::Session(s) => {
+                        let latest = self.store.latest_session(&s.bed).ok().flatten();
+                        (self.topics.session(&s.bed), payload::session(s), latest.as_ref() == Some(s))
+                    }
                     other => {
                         tracing::error!(id = item.id, kind = ?std::mem::discriminant(other), "unexpected outbox event; skipped");
                         let _ = self.store.mark_delivered(&[item.id], Utc::now());
@@ -692,6 +753,7 @@ impl Main {
                 .await;
             }
         }
+        self.flush_acks();
         stop_net.cancel();
         let _ = net_task.await;
         self.set_link(LinkState::Stopped, None, None);

@@ -13,7 +13,8 @@
 //! Retention (`store.retention_days`, default 30): [`Store::prune`] deletes history, event log, actions and
 //! delivered outbox rows older than the cut-off. Undelivered outbox rows older than the cut-off are dropped too
 //! (and counted, so the caller can log them): a broker unreachable for the whole retention period must not grow
-//! the file without bound. Per-bed counters and latest-state rows are one row per bed and never pruned.
+//! the file without bound. Per-bed counters and latest-state rows are one row per bed and never pruned. Sizing:
+//! a vitals row is about 67 bytes, so about 1 MB per bed per monitored hour (`docs/mqtt-api.md`, "Retention").
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -502,8 +503,11 @@ fn append_one(tx: &Transaction<'_>, event: &Event) -> Result<(), StoreError> {
         }
         Event::Vitals(v) => {
             let mut stmt = tx.prepare_cached(
-                "INSERT OR REPLACE INTO vitals (bed, parameter, second, time_ms, value, status)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                // The latest value of each second wins; a value repeated in later updates (NIBP) is not rewritten.
+                "INSERT INTO vitals (bed, parameter, second, time_ms, value, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (bed, parameter, second) DO UPDATE
+                 SET time_ms = excluded.time_ms, value = excluded.value, status = excluded.status
+                 WHERE excluded.time_ms > vitals.time_ms",
             )?;
             for value in &v.values {
                 let t = ms(&value.time);

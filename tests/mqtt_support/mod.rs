@@ -72,6 +72,12 @@ impl Mosquitto {
     pub fn start(dir: &Path, extra: &str) -> Option<Mosquitto> {
         let binary = mosquitto_binary()?;
         let port = free_port();
+        // Mosquitto started as root drops to its own user: let it write its persistence file and read our files.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let _ = std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o644));
+        }
         let conf = dir.join("mosquitto.conf");
         let text = format!(
             "listener {port} 127.0.0.1\npersistence true\npersistence_location {}/\nautosave_interval 1\n\

@@ -77,21 +77,13 @@
     window.VigilChart.drawSession($('charts'), lastDoc, limits, baseline);
   }
 
-  function describeCommand(c) {
-    const name = c.command.replace(/_/g, ' ');
-    if (c.command === 'pause_audio') return `pause audio ${c.seconds} s`;
-    if (c.command === 'set_baseline') return `set baseline ${c.sys}/${c.dia}`;
-    if (c.command === 'acknowledge') return c.alarm_id ? `acknowledge ${c.alarm_id}` : 'acknowledge all';
-    return name;
-  }
-
   function renderLog(doc) {
     const rows = [];
     for (const a of doc.alarms) {
       rows.push({ t: a.time, what: `${V.MARKER[a.priority]} ${a.message} · ${a.phase} → ${a.state}`, who: a.by || '' });
     }
     for (const a of doc.actions) {
-      rows.push({ t: a.time, what: `Action: ${describeCommand(a.command)} (${a.outcome})`, who: a.actor });
+      rows.push({ t: a.time, what: `Action: ${a.command ? V.describeCommand(a.command) : a.request} (${a.ok ? 'ok' : `refused: ${a.reason || ''}`})`, who: a.actor });
     }
     for (const s of doc.session_events) {
       rows.push({ t: s.time, what: `Session: ${s.action.replace(/_/g, ' ')}`, who: s.by || '' });

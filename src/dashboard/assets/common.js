@@ -3,8 +3,11 @@
 'use strict';
 
 const Vigil = (() => {
-  /** Link is declared lost after this long without any message (heartbeats come every 2 s). */
-  const LINK_TIMEOUT_MS = 4000;
+  /** Link is declared lost after this long without any message: heartbeats come every 2 s, so the banner shows
+   *  within 3.75 s of the last message (checked every 250 ms), well inside the 5 s the ward was promised. */
+  const LINK_TIMEOUT_MS = 3500;
+  /** A reconnection attempt with no answer for this long is abandoned and retried. */
+  const RETRY_HUNG_MS = 8000;
   /** Continuous values older than this are stale (CLINICAL.md: 10 s silence is a technical alarm). */
   const STALE_CONTINUOUS_S = 10;
   /** A NIBP older than this is shown as stale (cycle is 5-15 min). */
@@ -135,6 +138,7 @@ const Vigil = (() => {
   /** Runs a bed command as the current user, asking for sign-in first when needed. */
   async function command(bed, body, label) {
     if (!me.can_act) {
+      if (me.signed_in) toast(`${me.user} is a ${me.role}: sign in as a nurse to do this`, true);
       signInDialog(() => command(bed, body, label));
       return null;
     }
@@ -150,7 +154,7 @@ const Vigil = (() => {
   }
 
   // ---------- ward model ----------
-  const ward = { site: '', ward: '', beds: new Map(), order: [], alarmStart: new Map(), lastId: 0 };
+  const ward = { site: '', ward: '', beds: new Map(), order: [], alarmStart: new Map(), lastId: 0, lastEventId: '' };
 
   function applySnapshot(snap) {
     ward.site = snap.site; ward.ward = snap.ward; ward.lastId = snap.last_id;
@@ -174,6 +178,9 @@ const Vigil = (() => {
     }
   }
   const alarmsOf = (bed) => (bed.alarms && bed.alarms.alarms) || [];
+  // The start of an alarm is known when its first event was seen (live, or seq 1 in a snapshot); otherwise the page
+  // (reloaded mid-alarm) only knows its latest change, and says so.
+  const startKnown = (a) => ward.alarmStart.has(a.alarm_id) || a.seq === 1;
   const startOf = (a) => ward.alarmStart.get(a.alarm_id) || a.time;
   const signalling = (a) => a.state === 'active' || a.state === 'latched' || a.state === 'audio-paused';
   const audible = (a) => a.state === 'active' || a.state === 'latched';
@@ -201,7 +208,7 @@ const Vigil = (() => {
   }
 
   // ---------- live stream with watchdog ----------
-  const live = { es: null, lastMessage: 0, lost: true, everConnected: false, retry: 0, handlers: null, lostSince: null };
+  const live = { es: null, attemptAt: 0, lastMessage: 0, lost: true, everConnected: false, retry: 0, handlers: null, lostSince: null };
 
   function setLinkLost(lost, reason) {
     const changed = live.lost !== lost;
@@ -232,8 +239,11 @@ const Vigil = (() => {
       if (!live.lost && Date.now() - live.lastMessage > LINK_TIMEOUT_MS) {
         setLinkLost(true, 'No heartbeat from the server.');
         reopen();
+      } else if (live.lost && live.es && Date.now() - live.attemptAt > RETRY_HUNG_MS) {
+        // A reconnection attempt that neither fails nor delivers (a silent network) must not hang forever.
+        reopen();
       }
-    }, 500);
+    }, 250);
   }
   function reopen() {
     if (live.es) { live.es.close(); live.es = null; }
@@ -243,9 +253,10 @@ const Vigil = (() => {
     live.timer = setTimeout(open, delay);
   }
   function open() {
-    const url = live.everConnected && ward.lastId ? `/api/events?last_id=${ward.lastId}` : '/api/events';
+    const url = live.everConnected && ward.lastEventId ? `/api/events?last_id=${encodeURIComponent(ward.lastEventId)}` : '/api/events';
     const es = new EventSource(url);
     live.es = es;
+    live.attemptAt = Date.now();
     const alive = () => {
       live.lastMessage = Date.now();
       live.retry = 0;
@@ -253,6 +264,7 @@ const Vigil = (() => {
     };
     es.addEventListener('snapshot', (m) => {
       applySnapshot(JSON.parse(m.data));
+      ward.lastEventId = m.lastEventId;
       live.everConnected = true;
       alive();
       live.handlers.render();
@@ -260,6 +272,7 @@ const Vigil = (() => {
     es.addEventListener('hub', (m) => {
       if (!live.everConnected) return;
       applyEvent(JSON.parse(m.data));
+      ward.lastEventId = m.lastEventId;
       alive();
       live.handlers.render();
     });
@@ -391,7 +404,7 @@ const Vigil = (() => {
     }
     if (a.state === 'active' || a.state === 'latched') {
       actions.append(el('button', {
-        type: 'button', class: 'pause', 'data-key': `pause-${a.alarm_id}`, 'aria-label': `Pause audio for 2 minutes, ${bed.label}`,
+        type: 'button', class: 'pause', 'data-key': `pause-${a.alarm_id}`, 'aria-label': `Pause audio 2 min, ${bed.label}`,
         onclick: () => command(bed.id, { command: 'pause_audio', seconds: 120 }, `Pause audio ${bed.label}`),
       }, 'Pause audio 2 min'));
     } else if (a.state === 'audio-paused') {
@@ -407,7 +420,7 @@ const Vigil = (() => {
         el('span', { class: 'msg', text: a.message }),
         a.kind === 'technical' ? el('span', { class: 'kind', text: 'INOP' }) : null),
       el('div', { class: 'a-meta' },
-        `Since ${fmtClock(Date.parse(startOf(a)))} · `, el('strong', { text: stateText(a) })),
+        `${startKnown(a) ? 'Since' : 'Last change'} ${fmtClock(Date.parse(startOf(a)))} · `, el('strong', { text: stateText(a) })),
       actions);
   }
 
@@ -436,6 +449,15 @@ const Vigil = (() => {
     const root = document.documentElement.style;
     root.setProperty('--flash-delay-high', `-${t % 500}ms`);
     root.setProperty('--flash-delay-medium', `-${t % 2000}ms`);
+  }
+
+  /** A command in words, for logs and reports. */
+  function describeCommand(c) {
+    if (c.command === 'pause_audio') return `pause audio ${c.seconds} s`;
+    if (c.command === 'set_baseline') return `set baseline ${c.sys}/${c.dia}`;
+    if (c.command === 'acknowledge') return c.alarm_id ? `acknowledge ${c.alarm_id}` : 'acknowledge all';
+    if (c.command === 'session_start' && c.patient) return `session start (${c.patient})`;
+    return c.command.replace(/_/g, ' ');
   }
 
   // ---------- alarm tones (IEC 60601-1-8 pattern shapes, CLINICAL.md) ----------
@@ -527,7 +549,7 @@ const Vigil = (() => {
 
   return {
     el, api, me: () => me, loadMe, setupAuth, command, toast, connect, ward, live, renderTile, renderAlarm,
-    sortedAlarms, morph, fmtClock, fmtDuration, fmtAge, now, setupSoundButton, startClock, sound, PRIORITY_RANK, MARKER,
+    sortedAlarms, morph, describeCommand, fmtClock, fmtDuration, fmtAge, now, setupSoundButton, startClock, sound, PRIORITY_RANK, MARKER,
     PHASE_LABEL, onMe: (f) => meListeners.push(f), signInDialog, stateText,
   };
 })();

@@ -36,7 +36,10 @@
       V.el('td', { text: a.message }), V.el('td', { text: `${a.phase} → ${a.state}` }), V.el('td', { text: a.by || '' }))));
     const rows = [
       ...doc.session_events.map((e) => ({ t: e.time, what: `Session: ${e.action.replace(/_/g, ' ')}`, who: e.by || '', outcome: e.phase })),
-      ...doc.actions.map((a) => ({ t: a.time, what: JSON.stringify(a.command), who: a.actor, outcome: a.outcome })),
+      ...doc.actions.map((a) => ({
+        t: a.time, what: `Action: ${a.command ? V.describeCommand(a.command) : a.request}`, who: a.actor,
+        outcome: a.ok ? 'ok' : `refused: ${a.reason || ''}`,
+      })),
     ].sort((x, y) => Date.parse(x.t) - Date.parse(y.t));
     $('actions').replaceChildren(...rows.map((r) => V.el('tr', {},
       V.el('td', { text: stamp(r.t) }), V.el('td', { text: r.what }), V.el('td', { text: r.who }), V.el('td', { text: r.outcome }))));

@@ -87,23 +87,53 @@ impl Separators {
     /// Escapes text for a field (HL7 v2 escape sequences), and flattens line breaks that would end a segment.
     pub fn escape_text(&self, text: &str) -> String {
         let mut out = String::with_capacity(text.len());
+        self.push_escaped(&mut out, text);
+        out
+    }
+
+    fn is_special(&self, b: u8) -> bool {
+        b == self.escape
+            || b == self.field
+            || b == self.component
+            || b == self.repetition
+            || b == self.subcomponent
+            || b == b'\r'
+            || b == b'\n'
+    }
+
+    /// [`Separators::escape_text`] into `out`; text without special characters (the usual case) is copied as is.
+    fn push_escaped(&self, out: &mut String, text: &str) {
+        if !text.bytes().any(|b| self.is_special(b)) {
+            out.push_str(text);
+            return;
+        }
         for c in text.chars() {
             let seq = match u8::try_from(c).ok() {
-                Some(b) if b == self.escape => "\\E\\",
-                Some(b) if b == self.field => "\\F\\",
-                Some(b) if b == self.component => "\\S\\",
-                Some(b) if b == self.repetition => "\\R\\",
-                Some(b) if b == self.subcomponent => "\\T\\",
-                Some(b'\r' | b'\n') => " ",
+                Some(b) if b == self.escape => 'E',
+                Some(b) if b == self.field => 'F',
+                Some(b) if b == self.component => 'S',
+                Some(b) if b == self.repetition => 'R',
+                Some(b) if b == self.subcomponent => 'T',
+                Some(b'\r' | b'\n') => {
+                    out.push(' ');
+                    continue;
+                }
                 _ => {
                     out.push(c);
                     continue;
                 }
             };
             // The escape sequences use the declared escape character.
-            out.extend(seq.chars().map(|s| if s == '\\' { char::from(self.escape) } else { s }));
+            out.push(char::from(self.escape));
+            out.push(seq);
+            out.push(char::from(self.escape));
         }
-        out
+    }
+
+    /// Copies a field verbatim, keeping its components (MSH-3 `APP^EUI^EUI-64`), without line breaks or field
+    /// separators that would break the segment.
+    fn push_raw(&self, out: &mut String, text: &str) {
+        out.extend(text.chars().filter(|c| *c != '\r' && *c != '\n' && u8::try_from(*c).ok() != Some(self.field)));
     }
 }
 
@@ -123,7 +153,7 @@ pub struct MessageHeader {
     /// MSH-12.
     pub version: String,
     /// The device id: MSH-3's EUI-64 (upper case), else MSH-3's first non-empty component, else MSH-4's first
-    /// component (the Comen NC5 sends its serial number there and leaves MSH-3 empty: sample [5]).
+    /// component (the Comen NC5 sends its serial number there and leaves MSH-3 empty: sample \[5\]).
     pub device_id: Option<String>,
     /// MSH-7.
     pub time: Option<Timestamp>,
@@ -144,27 +174,34 @@ struct Fields<'a> {
     len: usize,
 }
 
-/// OBX-18 is the last field Vigil reads; MSH-12 likewise. Later fields are not split out.
-const MAX_FIELDS: usize = 20;
+/// OBX-14 is the last field Vigil reads (MSH-12 in the header): later fields are not split out, which saves
+/// scanning the long equipment-id tails real monitors append.
+const MAX_FIELDS: usize = 15;
 
 impl<'a> Fields<'a> {
+    /// One pass with a plain loop: fields are a few bytes long, too short for memchr to pay off.
     fn split(segment: &'a [u8], sep: u8, is_msh: bool) -> Fields<'a> {
         let mut items: [&'a [u8]; MAX_FIELDS] = [&[]; MAX_FIELDS];
         let mut len = 0;
-        let mut parts = segment.split(|b| *b == sep);
-        if is_msh {
-            // `MSH|^~\&|…`: the first separator is MSH-1 itself, so the parts after "MSH" start at MSH-2.
-            items[0] = parts.next().unwrap_or_default();
-            items[1] = &segment[3..4];
-            len = 2;
-        }
-        for part in parts {
-            if len == MAX_FIELDS {
-                break;
+        let mut begin = 0;
+        for (i, &b) in segment.iter().enumerate() {
+            if b != sep {
+                continue;
             }
-            items[len] = part;
+            items[len] = &segment[begin..i];
             len += 1;
+            begin = i + 1;
+            if is_msh && len == 1 {
+                // `MSH|^~\&|…`: the first separator is MSH-1 itself, so the next part is MSH-2.
+                items[1] = &segment[i..i + 1];
+                len = 2;
+            }
+            if len == MAX_FIELDS {
+                return Fields { items, len };
+            }
         }
+        items[len] = &segment[begin..];
+        len += 1;
         Fields { items, len }
     }
 
@@ -177,10 +214,27 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// Component `n` (1-based) of the first repetition of a field.
+/// Component `n` (1-based) of the first repetition of a field. One pass that stops as soon as the component
+/// ends: this runs about ten times per observation, so it is on the hot path.
 fn component<'a>(field: &'a [u8], sep: &Separators, n: usize) -> &'a [u8] {
-    let first = field.split(|b| *b == sep.repetition).next().unwrap_or_default();
-    first.split(|b| *b == sep.component).nth(n - 1).unwrap_or_default()
+    let (mut index, mut start) = (1, 0);
+    for (i, &b) in field.iter().enumerate() {
+        if b == sep.repetition || b == sep.component {
+            if index == n {
+                return &field[start..i];
+            }
+            if b == sep.repetition {
+                return &[];
+            }
+            index += 1;
+            start = i + 1;
+        }
+    }
+    if index == n {
+        &field[start..]
+    } else {
+        &[]
+    }
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -193,7 +247,14 @@ fn trimmed(bytes: &[u8]) -> &[u8] {
 
 /// Splits a message into segments: CR is the HL7 separator; LF and CR LF are tolerated (captures, files).
 fn segments(msg: &[u8]) -> impl Iterator<Item = &[u8]> {
-    msg.split(|b| *b == b'\r' || *b == b'\n').filter(|s| !s.iter().all(u8::is_ascii_whitespace))
+    let mut start = 0;
+    let ends = memchr::memchr2_iter(b'\r', b'\n', msg).chain(std::iter::once(msg.len()));
+    ends.map(move |end| {
+        let seg = &msg[start..end];
+        start = end + 1;
+        seg
+    })
+    .filter(|s| !s.iter().all(u8::is_ascii_whitespace))
 }
 
 /// Reads the MSH segment: separators, ids and type. Used on its own to address an ACK when the rest of the
@@ -368,33 +429,30 @@ fn unit_fit(parameter: Parameter, unit_field: &[u8], sep: &Separators) -> UnitFi
     }
     let is = |options: &[&[u8]]| options.iter().any(|o| code.eq_ignore_ascii_case(o) || name.eq_ignore_ascii_case(o));
     // MDC unit codes from CLINICAL.md (264864, 262688, 266016, 264928); kPa is MDC_DIM_KILO_PASCAL 265987.
-    let per_min = is(&[
-        b"264864",
-        b"264928",
-        b"264352",
-        b"MDC_DIM_BEAT_PER_MIN",
-        b"MDC_DIM_RESP_PER_MIN",
-        b"MDC_DIM_PER_MIN",
-        b"/min",
-        b"1/min",
-        b"{beat}/min",
-        b"{beats}/min",
-        b"{breath}/min",
-        b"{breaths}/min",
-        b"{resp}/min",
-        b"bpm",
-    ]);
-    let percent = is(&[b"262688", b"MDC_DIM_PERCENT", b"%"]);
-    let mmhg = is(&[b"266016", b"MDC_DIM_MMHG", b"mm[Hg]", b"mmHg"]);
-    let kpa = is(&[b"265987", b"MDC_DIM_KILO_PASCAL", b"kPa"]);
+    // Only the unit family of the parameter is compared: this runs for every observation.
     let ok = match parameter {
-        Parameter::Hr | Parameter::Pr | Parameter::Rr => per_min,
-        Parameter::Spo2 => percent,
+        Parameter::Hr | Parameter::Pr | Parameter::Rr => is(&[
+            b"264864",
+            b"264928",
+            b"264352",
+            b"MDC_DIM_BEAT_PER_MIN",
+            b"MDC_DIM_RESP_PER_MIN",
+            b"MDC_DIM_PER_MIN",
+            b"/min",
+            b"1/min",
+            b"{beat}/min",
+            b"{beats}/min",
+            b"{breath}/min",
+            b"{breaths}/min",
+            b"{resp}/min",
+            b"bpm",
+        ]),
+        Parameter::Spo2 => is(&[b"262688", b"MDC_DIM_PERCENT", b"%"]),
         Parameter::NibpSys | Parameter::NibpDia | Parameter::NibpMean => {
-            if kpa {
+            if is(&[b"265987", b"MDC_DIM_KILO_PASCAL", b"kPa"]) {
                 return UnitFit::Convert(MMHG_PER_KPA);
             }
-            mmhg
+            is(&[b"266016", b"MDC_DIM_MMHG", b"mm[Hg]", b"mmHg"])
         }
     };
     if ok {
@@ -404,7 +462,7 @@ fn unit_fit(parameter: Parameter, unit_field: &[u8], sep: &Separators) -> UnitFi
     }
 }
 
-/// OBX-7 `low^high` (Comen, sample [5]) or the HL7 reference-range form `low-high`.
+/// OBX-7 `low^high` (Comen, sample \[5\]) or the HL7 reference-range form `low-high`.
 fn parse_limits(field: &[u8], sep: &Separators, factor: f64) -> Option<(f64, f64)> {
     let field = trimmed(field);
     if field.is_empty() {
@@ -557,40 +615,54 @@ pub fn build_ack(
     error: Option<(ErrorCode, &str)>,
     now: Timestamp,
 ) -> Vec<u8> {
+    use chrono::{Datelike, Timelike};
+    use std::fmt::Write;
+
     let sep = header.map(|h| h.separators).unwrap_or_default();
     let f = char::from(sep.field);
     let c = char::from(sep.component);
-    let enc: String = sep.encoding_chars().iter().map(|b| char::from(*b)).collect();
-    let (to_app, to_fac, control, version) = match header {
-        Some(h) => (
-            sep.escape_text_raw(&h.sending_application),
-            sep.escape_text_raw(&h.sending_facility),
-            sep.escape_text(&h.control_id),
-            if h.version.is_empty() { "2.6".to_owned() } else { sep.escape_text(&h.version) },
-        ),
-        None => (String::new(), String::new(), String::new(), "2.6".to_owned()),
-    };
-    let ts = now.format("%Y%m%d%H%M%S%z");
-    let seq = ACK_SEQ.fetch_add(1, Ordering::Relaxed);
-    let mut out = format!(
-        "MSH{f}{enc}{f}VIGIL{f}VIGIL{f}{to_app}{f}{to_fac}{f}{ts}{f}{f}ACK{c}R01{c}ACK{f}VIGIL{seq}{f}P{f}{version}\r\
-         MSA{f}{}{f}{control}",
-        code.as_str()
+    let mut out = String::with_capacity(256);
+    // `write!` into a String cannot fail; the results are ignored for that reason.
+    out.push_str("MSH");
+    out.push(f);
+    out.extend(sep.encoding_chars().iter().map(|b| char::from(*b)));
+    let _ = write!(out, "{f}VIGIL{f}VIGIL{f}");
+    if let Some(h) = header {
+        sep.push_raw(&mut out, &h.sending_application);
+    }
+    out.push(f);
+    if let Some(h) = header {
+        sep.push_raw(&mut out, &h.sending_facility);
+    }
+    // The time written by hand: a strftime pattern would be parsed on every call.
+    let _ = write!(
+        out,
+        "{f}{:04}{:02}{:02}{:02}{:02}{:02}+0000{f}{f}ACK{c}R01{c}ACK{f}VIGIL{}{f}P{f}",
+        now.year(),
+        now.month(),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        ACK_SEQ.fetch_add(1, Ordering::Relaxed)
     );
+    match header.map(|h| h.version.as_str()) {
+        Some(v) if !v.is_empty() => sep.push_escaped(&mut out, v),
+        _ => out.push_str("2.6"),
+    }
+    let _ = write!(out, "\rMSA{f}{}{f}", code.as_str());
+    if let Some(h) = header {
+        sep.push_escaped(&mut out, &h.control_id);
+    }
     if let Some((err, reason)) = error {
-        let reason = sep.escape_text(reason);
         let (n, label) = err.code_and_text();
-        out.push_str(&format!("{f}{reason}\rERR{f}{f}{f}{n}{c}{label}{c}HL70357{f}E{f}{f}{f}{f}{reason}"));
+        out.push(f);
+        sep.push_escaped(&mut out, reason);
+        let _ = write!(out, "\rERR{f}{f}{f}{n}{c}{label}{c}HL70357{f}E{f}{f}{f}{f}");
+        sep.push_escaped(&mut out, reason);
     }
     out.push('\r');
     out.into_bytes()
-}
-
-impl Separators {
-    /// Keeps component separators of a field copied verbatim (MSH-3 `APP^EUI^EUI-64`) while removing line breaks.
-    fn escape_text_raw(&self, text: &str) -> String {
-        text.chars().filter(|c| *c != '\r' && *c != '\n' && u8::try_from(*c).ok() != Some(self.field)).collect()
-    }
 }
 
 /// Reads MSA-1 and MSA-2 from an ACK: for test clients and the simulator.
@@ -604,15 +676,78 @@ pub fn parse_ack(msg: &[u8]) -> Option<(String, String)> {
 
 /// Streaming HL7 decoder for byte streams (MLLP over serial, replay): unwraps MLLP frames and parses each
 /// message; framing errors and broken messages are items, never the end of the stream.
+///
+/// With [`Hl7Decoder::with_acks`] it also prepares the ACK each message earns (AE/AR at once; AA is the
+/// caller's to send once the frame is accepted), for links where the monitor waits for answers (RS-232).
 #[derive(Debug, Clone, Default)]
 pub struct Hl7Decoder {
     mllp: MllpCodec,
+    acks: bool,
+    /// Boxed: a header is large, and decoders live inline in every pump.
+    pending: Option<Box<PendingAck>>,
+}
+
+/// The answer a decoded message is owed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingAck {
+    /// The message's header, when it was readable.
+    pub header: Option<MessageHeader>,
+    /// AA, AE or AR.
+    pub code: AckCode,
+    /// Why, for AE/AR.
+    pub error: Option<(ErrorCode, String)>,
+}
+
+impl PendingAck {
+    /// The ACK message (without MLLP framing).
+    pub fn build(&self, now: Timestamp) -> Vec<u8> {
+        build_ack(self.header.as_ref(), self.code, self.error.as_ref().map(|(c, r)| (*c, r.as_str())), now)
+    }
 }
 
 impl Hl7Decoder {
     /// A decoder dropping messages longer than `max_message_bytes`.
     pub fn new(max_message_bytes: usize) -> Self {
-        Hl7Decoder { mllp: MllpCodec::new(max_message_bytes) }
+        Hl7Decoder { mllp: MllpCodec::new(max_message_bytes), acks: false, pending: None }
+    }
+
+    /// A decoder that also prepares an ACK per message ([`Hl7Decoder::take_ack`]).
+    pub fn with_acks(max_message_bytes: usize) -> Self {
+        Hl7Decoder { acks: true, ..Self::new(max_message_bytes) }
+    }
+
+    /// The ACK owed for the item just returned, if any (none for bytes between frames).
+    pub fn take_ack(&mut self) -> Option<PendingAck> {
+        self.pending.take().map(|b| *b)
+    }
+
+    fn item(&mut self, r: Option<Result<bytes::Bytes, DecodeError>>) -> Option<Result<Frame, DecodeError>> {
+        let r = r?;
+        if !self.acks {
+            return Some(r.and_then(|msg| decode_message(&msg)));
+        }
+        let (result, pending) = match r {
+            Err(e @ DecodeError::TooLong(_)) => {
+                let error = Some((ErrorCode::ApplicationInternal, e.to_string()));
+                (Err(e), Some(PendingAck { header: None, code: AckCode::Error, error }))
+            }
+            Err(e) => (Err(e), None),
+            Ok(msg) => match parse_oru(&msg) {
+                Ok(oru) => {
+                    (Ok(oru.frame), Some(PendingAck { header: Some(oru.header), code: AckCode::Accept, error: None }))
+                }
+                Err(e) => {
+                    let pending = PendingAck {
+                        header: parse_header(&msg).ok(),
+                        code: e.ack_code(),
+                        error: Some((e.error_code(), e.to_string())),
+                    };
+                    (Err(e.into()), Some(pending))
+                }
+            },
+        };
+        self.pending = pending.map(Box::new);
+        Some(result)
     }
 }
 
@@ -621,11 +756,13 @@ impl Decoder for Hl7Decoder {
     type Error = std::io::Error;
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
-        Ok(self.mllp.decode(buf)?.map(|r| r.and_then(|msg| decode_message(&msg))))
+        let r = self.mllp.decode(buf)?;
+        Ok(self.item(r))
     }
 
     fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
-        Ok(self.mllp.decode_eof(buf)?.map(|r| r.and_then(|msg| decode_message(&msg))))
+        let r = self.mllp.decode_eof(buf)?;
+        Ok(self.item(r))
     }
 }
 
@@ -649,6 +786,17 @@ mod tests {
         assert_eq!(oru.header.control_id, "7");
         assert_eq!(oru.frame.device_id.as_deref(), Some("0011223344556677"));
         assert_eq!(oru.frame.measurements[0].value, Some(97.0));
+    }
+
+    #[test]
+    fn components_come_from_the_first_repetition_only() {
+        let sep = Separators::default();
+        assert_eq!(component(b"a^b^c~d^e", &sep, 1), b"a");
+        assert_eq!(component(b"a^b^c~d^e", &sep, 3), b"c");
+        assert_eq!(component(b"a^b^c~d^e", &sep, 4), b"");
+        assert_eq!(component(b"a", &sep, 2), b"");
+        assert_eq!(component(b"", &sep, 1), b"");
+        assert_eq!(component(b"^x", &sep, 2), b"x");
     }
 
     #[test]

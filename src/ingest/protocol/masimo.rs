@@ -203,7 +203,7 @@ impl Decoder for MasimoDecoder {
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
         loop {
-            let end = buf[self.scanned..].iter().position(|b| *b == b'\n' || *b == b'\r').map(|i| i + self.scanned);
+            let end = memchr::memchr2(b'\n', b'\r', &buf[self.scanned..]).map(|i| i + self.scanned);
             match end {
                 Some(end) => {
                     let line = buf.split_to(end + 1);

@@ -65,7 +65,7 @@ impl Decoder for MllpCodec {
         loop {
             match self.state {
                 State::Idle => {
-                    let Some(start) = buf.iter().position(|b| *b == START) else {
+                    let Some(start) = memchr::memchr(START, buf) else {
                         let garbage = buf.iter().filter(|b| !matches!(**b, CR | b'\n' | END)).count();
                         buf.clear();
                         return Ok(report_garbage(garbage));
@@ -79,7 +79,7 @@ impl Decoder for MllpCodec {
                     }
                 }
                 State::InFrame => {
-                    let found = buf[self.scanned..].iter().position(|b| *b == END || *b == START);
+                    let found = memchr::memchr2(END, START, &buf[self.scanned..]);
                     match found.map(|i| i + self.scanned) {
                         Some(i) if buf[i] == START => {
                             // The sender began again before finishing: drop the unfinished frame.
@@ -118,7 +118,7 @@ impl Decoder for MllpCodec {
                         }
                     }
                 }
-                State::Discarding => match buf.iter().position(|b| *b == END || *b == START) {
+                State::Discarding => match memchr::memchr2(END, START, buf) {
                     Some(i) if buf[i] == START => {
                         buf.advance(i);
                         self.state = State::Idle;
