@@ -70,5 +70,9 @@ fn steady_observations_and_ticks_that_raise_nothing_do_not_allocate() {
     assert_eq!(clones_per_second, 0, "cloning a reading should not allocate");
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     assert_eq!(feed(900, 1800), 0);
-    assert_eq!(ALLOCATIONS.load(Ordering::Relaxed) - before, 0, "allocations in 3,600 steady observations and 900 ticks");
+    assert_eq!(
+        ALLOCATIONS.load(Ordering::Relaxed) - before,
+        0,
+        "allocations in 3,600 steady observations and 900 ticks"
+    );
 }
