@@ -16,8 +16,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::alarm::{Engine, Profile, ProfileError};
-use crate::event::{AlarmEvent, AlarmPhase, Command, Event, Priority};
+use crate::alarm::{DeviceSignal, Engine, Profile, ProfileError};
+use crate::event::{AlarmEvent, AlarmPhase, AlarmState, Command, Event, Priority};
+use crate::ingest::protocol::{hl7, masimo, mllp, nonin, Frame};
 use crate::vitals::{BedId, Parameter, Reading, Timestamp, ValueStatus};
 
 /// Arguments of `vigil replay`.
@@ -43,6 +44,10 @@ pub struct ReplayArgs {
     /// Print only the summary lines, not every event.
     #[arg(long)]
     pub summary_only: bool,
+    /// Input format: `auto` (CSV, HL7 with or without MLLP framing, or Masimo ASCII, by content), `csv`,
+    /// `masimo`, `nonin` (format #8 binary, one frame per second) or `hl7`.
+    #[arg(long, default_value = "auto")]
+    pub format: String,
 }
 
 impl ReplayArgs {
@@ -56,6 +61,7 @@ impl ReplayArgs {
             profile_dir: PathBuf::from("config"),
             start: "1970-01-01T00:00:00Z".into(),
             summary_only: false,
+            format: "auto".into(),
         }
     }
 }
@@ -103,8 +109,12 @@ pub enum ReplayError {
 /// What one row of a recording says.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RowKind {
-    /// A value (or a missing value).
+    /// A value (or a missing value) from the CSV: valid when present.
     Reading(Parameter, Option<f64>),
+    /// A value decoded from a device capture, with the status the decoder gave it.
+    Device(Parameter, Option<f64>, ValueStatus),
+    /// What a capture says about its sensor or demo mode.
+    Signal(DeviceSignal),
     /// A session command.
     Command(Command),
 }
@@ -189,23 +199,133 @@ pub fn read_csv(text: &str, file: &str, start: Timestamp) -> Result<Vec<Row>, Re
     Ok(rows)
 }
 
-/// Loads a recording, choosing the reader by content. Device captures (Masimo ASCII, Nonin, HL7/MLLP) need the
-/// ingest decoders; until they are wired here, such files are refused with a clear message.
-pub fn load(path: &Path, start: Timestamp) -> Result<Vec<Row>, ReplayError> {
+/// Loads a recording: the CSV, or a raw device capture through the same decoders the daemon uses
+/// (`ingest::protocol`). Capture time comes from the device's own stamps where it gives them (Masimo line time,
+/// HL7 MSH-7 and OBX-14), otherwise one frame per second from `--start`.
+pub fn load(path: &Path, start: Timestamp, format: &str, bed: &str) -> Result<Vec<Row>, ReplayError> {
     let file = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| ReplayError::Read { file: file.clone(), source })?;
-    let text = String::from_utf8(bytes).map_err(|_| ReplayError::Unsupported {
-        file: file.clone(),
-        reason: "binary capture: replay of raw device captures is not wired yet; convert to the CSV format".into(),
-    })?;
-    if text.trim_start_matches('\u{feff}').starts_with("timestamp,") {
-        return read_csv(&text, &file, start);
+    let unsupported = |reason: String| ReplayError::Unsupported { file: file.clone(), reason };
+    let text = std::str::from_utf8(&bytes).ok();
+    let format = match format {
+        "auto" => {
+            let t = text.unwrap_or("");
+            if t.trim_start_matches('\u{feff}').starts_with("timestamp,") {
+                "csv"
+            } else if bytes.contains(&0x0b) || t.contains("MSH|") {
+                "hl7"
+            } else if t.contains("SPO2=") || t.contains("SpO2=") {
+                "masimo"
+            } else {
+                return Err(unsupported(
+                    "cannot tell the format (not the replay CSV, HL7 or Masimo ASCII); use --format nonin for Nonin \
+                     binary captures"
+                        .into(),
+                ));
+            }
+        }
+        f @ ("csv" | "masimo" | "nonin" | "hl7") => f,
+        other => return Err(unsupported(format!("unknown --format '{other}' (auto, csv, masimo, nonin, hl7)"))),
+    };
+    let bed: BedId = bed.into();
+    let source = format!("{bed}/replay");
+    let mut frames: Vec<(Option<Timestamp>, Frame)> = Vec::new();
+    match format {
+        "csv" => {
+            let text = text.ok_or_else(|| unsupported("the CSV is not UTF-8".into()))?;
+            return read_csv(text, &file, start);
+        }
+        "masimo" => {
+            for line in bytes.split(|b| *b == b'\n' || *b == b'\r') {
+                if line.iter().all(u8::is_ascii_whitespace) || line.starts_with(b"#") {
+                    continue;
+                }
+                // Lines that do not decode (comments, headers) are skipped, as the serial reader skips them.
+                if let Ok(f) = masimo::parse_line(line) {
+                    frames.push((f.device_time, f));
+                }
+            }
+        }
+        "nonin" => {
+            // The streaming decoder resynchronises on the status byte, as on the serial line.
+            use tokio_util::codec::Decoder as _;
+            let mut decoder = nonin::NoninDecoder::default();
+            let mut buf = bytes::BytesMut::from(&bytes[..]);
+            while let Ok(Some(item)) = decoder.decode(&mut buf) {
+                if let Ok(f) = item {
+                    frames.push((None, f));
+                }
+            }
+        }
+        _ => {
+            for msg in hl7_messages(&bytes) {
+                if let Ok(f) = hl7::decode_message(&msg) {
+                    frames.push((f.device_time, f));
+                }
+            }
+        }
     }
-    Err(ReplayError::Unsupported {
-        file,
-        reason: "not the replay CSV (header 'timestamp,bed,parameter,value'); raw device captures are not wired yet"
-            .into(),
-    })
+    if frames.is_empty() {
+        return Err(unsupported(format!("no {format} frame could be decoded")));
+    }
+    let mut rows = Vec::new();
+    let mut clock = start;
+    for (k, (time, f)) in frames.into_iter().enumerate() {
+        clock = match time {
+            Some(t) => t,
+            None if k == 0 => start,
+            None => clock + TimeDelta::seconds(1),
+        };
+        rows.push(Row {
+            time: clock,
+            bed: bed.clone(),
+            kind: RowKind::Signal(DeviceSignal::Sensor { source: source.clone(), flags: f.sensor }),
+        });
+        rows.push(Row {
+            time: clock,
+            bed: bed.clone(),
+            kind: RowKind::Signal(DeviceSignal::Demo { source: source.clone(), on: f.demo }),
+        });
+        for m in f.measurements {
+            let time = if m.parameter.is_nibp() { m.observed.unwrap_or(clock) } else { clock };
+            rows.push(Row { time, bed: bed.clone(), kind: RowKind::Device(m.parameter, m.value, m.status) });
+        }
+    }
+    rows.sort_by_key(|r| r.time);
+    Ok(rows)
+}
+
+/// HL7 messages from a capture: MLLP-framed, or plain text with one `MSH|` per message and segments on lines.
+fn hl7_messages(bytes: &[u8]) -> Vec<Vec<u8>> {
+    use tokio_util::codec::Decoder as _;
+    if bytes.contains(&0x0b) {
+        let mut codec = mllp::MllpCodec::default();
+        let mut buf = bytes::BytesMut::from(bytes);
+        let mut out = Vec::new();
+        while let Ok(Some(item)) = codec.decode(&mut buf) {
+            if let Ok(msg) = item {
+                out.push(msg.to_vec());
+            }
+        }
+        return out;
+    }
+    let text = String::from_utf8_lossy(bytes);
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for line in text.lines().map(str::trim_end) {
+        if line.starts_with("MSH|") {
+            out.push(Vec::new());
+        } else if line.is_empty()
+            || line.starts_with('#')
+            || out.is_empty()
+            || line.as_bytes().get(3).is_none_or(|b| *b != b'|')
+        {
+            continue;
+        }
+        let msg = out.last_mut().expect("pushed on MSH");
+        msg.extend_from_slice(line.as_bytes());
+        msg.push(b'\r');
+    }
+    out
 }
 
 /// Alarm counts of one profile over a recording.
@@ -229,9 +349,9 @@ pub struct Counts {
     pub per_hour_by_priority: BTreeMap<String, f64>,
     /// Alarms per hour by parameter.
     pub per_hour_by_parameter: BTreeMap<String, f64>,
-    /// Seconds with at least one alarm live (union of alarm lifetimes).
+    /// Seconds with at least one alarm condition present (union; latched-only time excluded).
     pub time_in_alarm_s: f64,
-    /// Seconds with at least one alarm of this starting priority live.
+    /// Seconds with at least one alarm of this starting priority present.
     pub time_in_alarm_by_priority_s: BTreeMap<String, f64>,
     /// Escalations (band or unanswered).
     pub escalations: usize,
@@ -273,7 +393,7 @@ fn adapt(profile: &mut Profile, rows: &[Row]) -> Vec<String> {
     let mut last: HashMap<(BedId, Parameter), Timestamp> = HashMap::new();
     let mut gaps: Vec<f64> = Vec::new();
     for r in rows {
-        if let RowKind::Reading(p, Some(_)) = r.kind {
+        if let RowKind::Reading(p, Some(_)) | RowKind::Device(p, Some(_), _) = r.kind {
             if p.is_continuous() {
                 if let Some(prev) = last.insert((r.bed.clone(), p), r.time) {
                     gaps.push((r.time - prev).num_milliseconds() as f64 / 1000.0);
@@ -286,6 +406,12 @@ fn adapt(profile: &mut Profile, rows: &[Row]) -> Vec<String> {
     if needed <= profile.technical.no_data_s {
         return Vec::new();
     }
+    if needed > 3600 {
+        return vec![format!(
+            "technical.no_data_s kept at {} s: samples are {median} s apart (median), too sparse to judge data gaps",
+            profile.technical.no_data_s
+        )];
+    }
     let old = profile.technical.no_data_s;
     profile.technical.no_data_s = needed;
     vec![format!(
@@ -296,6 +422,7 @@ fn adapt(profile: &mut Profile, rows: &[Row]) -> Vec<String> {
 struct Run {
     counts: Counts,
     open: HashMap<String, (Timestamp, Priority)>,
+    start_priority: HashMap<String, Priority>,
     intervals: Vec<(Timestamp, Timestamp, Priority)>,
 }
 
@@ -323,6 +450,7 @@ fn replay_one(
             escalations: 0,
         },
         open: HashMap::new(),
+        start_priority: HashMap::new(),
         intervals: Vec::new(),
     };
     let mut handle = |events: Vec<Event>, run: &mut Run| -> Result<(), ReplayError> {
@@ -336,15 +464,24 @@ fn replay_one(
                     let param = a.parameter.map_or("none", Parameter::name);
                     *run.counts.by_parameter.entry(param.into()).or_default() += 1;
                     *run.counts.by_condition.entry(a.condition.clone()).or_default() += 1;
-                    run.open.insert(a.alarm_id.clone(), (a.time, a.priority));
-                }
-                AlarmPhase::End => {
-                    if let Some((s, p)) = run.open.remove(&a.alarm_id) {
-                        run.intervals.push((s, a.time, p));
-                    }
+                    run.start_priority.insert(a.alarm_id.clone(), a.priority);
                 }
                 AlarmPhase::Escalate => run.counts.escalations += 1,
                 _ => {}
+            }
+            // Time in alarm counts while the condition is present (not while merely latched: nobody
+            // acknowledges in a replay, so latched time would only measure the recording's length).
+            let present = matches!(a.state, AlarmState::Active | AlarmState::Acknowledged | AlarmState::AudioPaused);
+            if present && !run.open.contains_key(&a.alarm_id) {
+                let p = run.start_priority.get(&a.alarm_id).copied().unwrap_or(a.priority);
+                run.open.insert(a.alarm_id.clone(), (a.time, p));
+            } else if !present {
+                if let Some((s, p)) = run.open.remove(&a.alarm_id) {
+                    run.intervals.push((s, a.time, p));
+                }
+            }
+            if a.phase == AlarmPhase::End {
+                run.start_priority.remove(&a.alarm_id);
             }
             sink(&a)?;
         }
@@ -356,27 +493,36 @@ fn replay_one(
         if only_bed.is_some_and(|b| b != &*r.bed) {
             continue;
         }
-        // Virtual time: one tick per second of recording time up to this row.
+        // Virtual time: one tick per second of recording time up to this row. In a gap longer than an hour
+        // (a capture of unrelated messages, a recording paused overnight) every timer has long run out: tick the
+        // first hour second by second, then once just before the row.
+        let gap_start = next_tick;
         while next_tick <= r.time {
             for e in engines.values_mut() {
                 let ev = e.tick(next_tick);
                 handle(ev, &mut run)?;
             }
             next_tick += TimeDelta::seconds(1);
+            if next_tick - gap_start > TimeDelta::hours(1) && next_tick < r.time {
+                next_tick = r.time;
+            }
         }
         let engine = engines.entry(r.bed.clone()).or_insert_with(|| Engine::new(r.bed.clone(), profile.clone(), 1));
+        let reading = |p: Parameter, value: Option<f64>, status: ValueStatus| Reading {
+            bed: r.bed.clone(),
+            parameter: p,
+            value,
+            status,
+            device_time: None,
+            received: r.time,
+        };
         let events = match &r.kind {
             RowKind::Reading(p, v) => {
-                let reading = Reading {
-                    bed: r.bed.clone(),
-                    parameter: *p,
-                    value: *v,
-                    status: if v.is_some() { ValueStatus::Valid } else { ValueStatus::Unavailable },
-                    device_time: None,
-                    received: r.time,
-                };
-                engine.observe(&reading, r.time)
+                let status = if v.is_some() { ValueStatus::Valid } else { ValueStatus::Unavailable };
+                engine.observe(&reading(*p, *v, status), r.time)
             }
+            RowKind::Device(p, v, status) => engine.observe(&reading(*p, *v, *status), r.time),
+            RowKind::Signal(sig) => engine.device(sig, r.time),
             // A refused command in a recording (e.g. infusion_stop without a start) changes nothing.
             RowKind::Command(c) => engine.command(c, "replay", r.time).unwrap_or_default(),
         };
@@ -453,7 +599,7 @@ pub fn run(args: &ReplayArgs, out: &mut dyn Write) -> Result<Summary, ReplayErro
     let start = DateTime::parse_from_rfc3339(&args.start)
         .map_err(|_| ReplayError::Start(args.start.clone()))?
         .with_timezone(&Utc);
-    let rows = load(&args.file, start)?;
+    let rows = load(&args.file, start, &args.format, args.bed.as_deref().unwrap_or("replay"))?;
     let mut profile = Profile::resolve(&args.profile, &args.profile_dir)?;
     let compare = args.compare.as_deref().map(|c| Profile::resolve(c, &args.profile_dir)).transpose()?;
     let adjustments = adapt(&mut profile, &rows);

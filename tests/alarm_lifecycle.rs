@@ -171,3 +171,25 @@ fn acknowledging_a_heart_rate_drift_accepts_the_new_level() {
         [("hr_drift", vigil::event::AlarmPhase::End)]
     );
 }
+
+#[test]
+fn lowering_the_spo2_limit_for_one_bed_moves_satseconds_to_the_new_limit() {
+    let mut e = engine();
+    e.command(&Command::SetLimit { key: "limits.spo2.low.medium".into(), value: Some(90.0) }, "dr-b", at(0)).unwrap();
+    let mut raised = Vec::new();
+    // 91 % is inside the new 90 % limit: no SatSeconds accumulate, nothing for a minute.
+    for s in 1..=60 {
+        raised.extend(alarms(e.observe(&reading(Spo2, Some(91.0), ValueStatus::Valid, at(s)), at(s))));
+        raised.extend(alarms(e.tick(at(s))));
+    }
+    assert!(raised.is_empty(), "{raised:?}");
+    // 89 % is 1 point under it: 25 s later SatSeconds reach 25.
+    for s in 61..=90 {
+        raised.extend(alarms(e.observe(&reading(Spo2, Some(89.0), ValueStatus::Valid, at(s)), at(s))));
+    }
+    let first = raised.first().expect("alarm");
+    assert_eq!(
+        (first.condition.as_str(), first.limit, (first.time - at(0)).num_seconds()),
+        ("spo2_low", Some(90.0), 86)
+    );
+}

@@ -131,7 +131,7 @@ fn a_fall_of_spo2_to_85_raises_a_high_alarm_within_seconds() {
     assert_eq!((first["value"].as_f64(), first["limit"].as_f64()), (Some(87.0), Some(88.0)));
     assert_eq!(first["evidence"]["rule"], "deep_drop");
     // High alarms latch (profile): after recovery at 363 s it stays latched for a nurse to acknowledge.
-    let last = events.iter().filter(|e| e["alarm_id"] == first["alarm_id"]).last().unwrap();
+    let last = events.iter().rfind(|e| e["alarm_id"] == first["alarm_id"]).unwrap();
     assert_eq!((last["state"].as_str(), last["offset_s"].as_f64()), (Some("latched"), Some(363.0)));
 }
 

@@ -46,7 +46,7 @@ pub enum Key {
     LowBattery(Arc<str>),
     /// Link lost, per source.
     Disconnected(Arc<str>),
-    /// Demo data, per source (`readings` when only the readings' status said so).
+    /// Demo data (one per bed: the engine uses a single key whatever the source).
     Demo(Arc<str>),
     /// High input error rate, per source.
     InputErrors(Arc<str>),
@@ -260,6 +260,7 @@ impl Lifecycle {
             self.emit(idx, AlarmPhase::Start, now, None, out);
             return;
         };
+        let escalate_after = self.escalate_after_ms;
         let a = &mut self.alarms[idx];
         let old_priority = if a.escalated_by_time { Priority::High.max(a.band) } else { a.band };
         let was_present = a.present;
@@ -274,6 +275,17 @@ impl Lifecycle {
             a.unanswered_since = Some(now);
             Self::apply_detail(a, detail());
             self.emit(idx, AlarmPhase::Escalate, now, None, out);
+        } else if new_priority == Priority::Medium
+            && old_priority == Priority::High
+            && was_present
+            && a.may_escalate
+            && !a.acked
+            && !a.paused
+            && escalate_after.is_some_and(|after| a.unanswered_since.is_some_and(|s| now - s >= after))
+        {
+            // Unanswered for longer than the escalation time already: dropping to medium would only escalate
+            // again at the next tick, so it stays high.
+            a.escalated_by_time = true;
         } else if new_priority < old_priority {
             a.present = true;
             Self::apply_detail(a, detail());

@@ -99,6 +99,8 @@ struct ParamState {
     value: f64,
     thresholds: [Option<Threshold>; 2],
     pending: [Option<i64>; 2],
+    /// Valid samples seen beyond the limit since `pending` began.
+    pending_samples: [u32; 2],
     delay_ms: i64,
 }
 
@@ -108,6 +110,8 @@ const SPO2: usize = Parameter::Spo2 as usize;
 const SYS: usize = Parameter::NibpSys as usize;
 const RR: usize = Parameter::Rr as usize;
 const CONTINUOUS: [usize; 4] = [HR, PR, SPO2, RR];
+/// The key of the bed's single demo-data alarm.
+const DEMO: &str = "demo";
 
 fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
@@ -142,6 +146,9 @@ pub struct Engine {
     last_session_event: Option<SessionEvent>,
     last_nibp: Option<i64>,
     news2_pending: Option<i64>,
+    /// Newest sample time among the scored values, and how many new samples arrived while pending.
+    news2_newest: i64,
+    news2_samples: u32,
     demo_readings: bool,
     no_data_ms: i64,
 }
@@ -172,6 +179,8 @@ impl Engine {
             last_session_event: None,
             last_nibp: None,
             news2_pending: None,
+            news2_newest: 0,
+            news2_samples: 0,
             demo_readings: false,
             no_data_ms: 0,
         };
@@ -200,11 +209,11 @@ impl Engine {
             (true, Some(limit)) => Some(SatSeconds::new(limit, &p.satseconds)),
             _ => None,
         };
-        // Keep the integral when only an unrelated number changed.
+        // Keep the integral when only an unrelated number changed; a new limit or setting starts afresh.
         if sat.is_none() || self.sat.is_none() {
             self.sat = sat;
         } else if let (Some(new), Some(old)) = (sat, &self.sat) {
-            if old.setting() != new.setting() {
+            if old.setting() != new.setting() || old.limit() != new.limit() {
                 self.sat = Some(new);
             }
         }
@@ -285,13 +294,15 @@ impl Engine {
         if reading.status == ValueStatus::Demo {
             if !self.demo_readings {
                 self.demo_readings = true;
-                self.raise_demo(Key::Demo("readings".into()), "readings", t, &mut out);
+                self.raise_demo("readings", t, &mut out);
             }
             return out;
         }
         if self.demo_readings {
             self.demo_readings = false;
-            self.clear_if_live(&Key::Demo("readings".into()), t, &mut out);
+            if !self.sources.iter().any(|s| s.demo) {
+                self.clear_if_live(&Key::Demo(DEMO.into()), t, &mut out);
+            }
         }
         let Some(v) = reading.valid_value() else { return out };
         let p = reading.parameter;
@@ -319,7 +330,7 @@ impl Engine {
                 s.observe(t, v);
             }
         }
-        self.eval_thresholds(i, t, &mut out);
+        self.eval_thresholds(i, t, true, &mut out);
         match p {
             Parameter::Spo2 => {
                 if let Some(fit) = self.spo2_slope.as_mut().and_then(|s| s.observe(t, v)) {
@@ -345,16 +356,20 @@ impl Engine {
         out
     }
 
+    /// `sample`: called for a new reading (not a tick re-judging the held value).
     #[inline]
-    fn eval_thresholds(&mut self, i: usize, t: i64, out: &mut Vec<Event>) {
+    fn eval_thresholds(&mut self, i: usize, t: i64, sample: bool, out: &mut Vec<Event>) {
         for d in 0..2 {
             if self.params[i].thresholds[d].is_some() {
-                self.eval_threshold(i, d, t, out);
+                self.eval_threshold(i, d, t, sample, out);
             }
         }
     }
 
-    fn eval_threshold(&mut self, i: usize, d: usize, t: i64, out: &mut Vec<Event>) {
+    /// Condition delay = time *and* confirmation: a delayed condition needs the delay to pass and at least two
+    /// valid samples beyond the limit, so one stray sample held over the delay (minute-resolution records, a
+    /// lone artefact between "no value" zeros) does not alarm. At 1 Hz a 10 s delay sees ~10 samples anyway.
+    fn eval_threshold(&mut self, i: usize, d: usize, t: i64, sample: bool, out: &mut Vec<Event>) {
         let ps = &self.params[i];
         let Some(th) = ps.thresholds[d] else { return };
         let p = Parameter::ALL[i];
@@ -363,6 +378,7 @@ impl Engine {
         let present = self.present_band(&key);
         let Some(band) = th.band(v, present) else {
             self.params[i].pending[d] = None;
+            self.params[i].pending_samples[d] = 0;
             if present.is_some() {
                 self.lc.clear(&key, t, out);
             }
@@ -381,12 +397,16 @@ impl Engine {
             } else {
                 let ps = &mut self.params[i];
                 let since = *ps.pending[d].get_or_insert(t);
-                t - since >= ps.delay_ms
+                if sample {
+                    ps.pending_samples[d] += 1;
+                }
+                ps.delay_ms == 0 || (t - since >= ps.delay_ms && ps.pending_samples[d] >= 2)
             };
             if !fire {
                 return;
             }
             self.params[i].pending[d] = None;
+            self.params[i].pending_samples[d] = 0;
         }
         let delay_s = self.params[i].delay_ms / 1000;
         let sat =
@@ -575,7 +595,9 @@ impl Engine {
         );
     }
 
-    fn raise_demo(&mut self, key: Key, source: &str, t: i64, out: &mut Vec<Event>) {
+    /// One demo alarm per bed, whether the device said so or the readings' status did (one cause, one alarm).
+    fn raise_demo(&mut self, source: &str, t: i64, out: &mut Vec<Event>) {
+        let key = Key::Demo(DEMO.into());
         let prio = self.profile.technical.priority;
         let source = source.to_owned();
         self.lc.raise(
@@ -604,6 +626,8 @@ impl Engine {
             s.advance(t, self.no_data_ms);
         }
         let chair_empty = self.session.phase() == SessionPhase::Ended;
+        // An oximeter sensor problem already explains missing SpO2 and pulse: one cause, one technical alarm.
+        let sensor_problem = self.sources.iter().any(|s| s.sensor.is_some());
         for i in CONTINUOUS {
             let ps = &self.params[i];
             if !ps.seen {
@@ -613,14 +637,16 @@ impl Engine {
             if t - ps.last_t >= self.no_data_ms {
                 // A stale value says nothing about the patient: its physiological alarms clear (or latch).
                 self.params[i].pending = [None, None];
+                self.params[i].pending_samples = [0, 0];
                 self.clear_if_live(&Key::Threshold(p, Dir::High), t, &mut out);
                 self.clear_if_live(&Key::Threshold(p, Dir::Low), t, &mut out);
                 let key = Key::NoData(p);
-                if !chair_empty && !self.is_live(&key) {
+                let explained = sensor_problem && matches!(p, Parameter::Spo2 | Parameter::Pr);
+                if !chair_empty && !explained && !self.is_live(&key) {
                     self.raise_no_data(p, t, &mut out);
                 }
             } else if ps.pending.iter().any(Option::is_some) || (i == SPO2 && self.sat.is_some()) {
-                self.eval_thresholds(i, t, &mut out);
+                self.eval_thresholds(i, t, false, &mut out);
             }
         }
         self.check_nibp_overdue(t, &mut out);
@@ -753,8 +779,22 @@ impl Engine {
             self.clear_if_live(&key, t, out);
             return;
         }
+        // Like a condition delay: the score must last `delay_s` and be confirmed by fresh samples, so one stray
+        // value held over the delay (a lone artefact in a minute-resolution record) does not raise it.
+        let newest = [RR, SPO2, HR, PR, SYS]
+            .iter()
+            .filter(|&&i| self.params[i].seen)
+            .map(|&i| self.params[i].last_t)
+            .max()
+            .unwrap_or(0);
+        if self.news2_pending.is_none() {
+            self.news2_samples = 0;
+        } else if newest != self.news2_newest {
+            self.news2_samples += 1;
+        }
+        self.news2_newest = newest;
         let since = *self.news2_pending.get_or_insert(t);
-        if t - since < secs(cfg.delay_s) || self.is_live(&key) {
+        if t - since < secs(cfg.delay_s) || self.news2_samples < 1 || self.is_live(&key) {
             return;
         }
         let urgent = cfg.urgent_total;
@@ -875,11 +915,11 @@ impl Engine {
                 }
             }
             DeviceSignal::Demo { on, .. } => {
-                let key = Key::Demo(name.clone());
+                self.sources[k].demo = *on;
                 if *on {
-                    self.raise_demo(key, &name, t, &mut out);
-                } else {
-                    self.clear_if_live(&key, t, &mut out);
+                    self.raise_demo(&name, t, &mut out);
+                } else if !self.demo_readings && !self.sources.iter().any(|s| s.demo) {
+                    self.clear_if_live(&Key::Demo(DEMO.into()), t, &mut out);
                 }
             }
             DeviceSignal::InputErrors { bad, total, .. } => {
@@ -1016,7 +1056,7 @@ impl Engine {
         for i in 0..7 {
             let ps = &self.params[i];
             if ps.seen && (Parameter::ALL[i].is_nibp() || t - ps.last_t < self.no_data_ms) {
-                self.eval_thresholds(i, t, out);
+                self.eval_thresholds(i, t, false, out);
             }
         }
         let mut ev = self.session.snapshot("limit_set", now, Some(actor));

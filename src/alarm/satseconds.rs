@@ -103,6 +103,11 @@ impl SatSeconds {
         self.setting
     }
 
+    /// The limit integrated against.
+    pub fn limit(&self) -> f64 {
+        self.limit
+    }
+
     /// Forget everything (new patient).
     pub fn reset(&mut self) {
         self.integral = 0.0;
