@@ -490,24 +490,8 @@ impl Config {
 
     /// Parses and validates TOML text. `file` names the source in errors.
     pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigError> {
-        let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Parse {
-            file: file.to_owned(),
-            path: String::from("(syntax)"),
-            reason: one_line(&e.to_string()),
-        })?;
-        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let reason = one_line(e.into_inner().message());
-            // A missing key is reported at its parent; name the key itself.
-            let missing = reason.strip_prefix("missing field `").and_then(|r| r.split('`').next());
-            let path = match (path.as_str(), missing) {
-                (".", Some(key)) => key.to_owned(),
-                (".", None) => String::from("(top level)"),
-                (_, Some(key)) => format!("{path}.{key}"),
-                (_, None) => path,
-            };
-            ConfigError::Parse { file: file.to_owned(), path, reason }
-        })?;
+        let mut config: Config =
+            from_toml(text).map_err(|(path, reason)| ConfigError::Parse { file: file.to_owned(), path, reason })?;
         config.base_dir = base_dir.to_path_buf();
         config.validate().map_err(|(path, reason)| ConfigError::Invalid { file: file.to_owned(), path, reason })?;
         Ok(config)
@@ -690,6 +674,25 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Deserialises TOML into `T`; an error comes with the key path it is about (`beds[2].sources[0].baud`, `site.ward`
+/// for a missing key, `(syntax)` for a TOML syntax error) and a one-line reason. Shared by every file Vigil reads.
+pub fn from_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, (String, String)> {
+    let de = toml::Deserializer::parse(text).map_err(|e| (String::from("(syntax)"), one_line(&e.to_string())))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let reason = one_line(e.into_inner().message());
+        // A missing key is reported at its parent; name the key itself.
+        let missing = reason.strip_prefix("missing field `").and_then(|r| r.split('`').next());
+        let path = match (path.as_str(), missing) {
+            (".", Some(key)) => key.to_owned(),
+            (".", None) => String::from("(top level)"),
+            (_, Some(key)) => format!("{path}.{key}"),
+            (_, None) => path,
+        };
+        (path, reason)
+    })
 }
 
 fn topic_segment(path: &str, value: &str) -> Result<(), (String, String)> {

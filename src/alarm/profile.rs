@@ -364,19 +364,10 @@ impl Profile {
 
     /// Parses and validates profile text; `file` names it in errors.
     pub fn from_toml(text: &str, file: &str) -> Result<Profile, ProfileError> {
-        let de = toml::Deserializer::parse(text).map_err(|e| ProfileError::Parse {
+        let profile: Profile = crate::config::from_toml(text).map_err(|(path, reason)| ProfileError::Parse {
             file: file.to_owned(),
-            path: "(syntax)".into(),
-            reason: one_line(&e.to_string()),
-        })?;
-        let profile: Profile = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            ProfileError::Parse {
-                file: file.to_owned(),
-                path: if path == "." { "(top level)".into() } else { path },
-                reason: one_line(inner.message()),
-            }
+            path,
+            reason,
         })?;
         profile.validate().map_err(|(path, reason)| ProfileError::Invalid { file: file.to_owned(), path, reason })?;
         Ok(profile)
@@ -464,8 +455,4 @@ impl Profile {
     pub fn latches(&self, p: Priority) -> bool {
         self.lifecycle.latching.contains(&p)
     }
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -16,7 +16,7 @@ use super::auth::{command_name, AuthError, Authorizer};
 use super::payload::{Reply, SCHEMA_VERSION};
 use super::topics::Topics;
 use crate::event::{Command, CommandRequest};
-use crate::hub::Hub;
+use crate::hub::{CommandError, Hub};
 use crate::store::Store;
 
 /// Largest command payload accepted.
@@ -226,13 +226,26 @@ impl Handler {
                             reply.user = Some(actor.clone());
                             let request = CommandRequest { bed: bed.as_str().into(), command: command.clone(), actor };
                             let outcome = tokio::time::timeout(COMMAND_TIMEOUT, self.hub.command(request)).await;
-                            let outcome = match outcome {
-                                Err(_) => Err(format!("bed '{bed}' did not answer within {COMMAND_TIMEOUT:?}")),
-                                Ok(Err(e)) => Err(e.to_string()),
-                                Ok(Ok(events)) => Ok(events.len()),
+                            // The bed task records every command it answers (accepted or refused); only what never
+                            // reached a bed is recorded here, so the audit trail holds each command once.
+                            let (outcome, reached_bed) = match outcome {
+                                Err(_) => {
+                                    (Err(format!("bed '{bed}' did not answer within {COMMAND_TIMEOUT:?}")), false)
+                                }
+                                Ok(Err(e @ CommandError::Refused(_))) => (Err(e.to_string()), true),
+                                Ok(Err(e)) => (Err(e.to_string()), false),
+                                Ok(Ok(events)) => (Ok(events.len()), true),
                             };
                             let actor = reply.user.clone().unwrap_or_default();
-                            self.audit(now, &actor, &bed, &command, outcome.as_ref().map(|_| ()).map_err(Clone::clone));
+                            if !reached_bed {
+                                self.audit(
+                                    now,
+                                    &actor,
+                                    &bed,
+                                    &command,
+                                    outcome.as_ref().map(|_| ()).map_err(Clone::clone),
+                                );
+                            }
                             match outcome {
                                 Ok(n) => {
                                     tracing::info!(%bed, user = %actor, command = command_name(&command), "MQTT command done");

@@ -254,6 +254,9 @@ pub fn fake_bed(hub: Arc<Hub>, store: Store, bed: &str) -> mpsc::Receiver<vigil:
                 Command::SessionEnd => Err(vigil::hub::CommandError::Refused("no session is running".into())),
                 _ => Ok(Vec::new()),
             };
+            // Like the real bed task: every command a bed answers is recorded once, by the bed.
+            let outcome = answer.as_ref().map(|_| ()).map_err(|e| e.to_string());
+            store.record_action(chrono::Utc::now(), &cmd.request.actor, &bed, &cmd.request.command, outcome).unwrap();
             let _ = cmd.reply.send(answer);
         }
     });
