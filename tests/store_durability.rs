@@ -85,16 +85,36 @@ fn alarm_and_session_events_enter_the_log_and_the_outbox_and_survive_a_reopen() 
 }
 
 #[test]
-fn a_bed_seq_that_repeats_or_skips_is_refused_and_nothing_of_the_batch_is_written() {
+fn a_bed_seq_that_repeats_is_refused_and_nothing_of_the_batch_is_written() {
     let (_dir, store) = open();
     store.append(&[Event::Alarm(alarm("chair-1", 1, 1, t(0)))]).unwrap();
     let err = store
         .append(&[Event::Session(session("chair-1", t(1))), Event::Alarm(alarm("chair-1", 1, 2, t(1)))])
         .unwrap_err();
     assert!(matches!(err, StoreError::BedSeq { last: 1, got: 1, .. }), "{err}");
-    assert!(store.append(&[Event::Alarm(alarm("chair-1", 3, 2, t(1)))]).is_err());
+    assert!(store.append(&[Event::Alarm(alarm("chair-1", 0, 2, t(1)))]).is_err(), "going back is a repeat too");
     assert_eq!(store.pending(100).unwrap().len(), 1, "the session of the refused batch was rolled back");
     assert_eq!(store.next_bed_seq("chair-1").unwrap(), 2);
+}
+
+#[test]
+fn a_bed_seq_gap_after_a_failed_write_is_stored_so_later_alarms_are_not_lost_and_the_gap_shows() {
+    let (_dir, store) = open();
+    store.append(&[Event::Alarm(alarm("chair-1", 1, 1, t(0)))]).unwrap();
+    // bed_seq 2 never reached the store (say the disk was full); the engine has moved on to 3.
+    store.append(&[Event::Alarm(alarm("chair-1", 3, 2, t(1)))]).unwrap();
+    store.append(&[Event::Alarm(alarm("chair-1", 4, 3, t(2)))]).unwrap();
+    let seqs: Vec<u64> = store
+        .pending(100)
+        .unwrap()
+        .into_iter()
+        .filter_map(|item| match item.event {
+            Event::Alarm(a) => Some(a.bed_seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs, vec![1, 3, 4], "the gap at 2 is what tells a consumer an event was lost");
+    assert_eq!(store.next_bed_seq("chair-1").unwrap(), 5);
 }
 
 #[test]

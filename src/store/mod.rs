@@ -52,8 +52,8 @@ pub enum StoreError {
         /// Its version.
         found: i64,
     },
-    /// An alarm event's `bed_seq` does not follow the last stored one: a consumer would see a gap or a repeat.
-    #[error("bed '{bed}': alarm event bed_seq {got} does not follow the stored {last} (expected {})", last + 1)]
+    /// An alarm event's `bed_seq` is not after the last stored one: a consumer would see a repeat.
+    #[error("bed '{bed}': alarm event bed_seq {got} is not after the stored {last} (expected {})", last + 1)]
     BedSeq {
         /// The bed.
         bed: String,
@@ -482,8 +482,13 @@ fn append_one(tx: &Transaction<'_>, event: &Event) -> Result<(), StoreError> {
     match event {
         Event::Alarm(a) => {
             let last = last_bed_seq(tx, &a.bed)?;
-            if a.bed_seq != last + 1 {
+            if a.bed_seq <= last {
                 return Err(StoreError::BedSeq { bed: a.bed.to_string(), last, got: a.bed_seq });
+            }
+            if a.bed_seq > last + 1 {
+                // Events were lost before they reached the store (an earlier write failed). Refusing this one
+                // would lose every later alarm too; storing it leaves the gap that tells consumers of the loss.
+                tracing::warn!(bed = %a.bed, last, got = a.bed_seq, "alarm events lost before storage: bed_seq gap");
             }
             let json = serde_json::to_string(a)?;
             tx.prepare_cached(

@@ -286,6 +286,12 @@ test('the chair view draws session trends with limits and alarm markers, and off
   if (limitsPublished) assert.ok(limitLines >= 1, 'limits drawn');
   assert.equal(await chair.isDisabled('#btn-session-end'), false);
   assert.ok(await chair.$('#tile-box .tile'));
+  // The chair's monitor is listed with its link state and error counters.
+  await chair.waitForSelector('#monitor-body tr', { timeout: 15000 });
+  const monitor = await chair.$eval('#monitor-body tr', (r) => [...r.cells].map((c) => c.textContent));
+  assert.match(monitor[0], new RegExp(`^${ALARM_BED}/0 `), `monitor row ${monitor}`);
+  assert.match(monitor[1], /^(connected|connecting|disconnected)$/);
+  assert.match(monitor[2], /^\d+ \/ \d+ \/ \d+$/, 'frames ok / bad / rejected');
   await shot('chair-view', chair);
 
   const csv = await chair.request.get(`${base()}/api/beds/${ALARM_BED}/export.csv`);

@@ -45,6 +45,16 @@
     $('btn-baseline').disabled = !running;
     $('btn-session-end').disabled = !running;
 
+    // Each source's link and error counters (issue #4: bad input is counted and visible, not silent).
+    const devices = Object.values(b.devices || {}).sort((x, y) => x.source.localeCompare(y.source));
+    V.morph($('monitor-body'), devices.map((d) => V.el('tr', {}, [
+      V.el('td', { text: `${d.source} (${d.kind} ${d.device})` }),
+      V.el('td', { text: d.link, class: d.link === 'connected' ? '' : 'stale' }),
+      V.el('td', { text: `${d.frames_ok} / ${d.frames_bad} / ${d.values_rejected}` }),
+      V.el('td', { text: d.last_error || '—' }),
+    ])));
+    $('no-monitors').hidden = devices.length > 0;
+
     // New alarm or session events on this chair: refresh the trends soon.
     const key = `${(b.alarms && b.alarms.bed_seq) || 0}|${(s && s.time) || ''}`;
     if (key !== seenKey) {
