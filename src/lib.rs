@@ -169,20 +169,21 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     }
     let retention = store::run_retention(store.clone(), config.store.retention_days, stop_rest.clone());
     tasks.spawn(retention);
-    let mqtt_addr = if config.mqtt.mode == MqttMode::Disabled {
-        None
+    let (mqtt_addr, mqtt_link) = if config.mqtt.mode == MqttMode::Disabled {
+        (None, None)
     } else {
-        let handle = mqtt::run(config.clone(), hub.clone(), store.clone(), stop_rest.clone())?;
+        let mqtt = mqtt::spawn(config.clone(), hub.clone(), store.clone(), stop_rest.clone())?;
+        let task = mqtt.task;
         tasks.spawn(async move {
-            let _ = handle.await;
+            let _ = task.await;
         });
-        Some(format!("{}:{}", config.mqtt.host, config.mqtt.port))
+        (Some(format!("{}:{}", config.mqtt.host, config.mqtt.port)), Some(mqtt.link))
     };
     let history: Arc<dyn dashboard::history::History> = Arc::new(store.clone());
     let mut dash_state = dashboard::DashboardState::new(hub.clone(), config.clone(), history)
         .map_err(|e| RunError::Dashboard { addr: config.dashboard.listen.clone(), reason: e.to_string() })?;
-    for (bed, profile) in config.beds.iter().zip(&profiles) {
-        dash_state = dash_state.with_limits(&bed.id, dashboard::ChairLimits::from_profile(profile));
+    if let Some(link) = mqtt_link {
+        dash_state = dash_state.with_mqtt_link(link);
     }
     let dash_cancel = stop_rest.clone();
     tasks.spawn(async move {

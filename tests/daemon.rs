@@ -63,9 +63,11 @@ async fn vitals_arrive_then_shutdown_is_clean(mode: &str, port: u16) {
     let text = json.to_string();
     assert!(text.contains("spo2"), "vitals payload names SpO2: {text}");
 
-    // The dashboard answers on its socket while the daemon runs.
+    // The dashboard answers on its socket while the daemon runs, and shows the broker link as connected.
     let page = common::http_get(dashboard, "/").await;
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let status = common::http_get(dashboard, "/api/status").await;
+    assert!(status.contains(r#""state":"connected""#), "{status}");
 
     let stopping = std::time::Instant::now();
     shutdown.cancel();
@@ -104,4 +106,29 @@ async fn a_port_in_use_is_a_clear_error_naming_the_setting() {
         Err(e) => e.to_string(),
     };
     assert!(err.contains("dashboard.listen"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_external_broker_shows_on_the_dashboard_status_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    // Nothing listens on this port: the broker is down.
+    let running = vigil::start(config("external", free_port(), dir.path()), shutdown.clone()).await.unwrap();
+    let dashboard = running.dashboard;
+    let daemon = tokio::spawn(running.wait());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let status = common::http_get(dashboard, "/api/status").await;
+        if status.contains(r#""last_error":""#) || tokio::time::Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(status.contains(r#""state":"connecting""#), "{status}");
+    assert!(status.contains(r#""last_error":""#), "the reason is shown: {status}");
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), daemon)
+        .await
+        .expect("stops within 5 s even without a broker")
+        .unwrap();
 }

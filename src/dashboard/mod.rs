@@ -23,6 +23,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Role};
@@ -134,6 +135,7 @@ pub struct DashboardState {
     demo_csrf: Arc<str>,
     epoch: Arc<str>,
     streams: CancellationToken,
+    mqtt_link: Option<watch::Receiver<crate::mqtt::LinkStatus>>,
 }
 
 impl DashboardState {
@@ -166,7 +168,15 @@ impl DashboardState {
             demo_csrf: auth::random_token().into(),
             epoch: auth::random_token()[..8].into(),
             streams: CancellationToken::new(),
+            mqtt_link: None,
         })
+    }
+
+    /// Shows the MQTT broker link on the page, so a lost integration link is visible at this end too
+    /// (CLINICAL.md: a distributed alarm system makes a lost link visible at both ends).
+    pub fn with_mqtt_link(mut self, link: watch::Receiver<crate::mqtt::LinkStatus>) -> Self {
+        self.mqtt_link = Some(link);
+        self
     }
 
     /// Publishes a bed's limits to the chair view, replacing those read from its profile at construction.
@@ -239,6 +249,7 @@ pub fn app(state: DashboardState) -> Router {
         .route("/api/me", get(me))
         .route("/api/session", post(sign_in).delete(sign_out))
         .route("/api/snapshot", get(snapshot))
+        .route("/api/status", get(status))
         .route("/api/events", get(events))
         .route("/api/beds/:bed/commands", post(command))
         .route("/api/beds/:bed/limits", get(limits))
@@ -409,6 +420,13 @@ async fn sign_out(State(state): State<DashboardState>, headers: HeaderMap) -> Re
 async fn snapshot(State(state): State<DashboardState>, headers: HeaderMap) -> Result<Response, DashboardError> {
     state.require_view(&headers)?;
     Ok(Json(state.hub.snapshot()).into_response())
+}
+
+/// The server's own links: the MQTT broker (null when MQTT is disabled).
+async fn status(State(state): State<DashboardState>, headers: HeaderMap) -> Result<Response, DashboardError> {
+    state.require_view(&headers)?;
+    let mqtt = state.mqtt_link.as_ref().map(|l| l.borrow().clone());
+    Ok(Json(json!({ "mqtt": mqtt })).into_response())
 }
 
 #[derive(Deserialize)]

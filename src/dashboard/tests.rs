@@ -577,3 +577,27 @@ fn profile_limits_become_chart_bands() {
     assert_eq!(sys_medium.and_then(|b| b.high), Some(160.0));
     assert_eq!((limits.rise_sys, limits.rise_dia), (Some(40.0), Some(25.0)));
 }
+
+#[tokio::test]
+async fn the_status_endpoint_reports_the_mqtt_broker_link_so_its_loss_is_visible_on_the_ward() {
+    let f = fixture();
+    let get = || Request::get("/api/status").body(Body::empty()).unwrap();
+    let res = send(&f.state, get()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(body_json(res).await["mqtt"], serde_json::Value::Null, "no MQTT link configured: nothing to show");
+
+    let status = |state| crate::mqtt::LinkStatus {
+        state,
+        broker: "127.0.0.1:1883".into(),
+        since: Utc::now(),
+        last_error: (state != crate::mqtt::LinkState::Connected).then(|| "mqtt.host: connection refused".into()),
+        birth_seq: 3,
+    };
+    let (tx, rx) = tokio::sync::watch::channel(status(crate::mqtt::LinkState::Connected));
+    let state = f.state.clone().with_mqtt_link(rx);
+    assert_eq!(body_json(send(&state, get()).await).await["mqtt"]["state"], "connected");
+    tx.send(status(crate::mqtt::LinkState::Connecting)).unwrap();
+    let json = body_json(send(&state, get()).await).await;
+    assert_eq!(json["mqtt"]["state"], "connecting");
+    assert_eq!(json["mqtt"]["last_error"], "mqtt.host: connection refused");
+}

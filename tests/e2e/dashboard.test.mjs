@@ -93,6 +93,13 @@ test('the ward shows every chair and their numbers keep arriving', async () => {
     idle: t.classList.contains('idle'),
   })));
   const first = await times();
+  // The server's link to the MQTT broker is shown beside this screen's own link (hidden only when MQTT is off).
+  const mqtt = await page.evaluate(async () => (await window.Vigil.api('/api/status')).mqtt);
+  if (mqtt) {
+    await page.waitForSelector('#mqtt-status:not([hidden])', { timeout: 10000 });
+    const pill = await page.$eval('#mqtt-status', (e) => ({ text: e.textContent, live: e.classList.contains('live') }));
+    assert.equal(pill.live, mqtt.state === 'connected', `pill ${JSON.stringify(pill)} for ${mqtt.state}`);
+  }
   await page.waitForTimeout(3500);
   const second = await times();
   const updated = second.filter((t, i) => t.spo2 && t.spo2 !== first[i].spo2).map((t) => t.bed);

@@ -539,6 +539,25 @@ const Vigil = (() => {
     });
   }
 
+  // The server's link to the MQTT broker: integrators (nurse call, paging) depend on it, so its loss is shown here
+  // as a technical condition, next to this screen's own link.
+  function watchServerLinks() {
+    const pill = document.getElementById('mqtt-status');
+    if (!pill) return;
+    const poll = async () => {
+      let mqtt = null;
+      try { mqtt = (await api('/api/status')).mqtt; } catch (_) { return; } // this screen's own link banner covers it
+      pill.hidden = !mqtt;
+      if (!mqtt) return;
+      const ok = mqtt.state === 'connected';
+      pill.className = `link-status ${ok ? 'live' : 'lost'}`;
+      pill.textContent = ok ? 'MQTT' : `MQTT ${mqtt.state}`;
+      pill.title = ok ? `Broker ${mqtt.broker} connected` : `Broker ${mqtt.broker}: ${mqtt.last_error || mqtt.state} since ${fmtClock(Date.parse(mqtt.since))}`;
+    };
+    poll();
+    setInterval(poll, 5000);
+  }
+
   function startClock() {
     const c = document.getElementById('clock');
     if (!c) return;
@@ -549,7 +568,7 @@ const Vigil = (() => {
 
   return {
     el, api, me: () => me, loadMe, setupAuth, command, toast, connect, ward, live, renderTile, renderAlarm,
-    sortedAlarms, morph, describeCommand, fmtClock, fmtDuration, fmtAge, now, setupSoundButton, startClock, sound, PRIORITY_RANK, MARKER,
+    sortedAlarms, morph, describeCommand, fmtClock, fmtDuration, fmtAge, now, setupSoundButton, startClock, watchServerLinks, sound, PRIORITY_RANK, MARKER,
     PHASE_LABEL, onMe: (f) => meListeners.push(f), signInDialog, stateText,
   };
 })();

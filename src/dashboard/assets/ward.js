@@ -21,6 +21,7 @@
   V.setupAuth();
   V.setupSoundButton();
   V.startClock();
+  V.watchServerLinks();
   V.loadMe().then((me) => {
     if (!me.can_view) { V.signInDialog(null); }
     V.connect({ render, onLink: render });
