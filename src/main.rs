@@ -89,8 +89,9 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(format: LogFormat) {
-    // The embedded broker logs every client disconnect as an error; its warnings are what matter to operators.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn"));
+    // The embedded broker logs every client disconnect (and Vigil's own readiness probe) as an error; Vigil reports
+    // broker failures itself, so rumqttd is silent unless RUST_LOG asks for it (`RUST_LOG=info,rumqttd=warn`).
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rumqttd=off"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
