@@ -1,6 +1,6 @@
 //! The Vigil side of `tests/ci/paho_check.py`: a publisher (hub + store + `mqtt::spawn`, with a fake bed that
 //! answers acknowledgements) that emits alarm events at a steady pace against the broker the script runs. It is
-//! `#[ignore]`d because it only makes sense driven by that script; on its own it does nothing.
+//! ignored (with a reason) because it only makes sense driven by that script; on its own it does nothing.
 
 mod mqtt_support;
 
