@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
 use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
@@ -143,9 +142,7 @@ async fn poll(
                 failures = failures.saturating_add(1);
                 idx = (idx + 1) % link.endpoints.len();
                 el.options = link.options(idx);
-                let ceiling =
-                    Duration::from_millis(250).saturating_mul(1 << failures.min(7)).min(Duration::from_secs(30));
-                let delay = ceiling / 2 + rand::rng().random_range(Duration::ZERO..=ceiling / 2);
+                let delay = super::publisher::backoff_delay(failures);
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}

@@ -53,6 +53,15 @@ const BIRTH_COUNTER: &str = "mqtt.birth_seq";
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 /// …up to this.
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// How long to wait before reconnect attempt `exp`: exponential from [`BACKOFF_MIN`] to [`BACKOFF_MAX`], with the
+/// upper half randomised so that several clients (the publisher, the command intake, other integrators) do not
+/// reconnect in lock-step after a broker restart.
+pub(super) fn backoff_delay(exp: u32) -> Duration {
+    let ceiling = BACKOFF_MIN.saturating_mul(1 << exp.min(8)).min(BACKOFF_MAX);
+    ceiling / 2 + rand::rng().random_range(Duration::ZERO..=ceiling / 2)
+}
+
 /// How long shutdown waits for the broker to acknowledge `offline`.
 const OFFLINE_DEADLINE: Duration = Duration::from_secs(3);
 
@@ -362,8 +371,7 @@ async fn network(
                 el.mqtt_options = connector.options(idx, last_seq + 1);
                 // A refusal will not fix itself quickly: start the backoff higher.
                 let exp = if refused { failures + 4 } else { failures };
-                let ceiling = BACKOFF_MIN.saturating_mul(1 << exp.min(8)).min(BACKOFF_MAX);
-                let delay = ceiling / 2 + rand::rng().random_range(Duration::ZERO..=ceiling / 2);
+                let delay = backoff_delay(exp);
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}
@@ -759,5 +767,23 @@ impl Main {
         self.set_link(LinkState::Stopped, None, None);
         let _ = tokio::time::timeout(Duration::from_secs(2), self.tracker.wait()).await;
         tracing::info!(pending = self.store.pending_count().unwrap_or(0), "MQTT publisher stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_delays_double_from_the_minimum_stay_under_the_maximum_and_are_jittered() {
+        for exp in 0..20 {
+            let ceiling = BACKOFF_MIN.saturating_mul(1 << exp.min(8)).min(BACKOFF_MAX);
+            let delays: Vec<Duration> = (0..50).map(|_| backoff_delay(exp)).collect();
+            assert!(delays.iter().all(|d| *d >= ceiling / 2 && *d <= ceiling), "attempt {exp}: {delays:?}");
+        }
+        assert!(backoff_delay(0) <= BACKOFF_MIN);
+        assert!(backoff_delay(30) <= BACKOFF_MAX);
+        let spread: std::collections::HashSet<Duration> = (0..50).map(|_| backoff_delay(5)).collect();
+        assert!(spread.len() > 1, "delays are randomised");
     }
 }
