@@ -32,6 +32,8 @@ fn stream(seconds: usize, excursions: bool) -> Vec<Reading> {
                 status: ValueStatus::Valid,
                 device_time: None,
                 received: t0 + TimeDelta::seconds(s as i64),
+                measured: None,
+                spot: false,
             })
         };
         push(Parameter::Hr, hr);

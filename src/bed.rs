@@ -11,12 +11,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::alarm::{DeviceSignal, Engine};
+use crate::clock;
 use crate::event::{DeviceStatus, Event, LinkState, VitalValue, VitalsUpdate};
 use crate::hub::{BedCommand, CommandError, Hub};
 use crate::ingest::protocol::{Frame, SensorFlags};
 use crate::ingest::{SourceEvent, SourceId};
 use crate::store::Store;
-use crate::vitals::{BedId, Parameter, Reading, Timestamp, ValueStatus};
+use crate::vitals::{measured_at, BedId, Parameter, Reading, Timestamp, ValueStatus};
 
 /// How often the engine's clock advances without input (no-data timers, delays, escalation).
 const TICK: Duration = Duration::from_secs(1);
@@ -71,7 +72,7 @@ impl BedTask {
                     None => self.idle_until_cancelled(&cancel).await,
                 },
                 _ = clock.tick() => {
-                    let events = self.engine.tick(Utc::now());
+                    let events = self.engine.tick(clock::now());
                     self.emit(events);
                 }
             }
@@ -90,7 +91,7 @@ impl BedTask {
                 _ = cancel.cancelled() => return,
                 Some(cmd) = self.commands.recv() => self.command(cmd),
                 _ = clock.tick() => {
-                    let events = self.engine.tick(Utc::now());
+                    let events = self.engine.tick(clock::now());
                     self.emit(events);
                 }
             }
@@ -107,9 +108,10 @@ impl BedTask {
     }
 
     fn command(&mut self, cmd: BedCommand) {
-        let now = Utc::now();
+        let clock = clock::now();
+        let now = clock.wall;
         let BedCommand { request, reply } = cmd;
-        let result = self.engine.command(&request.command, &request.actor, now);
+        let result = self.engine.command(&request.command, &request.actor, clock);
         let outcome = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
         if let Err(e) = self.store.record_action(now, &request.actor, &self.bed, &request.command, outcome) {
             tracing::error!(bed = %self.bed, error = %e, "could not store an action");
@@ -143,13 +145,13 @@ impl BedTask {
                     state.sensor = frame.sensor;
                     events.extend(
                         self.engine
-                            .device(&DeviceSignal::Sensor { source: key.clone(), flags: frame.sensor }, received),
+                            .device(&DeviceSignal::Sensor { source: key.clone(), flags: frame.sensor }, clock::now()),
                     );
                 }
                 if frame.demo != state.demo {
                     state.demo = frame.demo;
                     events.extend(
-                        self.engine.device(&DeviceSignal::Demo { source: key.clone(), on: frame.demo }, received),
+                        self.engine.device(&DeviceSignal::Demo { source: key.clone(), on: frame.demo }, clock::now()),
                     );
                 }
                 if !frame.measurements.is_empty() {
@@ -167,7 +169,7 @@ impl BedTask {
                     }),
                     LinkState::Connecting => None,
                 };
-                let events = signal.map(|s| self.engine.device(&s, at)).unwrap_or_default();
+                let events = signal.map(|s| self.engine.device(&s, clock::now())).unwrap_or_default();
                 self.emit(events);
                 let status = self.status_of(sources, &source, at);
                 status.link = link;
@@ -185,7 +187,7 @@ impl BedTask {
                     bad: frames_bad + values_rejected,
                     total: frames_ok + frames_bad,
                 };
-                let events = self.engine.device(&signal, at);
+                let events = self.engine.device(&signal, clock::now());
                 self.emit(events);
                 let status = self.status_of(sources, &source, at);
                 let errors_changed = status.frames_bad != frames_bad || status.values_rejected != values_rejected;
@@ -218,6 +220,7 @@ impl BedTask {
     ) {
         for m in &frame.measurements {
             let status = if frame.demo { ValueStatus::Demo } else { m.status };
+            let measured = measured_at(m.observed, frame.device_time, received);
             let reading = Reading {
                 bed: self.bed.clone(),
                 parameter: m.parameter,
@@ -225,9 +228,15 @@ impl BedTask {
                 status,
                 device_time: m.observed.or(frame.device_time),
                 received,
+                measured,
+                spot: m.spot,
             };
-            events.extend(self.engine.observe(&reading, received));
-            latest.insert(m.parameter, VitalValue { parameter: m.parameter, value: m.value, status, time: received });
+            events.extend(self.engine.observe(&reading, clock::now()));
+            if !m.spot {
+                // The vitals carry a spot value's true age: an NIBP sent again shows when it was measured.
+                let time = measured.unwrap_or(received);
+                latest.insert(m.parameter, VitalValue { parameter: m.parameter, value: m.value, status, time });
+            }
         }
         let update = VitalsUpdate { bed: self.bed.clone(), time: received, values: latest.values().cloned().collect() };
         events.push(Event::Vitals(update));

@@ -7,6 +7,7 @@
 pub mod alarm;
 pub mod auth;
 pub mod bed;
+pub mod clock;
 pub mod config;
 pub mod dashboard;
 pub mod event;

@@ -515,11 +515,15 @@ fn replay_one(
             status,
             device_time: None,
             received: r.time,
+            measured: None,
+            spot: false,
         };
         let events = match &r.kind {
             RowKind::Reading(p, v) => {
+                // The CSV convention: an empty value or 0 is "no value" (monitor exports write 0 for missing).
+                let v = v.filter(|v| *v != 0.0);
                 let status = if v.is_some() { ValueStatus::Valid } else { ValueStatus::Unavailable };
-                engine.observe(&reading(*p, *v, status), r.time)
+                engine.observe(&reading(*p, v, status), r.time)
             }
             RowKind::Device(p, v, status) => engine.observe(&reading(*p, *v, *status), r.time),
             RowKind::Signal(sig) => engine.device(sig, r.time),

@@ -201,6 +201,28 @@ pub struct Reading {
     pub device_time: Option<Timestamp>,
     /// When Vigil received it: the time alarm logic uses.
     pub received: Timestamp,
+    /// When a spot value was measured, if earlier than its receipt (an NIBP the monitor reports late or sends
+    /// again), by [`measured_at`]: the one timing rule of the daemon and replay.
+    #[serde(default)]
+    pub measured: Option<Timestamp>,
+    /// A spot measurement of a continuous parameter (the pulse the NIBP cuff or a spot check took): not the
+    /// continuous stream, so it neither feeds nor silences that parameter's alarms.
+    #[serde(default)]
+    pub spot: bool,
+}
+
+/// The longest a device may say a value is old; beyond it the clocks are taken to disagree and the value is
+/// this old (stale, so `nibp_overdue` still fires, rather than fresh).
+pub const MAX_MEASUREMENT_AGE: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
+/// When a value was measured, on Vigil's clock: the device's observation time (HL7 OBX-14) is read against
+/// the device's own clock at sending (HL7 MSH-7), or against the receive time when the message has none, and
+/// the age so found is counted back from the receive time. A wrong device clock therefore shifts nothing, a
+/// value is never in the future, and never older than [`MAX_MEASUREMENT_AGE`] (issue 10 item 4).
+pub fn measured_at(observed: Option<Timestamp>, sent: Option<Timestamp>, received: Timestamp) -> Option<Timestamp> {
+    let observed = observed?;
+    let age = (sent.unwrap_or(received) - observed).clamp(chrono::TimeDelta::zero(), MAX_MEASUREMENT_AGE);
+    Some(received - age)
 }
 
 impl Reading {
@@ -228,6 +250,22 @@ mod tests {
     }
 
     #[test]
+    fn a_measurement_time_is_read_against_the_device_clock_and_never_lies_in_the_future() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let received = t("2026-01-01T12:00:00Z");
+        // The device clock is an hour slow; the value was measured 24 min before it was sent.
+        let sent = t("2026-01-01T11:00:00Z");
+        let observed = t("2026-01-01T10:36:00Z");
+        assert_eq!(measured_at(Some(observed), Some(sent), received), Some(t("2026-01-01T11:36:00Z")));
+        // Without a message time the receive time is the reference; a future observation is "now".
+        assert_eq!(measured_at(Some(t("2026-01-01T11:50:00Z")), None, received), Some(t("2026-01-01T11:50:00Z")));
+        assert_eq!(measured_at(Some(t("2026-01-01T12:30:00Z")), None, received), Some(received));
+        // A year-old observation is taken as the maximum age, never as fresh.
+        assert_eq!(measured_at(Some(t("2025-01-01T12:00:00Z")), None, received), Some(received - MAX_MEASUREMENT_AGE));
+        assert_eq!(measured_at(None, Some(sent), received), None);
+    }
+
+    #[test]
     fn only_valid_readings_offer_a_value_for_alarms() {
         let mut r = Reading {
             bed: "chair-1".into(),
@@ -236,6 +274,8 @@ mod tests {
             status: ValueStatus::Valid,
             device_time: None,
             received: Utc::now(),
+            measured: None,
+            spot: false,
         };
         assert_eq!(r.valid_value(), Some(85.0));
         for s in [ValueStatus::Questionable, ValueStatus::Unavailable, ValueStatus::Demo] {

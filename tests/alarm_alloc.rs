@@ -40,6 +40,8 @@ fn steady_observations_and_ticks_that_raise_nothing_do_not_allocate() {
                 status: ValueStatus::Valid,
                 device_time: None,
                 received: t0,
+                measured: None,
+                spot: false,
             })
             .collect();
     let mut feed = |from: i64, to: i64| {

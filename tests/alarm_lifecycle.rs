@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use alarm_support::*;
 use vigil::alarm::{CommandError, Engine, Profile};
-use vigil::event::{AlarmState, Command, Event, Priority};
+use vigil::event::{AlarmPhase, AlarmState, Command, Event, Priority};
 use vigil::vitals::{Parameter::*, ValueStatus};
 
 fn hr(engine: &mut Engine, s: i64, v: f64) -> Vec<Event> {
@@ -39,8 +39,15 @@ fn acknowledging_a_present_alarm_keeps_it_visible_until_the_condition_ends() {
     let id = start[0].alarm_id.clone();
     let ack = alarms(e.command(&Command::Acknowledge { alarm_id: Some(id.clone()) }, "nurse-a", at(30)).unwrap());
     assert_eq!((ack[0].state, ack[0].by.as_deref(), ack[0].seq), (AlarmState::Acknowledged, Some("nurse-a"), 2));
-    // Acknowledged alarms do not escalate.
-    assert!(alarms(e.tick(at(400))).is_empty());
+    // Acknowledged alarms do not escalate; one whose condition persists sounds again after the medium
+    // reminder time (300 s), still medium.
+    assert!(alarms(e.tick(at(329))).is_empty());
+    let reminder = alarms(e.tick(at(330)));
+    assert_eq!(
+        (reminder[0].phase, reminder[0].state, reminder[0].priority),
+        (AlarmPhase::Update, AlarmState::Active, Priority::Medium)
+    );
+    assert!(reminder[0].evidence.contains_key("reminder"), "{:?}", reminder[0].evidence);
     let end = alarms(nibp(&mut e, 600, 140.0));
     assert_eq!((end[0].alarm_id.as_str(), end[0].state), (id.as_str(), AlarmState::Cleared));
     assert!(e.active_alarms(at(601)).alarms.is_empty());

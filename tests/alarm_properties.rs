@@ -123,6 +123,8 @@ proptest! {
         events.extend(e.device(&DeviceSignal::Connected { source: src() }, now));
         events.extend(e.device(&DeviceSignal::Sensor { source: src(), flags: SensorFlags::default() }, now));
         events.extend(e.device(&DeviceSignal::Demo { source: src(), on: false }, now));
+        // A running infusion gets its baseline (without one, "rise detection off" rightly stays).
+        events.extend(e.command(&Command::SetBaseline { sys: 125.0, dia: 78.0 }, "n", now).unwrap_or_default());
         for k in 0..7200 {
             let t = calm_from + k;
             let now = at(t);

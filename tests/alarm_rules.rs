@@ -14,10 +14,6 @@ fn check(cases: Vec<(&str, Vec<Step>, i64, Vec<Seen>)>) {
     }
 }
 
-fn cat(parts: Vec<Vec<Step>>) -> Vec<Step> {
-    parts.into_iter().flatten().collect()
-}
-
 #[test]
 fn threshold_alarms_take_priority_from_the_band_wait_out_the_delay_and_clear_with_hysteresis() {
     check(vec![
@@ -170,12 +166,14 @@ fn only_valid_non_zero_readings_raise_physiological_alarms() {
     };
     check(vec![
         (
-            "questionable SpO2 80 / HR 30 never alarm; after 10 s without valid data a technical alarm says so",
+            "questionable SpO2 80 / HR 30 raise no threshold alarm; after 10 s without valid data a technical alarm \
+             says so, and SpO2 questionable below its limit for 10 s is 'SpO2 low, poor signal'",
             bad(ValueStatus::Questionable, Some(30.0)),
             59,
             vec![
                 ev(14, "hr_no_data", "start", "medium", "active"),
                 ev(14, "spo2_no_data", "start", "medium", "active"),
+                ev(15, "spo2_low_poor_signal", "start", "medium", "active"),
             ],
         ),
         (
@@ -188,23 +186,24 @@ fn only_valid_non_zero_readings_raise_physiological_alarms() {
             ],
         ),
         (
-            "zeros are 'no value', never asystole or desaturation",
+            "a valid 0 is a value (which zeros mean 'no value' is the decoder's decision, stated as unavailable): \
+             SpO2 0 is a deep drop at once, HR 0 is high after its 10 s condition delay",
             bad(ValueStatus::Valid, Some(0.0)),
             20,
-            vec![
-                ev(14, "hr_no_data", "start", "medium", "active"),
-                ev(14, "spo2_no_data", "start", "medium", "active"),
-            ],
+            vec![ev(5, "spo2_low", "start", "high", "active"), ev(15, "hr_low", "start", "high", "active")],
         ),
     ]);
 }
 
 #[test]
 fn trend_rules_rise_from_baseline_slopes_and_drift() {
-    let session = vec![
-        (0, Input::C(Command::SessionStart { patient: None, baseline_sys: Some(110.0), baseline_dia: Some(80.0) })),
-        (10, Input::C(Command::InfusionStart)),
-    ];
+    let session = cat(vec![
+        vec![
+            (0, Input::C(Command::SessionStart { patient: None, baseline_sys: Some(110.0), baseline_dia: Some(80.0) })),
+            (10, Input::C(Command::InfusionStart)),
+        ],
+        oximeter(0, 2000),
+    ]);
     let mut rise = session.clone();
     rise.extend([(300, Input::V(NibpSys, 149.0)), (600, Input::V(NibpSys, 150.0)), (900, Input::V(NibpSys, 144.0))]);
     let mut dia = session.clone();
@@ -214,6 +213,7 @@ fn trend_rules_rise_from_baseline_slopes_and_drift() {
         Input::C(Command::SessionStart { patient: None, baseline_sys: Some(130.0), baseline_dia: Some(80.0) }),
     )];
     before.push((300, Input::V(NibpSys, 175.0)));
+    before.extend(oximeter(0, 320));
     check(vec![
         (
             "systolic +39 over 110 is not a rise, +40 is (esketamine label); unanswered for 3 min it escalates to \

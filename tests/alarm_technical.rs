@@ -36,12 +36,16 @@ fn technical_alarms_table() {
         ),
         (
             "NIBP overdue 10 + 2 min into infusion without a reading; a reading ends it",
-            vec![
-                session(0),
-                (60, Input::V(NibpSys, 125.0)),
-                (100, Input::C(Command::InfusionStart)),
-                (900, Input::V(NibpSys, 128.0)),
-            ],
+            cat(vec![
+                vec![
+                    session(0),
+                    (60, Input::V(NibpSys, 125.0)),
+                    (60, Input::V(NibpDia, 80.0)),
+                    (100, Input::C(Command::InfusionStart)),
+                    (900, Input::V(NibpSys, 128.0)),
+                ],
+                oximeter(0, 902),
+            ]),
             901,
             vec![
                 ev(780, "nibp_overdue", "start", "medium", "active"),
@@ -50,16 +54,26 @@ fn technical_alarms_table() {
         ),
         (
             "observation expects NIBP every 15 min: 16 min without one is not overdue, 17 min is",
-            vec![
-                session(0),
-                (10, Input::C(Command::InfusionStart)),
-                (20, Input::C(Command::InfusionStop)),
-                (30, Input::V(NibpSys, 125.0)),
-            ],
+            cat(vec![
+                vec![
+                    session(0),
+                    (5, Input::C(Command::SetBaseline { sys: 125.0, dia: 80.0 })),
+                    (10, Input::C(Command::InfusionStart)),
+                    (20, Input::C(Command::InfusionStop)),
+                    (30, Input::V(NibpSys, 125.0)),
+                ],
+                oximeter(0, 1051),
+            ]),
             30 + 1020,
             vec![ev(1050, "nibp_overdue", "start", "medium", "active")],
         ),
-        ("an idle chair expects no NIBP", vec![(0, Input::V(NibpSys, 125.0))], 3600, vec![]),
+        (
+            "a chair with no session is watched from its first NIBP on, at the pre-infusion cycle (10 + 2 min)",
+            vec![(0, Input::V(NibpSys, 125.0))],
+            3600,
+            vec![ev(720, "nibp_overdue", "start", "medium", "active")],
+        ),
+        ("a chair with no session and no NIBP expects none", every_second(Spo2, 0, 900, |_| 97.0), 899, vec![]),
         (
             "sensor off for 5 s alarms; back on ends it",
             vec![(10, sensor(SensorFlags::SENSOR_OFF)), (30, sensor(SensorFlags::default()))],
@@ -113,11 +127,14 @@ fn technical_alarms_table() {
             vec![ev(3, "low_battery", "start", "low", "active"), ev(7, "low_battery", "end", "low", "cleared")],
         ),
         (
-            "ending the session ends no-data and overdue alarms: the chair is empty",
+            "a session expects SpO2 and pulse from its start even if never seen; ending the session ends no-data \
+             and overdue alarms: the chair is empty",
             [vec![session(0)], every_second(Spo2, 0, 5, |_| 97.0), vec![(20, Input::C(Command::SessionEnd))]].concat(),
             900,
             vec![
+                ev(10, "pr_no_data", "start", "medium", "active"),
                 ev(14, "spo2_no_data", "start", "medium", "active"),
+                ev(20, "pr_no_data", "end", "medium", "cleared"),
                 ev(20, "spo2_no_data", "end", "medium", "cleared"),
             ],
         ),

@@ -52,6 +52,16 @@ pub enum Key {
     InputErrors(Arc<str>),
     /// Advisory NEWS2.
     News2,
+    /// Respiration rate 0 from a source that measures it: apnoea.
+    Apnoea,
+    /// Values beyond the limit that the device flags as questionable (poor signal).
+    PoorSignal(Parameter),
+    /// The cuff reported a failed measurement.
+    CuffFailure,
+    /// An infusion runs with no baseline: rise detection is off.
+    BaselineMissing,
+    /// A per-bed override put this limit outside its safe range (or removed it): the alarm is in effect off.
+    LimitOff(Parameter, Dir),
 }
 
 /// What an event says beyond its lifecycle fields; built only when an event is emitted.
@@ -73,19 +83,140 @@ pub struct Detail {
     pub message: String,
 }
 
+/// What a rule saw this time besides the band: the value, for the worst value and for sounding again when the
+/// condition worsens (CLINICAL.md "A new condition always alarms again"; issue 10 item 1).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Obs {
+    /// The value now, if the rule has one.
+    pub value: Option<f64>,
+    /// Which way is worse, and how far beyond the value last annunciated (or acknowledged) sounds it again;
+    /// a step of 0 never sounds again by value.
+    pub worse: Option<(Dir, f64)>,
+    /// A new spot reading (NIBP): any reading worse than the last one annunciated sounds again.
+    pub spot: bool,
+}
+
+impl Obs {
+    /// A rule with a value and a direction of worsening.
+    pub const fn value(v: f64, dir: Dir, step: f64) -> Obs {
+        Obs { value: Some(v), worse: Some((dir, step)), spot: false }
+    }
+}
+
+/// Lifecycle settings the engine takes from the profile.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settings {
+    /// Priorities that latch, indexed low, medium, high.
+    pub latching: [bool; 3],
+    /// Unanswered medium physiological alarms escalate after this long.
+    pub escalate_after_ms: Option<i64>,
+    /// Longest audio pause, seconds.
+    pub max_pause_s: u32,
+    /// An acknowledged alarm that persists sounds again after this long, indexed low, medium, high.
+    pub reminder_ms: [Option<i64>; 3],
+    /// Unanswered technical alarms that blind surveillance escalate after this long during an infusion.
+    pub blind_escalate_after_ms: Option<i64>,
+}
+
+impl Settings {
+    /// From the profile's lifecycle and technical sections.
+    pub fn from_profile(p: &crate::alarm::Profile) -> Settings {
+        let mut latching = [false; 3];
+        for x in &p.lifecycle.latching {
+            latching[prio_index(*x)] = true;
+        }
+        let opt = |s: u64| (s > 0).then_some(s as i64 * 1000);
+        Settings {
+            latching,
+            escalate_after_ms: opt(p.lifecycle.escalate_medium_after_s),
+            max_pause_s: p.lifecycle.audio_pause_max_s,
+            reminder_ms: [None, opt(p.lifecycle.reminder_s.medium), opt(p.lifecycle.reminder_s.high)],
+            blind_escalate_after_ms: opt(p.technical.escalate_in_infusion_s),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Alarm {
     key: Key,
-    /// The latest event: the canonical record of the alarm.
+    /// The latest event: the canonical record of the alarm (its value is kept current between events).
     last: AlarmEvent,
+    /// The band of the value (or rule) while present, apart from any escalation by time.
     band: Priority,
+    /// The highest priority shown in this alarm's life: a latched alarm shows it.
     max_priority: Priority,
     escalated_by_time: bool,
     present: bool,
     acked: bool,
+    acked_at: Option<i64>,
     paused: bool,
     unanswered_since: Option<i64>,
     may_escalate: bool,
+    /// The value the nurse last saw announced (at start, escalation, re-annunciation or acknowledge).
+    annunciated: Option<f64>,
+    /// The worst value and its time (ms), for the record.
+    worst: Option<(f64, i64)>,
+}
+
+impl Alarm {
+    fn effective(&self) -> Priority {
+        if !self.present {
+            self.max_priority
+        } else if self.escalated_by_time {
+            Priority::High.max(self.band)
+        } else {
+            self.band
+        }
+    }
+
+    fn note(&mut self, obs: &Obs, now: i64) {
+        let Some(v) = obs.value else { return };
+        self.last.value = Some(v);
+        if let Some((dir, _)) = obs.worse {
+            let worse = match (self.worst, dir) {
+                (None, _) => true,
+                (Some((w, _)), Dir::High) => v > w,
+                (Some((w, _)), Dir::Low) => v < w,
+            };
+            if worse {
+                self.worst = Some((v, now));
+            }
+        }
+    }
+
+    /// Why a present alarm must sound again by value, if it must.
+    fn worsened(&self, obs: &Obs) -> Option<String> {
+        let (v, prev, (dir, step)) = (obs.value?, self.annunciated?, obs.worse?);
+        let by = match dir {
+            Dir::High => v - prev,
+            Dir::Low => prev - v,
+        };
+        if obs.spot && by > 0.0 {
+            Some(format!("new reading {} worse than {} announced", round1(v), round1(prev)))
+        } else if step > 0.0 && by >= step {
+            Some(format!("worse by {} since {} announced", round1(by), round1(prev)))
+        } else {
+            None
+        }
+    }
+
+    /// Sounds again: not acknowledged, not paused, a fresh escalation timer.
+    fn reannunciate(&mut self, now: i64) {
+        self.acked = false;
+        self.acked_at = None;
+        self.paused = false;
+        self.unanswered_since = Some(now);
+        self.annunciated = self.last.value;
+    }
+}
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+/// Technical conditions that leave the chair unwatched: during an infusion they escalate when unanswered.
+fn blinds_surveillance(key: &Key) -> bool {
+    matches!(key, Key::NoData(_) | Key::SensorOff(_) | Key::PulseSearch(_) | Key::Disconnected(_) | Key::Demo(_))
 }
 
 /// Why a lifecycle command was refused.
@@ -105,16 +236,17 @@ pub enum Refusal {
     NotPaused,
 }
 
-/// The live alarms of one bed and the bed's event numbering.
+/// The live alarms of one bed and the bed's event numbering. Times are milliseconds on the engine's monotonic
+/// clock; `label_offset_ms` turns them into the wall-clock labels events carry.
 #[derive(Debug, Clone)]
 pub struct Lifecycle {
     bed: BedId,
     next_bed_seq: u64,
     alarms: Vec<Alarm>,
     pause_until: Option<i64>,
-    latching: [bool; 3],
-    escalate_after_ms: Option<i64>,
-    max_pause_s: u32,
+    settings: Settings,
+    infusion: bool,
+    label_offset_ms: i64,
 }
 
 fn prio_index(p: Priority) -> usize {
@@ -132,20 +264,36 @@ pub fn ts(ms: i64) -> Timestamp {
 
 impl Lifecycle {
     /// A bed's lifecycle; `next_bed_seq` is the number the next alarm event gets.
-    pub fn new(bed: BedId, next_bed_seq: u64, latching: &[Priority], escalate_after_s: u64, max_pause_s: u32) -> Self {
-        let mut l = [false; 3];
-        for p in latching {
-            l[prio_index(*p)] = true;
-        }
+    pub fn new(bed: BedId, next_bed_seq: u64, settings: Settings) -> Self {
         Lifecycle {
             bed,
             next_bed_seq,
             alarms: Vec::new(),
             pause_until: None,
-            latching: l,
-            escalate_after_ms: (escalate_after_s > 0).then_some(escalate_after_s as i64 * 1000),
-            max_pause_s,
+            settings,
+            infusion: false,
+            label_offset_ms: 0,
         }
+    }
+
+    /// New settings (a limit override changed the profile); live alarms keep their state.
+    pub fn set_settings(&mut self, settings: Settings) {
+        self.settings = settings;
+    }
+
+    /// Whether an infusion is running (technical alarms that blind surveillance escalate only then).
+    pub fn set_infusion(&mut self, on: bool) {
+        self.infusion = on;
+    }
+
+    /// Wall clock minus monotonic clock, for the labels of the events emitted from now on.
+    pub fn set_label_offset(&mut self, offset_ms: i64) {
+        self.label_offset_ms = offset_ms;
+    }
+
+    /// The wall-clock label of a monotonic time.
+    pub fn label(&self, t: i64) -> Timestamp {
+        ts(t + self.label_offset_ms)
     }
 
     /// Whether an alarm with this key is live (not ended).
@@ -196,37 +344,59 @@ impl Lifecycle {
         let seq = self.next_bed_seq;
         self.next_bed_seq += 1;
         let pause_until = self.pause_until;
+        let label = self.label_offset_ms;
         let a = &mut self.alarms[idx];
+        let priority = a.effective();
+        a.max_priority = a.max_priority.max(priority);
         a.last.seq += 1;
         a.last.bed_seq = seq;
-        a.last.time = ts(now);
+        a.last.time = ts(now + label);
         a.last.phase = phase;
         a.last.state = if phase == AlarmPhase::End { AlarmState::Cleared } else { Self::state_of(a) };
-        a.last.priority = if a.escalated_by_time { Priority::High.max(a.band) } else { a.band };
+        a.last.priority = priority;
         a.last.by = by.map(str::to_owned);
         a.last.audio_paused_until = match (a.paused, pause_until) {
-            (true, Some(u)) if phase != AlarmPhase::End => Some(ts(u)),
+            (true, Some(u)) if phase != AlarmPhase::End => Some(ts(u + label)),
             _ => None,
         };
+        if let Some((w, at)) = a.worst {
+            a.last.evidence.insert("worst_value".into(), Value::from(round1(w)));
+            a.last.evidence.insert("worst_time".into(), Value::from(ts(at + label).to_rfc3339()));
+        }
         out.push(Event::Alarm(a.last.clone()));
     }
 
     fn apply_detail(a: &mut Alarm, d: Detail) {
-        a.last.value = d.value;
+        if d.value.is_some() || a.last.value.is_none() {
+            a.last.value = d.value;
+        }
         a.last.limit = d.limit;
         a.last.evidence = d.evidence;
         a.last.message = d.message;
     }
 
-    /// The condition `key` is present at priority `band`. Starts, escalates, de-escalates or re-activates the
-    /// alarm as needed; `detail` is called only when an event is emitted.
-    pub fn raise(&mut self, key: Key, band: Priority, now: i64, detail: impl FnOnce() -> Detail, out: &mut Vec<Event>) {
+    /// The condition `key` is present at priority `band`. Starts, escalates, de-escalates, re-activates or
+    /// sounds the alarm again as needed; `detail` is called only when an event is emitted.
+    ///
+    /// The value band is kept apart from escalation by time, so a value that enters a higher band always sounds
+    /// again, even when time had already raised the priority and a nurse acknowledged it. A value worse by the
+    /// profile's step than the one last announced, or a spot reading worse than the last one announced, sounds
+    /// again too (issue 10 item 1; IEC 60601-1-8: a new reason to act is annunciated).
+    pub fn raise(
+        &mut self,
+        key: Key,
+        band: Priority,
+        obs: Obs,
+        now: i64,
+        detail: impl FnOnce() -> Detail,
+        out: &mut Vec<Event>,
+    ) {
         let Some(idx) = self.alarms.iter().position(|a| a.key == key) else {
             let d = detail();
             let alarm_id = format!("{}-{}", self.bed, self.next_bed_seq);
             let may_escalate = matches!(d.kind, AlarmKind::Threshold | AlarmKind::Trend);
             let last = AlarmEvent {
-                time: ts(now),
+                time: self.label(now),
                 bed: self.bed.clone(),
                 alarm_id,
                 seq: 0,
@@ -237,14 +407,14 @@ impl Lifecycle {
                 priority: band,
                 phase: AlarmPhase::Start,
                 state: AlarmState::Active,
-                value: d.value,
+                value: d.value.or(obs.value),
                 limit: d.limit,
                 evidence: d.evidence,
                 message: d.message,
                 by: None,
                 audio_paused_until: None,
             };
-            self.alarms.push(Alarm {
+            let mut a = Alarm {
                 key,
                 last,
                 band,
@@ -252,63 +422,77 @@ impl Lifecycle {
                 escalated_by_time: false,
                 present: true,
                 acked: false,
+                acked_at: None,
                 paused: false,
                 unanswered_since: Some(now),
                 may_escalate,
-            });
+                annunciated: None,
+                worst: None,
+            };
+            a.note(&obs, now);
+            a.annunciated = a.last.value;
+            self.alarms.push(a);
             let idx = self.alarms.len() - 1;
             self.emit(idx, AlarmPhase::Start, now, None, out);
             return;
         };
-        let escalate_after = self.escalate_after_ms;
+        let escalate_after = self.settings.escalate_after_ms;
         let a = &mut self.alarms[idx];
-        let old_priority = if a.escalated_by_time { Priority::High.max(a.band) } else { a.band };
-        let was_present = a.present;
+        a.note(&obs, now);
+        if !a.present {
+            // The condition is back while latched: a new activation with its own escalation timer.
+            a.present = true;
+            a.band = band;
+            a.escalated_by_time = false;
+            a.reannunciate(now);
+            Self::apply_detail(a, detail());
+            a.annunciated = a.last.value;
+            a.last.evidence.insert("reactivated".into(), Value::from("condition returned while latched"));
+            self.emit(idx, AlarmPhase::Update, now, None, out);
+            return;
+        }
+        let old_band = a.band;
+        let old_priority = a.effective();
         a.band = band;
-        a.max_priority = a.max_priority.max(band);
-        let new_priority = if a.escalated_by_time { Priority::High.max(band) } else { band };
-        if new_priority > old_priority {
-            // A worse condition is a new reason to act: it sounds again even if acknowledged or paused.
-            a.acked = false;
-            a.paused = false;
-            a.present = true;
-            a.unanswered_since = Some(now);
+        if band > old_band {
+            a.reannunciate(now);
             Self::apply_detail(a, detail());
+            a.annunciated = a.last.value;
             self.emit(idx, AlarmPhase::Escalate, now, None, out);
-        } else if new_priority == Priority::Medium
-            && old_priority == Priority::High
-            && was_present
-            && a.may_escalate
-            && !a.acked
-            && !a.paused
-            && escalate_after.is_some_and(|after| a.unanswered_since.is_some_and(|s| now - s >= after))
-        {
-            // Unanswered for longer than the escalation time already: dropping to medium would only escalate
-            // again at the next tick, so it stays high.
-            a.escalated_by_time = true;
-        } else if new_priority < old_priority {
-            a.present = true;
+        } else if band < old_band {
+            if band == Priority::Medium
+                && a.may_escalate
+                && !a.acked
+                && !a.paused
+                && escalate_after.is_some_and(|after| a.unanswered_since.is_some_and(|s| now - s >= after))
+            {
+                // Unanswered for longer than the escalation time already: dropping to medium would only
+                // escalate again at the next tick, so it stays high.
+                a.escalated_by_time = true;
+            }
+            if a.effective() < old_priority {
+                Self::apply_detail(a, detail());
+                self.emit(idx, AlarmPhase::DeEscalate, now, None, out);
+            }
+        } else if let Some(reason) = a.worsened(&obs) {
+            a.reannunciate(now);
             Self::apply_detail(a, detail());
-            self.emit(idx, AlarmPhase::DeEscalate, now, None, out);
-        } else if !was_present {
-            // Condition back while latched: signalling again.
-            a.present = true;
-            a.unanswered_since = Some(now);
-            Self::apply_detail(a, detail());
+            a.annunciated = a.last.value;
+            a.last.evidence.insert("reannounced".into(), Value::from(reason));
             self.emit(idx, AlarmPhase::Update, now, None, out);
         }
     }
 
-    /// The condition `key` is absent: ends the alarm, or latches it when its highest priority latches and
-    /// nobody acknowledged it yet.
+    /// The condition `key` is absent: ends the alarm, or latches it when a priority it reached latches and
+    /// nobody acknowledged it yet. A latched alarm shows the highest priority it reached and its worst value.
     pub fn clear(&mut self, key: &Key, now: i64, out: &mut Vec<Event>) {
         let Some(idx) = self.alarms.iter().position(|a| &a.key == key) else { return };
         let a = &self.alarms[idx];
         if !a.present {
             return;
         }
-        let top = if a.escalated_by_time { Priority::High } else { a.max_priority };
-        if self.latching[prio_index(top)] && !a.acked {
+        let top = a.max_priority.max(a.effective());
+        if self.settings.latching[prio_index(top)] && !a.acked {
             let a = &mut self.alarms[idx];
             a.present = false;
             a.unanswered_since = None;
@@ -328,7 +512,8 @@ impl Lifecycle {
         self.alarms.remove(idx);
     }
 
-    /// Audio-pause expiry and time escalation.
+    /// Audio-pause expiry, time escalation, reminders for acknowledged alarms that persist, and escalation of
+    /// unanswered technical alarms that blind surveillance during an infusion.
     pub fn tick(&mut self, now: i64, out: &mut Vec<Event>) {
         if let Some(until) = self.pause_until {
             if now >= until {
@@ -344,21 +529,40 @@ impl Lifecycle {
                 }
             }
         }
-        let Some(after) = self.escalate_after_ms else { return };
+        let s = self.settings;
         for idx in 0..self.alarms.len() {
+            let infusion = self.infusion;
             let a = &mut self.alarms[idx];
-            if a.may_escalate
-                && !a.escalated_by_time
-                && a.band == Priority::Medium
-                && a.present
-                && !a.acked
-                && !a.paused
-                && a.unanswered_since.is_some_and(|s| now - s >= after)
-            {
+            if !a.present {
+                continue;
+            }
+            let unanswered_for = |after: Option<i64>| {
+                after.is_some_and(|after| a.unanswered_since.is_some_and(|since| now - since >= after))
+            };
+            let waiting = !a.acked && !a.paused && !a.escalated_by_time && a.band == Priority::Medium;
+            if waiting && a.may_escalate && unanswered_for(s.escalate_after_ms) {
                 a.escalated_by_time = true;
-                a.max_priority = Priority::High;
-                a.last.evidence.insert("escalated".into(), Value::from(format!("unanswered for {} s", after / 1000)));
+                let after = s.escalate_after_ms.unwrap_or_default() / 1000;
+                a.last.evidence.insert("escalated".into(), Value::from(format!("unanswered for {after} s")));
                 self.emit(idx, AlarmPhase::Escalate, now, None, out);
+            } else if waiting && infusion && blinds_surveillance(&a.key) && unanswered_for(s.blind_escalate_after_ms) {
+                a.escalated_by_time = true;
+                let after = s.blind_escalate_after_ms.unwrap_or_default() / 1000;
+                a.last.evidence.insert(
+                    "escalated".into(),
+                    Value::from(format!("chair unwatched during the infusion, unanswered for {after} s")),
+                );
+                self.emit(idx, AlarmPhase::Escalate, now, None, out);
+            } else if a.acked {
+                let reminder = s.reminder_ms[prio_index(a.effective())];
+                if let (Some(after), Some(at)) = (reminder, a.acked_at) {
+                    if now - at >= after {
+                        a.reannunciate(now);
+                        let msg = format!("still present {} s after acknowledge", after / 1000);
+                        a.last.evidence.insert("reminder".into(), Value::from(msg));
+                        self.emit(idx, AlarmPhase::Update, now, None, out);
+                    }
+                }
             }
         }
     }
@@ -397,8 +601,10 @@ impl Lifecycle {
         for idx in targets {
             let a = &mut self.alarms[idx];
             a.acked = true;
+            a.acked_at = Some(now);
             a.paused = false;
             a.unanswered_since = None;
+            a.annunciated = a.last.value;
             acked.push(a.key.clone());
             if a.present {
                 self.emit(idx, AlarmPhase::Update, now, Some(actor), out);
@@ -415,8 +621,9 @@ impl Lifecycle {
 
     /// Pauses audio of the alarms sounding now for `seconds`. New conditions still sound.
     pub fn pause_audio(&mut self, seconds: u32, actor: &str, now: i64, out: &mut Vec<Event>) -> Result<(), Refusal> {
-        if seconds == 0 || seconds > self.max_pause_s {
-            return Err(Refusal::PauseOutOfRange(seconds, self.max_pause_s));
+        let max = self.settings.max_pause_s;
+        if seconds == 0 || seconds > max {
+            return Err(Refusal::PauseOutOfRange(seconds, max));
         }
         let targets: Vec<usize> = (0..self.alarms.len()).filter(|&i| !self.alarms[i].acked).collect();
         if targets.is_empty() {
@@ -451,7 +658,7 @@ impl Lifecycle {
 
     /// When audio pause ends, if paused.
     pub fn audio_paused_until(&self) -> Option<Timestamp> {
-        self.pause_until.map(ts)
+        self.pause_until.map(|u| self.label(u))
     }
 
     /// Snapshot of the live alarms.

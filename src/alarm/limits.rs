@@ -2,6 +2,7 @@
 //! flap (CLINICAL.md "Default ketamine-chair profile"; limits are strict comparisons, as in its table).
 
 use crate::event::Priority;
+use crate::vitals::Parameter;
 
 use super::lifecycle::Dir;
 use super::profile::{Band, ParameterLimits};
@@ -84,6 +85,34 @@ impl Threshold {
             Dir::High => ">",
             Dir::Low => "<",
         }
+    }
+}
+
+/// The outermost limits that still protect, per parameter (low limit at least, high limit at most). They sit at
+/// the edge of NEWS2's most severe bands (RCP 2017: SpO2 ≤ 91, systolic ≤ 90 or ≥ 220, pulse ≤ 40 or ≥ 131,
+/// respiration ≤ 8 or ≥ 25) with a margin for clinics that widen limits on purpose: beyond them an override
+/// leaves the alarm in effect off.
+pub const fn safe_range(p: Parameter) -> (f64, f64) {
+    match p {
+        Parameter::Hr | Parameter::Pr => (30.0, 180.0),
+        Parameter::Spo2 => (80.0, 100.0),
+        Parameter::NibpSys => (60.0, 230.0),
+        Parameter::NibpDia => (30.0, 130.0),
+        Parameter::NibpMean => (40.0, 150.0),
+        Parameter::Rr => (5.0, 40.0),
+    }
+}
+
+/// Why a band leaves its alarm in effect off, if it does: no limit at all, or the first limit to alarm is
+/// beyond [`safe_range`].
+pub fn off_reason(p: Parameter, dir: Dir, band: Option<Band>) -> Option<String> {
+    let first = band.and_then(|b| b.medium.or(b.high));
+    let (lo, hi) = safe_range(p);
+    match (first, dir) {
+        (None, _) => Some("no limit set".into()),
+        (Some(l), Dir::Low) if l < lo => Some(format!("limit {l} is below the safe range (at least {lo})")),
+        (Some(l), Dir::High) if l > hi => Some(format!("limit {l} is above the safe range (at most {hi})")),
+        _ => None,
     }
 }
 

@@ -28,7 +28,7 @@ use crate::event::{AlarmKind, BedAlarms, Command, Event, Priority, SessionEvent,
 use crate::session::{Session, SessionError};
 use crate::vitals::{BedId, Parameter, Reading, Timestamp, ValueStatus};
 
-use lifecycle::{evidence, secs, Detail, Dir, Key, Lifecycle, Refusal};
+use lifecycle::{evidence, secs, Detail, Dir, Key, Lifecycle, Obs, Refusal, Settings};
 use limits::Threshold;
 use satseconds::{SatSeconds, Trigger};
 use technical::{sensor_problem, SensorProblem, SourceState};
@@ -92,6 +92,23 @@ impl From<Refusal> for CommandError {
     }
 }
 
+/// The engine's time: a monotonic millisecond count for every duration, and the wall clock only to label
+/// events (issue 10 item 8: a clock step changes no timer). A bare wall-clock timestamp converts to both, which
+/// is what replay and tests, whose time is virtual, want.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Milliseconds on a clock that never steps.
+    pub mono_ms: i64,
+    /// The wall clock, for labels.
+    pub wall: Timestamp,
+}
+
+impl From<Timestamp> for Now {
+    fn from(wall: Timestamp) -> Now {
+        Now { mono_ms: wall.timestamp_millis(), wall }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 struct ParamState {
     seen: bool,
@@ -102,7 +119,25 @@ struct ParamState {
     /// Valid samples seen beyond the limit since `pending` began.
     pending_samples: [u32; 2],
     delay_ms: i64,
+    /// The source's observed update period (ms), quick to grow and slow to shrink, so a slow source is judged
+    /// by its own pace (issue 10 item 3).
+    interval_ms: i64,
+    /// The latest questionable value and its time: it may hold an alarm, never start or end one by itself.
+    doubt: Option<(f64, i64)>,
+    /// Questionable values beyond the low limit since then, and how many.
+    doubt_pending: Option<i64>,
+    doubt_samples: u32,
+    /// Respiration 0 since then (apnoea), and how many such samples.
+    zero_since: Option<i64>,
+    zero_samples: u32,
+    /// Wall-clock measurement time (ms) of the last NIBP value taken, to drop one a monitor sends again.
+    measured_ms: Option<i64>,
 }
+
+/// Questionable values beyond the limit must last this long to raise "poor signal" (issue 10 item 5: 10 s).
+const POOR_SIGNAL_DELAY_MS: i64 = 10_000;
+/// The longest no-data time a slow source earns by its own pace.
+const MAX_NO_DATA_MS: i64 = 300_000;
 
 const HR: usize = Parameter::Hr as usize;
 const PR: usize = Parameter::Pr as usize;
@@ -151,19 +186,18 @@ pub struct Engine {
     news2_samples: u32,
     demo_readings: bool,
     no_data_ms: i64,
+    /// Monotonic time the running session started.
+    session_t: Option<i64>,
+    /// Recent gaps between NIBP measurements (ms), for the real cuff interval.
+    nibp_gaps: [i64; 3],
+    nibp_gap_count: usize,
 }
 
 impl Engine {
     /// An engine for `bed` with `profile`; `next_bed_seq` is the store's next per-bed number, so numbering is
     /// contiguous across restarts (and alarm ids, `<bed>-<bed_seq of start>`, never repeat).
     pub fn new(bed: BedId, profile: Arc<Profile>, next_bed_seq: u64) -> Engine {
-        let lc = Lifecycle::new(
-            bed.clone(),
-            next_bed_seq,
-            &profile.lifecycle.latching,
-            profile.lifecycle.escalate_medium_after_s,
-            profile.lifecycle.audio_pause_max_s,
-        );
+        let lc = Lifecycle::new(bed.clone(), next_bed_seq, Settings::from_profile(&profile));
         let mut e = Engine {
             session: Session::new(bed.clone()),
             bed,
@@ -183,6 +217,9 @@ impl Engine {
             news2_samples: 0,
             demo_readings: false,
             no_data_ms: 0,
+            session_t: None,
+            nibp_gaps: [0; 3],
+            nibp_gap_count: 0,
         };
         e.rebuild();
         e
@@ -192,6 +229,7 @@ impl Engine {
     fn rebuild(&mut self) {
         let p = self.profile.clone();
         self.no_data_ms = secs(p.technical.no_data_s);
+        self.lc.set_settings(Settings::from_profile(&p));
         for param in Parameter::ALL {
             let ps = &mut self.params[param as usize];
             match p.limits.get(param) {
@@ -287,10 +325,27 @@ impl Engine {
         }
     }
 
-    /// One reading. Only valid, plausible, non-zero values can raise physiological alarms.
-    pub fn observe(&mut self, reading: &Reading, now: Timestamp) -> Vec<Event> {
+    /// Sets the label clock for the events of this call and returns the monotonic time.
+    #[inline]
+    fn enter(&mut self, now: Now) -> i64 {
+        self.lc.set_label_offset(now.wall.timestamp_millis() - now.mono_ms);
+        now.mono_ms
+    }
+
+    /// How long parameter `i` may stay silent before `no_data`: the profile's time, or 2.5 update periods of
+    /// a slower source (issue 10 item 3), at most [`MAX_NO_DATA_MS`].
+    #[inline]
+    fn no_data_for(&self, i: usize) -> i64 {
+        self.no_data_ms.max((self.params[i].interval_ms * 5 / 2).min(MAX_NO_DATA_MS))
+    }
+
+    /// One reading. Only valid, plausible values raise physiological alarms; which zeros mean "no value" is
+    /// the decoder's decision, stated in the reading's status (issue 10 item 2), so a valid 0 is a value: RR 0
+    /// is apnoea, HR 0 is far below any low limit.
+    pub fn observe(&mut self, reading: &Reading, now: impl Into<Now>) -> Vec<Event> {
         let mut out = Vec::new();
-        let t = now.timestamp_millis();
+        let now = now.into();
+        let t = self.enter(now);
         if reading.status == ValueStatus::Demo {
             if !self.demo_readings {
                 self.demo_readings = true;
@@ -304,31 +359,86 @@ impl Engine {
                 self.clear_if_live(&Key::Demo(DEMO.into()), t, &mut out);
             }
         }
-        let Some(v) = reading.valid_value() else { return out };
         let p = reading.parameter;
-        // 0 is "no value" in monitor exports (shared/data/README.md), never asystole or desaturation.
-        if !v.is_finite() || v <= 0.0 || v > p.plausible_range().1 {
+        let i = p as usize;
+        if reading.spot && p.is_continuous() {
+            // A pulse taken by the cuff or a spot check is not the continuous pulse rate (issue 10 item 3).
             return out;
         }
-        let i = p as usize;
+        if p == Parameter::NibpSys && reading.status == ValueStatus::Unavailable {
+            self.raise_cuff_failure(t, &mut out);
+            return out;
+        }
+        if reading.status == ValueStatus::Questionable {
+            if let Some(v) = reading.value.filter(|v| v.is_finite() && *v >= 0.0 && *v <= p.plausible_range().1) {
+                if p.is_continuous() {
+                    self.params[i].doubt = Some((v, t));
+                    if i == SPO2 {
+                        self.eval_poor_signal(i, t, true, &mut out);
+                    }
+                }
+            }
+            return out;
+        }
+        let Some(v) = reading.valid_value() else { return out };
+        if !v.is_finite() || v < 0.0 || v > p.plausible_range().1 {
+            return out;
+        }
+        // NIBP is keyed on its measurement time: a value the monitor sends again is not a new reading, and its
+        // age counts from when the cuff measured it (issue 10 item 4).
+        let mut at = t;
+        if p.is_nibp() {
+            let measured = reading.measured.unwrap_or(reading.received);
+            let measured_ms = measured.timestamp_millis();
+            if self.params[i].measured_ms.is_some_and(|m| measured_ms <= m) {
+                return out;
+            }
+            self.params[i].measured_ms = Some(measured_ms);
+            let age = (reading.received - measured).num_milliseconds().max(0);
+            at = t - age;
+        }
         {
             let ps = &mut self.params[i];
+            if ps.seen && p.is_continuous() {
+                let gap = (at - ps.last_t).max(0);
+                ps.interval_ms = if gap > ps.interval_ms { gap } else { (ps.interval_ms * 3 + gap) / 4 };
+            }
             ps.seen = true;
-            ps.last_t = t;
+            ps.last_t = at;
             ps.value = v;
+            ps.doubt = None;
+            ps.doubt_pending = None;
+            ps.doubt_samples = 0;
         }
+        self.clear_if_live(&Key::PoorSignal(p), t, &mut out);
         if p.is_continuous() {
             self.clear_if_live(&Key::NoData(p), t, &mut out);
         } else {
-            self.last_nibp = Some(t);
+            if p == Parameter::NibpSys {
+                self.note_nibp_time(at);
+                self.clear_if_live(&Key::CuffFailure, t, &mut out);
+            }
             self.clear_if_live(&Key::NibpOverdue, t, &mut out);
-            self.session.note_nibp(p, v);
+            let before_session = self.session.started().is_some_and(|s| measured_before(reading, s));
+            if !before_session {
+                self.session.note_nibp(p, v);
+            }
         }
         if i == SPO2 {
+            let stale_after = self.no_data_for(SPO2);
             if let Some(s) = &mut self.sat {
-                s.advance(t, self.no_data_ms);
+                s.advance(t, stale_after);
                 s.observe(t, v);
             }
+        }
+        if i == RR {
+            if v == 0.0 {
+                self.eval_apnoea(t, true, &mut out);
+                return out;
+            }
+            self.params[RR].zero_since = None;
+            self.params[RR].zero_samples = 0;
+            self.clear_if_live(&Key::Apnoea, t, &mut out);
         }
         self.eval_thresholds(i, t, true, &mut out);
         match p {
@@ -339,7 +449,7 @@ impl Engine {
             }
             Parameter::NibpSys => {
                 self.eval_rise(p, v, t, &mut out);
-                if let Some(fit) = self.nibp_slope.as_mut().and_then(|s| s.observe(t, v)) {
+                if let Some(fit) = self.nibp_slope.as_mut().and_then(|s| s.observe(at, v)) {
                     self.eval_slope(Parameter::NibpSys, fit, t, &mut out);
                 }
             }
@@ -354,6 +464,114 @@ impl Engine {
             _ => {}
         }
         out
+    }
+
+    /// Keeps the last gaps between NIBP measurements: the cuff interval actually running.
+    fn note_nibp_time(&mut self, at: i64) {
+        if let Some(prev) = self.last_nibp {
+            let gap = at - prev;
+            if gap > 0 {
+                self.nibp_gaps.rotate_right(1);
+                self.nibp_gaps[0] = gap;
+                self.nibp_gap_count = (self.nibp_gap_count + 1).min(3);
+            }
+        }
+        self.last_nibp = Some(self.last_nibp.map_or(at, |prev| prev.max(at)));
+    }
+
+    /// The median of the recent cuff intervals, once two are known.
+    fn cuff_interval_ms(&self) -> Option<i64> {
+        let mut g = self.nibp_gaps;
+        match self.nibp_gap_count {
+            0 | 1 => None,
+            2 => Some(g[0].min(g[1])),
+            _ => {
+                g.sort_unstable();
+                Some(g[1])
+            }
+        }
+    }
+
+    /// Apnoea: respiration 0 from a source that measures it, for the profile's apnoea delay and confirmed by a
+    /// second sample (issue 10 item 2; monitors' apnoea delays are 10–60 s, 20 s common).
+    fn eval_apnoea(&mut self, t: i64, sample: bool, out: &mut Vec<Event>) {
+        let delay = secs(self.profile.technical.apnoea_delay_s);
+        let ps = &mut self.params[RR];
+        let since = *ps.zero_since.get_or_insert(t);
+        if sample {
+            ps.zero_samples += 1;
+        }
+        if t - since < delay || ps.zero_samples < 2 {
+            return;
+        }
+        let silent_s = (t - since) / 1000;
+        self.lc.raise(
+            Key::Apnoea,
+            Priority::High,
+            Obs::default(),
+            t,
+            || Detail {
+                kind: AlarmKind::Threshold,
+                condition: "apnoea".into(),
+                parameter: Some(Parameter::Rr),
+                value: Some(0.0),
+                limit: Some(delay as f64 / 1000.0),
+                evidence: evidence([("rule", Value::from("rr_zero")), ("for_s", Value::from(silent_s))]),
+                message: format!("Apnoea: respiration rate 0 for {silent_s} s"),
+            },
+            out,
+        );
+    }
+
+    /// Questionable SpO2 beyond the low limit, confirmed like a condition delay, raises "SpO2 low, poor signal"
+    /// when no valid alarm stands for it (issue 10 item 5).
+    fn eval_poor_signal(&mut self, i: usize, t: i64, sample: bool, out: &mut Vec<Event>) {
+        let p = Parameter::ALL[i];
+        let Some(th) = self.params[i].thresholds[1] else { return };
+        let limit = th.medium.or(th.high).unwrap_or(0.0);
+        let key = Key::PoorSignal(p);
+        let live = self.is_live(&key);
+        let ps = &mut self.params[i];
+        let fresh = ps.doubt.filter(|&(_, at)| t - at < self.no_data_ms.max(ps.interval_ms * 5 / 2));
+        let Some((v, _)) = fresh.filter(|&(v, _)| v < limit + if live { th.hysteresis } else { 0.0 }) else {
+            ps.doubt_pending = None;
+            ps.doubt_samples = 0;
+            self.clear_if_live(&key, t, out);
+            return;
+        };
+        let since = *ps.doubt_pending.get_or_insert(t);
+        if sample {
+            ps.doubt_samples += 1;
+        }
+        let confirmed = t - since >= POOR_SIGNAL_DELAY_MS && ps.doubt_samples >= 2;
+        if self.is_live(&Key::Threshold(p, Dir::Low)) || (!live && !confirmed) {
+            return;
+        }
+        let step = self.profile.lifecycle.reannounce_step.get(p);
+        self.lc.raise(
+            key,
+            Priority::Medium,
+            Obs::value(v, Dir::Low, step),
+            t,
+            || Detail {
+                kind: AlarmKind::Threshold,
+                condition: format!("{}_low_poor_signal", p.name()),
+                parameter: Some(p),
+                value: Some(v),
+                limit: Some(limit),
+                evidence: evidence([
+                    ("rule", Value::from("questionable_below_limit")),
+                    ("status", Value::from("questionable")),
+                ]),
+                message: format!(
+                    "{} {} < {} (poor signal: check the probe and the patient)",
+                    p.display_name(),
+                    round1(v),
+                    round1(limit)
+                ),
+            },
+            out,
+        );
     }
 
     /// `sample`: called for a new reading (not a tick re-judging the held value).
@@ -413,9 +631,12 @@ impl Engine {
             if spo2_low { self.sat.as_ref().map(|s| (s.integral(), s.recent_crossings(t), s.setting())) } else { None };
         let trigger = if rule == "satseconds" { self.sat.as_ref().and_then(|s| s.triggered(t)) } else { None };
         let limit = th.limit(band);
+        let step = self.profile.lifecycle.reannounce_step.get(p);
+        let obs = Obs { value: Some(v), worse: Some((th.dir, step)), spot: p.is_nibp() && sample };
         self.lc.raise(
             key,
             band,
+            obs,
             t,
             || {
                 let mut ev = evidence([
@@ -470,9 +691,11 @@ impl Engine {
         let present = self.present_band(&key).is_some();
         if delta >= thr || (present && delta > thr - cfg.hysteresis) {
             let session_id = self.session.id().to_owned();
+            let step = self.profile.lifecycle.reannounce_step.get(p);
             self.lc.raise(
                 key,
                 cfg.priority,
+                Obs { value: Some(v), worse: Some((Dir::High, step)), spot: true },
                 t,
                 || Detail {
                     kind: AlarmKind::Trend,
@@ -515,6 +738,7 @@ impl Engine {
             self.lc.raise(
                 key,
                 cfg.priority,
+                Obs::default(),
                 t,
                 || Detail {
                     kind: AlarmKind::Trend,
@@ -566,6 +790,7 @@ impl Engine {
         self.lc.raise(
             key,
             cfg.priority,
+            Obs::default(),
             t,
             || Detail {
                 kind: AlarmKind::Trend,
@@ -603,6 +828,7 @@ impl Engine {
         self.lc.raise(
             key,
             prio,
+            Obs::default(),
             t,
             || Detail {
                 kind: AlarmKind::Technical,
@@ -618,52 +844,168 @@ impl Engine {
     }
 
     /// Called about once a second: no-data timers, condition delays with held values, SatSeconds integration,
-    /// NIBP overdue, sensor delays, NEWS2, escalation and audio-pause expiry.
-    pub fn tick(&mut self, now: Timestamp) -> Vec<Event> {
+    /// apnoea, questionable values, NIBP overdue, sensor delays, the baseline, NEWS2, escalation, reminders and
+    /// audio-pause expiry.
+    pub fn tick(&mut self, now: impl Into<Now>) -> Vec<Event> {
         let mut out = Vec::new();
-        let t = now.timestamp_millis();
+        let t = self.enter(now.into());
         if let Some(s) = &mut self.sat {
-            s.advance(t, self.no_data_ms);
+            s.advance(t, self.no_data_ms.max(self.params[SPO2].interval_ms * 5 / 2).min(MAX_NO_DATA_MS));
         }
-        let chair_empty = self.session.phase() == SessionPhase::Ended;
+        let phase = self.session.phase();
+        let chair_empty = phase == SessionPhase::Ended;
+        self.lc.set_infusion(phase == SessionPhase::Infusion);
         // An oximeter sensor problem already explains missing SpO2 and pulse: one cause, one technical alarm.
         let sensor_problem = self.sources.iter().any(|s| s.sensor.is_some());
         for i in CONTINUOUS {
-            let ps = &self.params[i];
-            if !ps.seen {
-                continue;
-            }
             let p = Parameter::ALL[i];
-            if t - ps.last_t >= self.no_data_ms {
-                // A stale value says nothing about the patient: its physiological alarms clear (or latch).
-                self.params[i].pending = [None, None];
-                self.params[i].pending_samples = [0, 0];
-                self.clear_if_live(&Key::Threshold(p, Dir::High), t, &mut out);
-                self.clear_if_live(&Key::Threshold(p, Dir::Low), t, &mut out);
-                let key = Key::NoData(p);
-                let explained = sensor_problem && matches!(p, Parameter::Spo2 | Parameter::Pr);
-                if !chair_empty && !explained && !self.is_live(&key) {
+            let no_data = self.no_data_for(i);
+            let explained = sensor_problem && matches!(p, Parameter::Spo2 | Parameter::Pr);
+            if !self.params[i].seen {
+                // A parameter the session expects raises no-data from session start, even if never seen.
+                let expected = self.session.is_running() && self.profile.session.expected.contains(&p);
+                if expected
+                    && self.session_t.is_some_and(|s| t - s >= no_data)
+                    && !explained
+                    && !self.is_live(&Key::NoData(p))
+                {
                     self.raise_no_data(p, t, &mut out);
                 }
-            } else if ps.pending.iter().any(Option::is_some) || (i == SPO2 && self.sat.is_some()) {
+                continue;
+            }
+            if t - self.params[i].last_t >= no_data {
+                if self.held_by_doubt(i, t) {
+                    // Questionable values still beyond the limit: the running alarm holds (issue 10 item 5).
+                    continue;
+                }
+                // A stale value says nothing about the patient: its physiological alarms clear (or latch).
+                let ps = &mut self.params[i];
+                ps.pending = [None, None];
+                ps.pending_samples = [0, 0];
+                ps.zero_since = None;
+                ps.zero_samples = 0;
+                self.clear_if_live(&Key::Threshold(p, Dir::High), t, &mut out);
+                self.clear_if_live(&Key::Threshold(p, Dir::Low), t, &mut out);
+                if i == RR {
+                    self.clear_if_live(&Key::Apnoea, t, &mut out);
+                }
+                if !chair_empty && !explained && !self.is_live(&Key::NoData(p)) {
+                    self.raise_no_data(p, t, &mut out);
+                }
+            } else if i == RR && self.params[RR].zero_since.is_some() {
+                self.eval_apnoea(t, false, &mut out);
+            } else if self.params[i].pending.iter().any(Option::is_some) || (i == SPO2 && self.sat.is_some()) {
                 self.eval_thresholds(i, t, false, &mut out);
+            }
+            if i == SPO2 && (self.params[SPO2].doubt.is_some() || self.is_live(&Key::PoorSignal(p))) {
+                self.eval_poor_signal(SPO2, t, false, &mut out);
             }
         }
         self.check_nibp_overdue(t, &mut out);
         self.check_sensors(t, &mut out);
+        self.check_baseline(t, &mut out);
         self.check_news2(t, &mut out);
         self.lc.tick(t, &mut out);
         out
+    }
+
+    /// Whether questionable values still beyond the limit hold a present threshold alarm of parameter `i`.
+    fn held_by_doubt(&self, i: usize, t: i64) -> bool {
+        let ps = &self.params[i];
+        let Some((v, at)) = ps.doubt else { return false };
+        if t - at >= self.no_data_for(i) {
+            return false;
+        }
+        let p = Parameter::ALL[i];
+        ps.thresholds.iter().flatten().any(|th| {
+            let present = self.present_band(&Key::Threshold(p, th.dir));
+            present.is_some() && th.band(v, present).is_some()
+        })
+    }
+
+    /// An infusion (or its observation) without a baseline has rise detection off: say so (issue 10 item 7).
+    fn check_baseline(&mut self, t: i64, out: &mut Vec<Event>) {
+        let key = Key::BaselineMissing;
+        let running = matches!(self.session.phase(), SessionPhase::Infusion | SessionPhase::Observation);
+        if !(running && self.profile.trend.rise.enabled && self.session.baseline().is_none()) {
+            self.end_if_live(&key, t, out);
+            return;
+        }
+        if self.is_live(&key) {
+            return;
+        }
+        self.lc.raise(
+            key,
+            self.profile.technical.priority,
+            Obs::default(),
+            t,
+            || Detail {
+                kind: AlarmKind::Technical,
+                condition: "baseline_missing".into(),
+                parameter: Some(Parameter::NibpSys),
+                value: None,
+                limit: None,
+                evidence: evidence([("rule", Value::from("rise_from_baseline")), ("state", Value::from("off"))]),
+                message: "No baseline blood pressure: rise detection is off until one is entered".into(),
+            },
+            out,
+        );
+    }
+
+    /// A failed cuff cycle (the monitor sent the systolic as no value): a technical alarm until the next
+    /// reading (issue 10 item 9).
+    fn raise_cuff_failure(&mut self, t: i64, out: &mut Vec<Event>) {
+        self.lc.raise(
+            Key::CuffFailure,
+            self.profile.technical.priority,
+            Obs::default(),
+            t,
+            || Detail {
+                kind: AlarmKind::Technical,
+                condition: "cuff_failure".into(),
+                parameter: Some(Parameter::NibpSys),
+                value: None,
+                limit: None,
+                evidence: evidence([("rule", Value::from("nibp_without_value"))]),
+                message: "NIBP measurement failed: check the cuff and measure again".into(),
+            },
+            out,
+        );
+    }
+
+    /// Forgets the previous patient's blood pressure: its values, cuff rhythm and alarms.
+    fn forget_nibp(&mut self, t: i64, out: &mut Vec<Event>) {
+        for p in [Parameter::NibpSys, Parameter::NibpDia, Parameter::NibpMean] {
+            let ps = &mut self.params[p as usize];
+            ps.seen = false;
+            ps.pending = [None, None];
+            for dir in [Dir::High, Dir::Low] {
+                self.clear_if_live(&Key::Threshold(p, dir), t, out);
+            }
+        }
+        // Physiological alarms clear (a high one still latches until acknowledged); technical ones end.
+        for key in [Key::Rise(Parameter::NibpSys), Key::Rise(Parameter::NibpDia), Key::Slope(Parameter::NibpSys)] {
+            self.clear_if_live(&key, t, out);
+        }
+        for key in [Key::CuffFailure, Key::NibpOverdue] {
+            self.end_if_live(&key, t, out);
+        }
+        self.last_nibp = None;
+        self.nibp_gap_count = 0;
+        if let Some(s) = &mut self.nibp_slope {
+            s.reset();
+        }
     }
 
     fn raise_no_data(&mut self, p: Parameter, t: i64, out: &mut Vec<Event>) {
         let ps = &self.params[p as usize];
         let silent = (t - ps.last_t) / 1000;
         let last = ps.value;
-        let limit = self.profile.technical.no_data_s;
+        let limit = self.no_data_for(p as usize) / 1000;
         self.lc.raise(
             Key::NoData(p),
             self.profile.technical.priority,
+            Obs::default(),
             t,
             || Detail {
                 kind: AlarmKind::Technical,
@@ -678,39 +1020,60 @@ impl Engine {
         );
     }
 
+    /// `nibp_overdue` from the last measurement (or the session start): after the phase's cycle plus grace, or
+    /// sooner, after `nibp_overdue_factor` times the cuff interval actually running (issue 10 item 9). A chair
+    /// with no session is watched from its first NIBP on (item 7); an ended session expects nothing.
     fn check_nibp_overdue(&mut self, t: i64, out: &mut Vec<Event>) {
         let key = Key::NibpOverdue;
-        let Some(cycle) = self.session.nibp_cycle_s(&self.profile.session.nibp_cycle_s) else {
-            self.end_if_live(&key, t, out);
-            return;
+        let cycles = self.profile.session.nibp_cycle_s;
+        let phase = self.session.phase();
+        let cycle = match self.session.nibp_cycle_s(&cycles) {
+            Some(c) => c,
+            None if phase == SessionPhase::Idle && self.last_nibp.is_some() => cycles.pre_infusion,
+            None => {
+                self.end_if_live(&key, t, out);
+                return;
+            }
         };
         let grace = self.profile.technical.nibp_grace_s;
-        let started = self.session.started().map_or(i64::MIN, |s| s.timestamp_millis());
-        let anchor = self.last_nibp.unwrap_or(i64::MIN).max(started);
-        if t - anchor < secs(cycle + grace) {
+        let latest = secs(cycle + grace);
+        let interval = self.cuff_interval_ms();
+        let after = match interval {
+            Some(iv) => ((self.profile.technical.nibp_overdue_factor * iv.min(secs(cycle)) as f64) as i64).min(latest),
+            None => latest,
+        };
+        let anchor = match (self.last_nibp, self.session_t) {
+            (Some(a), Some(b)) => a.max(b),
+            (a, b) => match a.or(b) {
+                Some(x) => x,
+                None => return,
+            },
+        };
+        if t - anchor < after {
             self.clear_if_live(&key, t, out);
             return;
         }
         if self.is_live(&key) {
             return;
         }
-        let phase = self.session.phase();
-        let last = self.last_nibp.map(|l| lifecycle::ts(l).to_rfc3339());
+        let last = self.last_nibp.map(|l| self.lc.label(l).to_rfc3339());
         let since_s = (t - anchor) / 1000;
         self.lc.raise(
             key,
             self.profile.technical.priority,
+            Obs::default(),
             t,
             || Detail {
                 kind: AlarmKind::Technical,
                 condition: "nibp_overdue".into(),
                 parameter: Some(Parameter::NibpSys),
                 value: None,
-                limit: Some((cycle + grace) as f64),
+                limit: Some((after / 1000) as f64),
                 evidence: evidence([
                     ("phase", serde_json::to_value(phase).unwrap_or(Value::Null)),
                     ("cycle_s", Value::from(cycle)),
                     ("grace_s", Value::from(grace)),
+                    ("cuff_interval_s", interval.map_or(Value::Null, |iv| Value::from(iv / 1000))),
                     ("last_reading", last.map_or(Value::Null, Value::from)),
                     ("since_s", Value::from(since_s)),
                 ]),
@@ -742,6 +1105,7 @@ impl Engine {
             self.lc.raise(
                 key,
                 self.profile.technical.priority,
+                Obs::default(),
                 t,
                 || Detail {
                     kind: AlarmKind::Technical,
@@ -759,7 +1123,7 @@ impl Engine {
 
     fn fresh(&self, i: usize, t: i64) -> Option<f64> {
         let ps = &self.params[i];
-        (ps.seen && t - ps.last_t < self.no_data_ms).then_some(ps.value)
+        (ps.seen && t - ps.last_t < self.no_data_for(i)).then_some(ps.value)
     }
 
     fn check_news2(&mut self, t: i64, out: &mut Vec<Event>) {
@@ -794,13 +1158,18 @@ impl Engine {
         }
         self.news2_newest = newest;
         let since = *self.news2_pending.get_or_insert(t);
-        if t - since < secs(cfg.delay_s) || self.news2_samples < 1 || self.is_live(&key) {
+        if !self.is_live(&key) && (t - since < secs(cfg.delay_s) || self.news2_samples < 1) {
             return;
         }
         let urgent = cfg.urgent_total;
+        // RCP 2017: 7 or more calls for emergency review, so the advisory becomes medium; a rising score
+        // re-signals (issue 10 item 9).
+        let emergency = s.total >= cfg.emergency_total;
+        let band = if emergency { Priority::Medium } else { Priority::Low };
         self.lc.raise(
             key,
-            Priority::Low,
+            band,
+            Obs::value(s.total as f64, Dir::High, 1.0),
             t,
             || {
                 let names = ["rr", "spo2", "nibp_sys", "pulse"];
@@ -815,7 +1184,7 @@ impl Engine {
                         None => missing.push(names[k]),
                     }
                 }
-                let review = if s.total >= 7 { "emergency" } else { "urgent" };
+                let review = if emergency { "emergency" } else { "urgent" };
                 Detail {
                     kind: AlarmKind::Advisory,
                     condition: "news2".into(),
@@ -839,9 +1208,9 @@ impl Engine {
     }
 
     /// A link, sensor, demo or error-counter signal from one of the bed's sources.
-    pub fn device(&mut self, signal: &DeviceSignal, now: Timestamp) -> Vec<Event> {
+    pub fn device(&mut self, signal: &DeviceSignal, now: impl Into<Now>) -> Vec<Event> {
         let mut out = Vec::new();
-        let t = now.timestamp_millis();
+        let t = self.enter(now.into());
         let k = match self.sources.iter().position(|s| &*s.name == signal.source()) {
             Some(k) => k,
             None => {
@@ -861,6 +1230,7 @@ impl Engine {
                 self.lc.raise(
                     Key::Disconnected(name.clone()),
                     prio,
+                    Obs::default(),
                     t,
                     || Detail {
                         kind: AlarmKind::Technical,
@@ -897,6 +1267,7 @@ impl Engine {
                         self.lc.raise(
                             key,
                             Priority::Low,
+                            Obs::default(),
                             t,
                             || Detail {
                                 kind: AlarmKind::Technical,
@@ -932,6 +1303,7 @@ impl Engine {
                     self.lc.raise(
                         key,
                         Priority::Low,
+                        Obs::default(),
                         t,
                         || Detail {
                             kind: AlarmKind::Technical,
@@ -961,9 +1333,11 @@ impl Engine {
     }
 
     /// A person's command. A refused command changes nothing and says why.
-    pub fn command(&mut self, cmd: &Command, actor: &str, now: Timestamp) -> Result<Vec<Event>, CommandError> {
+    pub fn command(&mut self, cmd: &Command, actor: &str, now: impl Into<Now>) -> Result<Vec<Event>, CommandError> {
         let mut out = Vec::new();
-        let t = now.timestamp_millis();
+        let clock = now.into();
+        let t = self.enter(clock);
+        let now = clock.wall;
         match cmd {
             Command::Acknowledge { alarm_id } => {
                 let keys = self.lc.acknowledge(alarm_id.as_deref(), actor, t, &mut out)?;
@@ -985,8 +1359,9 @@ impl Engine {
                     _ => return Err(SessionError::HalfBaseline.into()),
                 };
                 let ev = self.session.start(patient.clone(), baseline, actor, now)?;
-                // A new patient: trend state and the NIBP clock start over.
-                self.last_nibp = None;
+                // A new patient: the previous one's blood pressure, trend state and the NIBP clock start over.
+                self.forget_nibp(t, &mut out);
+                self.session_t = Some(t);
                 self.news2_pending = None;
                 if let Some(s) = &mut self.sat {
                     s.reset();
@@ -1001,31 +1376,78 @@ impl Engine {
             }
             Command::InfusionStart => {
                 let ev = self.session.infusion_start(actor, now)?;
+                self.nibp_gap_count = 0;
                 self.push_session(ev, &mut out);
+                self.check_baseline(t, &mut out);
             }
             Command::InfusionStop => {
                 let ev = self.session.infusion_stop(actor, now)?;
+                self.nibp_gap_count = 0;
                 self.push_session(ev, &mut out);
             }
             Command::SessionEnd => {
                 let ev = self.session.end(actor, now)?;
-                // The chair is empty: its expectations end; physiological alarms clear (or stay latched).
-                self.end_if_live(&Key::NibpOverdue, t, &mut out);
+                // The chair is empty: its expectations end; physiological alarms clear (or stay latched), and
+                // the patient's blood pressure is forgotten.
+                self.forget_nibp(t, &mut out);
+                self.session_t = None;
+                self.end_if_live(&Key::BaselineMissing, t, &mut out);
                 for i in CONTINUOUS {
                     self.params[i].seen = false;
                     self.end_if_live(&Key::NoData(Parameter::ALL[i]), t, &mut out);
                 }
-                self.clear_if_live(&Key::Rise(Parameter::NibpSys), t, &mut out);
-                self.clear_if_live(&Key::Rise(Parameter::NibpDia), t, &mut out);
                 self.push_session(ev, &mut out);
             }
             Command::SetBaseline { sys, dia } => {
                 let ev = self.session.set_baseline(*sys, *dia, actor, now)?;
                 self.push_session(ev, &mut out);
+                self.check_baseline(t, &mut out);
             }
-            Command::SetLimit { key, value } => self.set_limit(key, *value, actor, now, &mut out)?,
+            Command::SetLimit { key, value } => self.set_limit(key, *value, actor, now, t, &mut out)?,
         }
         Ok(out)
+    }
+
+    /// A per-bed override that removes a limit, or moves it outside [`limits::safe_range`], leaves that alarm
+    /// in effect off: a technical alarm says so while it lasts (issue 10 item 9).
+    fn check_limits_in_effect(&mut self, t: i64, out: &mut Vec<Event>) {
+        for p in Parameter::ALL {
+            let (base, now) = (self.base.limits.get(p).copied(), self.profile.limits.get(p).copied());
+            for dir in [Dir::High, Dir::Low] {
+                let band =
+                    |l: Option<profile::ParameterLimits>| l.and_then(|l| if dir == Dir::High { l.high } else { l.low });
+                let key = Key::LimitOff(p, dir);
+                let Some(base_band) = band(base) else {
+                    self.end_if_live(&key, t, out);
+                    continue;
+                };
+                let off = limits::off_reason(p, dir, band(now));
+                let Some(reason) = off.filter(|_| band(now) != Some(base_band)) else {
+                    self.end_if_live(&key, t, out);
+                    continue;
+                };
+                if self.is_live(&key) {
+                    continue;
+                }
+                let side = if dir == Dir::High { "high" } else { "low" };
+                self.lc.raise(
+                    key,
+                    self.profile.technical.priority,
+                    Obs::default(),
+                    t,
+                    || Detail {
+                        kind: AlarmKind::Technical,
+                        condition: "alarm_off".into(),
+                        parameter: Some(p),
+                        value: None,
+                        limit: None,
+                        evidence: evidence([("direction", Value::from(side)), ("reason", Value::from(reason.clone()))]),
+                        message: format!("{} {side} alarm off: {reason}", p.display_name()),
+                    },
+                    out,
+                );
+            }
+        }
     }
 
     fn push_session(&mut self, ev: SessionEvent, out: &mut Vec<Event>) {
@@ -1039,6 +1461,7 @@ impl Engine {
         value: Option<f64>,
         actor: &str,
         now: Timestamp,
+        t: i64,
         out: &mut Vec<Event>,
     ) -> Result<(), CommandError> {
         let old = read_number(&self.profile, key).ok_or_else(|| CommandError::UnknownLimitKey(key.to_owned()))?;
@@ -1051,14 +1474,16 @@ impl Engine {
         p.validate().map_err(|(path, reason)| CommandError::InvalidLimit { key: path, reason })?;
         self.profile = Arc::new(p);
         self.rebuild();
-        let t = now.timestamp_millis();
-        // Judge present values against the new limits at once.
+        // Judge present values against the new limits at once (an NIBP only while it is recent).
         for i in 0..7 {
             let ps = &self.params[i];
-            if ps.seen && (Parameter::ALL[i].is_nibp() || t - ps.last_t < self.no_data_ms) {
+            let recent =
+                if Parameter::ALL[i].is_nibp() { secs(self.profile.news2.max_nibp_age_s) } else { self.no_data_for(i) };
+            if ps.seen && t - ps.last_t < recent {
                 self.eval_thresholds(i, t, false, out);
             }
         }
+        self.check_limits_in_effect(t, out);
         let mut ev = self.session.snapshot("limit_set", now, Some(actor));
         ev.detail = Some(evidence([
             ("key", Value::from(key)),
@@ -1073,6 +1498,11 @@ impl Engine {
 }
 
 /// Reads an overridable profile number: `Some(None)` for an unset optional limit, `None` for an unknown key.
+/// Whether a reading was measured before `start` (a value from before the session, kept out of its baseline).
+fn measured_before(reading: &Reading, start: Timestamp) -> bool {
+    reading.measured.is_some_and(|m| m < start)
+}
+
 fn read_number(p: &Profile, key: &str) -> Option<Option<f64>> {
     let parts: Vec<&str> = key.split('.').collect();
     match parts.as_slice() {

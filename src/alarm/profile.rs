@@ -96,6 +96,71 @@ pub struct LifecycleConfig {
     pub escalate_medium_after_s: u64,
     /// Longest audio pause a nurse may ask for, seconds.
     pub audio_pause_max_s: u32,
+    /// An acknowledged alarm whose condition persists sounds again after this long, seconds (0 = never).
+    #[serde(default)]
+    pub reminder_s: Reminder,
+    /// A present alarm sounds again when its value worsens this far beyond the value last announced or
+    /// acknowledged, in the parameter's unit (0 = never by value).
+    #[serde(default)]
+    pub reannounce_step: ReannounceStep,
+}
+
+/// Reminder times per priority (issue 10: defaults to be reviewed, 120 s high, 300 s medium).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reminder {
+    /// High-priority alarms.
+    pub high: u64,
+    /// Medium-priority alarms.
+    pub medium: u64,
+}
+
+impl Default for Reminder {
+    fn default() -> Self {
+        Reminder { high: 120, medium: 300 }
+    }
+}
+
+/// Worsening steps per parameter (issue 10 defaults to be reviewed: SpO2 3 points, systolic 20 mmHg, diastolic
+/// and mean 10 mmHg, HR/PR 20 /min, RR 5 /min).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReannounceStep {
+    /// Heart rate, /min.
+    pub hr: f64,
+    /// Pulse rate, /min.
+    pub pr: f64,
+    /// SpO2, points.
+    pub spo2: f64,
+    /// NIBP systolic, mmHg.
+    pub nibp_sys: f64,
+    /// NIBP diastolic, mmHg.
+    pub nibp_dia: f64,
+    /// NIBP mean, mmHg.
+    pub nibp_mean: f64,
+    /// Respiration rate, /min.
+    pub rr: f64,
+}
+
+impl Default for ReannounceStep {
+    fn default() -> Self {
+        ReannounceStep { hr: 20.0, pr: 20.0, spo2: 3.0, nibp_sys: 20.0, nibp_dia: 10.0, nibp_mean: 10.0, rr: 5.0 }
+    }
+}
+
+impl ReannounceStep {
+    /// The step of one parameter.
+    pub fn get(&self, p: Parameter) -> f64 {
+        match p {
+            Parameter::Hr => self.hr,
+            Parameter::Pr => self.pr,
+            Parameter::Spo2 => self.spo2,
+            Parameter::NibpSys => self.nibp_sys,
+            Parameter::NibpDia => self.nibp_dia,
+            Parameter::NibpMean => self.nibp_mean,
+            Parameter::Rr => self.rr,
+        }
+    }
 }
 
 /// One band pair: the medium and high limits of one direction.
@@ -281,8 +346,18 @@ pub struct DriftConfig {
 pub struct TechnicalConfig {
     /// A continuous parameter seen before with no valid value for this long raises `<param>_no_data`.
     pub no_data_s: u64,
-    /// Seconds added to the phase's NIBP cycle before `nibp_overdue`.
+    /// Seconds added to the phase's NIBP cycle before `nibp_overdue` (the latest it can fire).
     pub nibp_grace_s: u64,
+    /// `nibp_overdue` also fires after this many times the cuff interval actually seen, when that is sooner.
+    #[serde(default = "default_overdue_factor")]
+    pub nibp_overdue_factor: f64,
+    /// Respiration rate 0 from a source that measures it, for this long, raises high `apnoea`, seconds.
+    #[serde(default = "default_apnoea_delay_s")]
+    pub apnoea_delay_s: u64,
+    /// During an infusion, an unanswered technical alarm that leaves the chair unwatched (no data, sensor off,
+    /// disconnected, demo) escalates to high after this long, seconds (0 = never).
+    #[serde(default = "default_escalate_in_infusion_s")]
+    pub escalate_in_infusion_s: u64,
     /// Sensor off / pulse search must last this long, seconds (a patient adjusting the probe is not an alarm).
     pub sensor_delay_s: u64,
     /// Priority of technical alarms (low battery and input errors are always low).
@@ -293,6 +368,22 @@ pub struct TechnicalConfig {
     pub input_error_min_frames: u64,
     /// Bad/total ratio that alarms.
     pub input_error_ratio: f64,
+}
+
+fn default_overdue_factor() -> f64 {
+    1.5
+}
+fn default_apnoea_delay_s() -> u64 {
+    20
+}
+fn default_escalate_in_infusion_s() -> u64 {
+    180
+}
+fn default_expected() -> Vec<Parameter> {
+    vec![Parameter::Spo2, Parameter::Pr]
+}
+fn default_emergency_total() -> u32 {
+    7
 }
 
 /// NIBP cycle expectations per session phase (CLINICAL.md: every 5–10 min in infusion, 15 min afterwards).
@@ -308,11 +399,15 @@ pub struct NibpCycle {
 }
 
 /// Session settings.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionConfig {
     /// Seconds between expected NIBP readings, per phase.
     pub nibp_cycle_s: NibpCycle,
+    /// Continuous parameters every session must deliver: each raises `<param>_no_data` from session start
+    /// when it never arrives.
+    #[serde(default = "default_expected")]
+    pub expected: Vec<Parameter>,
 }
 
 /// Advisory NEWS2 (RCP 2017).
@@ -323,6 +418,9 @@ pub struct News2Config {
     pub enabled: bool,
     /// Total that calls for urgent review (RCP: 5), or any single parameter scoring 3.
     pub urgent_total: u32,
+    /// Total that calls for emergency review (RCP: 7): the advisory becomes medium.
+    #[serde(default = "default_emergency_total")]
+    pub emergency_total: u32,
     /// The score must stay at or above the trigger this long, seconds.
     pub delay_s: u64,
     /// An NIBP systolic older than this is not scored, seconds.
@@ -443,6 +541,20 @@ impl Profile {
         }
         if self.lifecycle.audio_pause_max_s == 0 {
             return Err(("lifecycle.audio_pause_max_s".into(), "must be positive".into()));
+        }
+        if !(self.technical.nibp_overdue_factor >= 1.0 && self.technical.nibp_overdue_factor.is_finite()) {
+            return Err(("technical.nibp_overdue_factor".into(), "must be a finite number >= 1".into()));
+        }
+        if self.technical.apnoea_delay_s > 60 {
+            return Err(("technical.apnoea_delay_s".into(), "must be at most 60 s".into()));
+        }
+        for p in &self.session.expected {
+            if p.is_nibp() {
+                return Err((
+                    "session.expected".into(),
+                    format!("{p} is a spot measurement: NIBP is watched by nibp_overdue"),
+                ));
+            }
         }
         let c = &self.session.nibp_cycle_s;
         if c.pre_infusion == 0 || c.infusion == 0 || c.observation == 0 {

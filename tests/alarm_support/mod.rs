@@ -40,9 +40,29 @@ pub fn every_second(p: Parameter, from: i64, to: i64, v: impl Fn(i64) -> f64) ->
     (from..to).map(|t| (t, Input::V(p, v(t)))).collect()
 }
 
+/// The steps of several scripts together.
+pub fn cat(parts: Vec<Vec<Step>>) -> Vec<Step> {
+    parts.into_iter().flatten().collect()
+}
+
+/// A steady, normal oximeter (SpO2 97, pulse 70) every second in `[from, to)`: a session expects one, so
+/// tables about other rules feed it to stay about those rules.
+pub fn oximeter(from: i64, to: i64) -> Vec<Step> {
+    [every_second(Parameter::Spo2, from, to, |_| 97.0), every_second(Parameter::Pr, from, to, |_| 70.0)].concat()
+}
+
 /// A reading.
 pub fn reading(p: Parameter, value: Option<f64>, status: ValueStatus, t: Timestamp) -> Reading {
-    Reading { bed: "chair-1".into(), parameter: p, value, status, device_time: None, received: t }
+    Reading {
+        bed: "chair-1".into(),
+        parameter: p,
+        value,
+        status,
+        device_time: None,
+        received: t,
+        measured: None,
+        spot: false,
+    }
 }
 
 /// What a test compares: second, condition, phase, priority, state.

@@ -369,20 +369,25 @@ pub fn is_sentinel(v: f64) -> bool {
     SENTINELS.contains(&v)
 }
 
-fn parameter_of(f: &Fields<'_>, sep: &Separators) -> Option<Parameter> {
+/// Pulse rates taken by the NIBP cuff (`MDC_PULS_RATE_NON_INV`) or a spot check: spot readings, not the
+/// continuous pulse rate.
+const SPOT_PULSE: [u32; 2] = [149546, 149522];
+
+/// The parameter of an OBX, and whether it is a spot measurement of a continuous parameter.
+fn parameter_of(f: &Fields<'_>, sep: &Separators) -> Option<(Parameter, bool)> {
     let code_field = f.get(3);
     let code = trimmed(component(code_field, sep, 1));
     let system = trimmed(component(code_field, sep, 3));
     if system.eq_ignore_ascii_case(b"LN") {
         let code = std::str::from_utf8(code).ok()?;
-        return Parameter::ALL.into_iter().find(|p| p.loinc() == Some(code));
+        return Parameter::ALL.into_iter().find(|p| p.loinc() == Some(code)).map(|p| (p, false));
     }
-    let by_code = parse_u32(code).and_then(mdc_parameter);
+    let known = |c: u32| mdc_parameter(c).map(|p| (p, SPOT_PULSE.contains(&c)));
     // A mistyped code (150031 for 150301, sample [6]) is tolerated when the sub-id's last part is a known code.
-    by_code.or_else(|| {
+    parse_u32(code).and_then(known).or_else(|| {
         let sub = trimmed(f.get(4));
         let last = sub.rsplit(|b| *b == b'.').next().unwrap_or_default();
-        parse_u32(last).and_then(mdc_parameter)
+        parse_u32(last).and_then(known)
     })
 }
 
@@ -478,7 +483,7 @@ fn parse_limits(field: &[u8], sep: &Separators, factor: f64) -> Option<(f64, f64
 }
 
 fn observation(f: &Fields<'_>, sep: &Separators, demo: &mut bool) -> Option<Measurement> {
-    let parameter = parameter_of(f, sep)?;
+    let (parameter, spot) = parameter_of(f, sep)?;
     let value_type = trimmed(f.get(2));
     if !(value_type.is_empty() || value_type.eq_ignore_ascii_case(b"NM")) {
         return None; // a text or coded observation under a numeric code: not a value
@@ -513,6 +518,7 @@ fn observation(f: &Fields<'_>, sep: &Separators, demo: &mut bool) -> Option<Meas
         status,
         observed: parse_dtm(component(f.get(14), sep, 1)),
         device_limits: parse_limits(f.get(7), sep, factor),
+        spot,
     })
 }
 

@@ -117,7 +117,7 @@ fn measurement(parameter: Parameter, value: Option<f64>, sensor: SensorFlags) ->
         Some(v) if sensor.doubtful() => (Some(v), ValueStatus::Questionable),
         Some(v) => (Some(v), ValueStatus::Valid),
     };
-    Measurement { parameter, value, status, observed: None, device_limits: None }
+    Measurement { parameter, value, status, observed: None, device_limits: None, spot: false }
 }
 
 fn malformed(why: &str) -> DecodeError {

@@ -33,6 +33,8 @@ pub struct Measurement {
     pub observed: Option<Timestamp>,
     /// Device alarm limits for the value (HL7 OBX-7 `low^high`), kept as metadata.
     pub device_limits: Option<(f64, f64)>,
+    /// A spot measurement of a continuous parameter (the NIBP cuff's pulse, a spot-check pulse).
+    pub spot: bool,
 }
 
 /// Sensor conditions a device reports, as bit flags (Masimo EXC, Nonin status bytes).

@@ -78,6 +78,7 @@ mod tests {
                     status: ValueStatus::Valid,
                     observed: None,
                     device_limits: None,
+                    spot: false,
                 })
                 .collect(),
             ..Frame::default()
