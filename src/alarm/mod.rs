@@ -136,6 +136,9 @@ struct ParamState {
 
 /// Questionable values beyond the limit must last this long to raise "poor signal" (issue 10 item 5: 10 s).
 const POOR_SIGNAL_DELAY_MS: i64 = 10_000;
+/// No-data time after a parameter's first sample, before its pace is known: a source updating up to once a
+/// minute shows its second sample within it.
+const FIRST_SAMPLE_GRACE_MS: i64 = 60_000;
 /// The longest no-data time a slow source earns by its own pace.
 const MAX_NO_DATA_MS: i64 = 300_000;
 
@@ -336,7 +339,12 @@ impl Engine {
     /// a slower source (issue 10 item 3), at most [`MAX_NO_DATA_MS`].
     #[inline]
     fn no_data_for(&self, i: usize) -> i64 {
-        self.no_data_ms.max((self.params[i].interval_ms * 5 / 2).min(MAX_NO_DATA_MS))
+        let interval = self.params[i].interval_ms;
+        if interval == 0 {
+            // One sample so far: the pace is unknown, so a slow source gets one period's grace to show it.
+            return self.no_data_ms.max(FIRST_SAMPLE_GRACE_MS);
+        }
+        self.no_data_ms.max((interval * 5 / 2).min(MAX_NO_DATA_MS))
     }
 
     /// One reading. Only valid, plausible values raise physiological alarms; which zeros mean "no value" is
@@ -418,7 +426,8 @@ impl Engine {
                 self.note_nibp_time(at);
                 self.clear_if_live(&Key::CuffFailure, t, &mut out);
             }
-            self.clear_if_live(&Key::NibpOverdue, t, &mut out);
+            // Overdue is judged on the measurement time: a late-reported old value does not end it.
+            self.check_nibp_overdue(t, &mut out);
             let before_session = self.session.started().is_some_and(|s| measured_before(reading, s));
             if !before_session {
                 self.session.note_nibp(p, v);
@@ -849,8 +858,9 @@ impl Engine {
     pub fn tick(&mut self, now: impl Into<Now>) -> Vec<Event> {
         let mut out = Vec::new();
         let t = self.enter(now.into());
+        let stale_after = self.no_data_for(SPO2);
         if let Some(s) = &mut self.sat {
-            s.advance(t, self.no_data_ms.max(self.params[SPO2].interval_ms * 5 / 2).min(MAX_NO_DATA_MS));
+            s.advance(t, stale_after);
         }
         let phase = self.session.phase();
         let chair_empty = phase == SessionPhase::Ended;
@@ -865,7 +875,7 @@ impl Engine {
                 // A parameter the session expects raises no-data from session start, even if never seen.
                 let expected = self.session.is_running() && self.profile.session.expected.contains(&p);
                 if expected
-                    && self.session_t.is_some_and(|s| t - s >= no_data)
+                    && self.session_t.is_some_and(|s| t - s >= self.no_data_ms)
                     && !explained
                     && !self.is_live(&Key::NoData(p))
                 {

@@ -30,6 +30,10 @@ pub enum Input {
     C(Command),
     /// A device signal.
     D(DeviceSignal),
+    /// A valid value measured at another second of the script (an NIBP reported late or sent again).
+    M(Parameter, f64, i64),
+    /// A valid spot measurement of a continuous parameter (the cuff's pulse).
+    Spot(Parameter, f64),
 }
 
 /// Input at a second.
@@ -84,6 +88,13 @@ pub fn run_with(profile: Profile, steps: &[Step], end: i64) -> (Vec<AlarmEvent>,
                 Input::S(p, v, st) => engine.observe(&reading(*p, *v, *st, now), now),
                 Input::C(c) => engine.command(c, "nurse", now).unwrap_or_else(|e| panic!("{c:?} refused: {e}")),
                 Input::D(d) => engine.device(d, now),
+                Input::M(p, v, measured) => {
+                    let r = Reading { measured: Some(at(*measured)), ..reading(*p, Some(*v), ValueStatus::Valid, now) };
+                    engine.observe(&r, now)
+                }
+                Input::Spot(p, v) => {
+                    engine.observe(&Reading { spot: true, ..reading(*p, Some(*v), ValueStatus::Valid, now) }, now)
+                }
             };
             events.extend(out);
             k += 1;
