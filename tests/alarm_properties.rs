@@ -168,4 +168,43 @@ proptest! {
         }
         prop_assert!(e.active_alarms(end).alarms.is_empty());
     }
+
+    /// A condition whose value never leaves its band never ends, whatever the nurse does: an acknowledge or an
+    /// audio pause changes how it sounds, not whether it is present (issue 10: no silent end of a true event).
+    #[test]
+    fn a_condition_whose_value_stays_in_its_band_never_ends(
+        series in proptest::collection::vec((1i64..=5, 50.0f64..87.0, 0u8..10, 181.0f64..300.0), 1..300),
+    ) {
+        let mut e = Engine::new("chair-1".into(), Arc::new(Profile::ketamine_chair()), 1);
+        let mut events = Vec::new();
+        let mut s = 0i64;
+        for (k, (dt, spo2, op, sys)) in series.into_iter().enumerate() {
+            for _ in 0..dt {
+                s += 1;
+                events.extend(e.tick(at(s)));
+            }
+            let now = at(s);
+            events.extend(e.observe(&reading(Parameter::Spo2, Some(spo2.round()), ValueStatus::Valid, now), now));
+            if k % 60 == 0 {
+                events.extend(e.observe(&reading(Parameter::NibpSys, Some(sys), ValueStatus::Valid, now), now));
+            }
+            let cmd = match op {
+                0 => Some(Command::Acknowledge { alarm_id: None }),
+                1 => Some(Command::PauseAudio { seconds: 60 }),
+                2 => Some(Command::ResumeAudio),
+                _ => None,
+            };
+            if let Some(c) = cmd {
+                events.extend(e.command(&c, "n", now).unwrap_or_default());
+            }
+        }
+        for a in alarm_events(events) {
+            if a.condition == "spo2_low" || a.condition == "nibp_sys_high" {
+                prop_assert!(a.phase != AlarmPhase::End && a.state != AlarmState::Latched, "{:?}", a);
+            }
+        }
+        let live = e.active_alarms(at(s));
+        prop_assert!(live.alarms.iter().any(|a| a.condition == "spo2_low"), "{:?}", live);
+        prop_assert!(live.alarms.iter().any(|a| a.condition == "nibp_sys_high"), "{:?}", live);
+    }
 }

@@ -216,3 +216,26 @@ fn all_hl7_samples_framed_in_mllp_back_to_back_decode_through_the_stream_decoder
     }
     assert_eq!(n, 7);
 }
+
+#[test]
+fn the_resent_mindray_nibp_is_dated_24_minutes_before_its_message_whatever_the_receive_clock() {
+    let o = oru(1);
+    let sys = o.frame.measurements.iter().find(|m| m.parameter == Parameter::NibpSys).unwrap();
+    let received = chrono::Utc::now();
+    let measured = vigil::vitals::measured_at(sys.observed, o.frame.device_time, received).unwrap();
+    assert_eq!((received - measured).num_seconds(), 24 * 60 + 36);
+    let spo2 = o.frame.measurements.iter().find(|m| m.parameter == Parameter::Spo2).unwrap();
+    assert_eq!(vigil::vitals::measured_at(spo2.observed, o.frame.device_time, received), Some(received));
+}
+
+#[test]
+fn the_cuff_pulse_of_the_nist_gateway_is_a_spot_reading_and_the_oximeter_pulse_is_not() {
+    let spot: Vec<(Parameter, bool)> = hl7_messages()
+        .iter()
+        .filter_map(|(_, msg)| hl7::parse_oru(msg).ok())
+        .flat_map(|o| o.frame.measurements.into_iter().map(|m| (m.parameter, m.spot)))
+        .filter(|(p, _)| *p == Parameter::Pr)
+        .collect();
+    assert!(spot.contains(&(Parameter::Pr, true)), "{spot:?}");
+    assert!(spot.contains(&(Parameter::Pr, false)), "{spot:?}");
+}
