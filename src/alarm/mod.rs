@@ -191,9 +191,11 @@ pub struct Engine {
     no_data_ms: i64,
     /// Monotonic time the running session started.
     session_t: Option<i64>,
-    /// Recent gaps between NIBP measurements (ms), for the real cuff interval.
+    /// Recent gaps between NIBP measurements of the current phase (ms), for the real cuff interval, and the
+    /// last measurement a new gap counts from (none right after a phase change).
     nibp_gaps: [i64; 3],
     nibp_gap_count: usize,
+    nibp_gap_from: Option<i64>,
 }
 
 impl Engine {
@@ -223,6 +225,7 @@ impl Engine {
             session_t: None,
             nibp_gaps: [0; 3],
             nibp_gap_count: 0,
+            nibp_gap_from: None,
         };
         e.rebuild();
         e
@@ -475,9 +478,9 @@ impl Engine {
         out
     }
 
-    /// Keeps the last gaps between NIBP measurements: the cuff interval actually running.
+    /// Keeps the last gaps between NIBP measurements of this phase: the cuff interval actually running.
     fn note_nibp_time(&mut self, at: i64) {
-        if let Some(prev) = self.last_nibp {
+        if let Some(prev) = self.nibp_gap_from {
             let gap = at - prev;
             if gap > 0 {
                 self.nibp_gaps.rotate_right(1);
@@ -485,20 +488,20 @@ impl Engine {
                 self.nibp_gap_count = (self.nibp_gap_count + 1).min(3);
             }
         }
+        self.nibp_gap_from = Some(self.nibp_gap_from.map_or(at, |prev| prev.max(at)));
         self.last_nibp = Some(self.last_nibp.map_or(at, |prev| prev.max(at)));
     }
 
-    /// The median of the recent cuff intervals, once two are known.
+    /// The cuff interval running: the longest of the last gaps, once two are known (an extra manual reading
+    /// between cycles shortens one gap, never the interval).
     fn cuff_interval_ms(&self) -> Option<i64> {
-        let mut g = self.nibp_gaps;
-        match self.nibp_gap_count {
-            0 | 1 => None,
-            2 => Some(g[0].min(g[1])),
-            _ => {
-                g.sort_unstable();
-                Some(g[1])
-            }
-        }
+        (self.nibp_gap_count >= 2).then(|| self.nibp_gaps[..self.nibp_gap_count].iter().copied().max().unwrap_or(0))
+    }
+
+    /// A new phase may run the cuff at another pace: its interval is learnt afresh.
+    fn new_cuff_phase(&mut self) {
+        self.nibp_gap_count = 0;
+        self.nibp_gap_from = None;
     }
 
     /// Apnoea: respiration 0 from a source that measures it, for the profile's apnoea delay and confirmed by a
@@ -1001,7 +1004,7 @@ impl Engine {
             self.end_if_live(&key, t, out);
         }
         self.last_nibp = None;
-        self.nibp_gap_count = 0;
+        self.new_cuff_phase();
         if let Some(s) = &mut self.nibp_slope {
             s.reset();
         }
@@ -1386,13 +1389,13 @@ impl Engine {
             }
             Command::InfusionStart => {
                 let ev = self.session.infusion_start(actor, now)?;
-                self.nibp_gap_count = 0;
+                self.new_cuff_phase();
                 self.push_session(ev, &mut out);
                 self.check_baseline(t, &mut out);
             }
             Command::InfusionStop => {
                 let ev = self.session.infusion_stop(actor, now)?;
-                self.nibp_gap_count = 0;
+                self.new_cuff_phase();
                 self.push_session(ev, &mut out);
             }
             Command::SessionEnd => {
