@@ -195,7 +195,61 @@ fn a_reading_measured_before_the_session_stays_out_of_its_baseline() {
     let (events, engine) = run_with(Profile::ketamine_chair(), &steps, 700);
     let b = engine.session_state().baseline().expect("a baseline from the session's own reading");
     assert_eq!((b.sys, b.dia), (120.0, 80.0));
-    assert!(events.iter().any(|e| e.condition == "nibp_sys_rise"), "{:#?}", seen(&events));
+    assert!(fired(&events, "nibp_sys_rise"), "{:#?}", seen(&events));
+}
+
+/// Whether a rule fired: as an alarm of its own, or as a rule in its family's alarm.
+fn fired(events: &[AlarmEvent], condition: &str) -> bool {
+    events.iter().any(|e| {
+        e.condition == condition
+            || e.evidence
+                .get("rules")
+                .and_then(|r| r.as_array())
+                .is_some_and(|rules| rules.iter().any(|r| r["condition"] == condition && r["present"] == true))
+    })
+}
+
+/// The alarms started, by condition.
+fn started(events: &[AlarmEvent]) -> Vec<&str> {
+    events.iter().filter(|e| e.phase == AlarmPhase::Start).map(|e| e.condition.as_str()).collect()
+}
+
+#[test]
+fn a_pressor_surge_reads_as_one_blood_pressure_alarm_with_every_rule_in_its_evidence() {
+    // Trace (b) of the clinical review: baseline 122/78, infusion, NIBP every 5 min up to 171/104. The first
+    // release raised five alarms (systolic high, systolic rise, systolic slope, diastolic high, diastolic rise).
+    let mut steps =
+        cat(vec![vec![session(0, Some((122.0, 78.0))), (1, Input::C(Command::InfusionStart))], oximeter(0, 1600)]);
+    for (t, sys, dia) in
+        [(0, 122.0, 78.0), (300, 130.0, 82.0), (600, 151.0, 92.0), (900, 168.0, 101.0), (1200, 171.0, 104.0)]
+    {
+        steps.push((t, Input::V(NibpSys, sys)));
+        steps.push((t, Input::V(NibpDia, dia)));
+    }
+    let (events, _) = run_with(Profile::ketamine_chair(), &steps, 1300);
+    assert_eq!(started(&events), ["nibp_sys_high"], "{:#?}", seen(&events));
+    for rule in ["nibp_sys_high", "nibp_sys_rise", "nibp_sys_rising", "nibp_dia_high", "nibp_dia_rise"] {
+        assert!(fired(&events, rule), "{rule} missing from the evidence");
+    }
+    let last = events.last().unwrap();
+    assert_eq!(last.evidence["family"], "blood_pressure_high");
+}
+
+#[test]
+fn a_desaturation_and_a_tachycardia_seen_by_ecg_and_oximeter_are_one_alarm_each() {
+    // Trace (a): SpO2 97 falling to 84 over a minute; HR and pulse both 150.
+    let steps = cat(vec![
+        every_second(Spo2, 0, 300, |_| 97.0),
+        every_second(Spo2, 300, 360, |t| 97.0 - (t - 300) as f64 * 13.0 / 60.0),
+        every_second(Spo2, 360, 450, |_| 84.0),
+        every_second(Hr, 0, 450, |t| if t < 100 { 75.0 } else { 150.0 }),
+        every_second(Pr, 0, 450, |t| if t < 100 { 75.0 } else { 150.0 }),
+    ]);
+    let (events, _) = run_with(Profile::ketamine_chair(), &steps, 450);
+    let mut s = started(&events);
+    s.sort();
+    assert_eq!(s, ["hr_high", "spo2_low"], "{:#?}", seen(&events));
+    assert!(fired(&events, "pr_high") && fired(&events, "spo2_falling"), "{:#?}", seen(&events));
 }
 
 #[test]

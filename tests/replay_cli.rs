@@ -38,13 +38,22 @@ fn vigil_replay_prints_one_json_line_per_alarm_event_then_the_summary_and_the_co
         }
         assert_eq!(keys.len(), fields.len(), "{e}");
     }
-    // The same recording as the done-when test: a trend alarm at the 176 reading (2400 s), high at 185/112.
-    assert!(events
-        .iter()
-        .any(|e| e["condition"] == "nibp_sys_rise" && e["phase"] == "start" && e["offset_s"] == 2400.0));
-    assert!(events
-        .iter()
-        .any(|e| e["condition"] == "nibp_dia_high" && e["priority"] == "high" && e["offset_s"] == 2700.0));
+    // The same recording as the done-when test: one blood-pressure alarm; the rise rule joins it at the 176
+    // reading (2400 s), the diastolic 112 makes it high at 2700 s.
+    let rule_at = |condition: &str, t: f64| {
+        events.iter().any(|e| {
+            e["offset_s"] == t
+                && e["evidence"]["family"] == "blood_pressure_high"
+                && e["evidence"]["rules"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r["condition"] == condition && r["present"] == true)
+        })
+    };
+    assert!(rule_at("nibp_sys_rise", 2400.0));
+    assert!(events.iter().any(|e| e["phase"] == "escalate" && e["priority"] == "high" && e["offset_s"] == 2700.0));
+    assert!(rule_at("nibp_dia_high", 2700.0));
     assert!(tail[0]["summary"]["alarms_per_hour"].as_f64().unwrap() > 0.0);
     // The comparison line names both profiles with their alarm counts.
     assert_eq!(tail[1]["compare"]["ketamine-chair"]["alarms"], tail[0]["summary"]["alarms"]);

@@ -32,8 +32,8 @@ pub enum Key {
     Rise(Parameter),
     /// Robust slope.
     Slope(Parameter),
-    /// CUSUM drift.
-    Drift(Parameter),
+    /// CUSUM drift, upwards or downwards.
+    Drift(Parameter, Dir),
     /// No valid data.
     NoData(Parameter),
     /// NIBP overdue for the phase.
@@ -62,6 +62,55 @@ pub enum Key {
     BaselineMissing,
     /// A per-bed override put this limit outside its safe range (or removed it): the alarm is in effect off.
     LimitOff(Parameter, Dir),
+    /// One alarm for one clinical episode: the rules of a family are its members.
+    Group(Family),
+}
+
+/// Families of rules that describe one clinical episode: a nurse sees one alarm whose evidence lists every
+/// rule that fired (issue 10 "Fewer, better alarms"). Trend rules join their family's threshold alarm instead of
+/// sounding beside it; HR and pulse rate are one heart-rate alarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// Systolic or diastolic high, rise from baseline, steep systolic rise.
+    BloodPressureHigh,
+    /// Systolic or mean low.
+    BloodPressureLow,
+    /// SpO2 low (valid or poor signal), SpO2 falling.
+    Desaturation,
+    /// Heart rate or pulse rate high, drifting up.
+    RateHigh,
+    /// Heart rate or pulse rate low, drifting down.
+    RateLow,
+    /// Respiration rate low, apnoea.
+    BreathingLow,
+}
+
+impl Family {
+    /// The machine name, in the evidence.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Family::BloodPressureHigh => "blood_pressure_high",
+            Family::BloodPressureLow => "blood_pressure_low",
+            Family::Desaturation => "desaturation",
+            Family::RateHigh => "heart_rate_high",
+            Family::RateLow => "heart_rate_low",
+            Family::BreathingLow => "breathing_low",
+        }
+    }
+}
+
+/// The family a rule belongs to, if any.
+pub fn family_of(key: &Key) -> Option<Family> {
+    use Parameter::*;
+    Some(match key {
+        Key::Threshold(NibpSys | NibpDia, Dir::High) | Key::Rise(_) | Key::Slope(NibpSys) => Family::BloodPressureHigh,
+        Key::Threshold(NibpSys | NibpMean, Dir::Low) => Family::BloodPressureLow,
+        Key::Threshold(Spo2, Dir::Low) | Key::PoorSignal(Spo2) | Key::Slope(Spo2) => Family::Desaturation,
+        Key::Threshold(Hr | Pr, Dir::High) | Key::Drift(_, Dir::High) => Family::RateHigh,
+        Key::Threshold(Hr | Pr, Dir::Low) | Key::Drift(_, Dir::Low) => Family::RateLow,
+        Key::Threshold(Rr, Dir::Low) | Key::Apnoea => Family::BreathingLow,
+        _ => return None,
+    })
 }
 
 /// What an event says beyond its lifecycle fields; built only when an event is emitted.
@@ -136,9 +185,20 @@ impl Settings {
     }
 }
 
+/// One rule of an alarm: its key, whether its condition is present, its band, and what it last said.
+#[derive(Debug, Clone)]
+struct Member {
+    key: Key,
+    present: bool,
+    band: Priority,
+    detail: Detail,
+}
+
 #[derive(Debug, Clone)]
 struct Alarm {
     key: Key,
+    /// The rules of the alarm (one, unless it is a family's); the first present one of the highest band speaks.
+    members: Vec<Member>,
     /// The latest event: the canonical record of the alarm (its value is kept current between events).
     last: AlarmEvent,
     /// The band of the value (or rule) while present, apart from any escalation by time.
@@ -159,6 +219,26 @@ struct Alarm {
 }
 
 impl Alarm {
+    fn member(&self, key: &Key) -> Option<usize> {
+        self.members.iter().position(|m| &m.key == key)
+    }
+
+    /// The member that speaks for the alarm: the first present one of the highest band.
+    fn top(&self) -> Option<usize> {
+        let mut best: Option<usize> = None;
+        for (i, m) in self.members.iter().enumerate() {
+            if m.present && best.is_none_or(|b| m.band > self.members[b].band) {
+                best = Some(i);
+            }
+        }
+        best
+    }
+
+    /// The band of the present members together.
+    fn members_band(&self) -> Option<Priority> {
+        self.top().map(|i| self.members[i].band)
+    }
+
     fn effective(&self) -> Priority {
         if !self.present {
             self.max_priority
@@ -296,16 +376,35 @@ impl Lifecycle {
         ts(t + self.label_offset_ms)
     }
 
-    /// Whether an alarm with this key is live (not ended).
+    /// Whether an alarm with this key is live (not ended): its own, or its family's with this rule in it.
     #[inline]
     pub fn is_live(&self, key: &Key) -> bool {
-        self.alarms.iter().any(|a| &a.key == key)
+        self.find(key).is_some()
     }
 
-    /// The band of the alarm with this key while its condition is present (not when latched or absent).
+    /// The alarm holding the rule `key`, and the rule's place in it.
+    #[inline]
+    fn find(&self, key: &Key) -> Option<(usize, usize)> {
+        let family = family_of(key);
+        self.alarms.iter().enumerate().find_map(|(i, a)| {
+            let same = match family {
+                Some(f) => a.key == Key::Group(f),
+                None => &a.key == key,
+            };
+            if same {
+                a.member(key).map(|m| (i, m))
+            } else {
+                None
+            }
+        })
+    }
+
+    /// The band of the rule `key` while its condition is present (not when latched or absent).
     #[inline]
     pub fn band(&self, key: &Key) -> Option<Priority> {
-        self.alarms.iter().find(|a| &a.key == key && a.present).map(|a| a.band)
+        let (i, m) = self.find(key)?;
+        let m = &self.alarms[i].members[m];
+        m.present.then_some(m.band)
     }
 
     /// Whether any alarm is live.
@@ -313,14 +412,16 @@ impl Lifecycle {
         !self.alarms.is_empty()
     }
 
-    /// The `alarm_id` of a live alarm.
-    pub fn id_of(&self, key: &Key) -> Option<&str> {
-        self.alarms.iter().find(|a| &a.key == key).map(|a| a.last.alarm_id.as_str())
+    /// Whether a threshold alarm's condition is present.
+    pub fn any_physiological(&self) -> bool {
+        self.alarms
+            .iter()
+            .any(|a| a.present && a.members.iter().any(|m| m.present && m.detail.kind == AlarmKind::Threshold))
     }
 
-    /// The key of the live alarm with this id.
-    pub fn key_of(&self, alarm_id: &str) -> Option<&Key> {
-        self.alarms.iter().find(|a| a.last.alarm_id == alarm_id).map(|a| &a.key)
+    /// The `alarm_id` of the live alarm holding the rule `key`.
+    pub fn id_of(&self, key: &Key) -> Option<&str> {
+        self.find(key).map(|(i, _)| self.alarms[i].last.alarm_id.as_str())
     }
 
     /// The bed_seq the next event will get.
@@ -363,25 +464,60 @@ impl Lifecycle {
             a.last.evidence.insert("worst_value".into(), Value::from(round1(w)));
             a.last.evidence.insert("worst_time".into(), Value::from(ts(at + label).to_rfc3339()));
         }
+        if let Key::Group(f) = a.key {
+            a.last.evidence.insert("family".into(), Value::from(f.name()));
+            let rules: Vec<Value> = a
+                .members
+                .iter()
+                .map(|m| {
+                    let mut r = Map::new();
+                    r.insert("condition".into(), Value::from(m.detail.condition.clone()));
+                    r.insert("present".into(), Value::from(m.present));
+                    r.insert("band".into(), serde_json::to_value(m.band).unwrap_or(Value::Null));
+                    r.insert("value".into(), m.detail.value.map_or(Value::Null, |v| Value::from(round1(v))));
+                    r.insert("limit".into(), m.detail.limit.map_or(Value::Null, |v| Value::from(round1(v))));
+                    r.insert("message".into(), Value::from(m.detail.message.clone()));
+                    Value::Object(r)
+                })
+                .collect();
+            a.last.evidence.insert("rules".into(), Value::Array(rules));
+        }
         out.push(Event::Alarm(a.last.clone()));
     }
 
-    fn apply_detail(a: &mut Alarm, d: Detail) {
+    /// Refreshes the raised rule's words (if not done yet), then lets the top rule speak.
+    fn speak<F: FnOnce() -> Detail>(a: &mut Alarm, mi: usize, detail: &mut Option<F>) {
+        if let Some(f) = detail.take() {
+            a.members[mi].detail = f();
+        }
+        Self::apply_top(a);
+    }
+
+    /// The alarm speaks with its top rule's words.
+    fn apply_top(a: &mut Alarm) {
+        let Some(t) = a.top() else { return };
+        let d = &a.members[t].detail;
         if d.value.is_some() || a.last.value.is_none() {
             a.last.value = d.value;
         }
+        a.last.kind = d.kind;
+        a.last.condition.clone_from(&d.condition);
+        a.last.parameter = d.parameter;
         a.last.limit = d.limit;
-        a.last.evidence = d.evidence;
-        a.last.message = d.message;
+        a.last.evidence.clone_from(&d.evidence);
+        a.last.message.clone_from(&d.message);
+        a.may_escalate = a.members.iter().any(|m| matches!(m.detail.kind, AlarmKind::Threshold | AlarmKind::Trend));
     }
 
     /// The condition `key` is present at priority `band`. Starts, escalates, de-escalates, re-activates or
-    /// sounds the alarm again as needed; `detail` is called only when an event is emitted.
+    /// sounds the alarm again as needed; `detail` is called only when an event is emitted (or a rule joins its
+    /// family's alarm).
     ///
     /// The value band is kept apart from escalation by time, so a value that enters a higher band always sounds
     /// again, even when time had already raised the priority and a nurse acknowledged it. A value worse by the
     /// profile's step than the one last announced, or a spot reading worse than the last one announced, sounds
-    /// again too (issue 10 item 1; IEC 60601-1-8: a new reason to act is annunciated).
+    /// again too (issue 10 item 1; IEC 60601-1-8: a new reason to act is annunciated). A rule of a family
+    /// ([`family_of`]) joins that family's alarm: one episode, one alarm, every rule in its evidence.
     pub fn raise(
         &mut self,
         key: Key,
@@ -391,7 +527,12 @@ impl Lifecycle {
         detail: impl FnOnce() -> Detail,
         out: &mut Vec<Event>,
     ) {
-        let Some(idx) = self.alarms.iter().position(|a| a.key == key) else {
+        let family = family_of(&key);
+        let found = self.alarms.iter().position(|a| match family {
+            Some(f) => a.key == Key::Group(f),
+            None => a.key == key,
+        });
+        let Some(idx) = found else {
             let d = detail();
             let alarm_id = format!("{}-{}", self.bed, self.next_bed_seq);
             let may_escalate = matches!(d.kind, AlarmKind::Threshold | AlarmKind::Trend);
@@ -402,20 +543,21 @@ impl Lifecycle {
                 seq: 0,
                 bed_seq: 0,
                 kind: d.kind,
-                condition: d.condition,
+                condition: d.condition.clone(),
                 parameter: d.parameter,
                 priority: band,
                 phase: AlarmPhase::Start,
                 state: AlarmState::Active,
                 value: d.value.or(obs.value),
                 limit: d.limit,
-                evidence: d.evidence,
-                message: d.message,
+                evidence: d.evidence.clone(),
+                message: d.message.clone(),
                 by: None,
                 audio_paused_until: None,
             };
             let mut a = Alarm {
-                key,
+                key: family.map_or_else(|| key.clone(), Key::Group),
+                members: vec![Member { key, present: true, band, detail: d }],
                 last,
                 band,
                 max_priority: band,
@@ -438,14 +580,40 @@ impl Lifecycle {
         };
         let escalate_after = self.settings.escalate_after_ms;
         let a = &mut self.alarms[idx];
-        a.note(&obs, now);
+        let top_before = a.top();
+        let mut detail = Some(detail);
+        let (mi, joined) = match a.member(&key) {
+            Some(i) => {
+                let m = &mut a.members[i];
+                let joined = !m.present;
+                m.present = true;
+                m.band = band;
+                (i, joined && a.present)
+            }
+            None => {
+                let d = detail.take().map(|f| f()).expect("not taken yet");
+                a.members.push(Member { key, present: true, band, detail: d });
+                (a.members.len() - 1, a.present)
+            }
+        };
+        let top = a.top();
+        let is_top = top == Some(mi);
+        if is_top {
+            if top_before != top {
+                // Another rule speaks now: its values are what the nurse compares.
+                a.worst = None;
+                a.annunciated = obs.value;
+            }
+            a.note(&obs, now);
+        }
+        let group_band = a.members_band().unwrap_or(band);
         if !a.present {
             // The condition is back while latched: a new activation with its own escalation timer.
             a.present = true;
-            a.band = band;
+            a.band = group_band;
             a.escalated_by_time = false;
             a.reannunciate(now);
-            Self::apply_detail(a, detail());
+            Self::speak(a, mi, &mut detail);
             a.annunciated = a.last.value;
             a.last.evidence.insert("reactivated".into(), Value::from("condition returned while latched"));
             self.emit(idx, AlarmPhase::Update, now, None, out);
@@ -453,14 +621,14 @@ impl Lifecycle {
         }
         let old_band = a.band;
         let old_priority = a.effective();
-        a.band = band;
-        if band > old_band {
+        a.band = group_band;
+        if group_band > old_band {
             a.reannunciate(now);
-            Self::apply_detail(a, detail());
+            Self::speak(a, mi, &mut detail);
             a.annunciated = a.last.value;
             self.emit(idx, AlarmPhase::Escalate, now, None, out);
-        } else if band < old_band {
-            if band == Priority::Medium
+        } else if group_band < old_band {
+            if group_band == Priority::Medium
                 && a.may_escalate
                 && !a.acked
                 && !a.paused
@@ -471,24 +639,40 @@ impl Lifecycle {
                 a.escalated_by_time = true;
             }
             if a.effective() < old_priority {
-                Self::apply_detail(a, detail());
+                Self::speak(a, mi, &mut detail);
                 self.emit(idx, AlarmPhase::DeEscalate, now, None, out);
             }
-        } else if let Some(reason) = a.worsened(&obs) {
+        } else if let Some(reason) = is_top.then(|| a.worsened(&obs)).flatten() {
             a.reannunciate(now);
-            Self::apply_detail(a, detail());
+            Self::speak(a, mi, &mut detail);
             a.annunciated = a.last.value;
             a.last.evidence.insert("reannounced".into(), Value::from(reason));
+            self.emit(idx, AlarmPhase::Update, now, None, out);
+        } else if joined {
+            // Another rule of the family fired: the alarm's evidence says so.
+            Self::speak(a, mi, &mut detail);
             self.emit(idx, AlarmPhase::Update, now, None, out);
         }
     }
 
-    /// The condition `key` is absent: ends the alarm, or latches it when a priority it reached latches and
-    /// nobody acknowledged it yet. A latched alarm shows the highest priority it reached and its worst value.
+    /// The condition `key` is absent. A family's alarm goes on while another of its rules is present (and
+    /// de-escalates if that one is lower); otherwise the alarm ends, or latches when a priority it reached
+    /// latches and nobody acknowledged it yet. A latched alarm shows the highest priority it reached and its
+    /// worst value.
     pub fn clear(&mut self, key: &Key, now: i64, out: &mut Vec<Event>) {
-        let Some(idx) = self.alarms.iter().position(|a| &a.key == key) else { return };
-        let a = &self.alarms[idx];
-        if !a.present {
+        let Some((idx, mi)) = self.find(key) else { return };
+        let a = &mut self.alarms[idx];
+        if !a.present || !a.members[mi].present {
+            return;
+        }
+        a.members[mi].present = false;
+        if let Some(band) = a.members_band() {
+            let old_priority = a.effective();
+            a.band = band;
+            Self::apply_top(a);
+            if a.effective() < old_priority {
+                self.emit(idx, AlarmPhase::DeEscalate, now, None, out);
+            }
             return;
         }
         let top = a.max_priority.max(a.effective());
@@ -504,9 +688,19 @@ impl Lifecycle {
         }
     }
 
-    /// Ends an alarm unconditionally (its rule no longer applies: session ended, source gone).
+    /// Ends a rule unconditionally (it no longer applies: session ended, source gone); its alarm ends with it
+    /// unless another rule of its family is present.
     pub fn end(&mut self, key: &Key, now: i64, out: &mut Vec<Event>) {
-        let Some(idx) = self.alarms.iter().position(|a| &a.key == key) else { return };
+        let Some((idx, mi)) = self.find(key) else { return };
+        let a = &mut self.alarms[idx];
+        if a.members.len() > 1 && a.members.iter().enumerate().any(|(i, m)| i != mi && m.present) {
+            a.members.remove(mi);
+            if let Some(band) = a.members_band() {
+                a.band = band;
+            }
+            Self::apply_top(a);
+            return;
+        }
         self.alarms[idx].present = false;
         self.emit(idx, AlarmPhase::End, now, None, out);
         self.alarms.remove(idx);
@@ -605,7 +799,7 @@ impl Lifecycle {
             a.paused = false;
             a.unanswered_since = None;
             a.annunciated = a.last.value;
-            acked.push(a.key.clone());
+            acked.extend(a.members.iter().map(|m| m.key.clone()));
             if a.present {
                 self.emit(idx, AlarmPhase::Update, now, Some(actor), out);
             } else {

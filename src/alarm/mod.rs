@@ -784,20 +784,21 @@ impl Engine {
     }
 
     fn eval_drift(&mut self, p: Parameter, k: usize, t: i64, out: &mut Vec<Event>) {
-        let key = Key::Drift(p);
-        let present = self.present_band(&key).is_some();
-        let Some(d) = &self.drift[k] else { return };
-        let dir = d.direction(present);
-        if dir == 0 {
-            if present {
-                self.lc.clear(&key, t, out);
+        let (up, down) = (Key::Drift(p, Dir::High), Key::Drift(p, Dir::Low));
+        let present = self.present_band(&up).is_some() || self.present_band(&down).is_some();
+        let Some(dir) = self.drift[k].as_ref().map(|d| d.direction(present)) else { return };
+        let (key, other) = if dir > 0 { (up, down) } else { (down, up) };
+        if dir == 0 || self.present_band(&other).is_some() {
+            self.clear_if_live(&key, t, out);
+            self.clear_if_live(&other, t, out);
+            if dir == 0 {
+                return;
             }
+        }
+        if self.present_band(&key).is_some() {
             return;
         }
-        if present {
-            return;
-        }
-        let s = d.state();
+        let Some(s) = self.drift[k].as_ref().map(|d| d.state()) else { return };
         let cfg = self.profile.trend.hr_drift;
         self.lc.raise(
             key,
@@ -1151,7 +1152,10 @@ impl Engine {
         let sys = (ps.seen && t - ps.last_t <= secs(cfg.max_nibp_age_s)).then_some(ps.value);
         let s = news2::score(rr, spo2, sys, pulse);
         let key = Key::News2;
-        if !(s.total >= cfg.urgent_total || s.any_three) {
+        // An urgent score beside a threshold alarm only repeats it: NEWS2 starts then only at emergency level
+        // (issue 10 "Fewer, better alarms"; a running NEWS2 alarm goes on).
+        let echo = s.total < cfg.emergency_total && !self.is_live(&key) && self.lc.any_physiological();
+        if !(s.total >= cfg.urgent_total || s.any_three) || echo {
             self.news2_pending = None;
             self.clear_if_live(&key, t, out);
             return;
@@ -1356,7 +1360,7 @@ impl Engine {
                 let keys = self.lc.acknowledge(alarm_id.as_deref(), actor, t, &mut out)?;
                 for key in keys {
                     // Acknowledging a drift accepts the new level as the reference.
-                    if let Key::Drift(p) = key {
+                    if let Key::Drift(p, _) = key {
                         if let Some(d) = &mut self.drift[if p == Parameter::Hr { 0 } else { 1 }] {
                             d.rebase();
                         }
