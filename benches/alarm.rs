@@ -34,6 +34,7 @@ fn stream(seconds: usize, excursions: bool) -> Vec<Reading> {
                 received: t0 + TimeDelta::seconds(s as i64),
                 measured: None,
                 spot: false,
+                source: None,
             })
         };
         push(Parameter::Hr, hr);

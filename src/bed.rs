@@ -51,6 +51,8 @@ struct SourceState {
     announced: Option<Timestamp>,
     sensor: SensorFlags,
     demo: bool,
+    /// The source's name as the engine knows it (made once, shared by every reading).
+    name: Option<Arc<str>>,
 }
 
 impl BedTask {
@@ -155,7 +157,8 @@ impl BedTask {
                     );
                 }
                 if !frame.measurements.is_empty() {
-                    self.observe_frame(&frame, received, latest, &mut events);
+                    let name = state.name.get_or_insert_with(|| key.as_str().into()).clone();
+                    self.observe_frame(&frame, &name, received, latest, &mut events);
                 }
                 self.emit(events);
             }
@@ -214,6 +217,7 @@ impl BedTask {
     fn observe_frame(
         &mut self,
         frame: &Frame,
+        source: &Arc<str>,
         received: Timestamp,
         latest: &mut BTreeMap<Parameter, VitalValue>,
         events: &mut Vec<Event>,
@@ -230,6 +234,7 @@ impl BedTask {
                 received,
                 measured,
                 spot: m.spot,
+                source: Some(source.clone()),
             };
             events.extend(self.engine.observe(&reading, clock::now()));
             if !m.spot {

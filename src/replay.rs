@@ -517,6 +517,7 @@ fn replay_one(
             received: r.time,
             measured: None,
             spot: false,
+            source: None,
         };
         let events = match &r.kind {
             RowKind::Reading(p, v) => {

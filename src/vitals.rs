@@ -209,6 +209,9 @@ pub struct Reading {
     /// continuous stream, so it neither feeds nor silences that parameter's alarms.
     #[serde(default)]
     pub spot: bool,
+    /// The source it came from (`<bed>/<index>`), so a lost link can explain a silent parameter.
+    #[serde(default)]
+    pub source: Option<Arc<str>>,
 }
 
 /// The longest a device may say a value is old; beyond it the clocks are taken to disagree and the value is
@@ -276,6 +279,7 @@ mod tests {
             received: Utc::now(),
             measured: None,
             spot: false,
+            source: None,
         };
         assert_eq!(r.valid_value(), Some(85.0));
         for s in [ValueStatus::Questionable, ValueStatus::Unavailable, ValueStatus::Demo] {

@@ -42,6 +42,7 @@ fn steady_observations_and_ticks_that_raise_nothing_do_not_allocate() {
                 received: t0,
                 measured: None,
                 spot: false,
+                source: None,
             })
             .collect();
     let mut feed = |from: i64, to: i64| {

@@ -333,10 +333,10 @@ fn technical_coverage() {
         (
             "a failed cuff cycle raises cuff_failure until the next reading",
             vec![(0, Input::S(NibpSys, None, ValueStatus::Unavailable)), (120, Input::V(NibpSys, 125.0))],
-            120,
+            126,
             vec![
                 By(0, "cuff_failure", "start", "active", "medium"),
-                By(120, "cuff_failure", "end", "cleared", "medium"),
+                By(125, "cuff_failure", "end", "cleared", "medium"),
             ],
         ),
         (
@@ -369,6 +369,55 @@ fn technical_coverage() {
             vec![By(70, "news2", "start", "active", "low"), By(275, "news2", "escalate", "active", "medium")],
         ),
     ]);
+}
+
+#[test]
+fn a_flapping_sensor_is_one_intermittent_alarm_not_a_new_alarm_per_flap() {
+    let sensor = |flags| Input::D(vigil::alarm::DeviceSignal::Sensor { source: "chair-1/0".into(), flags });
+    // Off for 10 s, on for 10 s, for 10 minutes: the first release started a new sensor_off every 20 s.
+    let steps: Vec<Step> = (0..30)
+        .flat_map(|k| [(k * 20, sensor(SensorFlags::SENSOR_OFF)), (k * 20 + 10, sensor(SensorFlags::default()))])
+        .collect();
+    let (events, _) = run_with(Profile::ketamine_chair(), &steps, 600);
+    let starts: Vec<&AlarmEvent> =
+        events.iter().filter(|e| e.condition == "sensor_off" && e.phase == AlarmPhase::Start).collect();
+    assert_eq!(starts.len(), 3, "{:#?}", seen(&events));
+    let last = starts.last().unwrap();
+    assert!(last.message.starts_with("Intermittent: "), "{}", last.message);
+    assert!(last.evidence.contains_key("intermittent"));
+    // A minute of calm ends it.
+    let (events, _) = run_with(Profile::ketamine_chair(), &steps, 600 + 70);
+    assert!(events.iter().any(|e| e.alarm_id == last.alarm_id && e.phase == AlarmPhase::End));
+}
+
+#[test]
+fn a_disconnect_explains_the_silence_of_what_its_source_measured() {
+    let link = |on: bool| {
+        let source = "chair-1/0".to_owned();
+        Input::D(if on {
+            vigil::alarm::DeviceSignal::Connected { source }
+        } else {
+            vigil::alarm::DeviceSignal::Disconnected { source, reason: "cable".into() }
+        })
+    };
+    let from = |p, v| move |t: i64| (t, Input::From(p, v, "chair-1/0"));
+    let steps = cat(vec![
+        (0..30).map(from(Spo2, 97.0)).collect(),
+        (0..30).map(from(Pr, 70.0)).collect(),
+        // The ECG comes from another monitor that goes silent too: its no-data is not explained.
+        (0..30).map(|t| (t, Input::From(Hr, 70.0, "chair-1/1"))).collect(),
+        vec![(30, link(false))],
+    ]);
+    let (events, _) = run_with(Profile::ketamine_chair(), &steps, 120);
+    let started: Vec<&str> = started(&events);
+    assert_eq!(started, ["monitor_disconnected", "hr_no_data"], "{:#?}", seen(&events));
+    let d = events.iter().find(|e| e.condition == "monitor_disconnected").unwrap();
+    assert_eq!(d.evidence["explains_no_data_of"], serde_json::json!(["pr", "spo2"]));
+    // Reconnected but still silent: the no-data alarms come.
+    let mut later = steps.clone();
+    later.push((130, link(true)));
+    let (events, _) = run_with(Profile::ketamine_chair(), &later, 140);
+    assert!(events.iter().any(|e| e.condition == "spo2_no_data"), "{:#?}", seen(&events));
 }
 
 #[test]

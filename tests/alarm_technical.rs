@@ -20,12 +20,12 @@ fn technical_alarms_table() {
     let session = |t| (t, Input::C(Command::SessionStart { patient: None, baseline_sys: None, baseline_dia: None }));
     let cases: Vec<(&str, Vec<Step>, i64, Vec<Seen>)> = vec![
         (
-            "SpO2 silent for 10 s after being seen raises spo2_no_data; a valid value ends it",
-            [every_second(Spo2, 0, 5, |_| 97.0), vec![(30, Input::V(Spo2, 97.0))]].concat(),
-            31,
+            "SpO2 silent for 10 s after being seen raises spo2_no_data; valid values end it after the 5 s hold-off",
+            [every_second(Spo2, 0, 5, |_| 97.0), every_second(Spo2, 30, 37, |_| 97.0)].concat(),
+            36,
             vec![
                 ev(14, "spo2_no_data", "start", "medium", "active"),
-                ev(30, "spo2_no_data", "end", "medium", "cleared"),
+                ev(35, "spo2_no_data", "end", "medium", "cleared"),
             ],
         ),
         (
@@ -46,10 +46,10 @@ fn technical_alarms_table() {
                 ],
                 oximeter(0, 902),
             ]),
-            901,
+            906,
             vec![
                 ev(780, "nibp_overdue", "start", "medium", "active"),
-                ev(900, "nibp_overdue", "end", "medium", "cleared"),
+                ev(905, "nibp_overdue", "end", "medium", "cleared"),
             ],
         ),
         (
@@ -75,10 +75,10 @@ fn technical_alarms_table() {
         ),
         ("a chair with no session and no NIBP expects none", every_second(Spo2, 0, 900, |_| 97.0), 899, vec![]),
         (
-            "sensor off for 5 s alarms; back on ends it",
+            "sensor off for 5 s alarms; back on for the 5 s hold-off ends it",
             vec![(10, sensor(SensorFlags::SENSOR_OFF)), (30, sensor(SensorFlags::default()))],
-            31,
-            vec![ev(15, "sensor_off", "start", "medium", "active"), ev(30, "sensor_off", "end", "medium", "cleared")],
+            36,
+            vec![ev(15, "sensor_off", "start", "medium", "active"), ev(35, "sensor_off", "end", "medium", "cleared")],
         ),
         (
             "a 3 s pulse search while the probe is adjusted raises nothing",
@@ -87,15 +87,15 @@ fn technical_alarms_table() {
             vec![],
         ),
         (
-            "monitor disconnected alarms at once; reconnected ends it",
+            "monitor disconnected alarms at once; reconnected for the 5 s hold-off ends it",
             vec![
                 (5, sig(DeviceSignal::Disconnected { source: src(), reason: "EOF".into() })),
                 (9, sig(DeviceSignal::Connected { source: src() })),
             ],
-            10,
+            15,
             vec![
                 ev(5, "monitor_disconnected", "start", "medium", "active"),
-                ev(9, "monitor_disconnected", "end", "medium", "cleared"),
+                ev(14, "monitor_disconnected", "end", "medium", "cleared"),
             ],
         ),
         (
@@ -107,8 +107,8 @@ fn technical_alarms_table() {
                 (8, sig(DeviceSignal::Demo { source: src(), on: false })),
                 (9, Input::V(Spo2, 97.0)),
             ],
-            10,
-            vec![ev(5, "demo_data", "start", "medium", "active"), ev(9, "demo_data", "end", "medium", "cleared")],
+            15,
+            vec![ev(5, "demo_data", "start", "medium", "active"), ev(14, "demo_data", "end", "medium", "cleared")],
         ),
         (
             "input errors: 12 of 40 frames bad within a minute (30 %) alarm low; a clean minute ends it",
@@ -117,14 +117,14 @@ fn technical_alarms_table() {
                 (30, sig(DeviceSignal::InputErrors { source: src(), bad: 12, total: 40 })),
                 (100, sig(DeviceSignal::InputErrors { source: src(), bad: 12, total: 110 })),
             ],
-            101,
-            vec![ev(30, "input_errors", "start", "low", "active"), ev(100, "input_errors", "end", "low", "cleared")],
+            106,
+            vec![ev(30, "input_errors", "start", "low", "active"), ev(105, "input_errors", "end", "low", "cleared")],
         ),
         (
             "low battery is a low-priority technical alarm",
             vec![(3, sensor(SensorFlags::LOW_BATTERY)), (7, sensor(SensorFlags::default()))],
-            8,
-            vec![ev(3, "low_battery", "start", "low", "active"), ev(7, "low_battery", "end", "low", "cleared")],
+            13,
+            vec![ev(3, "low_battery", "start", "low", "active"), ev(12, "low_battery", "end", "low", "cleared")],
         ),
         (
             "a session expects SpO2 and pulse from its start even if never seen; ending the session ends no-data \

@@ -216,6 +216,10 @@ struct Alarm {
     annunciated: Option<f64>,
     /// The worst value and its time (ms), for the record.
     worst: Option<(f64, i64)>,
+    /// A technical condition gone since then: the alarm ends once it stayed away for the hold-off.
+    clearing_since: Option<i64>,
+    /// A technical condition that keeps coming back: one alarm, ending only after a longer calm.
+    intermittent: bool,
 }
 
 impl Alarm {
@@ -290,6 +294,15 @@ impl Alarm {
     }
 }
 
+/// A technical condition must stay away this long before its alarm ends: a flap is no new alarm.
+const HOLD_OFF_MS: i64 = 5_000;
+/// An intermittent one, this long.
+const INTERMITTENT_HOLD_OFF_MS: i64 = 60_000;
+/// A technical alarm that ended this many times within [`FLAP_WINDOW_MS`] starts again as intermittent.
+const FLAPS: usize = 2;
+/// The window in which flaps are counted.
+const FLAP_WINDOW_MS: i64 = 600_000;
+
 fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
@@ -327,6 +340,8 @@ pub struct Lifecycle {
     settings: Settings,
     infusion: bool,
     label_offset_ms: i64,
+    /// When technical alarms ended lately, by key, for flaps (bounded).
+    recent_ends: Vec<(Key, i64)>,
 }
 
 fn prio_index(p: Priority) -> usize {
@@ -353,6 +368,7 @@ impl Lifecycle {
             settings,
             infusion: false,
             label_offset_ms: 0,
+            recent_ends: Vec::new(),
         }
     }
 
@@ -570,7 +586,21 @@ impl Lifecycle {
                 may_escalate,
                 annunciated: None,
                 worst: None,
+                clearing_since: None,
+                intermittent: false,
             };
+            if a.last.kind == AlarmKind::Technical {
+                self.recent_ends.retain(|(_, at)| now - at < FLAP_WINDOW_MS);
+                let flaps = self.recent_ends.iter().filter(|(k, _)| *k == a.key).count();
+                if flaps >= FLAPS {
+                    a.intermittent = true;
+                    a.last.message = format!("Intermittent: {}", a.last.message);
+                    let text = format!("ended and came back {flaps} times in {} min", FLAP_WINDOW_MS / 60_000);
+                    a.last.evidence.insert("intermittent".into(), Value::from(text));
+                    a.members[0].detail.message.clone_from(&a.last.message);
+                    a.members[0].detail.evidence.clone_from(&a.last.evidence);
+                }
+            }
             a.note(&obs, now);
             a.annunciated = a.last.value;
             self.alarms.push(a);
@@ -580,6 +610,8 @@ impl Lifecycle {
         };
         let escalate_after = self.settings.escalate_after_ms;
         let a = &mut self.alarms[idx];
+        // Back within the hold-off: the same alarm goes on, nothing to announce.
+        a.clearing_since = None;
         let top_before = a.top();
         let mut detail = Some(detail);
         let (mi, joined) = match a.member(&key) {
@@ -666,6 +698,11 @@ impl Lifecycle {
             return;
         }
         a.members[mi].present = false;
+        if a.last.kind == AlarmKind::Technical && a.members.len() == 1 {
+            // A technical condition ends only after it stayed away for the hold-off (see `tick`).
+            a.clearing_since.get_or_insert(now);
+            return;
+        }
         if let Some(band) = a.members_band() {
             let old_priority = a.effective();
             a.band = band;
@@ -682,9 +719,43 @@ impl Lifecycle {
             a.unanswered_since = None;
             self.emit(idx, AlarmPhase::Update, now, None, out);
         } else {
-            self.alarms[idx].present = false;
-            self.emit(idx, AlarmPhase::End, now, None, out);
-            self.alarms.remove(idx);
+            self.finish(idx, now, out);
+        }
+    }
+
+    /// Ends the alarm at `idx`, remembering when a technical one ended (for flaps).
+    fn finish(&mut self, idx: usize, now: i64, out: &mut Vec<Event>) {
+        self.alarms[idx].present = false;
+        self.emit(idx, AlarmPhase::End, now, None, out);
+        let a = self.alarms.remove(idx);
+        if a.last.kind == AlarmKind::Technical {
+            if self.recent_ends.len() >= 64 {
+                self.recent_ends.remove(0);
+            }
+            self.recent_ends.push((a.key, now));
+        }
+    }
+
+    /// Latches or ends a technical alarm whose condition stayed away for its hold-off.
+    fn settle_cleared(&mut self, now: i64, out: &mut Vec<Event>) {
+        let mut idx = 0;
+        while idx < self.alarms.len() {
+            let a = &self.alarms[idx];
+            let hold = if a.intermittent { INTERMITTENT_HOLD_OFF_MS } else { HOLD_OFF_MS };
+            if a.clearing_since.is_some_and(|since| now - since >= hold) {
+                let top = a.max_priority.max(a.effective());
+                if self.settings.latching[prio_index(top)] && !a.acked {
+                    let a = &mut self.alarms[idx];
+                    a.clearing_since = None;
+                    a.present = false;
+                    a.unanswered_since = None;
+                    self.emit(idx, AlarmPhase::Update, now, None, out);
+                } else {
+                    self.finish(idx, now, out);
+                    continue;
+                }
+            }
+            idx += 1;
         }
     }
 
@@ -701,14 +772,13 @@ impl Lifecycle {
             Self::apply_top(a);
             return;
         }
-        self.alarms[idx].present = false;
-        self.emit(idx, AlarmPhase::End, now, None, out);
-        self.alarms.remove(idx);
+        self.finish(idx, now, out);
     }
 
     /// Audio-pause expiry, time escalation, reminders for acknowledged alarms that persist, and escalation of
     /// unanswered technical alarms that blind surveillance during an infusion.
     pub fn tick(&mut self, now: i64, out: &mut Vec<Event>) {
+        self.settle_cleared(now, out);
         if let Some(until) = self.pause_until {
             if now >= until {
                 self.pause_until = None;
@@ -727,7 +797,7 @@ impl Lifecycle {
         for idx in 0..self.alarms.len() {
             let infusion = self.infusion;
             let a = &mut self.alarms[idx];
-            if !a.present {
+            if !a.present || a.clearing_since.is_some() {
                 continue;
             }
             let unanswered_for = |after: Option<i64>| {

@@ -132,6 +132,8 @@ struct ParamState {
     zero_samples: u32,
     /// Wall-clock measurement time (ms) of the last NIBP value taken, to drop one a monitor sends again.
     measured_ms: Option<i64>,
+    /// The source the values come from, if the reading said.
+    source: Option<Arc<str>>,
 }
 
 /// Questionable values beyond the limit must last this long to raise "poor signal" (issue 10 item 5: 10 s).
@@ -372,6 +374,12 @@ impl Engine {
         }
         let p = reading.parameter;
         let i = p as usize;
+        if let Some(s) = &reading.source {
+            let ps = &mut self.params[i];
+            if ps.source.as_deref() != Some(&**s) {
+                ps.source = Some(s.clone());
+            }
+        }
         if reading.spot && p.is_continuous() {
             // A pulse taken by the cuff or a spot check is not the continuous pulse rate (issue 10 item 3).
             return out;
@@ -874,14 +882,18 @@ impl Engine {
         for i in CONTINUOUS {
             let p = Parameter::ALL[i];
             let no_data = self.no_data_for(i);
-            let explained = sensor_problem && matches!(p, Parameter::Spo2 | Parameter::Pr);
+            let disconnected = self.params[i]
+                .source
+                .as_deref()
+                .is_some_and(|s| self.sources.iter().any(|x| x.disconnected && &*x.name == s));
+            let explained = disconnected || (sensor_problem && matches!(p, Parameter::Spo2 | Parameter::Pr));
             if !self.params[i].seen {
                 // A parameter the session expects raises no-data from session start, even if never seen.
                 let expected = self.session.is_running() && self.profile.session.expected.contains(&p);
                 if expected
                     && self.session_t.is_some_and(|s| t - s >= self.no_data_ms)
                     && !explained
-                    && !self.is_live(&Key::NoData(p))
+                    && self.present_band(&Key::NoData(p)).is_none()
                 {
                     self.raise_no_data(p, t, &mut out);
                 }
@@ -903,7 +915,7 @@ impl Engine {
                 if i == RR {
                     self.clear_if_live(&Key::Apnoea, t, &mut out);
                 }
-                if !chair_empty && !explained && !self.is_live(&Key::NoData(p)) {
+                if !chair_empty && !explained && self.present_band(&Key::NoData(p)).is_none() {
                     self.raise_no_data(p, t, &mut out);
                 }
             } else if i == RR && self.params[RR].zero_since.is_some() {
@@ -945,7 +957,7 @@ impl Engine {
             self.end_if_live(&key, t, out);
             return;
         }
-        if self.is_live(&key) {
+        if self.present_band(&key).is_some() {
             return;
         }
         self.lc.raise(
@@ -1067,7 +1079,7 @@ impl Engine {
             self.clear_if_live(&key, t, out);
             return;
         }
-        if self.is_live(&key) {
+        if self.present_band(&key).is_some() {
             return;
         }
         let last = self.last_nibp.map(|l| self.lc.label(l).to_rfc3339());
@@ -1109,7 +1121,7 @@ impl Engine {
                 SensorProblem::Off => Key::SensorOff(name.clone()),
                 SensorProblem::PulseSearch => Key::PulseSearch(name.clone()),
             };
-            if self.is_live(&key) {
+            if self.present_band(&key).is_some() {
                 continue;
             }
             let (condition, text) = match problem {
@@ -1238,9 +1250,21 @@ impl Engine {
         let name = self.sources[k].name.clone();
         let prio = self.profile.technical.priority;
         match signal {
-            DeviceSignal::Connected { .. } => self.clear_if_live(&Key::Disconnected(name), t, &mut out),
+            DeviceSignal::Connected { .. } => {
+                self.sources[k].disconnected = false;
+                self.clear_if_live(&Key::Disconnected(name), t, &mut out);
+            }
             DeviceSignal::Disconnected { reason, .. } => {
                 self.sources[k].sensor = None;
+                self.sources[k].disconnected = true;
+                // One cause, one alarm: the disconnect explains the silence of what this source measured.
+                let mut explains = Vec::new();
+                for i in CONTINUOUS {
+                    if self.params[i].source.as_deref() == Some(&*name) {
+                        explains.push(Value::from(Parameter::ALL[i].name()));
+                        self.end_if_live(&Key::NoData(Parameter::ALL[i]), t, &mut out);
+                    }
+                }
                 self.end_if_live(&Key::SensorOff(name.clone()), t, &mut out);
                 self.end_if_live(&Key::PulseSearch(name.clone()), t, &mut out);
                 let reason = reason.clone();
@@ -1255,7 +1279,11 @@ impl Engine {
                         parameter: None,
                         value: None,
                         limit: None,
-                        evidence: evidence([("source", Value::from(&*name)), ("reason", Value::from(reason.clone()))]),
+                        evidence: evidence([
+                            ("source", Value::from(&*name)),
+                            ("reason", Value::from(reason.clone())),
+                            ("explains_no_data_of", Value::Array(explains)),
+                        ]),
                         message: format!("{name}: monitor disconnected ({reason})"),
                     },
                     &mut out,

@@ -92,6 +92,8 @@ pub struct SourceState {
     pub low_battery: bool,
     /// The device says it is in demo mode.
     pub demo: bool,
+    /// The link to the source is lost.
+    pub disconnected: bool,
     /// Counter snapshots `(t, bad, total)` within the window.
     pub counters: VecDeque<(i64, u64, u64)>,
 }
@@ -121,7 +123,14 @@ impl ErrorRate {
 impl SourceState {
     /// A fresh source.
     pub fn new(name: &str) -> SourceState {
-        SourceState { name: name.into(), sensor: None, low_battery: false, demo: false, counters: VecDeque::new() }
+        SourceState {
+            name: name.into(),
+            sensor: None,
+            low_battery: false,
+            demo: false,
+            disconnected: false,
+            counters: VecDeque::new(),
+        }
     }
 
     /// Records cumulative counters and returns the rate over the last `window_ms`. Counters that go backwards

@@ -34,6 +34,8 @@ pub enum Input {
     M(Parameter, f64, i64),
     /// A valid spot measurement of a continuous parameter (the cuff's pulse).
     Spot(Parameter, f64),
+    /// A valid value from a named source.
+    From(Parameter, f64, &'static str),
 }
 
 /// Input at a second.
@@ -66,6 +68,7 @@ pub fn reading(p: Parameter, value: Option<f64>, status: ValueStatus, t: Timesta
         received: t,
         measured: None,
         spot: false,
+        source: None,
     }
 }
 
@@ -90,6 +93,11 @@ pub fn run_with(profile: Profile, steps: &[Step], end: i64) -> (Vec<AlarmEvent>,
                 Input::D(d) => engine.device(d, now),
                 Input::M(p, v, measured) => {
                     let r = Reading { measured: Some(at(*measured)), ..reading(*p, Some(*v), ValueStatus::Valid, now) };
+                    engine.observe(&r, now)
+                }
+                Input::From(p, v, source) => {
+                    let r =
+                        Reading { source: Some((*source).into()), ..reading(*p, Some(*v), ValueStatus::Valid, now) };
                     engine.observe(&r, now)
                 }
                 Input::Spot(p, v) => {
