@@ -1048,14 +1048,19 @@ impl Engine {
 
     /// `nibp_overdue` from the last measurement (or the session start): after the phase's cycle plus grace, or
     /// sooner, after `nibp_overdue_factor` times the cuff interval actually running (issue 10 item 9). A chair
-    /// with no session is watched from its first NIBP on (item 7); an ended session expects nothing.
+    /// with no session is watched from its first NIBP on (item 7), at its own cuff rhythm but at least the
+    /// pre-infusion cycle; an ended session expects nothing.
     fn check_nibp_overdue(&mut self, t: i64, out: &mut Vec<Event>) {
         let key = Key::NibpOverdue;
         let cycles = self.profile.session.nibp_cycle_s;
         let phase = self.session.phase();
+        let interval = self.cuff_interval_ms();
         let cycle = match self.session.nibp_cycle_s(&cycles) {
             Some(c) => c,
-            None if phase == SessionPhase::Idle && self.last_nibp.is_some() => cycles.pre_infusion,
+            // No session: the chair's own cuff rhythm, at least the pre-infusion cycle, is what is expected.
+            None if phase == SessionPhase::Idle && self.last_nibp.is_some() => {
+                cycles.pre_infusion.max(interval.map_or(0, |iv| (iv / 1000) as u64))
+            }
             None => {
                 self.end_if_live(&key, t, out);
                 return;
@@ -1063,7 +1068,6 @@ impl Engine {
         };
         let grace = self.profile.technical.nibp_grace_s;
         let latest = secs(cycle + grace);
-        let interval = self.cuff_interval_ms();
         let after = match interval {
             Some(iv) => ((self.profile.technical.nibp_overdue_factor * iv.min(secs(cycle)) as f64) as i64).min(latest),
             None => latest,
