@@ -25,6 +25,17 @@ const DRAIN: Duration = Duration::from_secs(1);
 /// A source's status is announced when its link or error counts change, and otherwise at most this often (the
 /// frame counter alone changes every second and is not worth a retained message each time).
 const DEVICE_REFRESH: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
+/// A device's error text is cut to this many characters before it enters an event: it comes from outside (a
+/// decoder quoting bytes, an OS error), and every payload must stay far below the broker's packet limit.
+pub const MAX_ERROR_CHARS: usize = 200;
+
+/// `text` cut to [`MAX_ERROR_CHARS`] characters, with `…` when it was longer.
+pub fn bounded_error(text: String) -> String {
+    match text.char_indices().nth(MAX_ERROR_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
 
 /// What a bed task needs.
 pub struct BedTask {
@@ -158,6 +169,7 @@ impl BedTask {
                 self.emit(events);
             }
             SourceEvent::Link { source, state: link, reason, at } => {
+                let reason = reason.map(bounded_error);
                 let key = source.to_string();
                 let signal = match link {
                     LinkState::Connected => Some(DeviceSignal::Connected { source: key.clone() }),
@@ -179,6 +191,7 @@ impl BedTask {
                 self.announce(Event::Device(status));
             }
             SourceEvent::Counters { source, frames_ok, frames_bad, values_rejected, last_error, at } => {
+                let last_error = last_error.map(bounded_error);
                 let key = source.to_string();
                 let signal = DeviceSignal::InputErrors {
                     source: key,
@@ -280,5 +293,19 @@ impl BedTask {
 
     fn announce(&mut self, event: Event) {
         self.emit(vec![event]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_device_error_is_cut_to_two_hundred_characters_and_marked() {
+        let long = "é".repeat(100_000);
+        let cut = bounded_error(long);
+        assert_eq!(cut.chars().count(), MAX_ERROR_CHARS + 1);
+        assert!(cut.ends_with('…'));
+        assert_eq!(bounded_error("short".into()), "short");
     }
 }

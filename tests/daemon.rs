@@ -89,7 +89,7 @@ async fn a_simulated_bed_publishes_vitals_on_the_embedded_broker_and_stops_clean
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_simulated_bed_publishes_vitals_on_a_real_mosquitto_and_stops_cleanly() {
     let Some(broker) = mosquitto::start() else {
-        eprintln!("SKIPPED: mosquitto is not installed (apt-get install mosquitto); CI installs it");
+        common::skip("mosquitto is not installed (apt-get install mosquitto); CI installs it");
         return;
     };
     vitals_arrive_then_shutdown_is_clean("external", broker.port).await;

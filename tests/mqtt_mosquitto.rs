@@ -226,7 +226,7 @@ async fn a_wrong_password_is_a_clear_error_in_the_log_and_in_the_link_status_and
     let pwfile = dir.path().join("passwd");
     let ok = Process::new("mosquitto_passwd").arg("-b").arg("-c").arg(&pwfile).args(["vigil", "s3cret"]).status();
     if !ok.is_ok_and(|s| s.success()) {
-        eprintln!("SKIPPED: mosquitto_passwd is not installed (apt-get install mosquitto)");
+        mqtt_support::skip("mosquitto_passwd is not installed (apt-get install mosquitto)");
         return;
     }
     let extra = format!("allow_anonymous false\npassword_file {}\n", pwfile.display());
@@ -317,7 +317,7 @@ async fn alarm_events_flow_over_mutual_tls_with_a_throwaway_ca_and_a_wrong_ca_is
         return;
     }
     if !make_pki(dir.path(), "") || !make_pki(dir.path(), "other-") {
-        eprintln!("SKIPPED: openssl is not installed or failed (apt-get install openssl)");
+        mqtt_support::skip("openssl is not installed or failed (apt-get install openssl)");
         return;
     }
     let tls_port = free_port();

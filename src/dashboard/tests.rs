@@ -592,6 +592,7 @@ async fn the_status_endpoint_reports_the_mqtt_broker_link_so_its_loss_is_visible
         since: Utc::now(),
         last_error: (state != crate::mqtt::LinkState::Connected).then(|| "mqtt.host: connection refused".into()),
         birth_seq: 3,
+        delivery: Default::default(),
     };
     let (tx, rx) = tokio::sync::watch::channel(status(crate::mqtt::LinkState::Connected));
     let state = f.state.clone().with_mqtt_link(rx);

@@ -28,10 +28,24 @@ use tokio_util::sync::CancellationToken;
 use crate::event::{AlarmEvent, BedAlarms, Command, DeviceStatus, Event, SessionEvent};
 use crate::vitals::{Parameter, Timestamp, ValueStatus};
 
-/// Schema version written to `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
+/// Schema version written to `PRAGMA user_version`: 1 is `schema.sql`, each later one is a step in
+/// [`MIGRATIONS`].
+pub const SCHEMA_VERSION: i64 = 1 + MIGRATIONS.len() as i64;
 
 const SCHEMA: &str = include_str!("schema.sql");
+
+/// Schema changes after version 1, in order: `MIGRATIONS[i]` takes a file from version `i + 1` to `i + 2`. Each
+/// runs in one transaction with its `user_version` bump, so a crash mid-migration leaves the old version. Append
+/// only; never edit a released step.
+const MIGRATIONS: &[&str] = &[
+    // 2: outbox rows the broker can never take are quarantined instead of blocking the rows behind them; the
+    // retention prune gets an index on time alone (it deletes by time across every bed).
+    "ALTER TABLE outbox ADD COLUMN quarantined_ms INTEGER;
+     ALTER TABLE outbox ADD COLUMN quarantine_reason TEXT;
+     DROP INDEX IF EXISTS outbox_pending;
+     CREATE INDEX outbox_pending ON outbox (id) WHERE delivered_ms IS NULL AND quarantined_ms IS NULL;
+     CREATE INDEX IF NOT EXISTS vitals_time ON vitals (time_ms);",
+];
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -167,7 +181,7 @@ impl Store {
     /// Opens (creating if needed) the database at `path`, switches it to WAL and applies the schema.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let fail = |reason: String| StoreError::Open { path: path.to_path_buf(), reason };
-        let conn = Connection::open(path).map_err(|e| fail(e.to_string()))?;
+        let mut conn = Connection::open(path).map_err(|e| fail(e.to_string()))?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(|e| fail(e.to_string()))?;
         let mode: String =
             conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(|e| fail(e.to_string()))?;
@@ -179,8 +193,7 @@ impl Store {
         if version > SCHEMA_VERSION {
             return Err(StoreError::NewerSchema { path: path.to_path_buf(), found: version });
         }
-        conn.execute_batch(SCHEMA).map_err(|e| fail(e.to_string()))?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(|e| fail(e.to_string()))?;
+        migrate(&mut conn, version).map_err(|e| fail(e.to_string()))?;
         Ok(Store { conn: Arc::new(Mutex::new(conn)), path: path.to_path_buf() })
     }
 
@@ -224,7 +237,8 @@ impl Store {
     pub fn pending_after(&self, after: i64, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
-            "SELECT id, json FROM outbox WHERE delivered_ms IS NULL AND id > ?1 ORDER BY id LIMIT ?2",
+            "SELECT id, json FROM outbox WHERE delivered_ms IS NULL AND quarantined_ms IS NULL AND id > ?1
+             ORDER BY id LIMIT ?2",
         )?;
         let rows =
             stmt.query_map(params![after, limit as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
@@ -240,7 +254,27 @@ impl Store {
     /// How many outbox rows wait for a broker's acknowledgement.
     pub fn pending_count(&self) -> Result<u64, StoreError> {
         let conn = self.lock();
-        Ok(conn.query_row("SELECT COUNT(*) FROM outbox WHERE delivered_ms IS NULL", [], |r| r.get::<_, i64>(0))? as u64)
+        Ok(conn.query_row(
+            "SELECT COUNT(*) FROM outbox WHERE delivered_ms IS NULL AND quarantined_ms IS NULL",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+
+    /// Sets an outbox row aside that the broker can never take (e.g. larger than its packet limit): it is no
+    /// longer pending, so it blocks nothing behind it; the event itself stays in the event log.
+    pub fn quarantine(&self, id: i64, reason: &str, at: Timestamp) -> Result<(), StoreError> {
+        let conn = self.lock();
+        conn.prepare_cached("UPDATE outbox SET quarantined_ms = ?2, quarantine_reason = ?3 WHERE id = ?1")?
+            .execute(params![id, ms(&at), reason])?;
+        Ok(())
+    }
+
+    /// How many outbox rows were quarantined (ever, within retention).
+    pub fn quarantined_count(&self) -> Result<u64, StoreError> {
+        let conn = self.lock();
+        Ok(conn.query_row("SELECT COUNT(*) FROM outbox WHERE quarantined_ms IS NOT NULL", [], |r| r.get::<_, i64>(0))?
+            as u64)
     }
 
     /// Marks outbox rows as acknowledged by the broker at `at`.
@@ -331,7 +365,10 @@ impl Store {
             events: tx.execute("DELETE FROM alarm_events WHERE time_ms < ?1", [cut])?
                 + tx.execute("DELETE FROM session_events WHERE time_ms < ?1", [cut])?,
             actions: tx.execute("DELETE FROM actions WHERE time_ms < ?1", [cut])?,
-            delivered: tx.execute("DELETE FROM outbox WHERE delivered_ms IS NOT NULL AND created_ms < ?1", [cut])?,
+            delivered: tx.execute(
+                "DELETE FROM outbox WHERE (delivered_ms IS NOT NULL OR quarantined_ms IS NOT NULL) AND created_ms < ?1",
+                [cut],
+            )?,
             undelivered: tx.execute("DELETE FROM outbox WHERE delivered_ms IS NULL AND created_ms < ?1", [cut])?,
         };
         tx.commit()?;
@@ -453,6 +490,27 @@ impl Store {
             .optional()?;
         Ok(json.map(|j| serde_json::from_str(&j)).transpose()?)
     }
+}
+
+/// Brings a file from `version` (0: new or empty) to [`SCHEMA_VERSION`].
+fn migrate(conn: &mut Connection, version: i64) -> Result<(), rusqlite::Error> {
+    if version < 1 {
+        let tx = conn.transaction()?;
+        tx.execute_batch(SCHEMA)?;
+        tx.pragma_update(None, "user_version", 1)?;
+        tx.commit()?;
+    }
+    for (i, step) in MIGRATIONS.iter().enumerate() {
+        let to = i as i64 + 2;
+        if version.max(1) < to {
+            let tx = conn.transaction()?;
+            tx.execute_batch(step)?;
+            tx.pragma_update(None, "user_version", to)?;
+            tx.commit()?;
+            tracing::info!(version = to, "store schema migrated");
+        }
+    }
+    Ok(())
 }
 
 fn last_bed_seq(conn: &Connection, bed: &str) -> Result<u64, StoreError> {

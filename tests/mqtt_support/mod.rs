@@ -55,8 +55,20 @@ pub fn mosquitto_binary() -> Option<PathBuf> {
             return Some(s.into());
         }
     }
-    eprintln!("SKIPPED: mosquitto is not installed (apt-get install mosquitto; CI installs it)");
+    skip("mosquitto is not installed (apt-get install mosquitto; CI installs it)");
     None
+}
+
+/// Reports a test that cannot run because a dependency is missing. Under `CI=true` that is a failure (CI installs
+/// every dependency, so a missing one is a broken pipeline, not a pass). Locally the line goes straight to the
+/// process's stderr, past libtest's capture, so `cargo test` shows it next to the test's `ok`.
+pub fn skip(reason: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("CI=true and a test dependency is missing: {reason}");
+    }
+    use std::io::Write;
+    let name = std::thread::current().name().unwrap_or("a test").to_owned();
+    let _ = writeln!(std::io::stderr(), "SKIPPED {name}: {reason}");
 }
 
 /// A real Mosquitto on a free port with persistence on, started and stopped by the test.
