@@ -10,8 +10,14 @@ use chrono::Utc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::alarm::{DeviceSignal, Engine};
-use crate::event::{DeviceStatus, Event, LinkState, VitalValue, VitalsUpdate};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+use crate::alarm::{DeviceSignal, Engine, Profile};
+use crate::event::{
+    AlarmEvent, AlarmKind, AlarmPhase, AlarmState, BedAlarms, DeviceStatus, Event, LinkState, Priority, VitalValue,
+    VitalsUpdate,
+};
 use crate::hub::{BedCommand, CommandError, Hub};
 use crate::ingest::protocol::{Frame, SensorFlags};
 use crate::ingest::{SourceEvent, SourceId};
@@ -37,12 +43,25 @@ pub fn bounded_error(text: String) -> String {
     }
 }
 
+/// Alarm and session events kept for a retry while the store fails, at most (then the oldest are dropped, which
+/// leaves the `bed_seq` gap that tells consumers of the loss).
+const MAX_UNSTORED: usize = 10_000;
+/// How long a bed task that died stays down before it is restarted (the `bed_unmonitored` alarm is visible
+/// meanwhile), doubling while it keeps dying, up to [`RESTART_MAX`].
+const RESTART_MIN: Duration = Duration::from_secs(1);
+/// See [`RESTART_MIN`].
+const RESTART_MAX: Duration = Duration::from_secs(30);
+/// The technical condition a supervisor raises while a bed task is down.
+pub const BED_UNMONITORED: &str = "bed_unmonitored";
+
 /// What a bed task needs.
 pub struct BedTask {
     /// The bed.
     pub bed: BedId,
     /// Its alarm engine.
     pub engine: Engine,
+    /// Its alarm profile, to build a fresh engine when the task is restarted after a panic.
+    pub profile: Arc<Profile>,
     /// Where events are written before they are announced.
     pub store: Store,
     /// Where they are announced.
@@ -53,7 +72,13 @@ pub struct BedTask {
     pub commands: mpsc::Receiver<BedCommand>,
     /// Each source's static description (kind, device), by source id.
     pub descriptions: HashMap<String, (String, String)>,
+    /// Alarm and session events the store refused (disk full, read-only): written first on the next emit, so
+    /// they reach MQTT once the disk is back, in order and without a `bed_seq` gap.
+    pub unstored: Vec<Event>,
 }
+
+/// The body a supervisor runs and restarts: [`BedTask::run_once`] in the daemon; tests pass one that panics.
+pub type Body = for<'a> fn(&'a mut BedTask, &'a CancellationToken) -> BoxFuture<'a, ()>;
 
 #[derive(Default)]
 struct SourceState {
@@ -64,8 +89,97 @@ struct SourceState {
 }
 
 impl BedTask {
-    /// Runs until `cancel` fires and the sources have drained.
-    pub async fn run(mut self, cancel: CancellationToken) {
+    /// Runs until `cancel` fires and the sources have drained, restarting the task when it panics.
+    pub async fn run(self, cancel: CancellationToken) {
+        self.supervise(cancel, |t, c| t.run_once(c).boxed()).await;
+    }
+
+    /// Runs `body` until it returns (cancelled and drained). When it panics, the bed is not monitored: a high
+    /// technical alarm `bed_unmonitored` is stored and announced, the task waits (1 s, doubling while it keeps
+    /// dying, up to 30 s), gets a fresh engine (the panicked one may be half-updated), ends the alarm and runs
+    /// again. Its inboxes survive the panic, so what the sources sent meanwhile is processed after the restart.
+    pub async fn supervise(mut self, cancel: CancellationToken, body: Body) {
+        let mut delay = RESTART_MIN;
+        loop {
+            let outcome = std::panic::AssertUnwindSafe(body(&mut self, &cancel)).catch_unwind().await;
+            let Err(panic) = outcome else { return };
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".into());
+            tracing::error!(bed = %self.bed, reason = %what, restart_in = ?delay, "bed task died; restarting");
+            let alarm_id = self.unmonitored(&what, AlarmPhase::Start, None).await;
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(RESTART_MAX);
+            self.unmonitored(&what, AlarmPhase::End, alarm_id).await;
+            let next = match self.store.next_bed_seq(&self.bed) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(bed = %self.bed, error = %e, "cannot read the bed's sequence; continuing after the last known one");
+                    self.engine.active_alarms(Utc::now()).bed_seq + 3
+                }
+            };
+            self.engine = Engine::new(self.bed.clone(), self.profile.clone(), next);
+            if cancel.is_cancelled() {
+                return;
+            }
+        }
+    }
+
+    /// Stores and announces the `bed_unmonitored` alarm's start or end (the engine is out of action, so the
+    /// supervisor numbers it: the next `bed_seq` from the store). Returns the alarm id.
+    async fn unmonitored(&mut self, reason: &str, phase: AlarmPhase, alarm_id: Option<String>) -> Option<String> {
+        let now = Utc::now();
+        let bed_seq = match self.store.next_bed_seq(&self.bed) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(bed = %self.bed, error = %e, "cannot number the bed_unmonitored alarm");
+                return alarm_id;
+            }
+        };
+        let alarm_id = alarm_id.unwrap_or_else(|| format!("{}-{bed_seq}", self.bed));
+        let start = phase == AlarmPhase::Start;
+        let event = AlarmEvent {
+            time: now,
+            bed: self.bed.clone(),
+            alarm_id: alarm_id.clone(),
+            seq: if start { 1 } else { 2 },
+            bed_seq,
+            kind: AlarmKind::Technical,
+            condition: BED_UNMONITORED.into(),
+            parameter: None,
+            priority: Priority::High,
+            phase,
+            state: if start { AlarmState::Active } else { AlarmState::Cleared },
+            value: None,
+            limit: None,
+            evidence: serde_json::Map::from_iter([("reason".to_owned(), bounded_error(reason.to_owned()).into())]),
+            message: if start {
+                "Bed not monitored: its task stopped; restarting".into()
+            } else {
+                "Bed monitored again".into()
+            },
+            by: None,
+            audio_paused_until: None,
+        };
+        let alarms = if start { vec![event.clone()] } else { Vec::new() };
+        let snapshot = BedAlarms { bed: self.bed.clone(), time: now, bed_seq, alarms };
+        let events = vec![Event::Alarm(event), Event::Alarms(snapshot)];
+        if let Err(e) = self.store.append_async(events.clone()).await {
+            tracing::error!(bed = %self.bed, error = %e, "could not store the bed_unmonitored alarm");
+        }
+        for event in events {
+            self.hub.publish(event);
+        }
+        Some(alarm_id)
+    }
+
+    /// One life of the task: runs until `cancel` fires and the sources have drained.
+    pub async fn run_once(&mut self, cancel: &CancellationToken) {
         let mut latest: BTreeMap<Parameter, VitalValue> = BTreeMap::new();
         let mut sources: HashMap<String, SourceState> = HashMap::new();
         let mut clock = tokio::time::interval(TICK);
@@ -75,22 +189,22 @@ impl BedTask {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
-                Some(cmd) = self.commands.recv() => self.command(cmd),
+                Some(cmd) = self.commands.recv() => self.command(cmd).await,
                 event = self.sources.recv() => match event {
-                    Some(event) => self.source_event(event, &mut latest, &mut sources),
+                    Some(event) => self.source_event(event, &mut latest, &mut sources).await,
                     // Every source has ended; keep serving commands and the clock until cancelled.
-                    None => self.idle_until_cancelled(&cancel).await,
+                    None => self.idle_until_cancelled(cancel).await,
                 },
                 _ = clock.tick() => {
                     let events = self.engine.tick(Utc::now());
-                    self.emit(events);
+                    self.emit(events).await;
                 }
             }
         }
         // Drain what the sources had already sent, so nothing in flight is lost.
         let deadline = tokio::time::Instant::now() + DRAIN;
         while let Ok(Some(event)) = tokio::time::timeout_at(deadline, self.sources.recv()).await {
-            self.source_event(event, &mut latest, &mut sources);
+            self.source_event(event, &mut latest, &mut sources).await;
         }
     }
 
@@ -99,10 +213,10 @@ impl BedTask {
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                Some(cmd) = self.commands.recv() => self.command(cmd),
+                Some(cmd) = self.commands.recv() => self.command(cmd).await,
                 _ = clock.tick() => {
                     let events = self.engine.tick(Utc::now());
-                    self.emit(events);
+                    self.emit(events).await;
                 }
             }
         }
@@ -117,7 +231,7 @@ impl BedTask {
         }
     }
 
-    fn command(&mut self, cmd: BedCommand) {
+    async fn command(&mut self, cmd: BedCommand) {
         let now = Utc::now();
         let BedCommand { request, reply } = cmd;
         let result = self.engine.command(&request.command, &request.actor, now);
@@ -128,7 +242,7 @@ impl BedTask {
         let answer = match result {
             Ok(events) => {
                 tracing::info!(bed = %self.bed, actor = %request.actor, command = ?request.command, "command accepted");
-                self.emit(events.clone());
+                self.emit(events.clone()).await;
                 Ok(events)
             }
             Err(e) => {
@@ -139,7 +253,7 @@ impl BedTask {
         let _ = reply.send(answer);
     }
 
-    fn source_event(
+    async fn source_event(
         &mut self,
         event: SourceEvent,
         latest: &mut BTreeMap<Parameter, VitalValue>,
@@ -166,7 +280,7 @@ impl BedTask {
                 if !frame.measurements.is_empty() {
                     self.observe_frame(&frame, received, latest, &mut events);
                 }
-                self.emit(events);
+                self.emit(events).await;
             }
             SourceEvent::Link { source, state: link, reason, at } => {
                 let reason = reason.map(bounded_error);
@@ -180,7 +294,7 @@ impl BedTask {
                     LinkState::Connecting => None,
                 };
                 let events = signal.map(|s| self.engine.device(&s, at)).unwrap_or_default();
-                self.emit(events);
+                self.emit(events).await;
                 let status = self.status_of(sources, &source, at);
                 status.link = link;
                 if reason.is_some() {
@@ -188,7 +302,7 @@ impl BedTask {
                 }
                 let status = status.clone();
                 sources.entry(source.to_string()).or_default().announced = Some(at);
-                self.announce(Event::Device(status));
+                self.emit(vec![Event::Device(status)]).await;
             }
             SourceEvent::Counters { source, frames_ok, frames_bad, values_rejected, last_error, at } => {
                 let last_error = last_error.map(bounded_error);
@@ -199,7 +313,7 @@ impl BedTask {
                     total: frames_ok + frames_bad,
                 };
                 let events = self.engine.device(&signal, at);
-                self.emit(events);
+                self.emit(events).await;
                 let status = self.status_of(sources, &source, at);
                 let errors_changed = status.frames_bad != frames_bad || status.values_rejected != values_rejected;
                 if frames_ok > status.frames_ok {
@@ -216,7 +330,7 @@ impl BedTask {
                 let due = state.announced.is_none_or(|t| at - t >= DEVICE_REFRESH);
                 if errors_changed || due {
                     state.announced = Some(at);
-                    self.announce(Event::Device(status));
+                    self.emit(vec![Event::Device(status)]).await;
                 }
             }
         }
@@ -273,7 +387,11 @@ impl BedTask {
     }
 
     /// Writes events to the store, then announces them; after alarm events, announces the bed's alarm snapshot.
-    fn emit(&mut self, events: Vec<Event>) {
+    ///
+    /// Alarm and session events (with the snapshot) are awaited until durable, without blocking a runtime
+    /// thread; vitals history and device status are queued for the writer's next batch and never wait, so they
+    /// are never on the alarm path.
+    async fn emit(&mut self, events: Vec<Event>) {
         if events.is_empty() {
             return;
         }
@@ -282,23 +400,120 @@ impl BedTask {
         if alarms_changed {
             events.push(Event::Alarms(self.engine.active_alarms(Utc::now())));
         }
-        if let Err(e) = self.store.append(&events) {
-            // Announce anyway: a nurse must see the alarm even when the disk fails. The log says MQTT will miss it.
-            tracing::error!(bed = %self.bed, error = %e, "could not store events; announcing on the dashboard only");
+        let (durable, background): (Vec<Event>, Vec<Event>) =
+            events.iter().cloned().partition(|e| matches!(e, Event::Alarm(_) | Event::Session(_) | Event::Alarms(_)));
+        if !background.is_empty() {
+            self.store.append_background(background);
+        }
+        if !durable.is_empty() || !self.unstored.is_empty() {
+            let mut batch = std::mem::take(&mut self.unstored);
+            batch.extend(durable);
+            if let Err(e) = self.store.append_async(batch.clone()).await {
+                // Announce anyway: a nurse must see the alarm even when the disk fails. They are kept and written
+                // first next time, so MQTT gets them once the disk is back.
+                tracing::error!(bed = %self.bed, error = %e, kept = batch.len(), "could not store events; announcing on the dashboard, retrying");
+                if batch.len() > MAX_UNSTORED {
+                    let drop = batch.len() - MAX_UNSTORED;
+                    tracing::error!(bed = %self.bed, dropped = drop, "too many unstored events; the oldest are lost");
+                    batch.drain(..drop);
+                }
+                self.unstored = batch;
+            }
         }
         for event in events {
             self.hub.publish(event);
         }
-    }
-
-    fn announce(&mut self, event: Event) {
-        self.emit(vec![event]);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::BedInfo;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static LIVES: AtomicUsize = AtomicUsize::new(0);
+
+    /// Dies in its first life, runs normally in the next.
+    fn dies_once<'a>(task: &'a mut BedTask, cancel: &'a CancellationToken) -> BoxFuture<'a, ()> {
+        async move {
+            if LIVES.fetch_add(1, Ordering::SeqCst) == 0 {
+                panic!("injected fault");
+            }
+            task.run_once(cancel).await;
+        }
+        .boxed()
+    }
+
+    // Real time: the store's writer is a real thread on a real file, which paused time would race with. The
+    // restart delay (1 s) is the only wait.
+    #[tokio::test]
+    async fn a_bed_task_that_panics_raises_bed_unmonitored_while_down_is_restarted_and_ends_the_alarm() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("vigil.db")).unwrap();
+        let info = BedInfo { id: "chair-1".into(), label: "Chair 1".into(), profile: "ketamine-chair".into() };
+        let hub = Hub::new("site", "ward", vec![info]);
+        let (_, mut events) = hub.subscribe();
+        let profile = Arc::new(Profile::resolve("ketamine-chair", dir.path()).unwrap());
+        let (source_tx, sources) = mpsc::channel(8);
+        let (command_tx, commands) = mpsc::channel(8);
+        hub.register_bed("chair-1".into(), command_tx);
+        let task = BedTask {
+            bed: "chair-1".into(),
+            engine: Engine::new("chair-1".into(), profile.clone(), 1),
+            profile,
+            store: store.clone(),
+            hub: hub.clone(),
+            sources,
+            commands,
+            descriptions: HashMap::new(),
+            unstored: Vec::new(),
+        };
+        let cancel = CancellationToken::new();
+        let running = tokio::spawn(task.supervise(cancel.clone(), dies_once));
+
+        async fn next_alarm(events: &mut tokio::sync::broadcast::Receiver<Arc<crate::hub::HubEvent>>) -> AlarmEvent {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let ev = tokio::time::timeout_at(deadline, events.recv()).await.expect("an alarm event in time");
+                if let Event::Alarm(a) = &ev.unwrap().event {
+                    return a.clone();
+                }
+            }
+        }
+        // Down: the alarm is raised, stored (so MQTT gets it from the outbox) and announced.
+        let start = next_alarm(&mut events).await;
+        assert_eq!(start.condition, BED_UNMONITORED);
+        assert_eq!(
+            (start.priority, start.kind, start.phase),
+            (Priority::High, AlarmKind::Technical, AlarmPhase::Start)
+        );
+        assert_eq!(start.bed_seq, 1);
+        assert_eq!(store.pending_count().unwrap(), 1, "stored in the outbox before it was announced");
+        assert!(
+            std::iter::from_fn(|| events.try_recv().ok()).all(|e| !matches!(e.event, Event::Alarm(_))),
+            "still down: no end yet"
+        );
+        let snapshot = hub.snapshot().beds[0].alarms.clone().unwrap();
+        assert_eq!(snapshot.alarms.len(), 1, "the dashboard's snapshot shows it while the bed is down");
+
+        // Restarted after a second: the alarm ends and the fresh engine continues the bed's sequence.
+        let end = next_alarm(&mut events).await;
+        assert_eq!((end.alarm_id.as_str(), end.seq, end.bed_seq), (start.alarm_id.as_str(), 2, 2));
+        assert_eq!(end.phase, AlarmPhase::End);
+        assert_eq!(LIVES.load(Ordering::SeqCst), 2, "the body ran again");
+
+        // It works: a command reaches the restarted task and is answered.
+        let ack = crate::event::CommandRequest {
+            bed: "chair-1".into(),
+            command: crate::event::Command::SessionStart { patient: None, baseline_sys: None, baseline_dia: None },
+            actor: "nina".into(),
+        };
+        assert!(hub.command(ack).await.is_ok(), "the restarted bed answers commands");
+        drop(source_tx);
+        cancel.cancel();
+        running.await.unwrap();
+    }
 
     #[test]
     fn a_long_device_error_is_cut_to_two_hundred_characters_and_marked() {

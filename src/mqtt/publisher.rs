@@ -757,10 +757,8 @@ impl Main {
         if self.acked.is_empty() {
             return;
         }
-        if let Err(e) = self.store.mark_delivered(&self.acked, Utc::now()) {
-            tracing::error!(error = %e, "cannot mark outbox events delivered (they will be sent again)");
-        }
-        self.acked.clear();
+        // Not awaited: a mark lost to a crash or a failed disk only means the event is sent once more.
+        self.store.mark_delivered_background(std::mem::take(&mut self.acked), Utc::now());
     }
 
     /// Sends outbox rows not yet sent, keeping at most WINDOW unacknowledged.
