@@ -15,13 +15,12 @@ use futures::FutureExt;
 
 use crate::alarm::{DeviceSignal, Engine, Profile};
 use crate::event::{
-    AlarmEvent, AlarmKind, AlarmPhase, AlarmState, BedAlarms, DeviceStatus, Event, LinkState, Priority, VitalValue,
-    VitalsUpdate,
+    AlarmEvent, AlarmKind, AlarmPhase, AlarmState, DeviceStatus, Event, LinkState, Priority, VitalValue, VitalsUpdate,
 };
 use crate::hub::{BedCommand, CommandError, Hub};
 use crate::ingest::protocol::{Frame, SensorFlags};
 use crate::ingest::{SourceEvent, SourceId};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::vitals::{BedId, Parameter, Reading, Timestamp, ValueStatus};
 
 /// How often the engine's clock advances without input (no-data timers, delays, escalation).
@@ -77,6 +76,19 @@ pub struct BedTask {
     pub unstored: Vec<Event>,
 }
 
+/// A bed's engine as the store remembers it: numbering after the last stored `bed_seq`, and the live alarms,
+/// the running session and the limit overrides taken back (after a restart, a crash or a bed task's panic).
+pub fn restored_engine(bed: &BedId, profile: Arc<Profile>, store: &Store) -> Result<Engine, StoreError> {
+    let mut engine = Engine::new(bed.clone(), profile, store.next_bed_seq(bed)?);
+    let alarms = store.latest_alarms(bed)?.map(|a| a.alarms).unwrap_or_default();
+    let sessions = store.session_events(bed, chrono::DateTime::UNIX_EPOCH, Utc::now() + chrono::TimeDelta::days(1))?;
+    let restored = engine.restore(alarms, &sessions);
+    if restored > 0 || engine.session().is_some() {
+        tracing::info!(bed = %bed, alarms = restored, session = ?engine.session().map(|s| s.phase), "bed state restored from the store");
+    }
+    Ok(engine)
+}
+
 /// The body a supervisor runs and restarts: [`BedTask::run_once`] in the daemon; tests pass one that panics.
 pub type Body = for<'a> fn(&'a mut BedTask, &'a CancellationToken) -> BoxFuture<'a, ()>;
 
@@ -116,14 +128,14 @@ impl BedTask {
             }
             delay = (delay * 2).min(RESTART_MAX);
             self.unmonitored(&what, AlarmPhase::End, alarm_id).await;
-            let next = match self.store.next_bed_seq(&self.bed) {
-                Ok(n) => n,
+            match restored_engine(&self.bed, self.profile.clone(), &self.store) {
+                Ok(engine) => self.engine = engine,
                 Err(e) => {
-                    tracing::error!(bed = %self.bed, error = %e, "cannot read the bed's sequence; continuing after the last known one");
-                    self.engine.active_alarms(Utc::now()).bed_seq + 3
+                    tracing::error!(bed = %self.bed, error = %e, "cannot restore the bed from the store; starting afresh");
+                    let next = self.engine.next_bed_seq() + 2;
+                    self.engine = Engine::new(self.bed.clone(), self.profile.clone(), next);
                 }
-            };
-            self.engine = Engine::new(self.bed.clone(), self.profile.clone(), next);
+            }
             if cancel.is_cancelled() {
                 return;
             }
@@ -166,8 +178,13 @@ impl BedTask {
             by: None,
             audio_paused_until: None,
         };
-        let alarms = if start { vec![event.clone()] } else { Vec::new() };
-        let snapshot = BedAlarms { bed: self.bed.clone(), time: now, bed_seq, alarms };
+        // The engine's own live alarms stay in the snapshot (the restarted engine takes them back from it).
+        let mut snapshot = self.engine.active_alarms(now);
+        snapshot.alarms.retain(|a| a.condition != BED_UNMONITORED);
+        if start {
+            snapshot.alarms.push(event.clone());
+        }
+        snapshot.bed_seq = bed_seq;
         let events = vec![Event::Alarm(event), Event::Alarms(snapshot)];
         if let Err(e) = self.store.append_async(events.clone()).await {
             tracing::error!(bed = %self.bed, error = %e, "could not store the bed_unmonitored alarm");

@@ -122,8 +122,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let mut routes = HashMap::new();
     for (bed, profile) in config.beds.iter().zip(profiles.iter().cloned()) {
         let bed_id: vitals::BedId = bed.id.as_str().into();
-        let next_seq = store.next_bed_seq(&bed.id)?;
-        let engine = alarm::Engine::new(bed_id.clone(), profile.clone(), next_seq);
+        let engine = bed::restored_engine(&bed_id, profile.clone(), &store)?;
         let (source_tx, source_rx) = mpsc::channel::<SourceEvent>(1024);
         let (command_tx, command_rx) = mpsc::channel(64);
         hub.register_bed(bed_id.clone(), command_tx);

@@ -483,3 +483,82 @@ pub const fn secs(s: u64) -> i64 {
 pub fn delta_ms(ms: i64) -> TimeDelta {
     TimeDelta::milliseconds(ms)
 }
+
+// Restore after a restart (additive: nothing above depends on it).
+
+/// The condition key of a stored alarm event, from its `condition` (and `source` evidence for per-source
+/// conditions). `None` for conditions the engine does not own (e.g. the supervisor's `bed_unmonitored`).
+fn key_of_event(e: &AlarmEvent) -> Option<Key> {
+    let source = || e.evidence.get("source").and_then(Value::as_str).map(Arc::<str>::from);
+    let c = e.condition.as_str();
+    let per_param = |suffix: &str| c.strip_suffix(suffix).and_then(Parameter::from_name);
+    Some(match c {
+        "demo_data" => Key::Demo(super::DEMO.into()),
+        "nibp_overdue" => Key::NibpOverdue,
+        "news2" => Key::News2,
+        "sensor_off" => Key::SensorOff(source()?),
+        "pulse_search" => Key::PulseSearch(source()?),
+        "low_battery" => Key::LowBattery(source()?),
+        "monitor_disconnected" => Key::Disconnected(source()?),
+        "input_errors" => Key::InputErrors(source()?),
+        _ => {
+            if let Some(p) = per_param("_no_data") {
+                Key::NoData(p)
+            } else if let Some(p) = per_param("_high") {
+                Key::Threshold(p, Dir::High)
+            } else if let Some(p) = per_param("_low") {
+                Key::Threshold(p, Dir::Low)
+            } else if let Some(p) = per_param("_rise") {
+                Key::Rise(p)
+            } else if let Some(p) = per_param("_rising").or_else(|| per_param("_falling")) {
+                Key::Slope(p)
+            } else if let Some(p) = per_param("_drift") {
+                Key::Drift(p)
+            } else {
+                return None;
+            }
+        }
+    })
+}
+
+impl Lifecycle {
+    /// Takes back a bed's live alarms after a restart: `events` are the latest event of each alarm that had not
+    /// ended (the stored alarm snapshot). Each keeps its `alarm_id`, `seq`, state (active, latched,
+    /// acknowledged, audio-paused) and priority, so the lifecycle continues where it was: no second `start`
+    /// while the condition lasts, an `end` once it is gone (or acknowledged, when latched). Events whose condition
+    /// this engine does not own are skipped. Returns how many alarms were restored. `next_bed_seq` is not
+    /// touched: it comes from the store.
+    pub fn restore(&mut self, events: Vec<AlarmEvent>) -> usize {
+        let mut restored = 0;
+        for last in events {
+            if last.phase == AlarmPhase::End || last.state == AlarmState::Cleared {
+                continue;
+            }
+            let Some(key) = key_of_event(&last) else { continue };
+            if self.is_live(&key) {
+                continue;
+            }
+            let t = last.time.timestamp_millis();
+            let acked = last.state == AlarmState::Acknowledged;
+            let paused = last.state == AlarmState::AudioPaused;
+            if let Some(until) = last.audio_paused_until.filter(|_| paused) {
+                let until = until.timestamp_millis();
+                self.pause_until = Some(self.pause_until.map_or(until, |p| p.max(until)));
+            }
+            self.alarms.push(Alarm {
+                key,
+                band: last.priority,
+                max_priority: last.priority,
+                escalated_by_time: false,
+                present: last.state != AlarmState::Latched,
+                acked,
+                paused,
+                unanswered_since: (!acked).then_some(t),
+                may_escalate: matches!(last.kind, AlarmKind::Threshold | AlarmKind::Trend),
+                last,
+            });
+            restored += 1;
+        }
+        restored
+    }
+}
