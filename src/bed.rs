@@ -71,6 +71,10 @@ pub struct BedTask {
     pub commands: mpsc::Receiver<BedCommand>,
     /// Each source's static description (kind, device), by source id.
     pub descriptions: HashMap<String, (String, String)>,
+    /// How long each source (by source id) may stay silent before `monitor_disconnected`: serial and MLLP
+    /// sources (`silence_alarm_s`, or the default from the device's update period). Absent: not watched (the
+    /// in-process simulator announces its own link).
+    pub silence: HashMap<String, Duration>,
     /// Alarm and session events the store refused (disk full, read-only): written first on the next emit, so
     /// they reach MQTT once the disk is back, in order and without a `bed_seq` gap.
     pub unstored: Vec<Event>,
@@ -98,6 +102,10 @@ struct SourceState {
     announced: Option<Timestamp>,
     sensor: SensorFlags,
     demo: bool,
+    /// When the last frame arrived, or the link came up: the silence clock starts here.
+    heard: Option<Timestamp>,
+    /// Whether the silence alarm was raised (and the next frame must clear it).
+    silent: bool,
 }
 
 impl BedTask {
@@ -213,7 +221,9 @@ impl BedTask {
                     None => self.idle_until_cancelled(cancel).await,
                 },
                 _ = clock.tick() => {
-                    let events = self.engine.tick(Utc::now());
+                    let now = Utc::now();
+                    let mut events = self.engine.tick(now);
+                    self.check_silence(&mut sources, now, &mut events);
                     self.emit(events).await;
                 }
             }
@@ -222,6 +232,22 @@ impl BedTask {
         let deadline = tokio::time::Instant::now() + DRAIN;
         while let Ok(Some(event)) = tokio::time::timeout_at(deadline, self.sources.recv()).await {
             self.source_event(event, &mut latest, &mut sources).await;
+        }
+    }
+
+    /// A source that was heard (a frame, or its link came up) and then says nothing for its silence time is
+    /// disconnected as far as alarming goes: a cable pulled from a serial adapter or a hung TCP peer often gives
+    /// no error at all. The next frame ends it.
+    fn check_silence(&mut self, sources: &mut HashMap<String, SourceState>, now: Timestamp, out: &mut Vec<Event>) {
+        for (key, state) in sources.iter_mut() {
+            let (Some(limit), Some(heard)) = (self.silence.get(key), state.heard) else { continue };
+            if state.silent || (now - heard).to_std().unwrap_or_default() < *limit {
+                continue;
+            }
+            state.silent = true;
+            let reason = format!("no data for {} s", limit.as_secs());
+            tracing::warn!(bed = %self.bed, source = %key, %reason, "source silent");
+            out.extend(self.engine.device(&DeviceSignal::Disconnected { source: key.clone(), reason }, now));
         }
     }
 
@@ -281,6 +307,10 @@ impl BedTask {
                 let key = source.to_string();
                 let state = sources.entry(key.clone()).or_default();
                 let mut events = Vec::new();
+                state.heard = Some(received);
+                if std::mem::take(&mut state.silent) {
+                    events.extend(self.engine.device(&DeviceSignal::Connected { source: key.clone() }, received));
+                }
                 if frame.sensor != state.sensor {
                     state.sensor = frame.sensor;
                     events.extend(
@@ -302,6 +332,18 @@ impl BedTask {
             SourceEvent::Link { source, state: link, reason, at } => {
                 let reason = reason.map(bounded_error);
                 let key = source.to_string();
+                {
+                    let state = sources.entry(key.clone()).or_default();
+                    match link {
+                        LinkState::Connected => state.heard = Some(at),
+                        // The link itself says it is down: its own alarm, not the silence one.
+                        LinkState::Disconnected => {
+                            state.heard = None;
+                            state.silent = false;
+                        }
+                        LinkState::Connecting => {}
+                    }
+                }
                 let signal = match link {
                     LinkState::Connected => Some(DeviceSignal::Connected { source: key.clone() }),
                     LinkState::Disconnected => Some(DeviceSignal::Disconnected {
@@ -484,6 +526,7 @@ mod tests {
             sources,
             commands,
             descriptions: HashMap::new(),
+            silence: HashMap::new(),
             unstored: Vec::new(),
         };
         let cancel = CancellationToken::new();
@@ -528,6 +571,58 @@ mod tests {
         };
         assert!(hub.command(ack).await.is_ok(), "the restarted bed answers commands");
         drop(source_tx);
+        cancel.cancel();
+        running.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_source_that_goes_silent_raises_monitor_disconnected_after_its_silence_time_and_the_next_frame_ends_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("vigil.db")).unwrap();
+        let info = BedInfo { id: "chair-1".into(), label: "Chair 1".into(), profile: "ketamine-chair".into() };
+        let hub = Hub::new("site", "ward", vec![info]);
+        let (_, mut events) = hub.subscribe();
+        let profile = Arc::new(Profile::resolve("ketamine-chair", dir.path()).unwrap());
+        let (source_tx, sources) = mpsc::channel(8);
+        let (_command_tx, commands) = mpsc::channel(8);
+        let source = SourceId::new("chair-1", 0);
+        let task = BedTask {
+            bed: "chair-1".into(),
+            engine: Engine::new("chair-1".into(), profile.clone(), 1),
+            profile,
+            store,
+            hub: hub.clone(),
+            sources,
+            commands,
+            descriptions: HashMap::new(),
+            silence: HashMap::from([(source.to_string(), Duration::from_secs(1))]),
+            unstored: Vec::new(),
+        };
+        let cancel = CancellationToken::new();
+        let running = tokio::spawn(task.run(cancel.clone()));
+        let frame = || SourceEvent::Frame { source: source.clone(), frame: Frame::default(), received: Utc::now() };
+        source_tx.send(frame()).await.unwrap();
+        let heard = std::time::Instant::now();
+
+        async fn next_alarm(events: &mut tokio::sync::broadcast::Receiver<Arc<crate::hub::HubEvent>>) -> AlarmEvent {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let ev = tokio::time::timeout_at(deadline, events.recv()).await.expect("an alarm event in time");
+                if let Event::Alarm(a) = &ev.unwrap().event {
+                    return a.clone();
+                }
+            }
+        }
+        let raised = next_alarm(&mut events).await;
+        assert_eq!(raised.condition, "monitor_disconnected");
+        assert_eq!(raised.phase, AlarmPhase::Start);
+        assert_eq!(raised.evidence["source"], "chair-1/0");
+        // The silence time (1 s) plus at most one clock tick (1 s); never before the silence time.
+        assert!(heard.elapsed() >= Duration::from_secs(1), "not before its silence time");
+        source_tx.send(frame()).await.unwrap();
+        let cleared = next_alarm(&mut events).await;
+        assert_eq!(cleared.alarm_id, raised.alarm_id);
+        assert!(matches!(cleared.state, AlarmState::Cleared | AlarmState::Latched), "{cleared:?}");
         cancel.cancel();
         running.await.unwrap();
     }

@@ -127,9 +127,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         let (command_tx, command_rx) = mpsc::channel(64);
         hub.register_bed(bed_id.clone(), command_tx);
         let mut descriptions = HashMap::new();
+        let mut silence = HashMap::new();
         for (i, src) in bed.sources.iter().enumerate() {
             let id = SourceId { bed: bed_id.clone(), index: i };
             descriptions.insert(id.to_string(), (src.kind.name().to_owned(), src.device.name().to_owned()));
+            if src.kind != SourceKind::Simulated {
+                silence.insert(id.to_string(), std::time::Duration::from_secs(src.silence_alarm_s()));
+            }
             match src.kind {
                 SourceKind::Serial => {
                     let name = format!("source {id}");
@@ -164,6 +168,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             sources: source_rx,
             commands: command_rx,
             descriptions,
+            silence,
             unstored: Vec::new(),
         };
         beds.spawn(task.run(stop_rest.clone()));
