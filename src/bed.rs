@@ -75,6 +75,8 @@ pub struct BedTask {
     /// sources (`silence_alarm_s`, or the default from the device's update period). Absent: not watched (the
     /// in-process simulator announces its own link).
     pub silence: HashMap<String, Duration>,
+    /// The last `session_seq` given to one of this bed's session events (from the store at start).
+    pub session_seq: u64,
     /// Alarm and session events the store refused (disk full, read-only): written first on the next emit, so
     /// they reach MQTT once the disk is back, in order and without a `bed_seq` gap.
     pub unstored: Vec<Event>,
@@ -277,7 +279,10 @@ impl BedTask {
     async fn command(&mut self, cmd: BedCommand) {
         let now = Utc::now();
         let BedCommand { request, reply } = cmd;
-        let result = self.engine.command(&request.command, &request.actor, now);
+        let mut result = self.engine.command(&request.command, &request.actor, now);
+        if let Ok(events) = &mut result {
+            self.number_sessions(events);
+        }
         let outcome = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
         if let Err(e) = self.store.record_action(now, &request.actor, &self.bed, &request.command, outcome) {
             tracing::error!(bed = %self.bed, error = %e, "could not store an action");
@@ -445,15 +450,28 @@ impl BedTask {
         status
     }
 
+    /// Gives each session event not yet numbered the bed's next `session_seq`.
+    fn number_sessions(&mut self, events: &mut [Event]) {
+        for e in events {
+            if let Event::Session(s) = e {
+                if s.session_seq == 0 {
+                    self.session_seq += 1;
+                    s.session_seq = self.session_seq;
+                }
+            }
+        }
+    }
+
     /// Writes events to the store, then announces them; after alarm events, announces the bed's alarm snapshot.
     ///
     /// Alarm and session events (with the snapshot) are awaited until durable, without blocking a runtime
     /// thread; vitals history and device status are queued for the writer's next batch and never wait, so they
     /// are never on the alarm path.
-    async fn emit(&mut self, events: Vec<Event>) {
+    async fn emit(&mut self, mut events: Vec<Event>) {
         if events.is_empty() {
             return;
         }
+        self.number_sessions(&mut events);
         let alarms_changed = events.iter().any(|e| matches!(e, Event::Alarm(_)));
         let mut events = events;
         if alarms_changed {
@@ -527,6 +545,7 @@ mod tests {
             commands,
             descriptions: HashMap::new(),
             silence: HashMap::new(),
+            session_seq: 0,
             unstored: Vec::new(),
         };
         let cancel = CancellationToken::new();
@@ -596,6 +615,7 @@ mod tests {
             commands,
             descriptions: HashMap::new(),
             silence: HashMap::from([(source.to_string(), Duration::from_secs(1))]),
+            session_seq: 0,
             unstored: Vec::new(),
         };
         let cancel = CancellationToken::new();

@@ -169,6 +169,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             commands: command_rx,
             descriptions,
             silence,
+            session_seq: store.last_session_seq(&bed.id)?,
             unstored: Vec::new(),
         };
         beds.spawn(task.run(stop_rest.clone()));

@@ -145,6 +145,7 @@ impl Session {
     /// The current state as an event.
     pub fn snapshot(&self, action: &str, time: Timestamp, by: Option<&str>) -> SessionEvent {
         SessionEvent {
+            session_seq: 0,
             time,
             bed: self.bed.clone(),
             session_id: self.id.clone(),

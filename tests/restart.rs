@@ -28,9 +28,10 @@ fn config(dir: &std::path::Path) -> Config {
     Config::parse(&text, "test.toml", dir).unwrap()
 }
 
-fn session(action: &str, phase: SessionPhase, detail: Option<Map<String, Value>>) -> SessionEvent {
+fn session(session_seq: u64, action: &str, phase: SessionPhase, detail: Option<Map<String, Value>>) -> SessionEvent {
     let started = Utc::now() - chrono::TimeDelta::minutes(20);
     SessionEvent {
+        session_seq,
         time: Utc::now(),
         bed: "chair-1".into(),
         session_id: "chair-1-s7".into(),
@@ -78,9 +79,9 @@ async fn a_daemon_started_on_a_killed_ones_store_shows_its_latched_alarm_and_ses
         let latched = spo2_low(2, 2, AlarmState::Latched);
         store
             .append(&[
-                Event::Session(session("session_start", SessionPhase::PreInfusion, None)),
-                Event::Session(session("limit_set", SessionPhase::PreInfusion, override_detail)),
-                Event::Session(session("infusion_start", SessionPhase::Infusion, None)),
+                Event::Session(session(1, "session_start", SessionPhase::PreInfusion, None)),
+                Event::Session(session(2, "limit_set", SessionPhase::PreInfusion, override_detail)),
+                Event::Session(session(3, "infusion_start", SessionPhase::Infusion, None)),
                 Event::Alarm(spo2_low(1, 1, AlarmState::Active)),
                 Event::Alarm(latched.clone()),
                 Event::Alarms(BedAlarms { bed: "chair-1".into(), time: Utc::now(), bed_seq: 2, alarms: vec![latched] }),
@@ -137,6 +138,7 @@ async fn a_daemon_started_on_a_killed_ones_store_shows_its_latched_alarm_and_ses
     assert_eq!(detail["old"], 90.0, "the override came back: {detail:?}");
     assert_eq!(detail["new"], 92.0);
     assert_eq!(s.session_id, "chair-1-s7", "the same session goes on");
+    assert_eq!(s.session_seq, 4, "session events are numbered on from the stored ones");
 
     shutdown.cancel();
     tokio::time::timeout(std::time::Duration::from_secs(10), daemon).await.unwrap().unwrap();

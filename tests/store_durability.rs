@@ -37,6 +37,7 @@ fn alarm(bed: &str, bed_seq: u64, seq: u32, time: Timestamp) -> AlarmEvent {
 
 fn session(bed: &str, time: Timestamp) -> SessionEvent {
     SessionEvent {
+        session_seq: 1,
         time,
         bed: bed.into(),
         session_id: "s1".into(),

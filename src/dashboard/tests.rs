@@ -450,6 +450,7 @@ async fn history_and_csv_export_cover_the_latest_session_with_who_did_what() {
     let f = fixture();
     let start = Utc::now() - chrono::Duration::minutes(30);
     f.history.record(&Event::Session(crate::event::SessionEvent {
+        session_seq: 1,
         time: start,
         bed: "chair-1".into(),
         session_id: "s-42".into(),

@@ -265,6 +265,11 @@ impl Store {
         Ok(last_bed_seq(&conn, bed)? + 1)
     }
 
+    /// The highest `session_seq` ever stored for the bed (0 for none): the bed task numbers on from it.
+    pub fn last_session_seq(&self, bed: &str) -> Result<u64, StoreError> {
+        self.counter(&format!("session_seq:{bed}"))
+    }
+
     /// Up to `limit` outbox events not yet acknowledged by a broker, oldest first.
     pub fn pending(&self, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
         self.pending_after(0, limit)
@@ -632,6 +637,11 @@ fn append_one(tx: &Connection, event: &Event) -> Result<(), StoreError> {
             tx.prepare_cached("INSERT INTO session_events (bed, time_ms, json) VALUES (?1, ?2, ?3)")?
                 .execute(params![&*s.bed, ms(&s.time), json])?;
             put_latest(tx, &s.bed, "session", &s.time, &json)?;
+            tx.prepare_cached(
+                "INSERT INTO counters (name, value) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
+            )?
+            .execute(params![format!("session_seq:{}", s.bed), s.session_seq as i64])?;
             to_outbox(tx, &s.bed, &s.time, &serde_json::to_string(event)?)?;
         }
         Event::Vitals(v) => {

@@ -226,6 +226,7 @@ pub fn vitals(bed: &str) -> VitalsUpdate {
 
 pub fn session(bed: &str, action: &str) -> SessionEvent {
     SessionEvent {
+        session_seq: 1,
         time: Utc::now(),
         bed: bed.into(),
         session_id: "s-1".into(),
