@@ -136,7 +136,9 @@ pub struct MqttConfig {
     /// TLS for an external broker.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
-    /// Keep-alive in seconds. Default 15.
+    /// Keep-alive in seconds. Default 2: Vigil pings the broker this often and gives up on a broker that has not
+    /// answered by the next ping, so a hung broker is shown down within twice this (4 s); the broker likewise
+    /// publishes Vigil's last will 1.5 times this after Vigil goes silent.
     #[serde(default = "default_keep_alive_s")]
     pub keep_alive_s: u64,
 }
@@ -412,7 +414,7 @@ fn default_client_id() -> String {
     "vigil".into()
 }
 fn default_keep_alive_s() -> u64 {
-    15
+    2
 }
 fn default_dashboard_listen() -> String {
     "127.0.0.1:8080".into()

@@ -124,6 +124,20 @@ impl Mosquitto {
         }
     }
 
+    /// Freezes it with SIGSTOP: the TCP connections stay open but nothing is answered (a hung broker).
+    pub fn pause(&self) {
+        if let Some(child) = &self.child {
+            let _ = Process::new("kill").arg("-STOP").arg(child.id().to_string()).status();
+        }
+    }
+
+    /// Lets a paused broker run again (SIGCONT).
+    pub fn resume(&self) {
+        if let Some(child) = &self.child {
+            let _ = Process::new("kill").arg("-CONT").arg(child.id().to_string()).status();
+        }
+    }
+
     /// Starts it again on the same port.
     pub fn restart(&mut self) {
         self.stop();
