@@ -401,3 +401,38 @@ async fn a_lagging_publisher_sheds_vitals_with_a_count_and_does_not_republish_un
     cancel.cancel();
     tokio::time::timeout(T, m.task).await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_cannot_write_is_shown_on_the_retained_status_and_the_alarm_is_sent_once_the_disk_is_back() {
+    let Some(disk) = SmallDisk::mount("2m") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = config(dir.path(), &embedded(port, "vigil-e-full"), "");
+    broker::start(&cfg.mqtt).unwrap();
+    let store = Store::open(&disk.dir.path().join("vigil.db")).unwrap();
+    let hub = hub();
+    let cancel = CancellationToken::new();
+    let m = mqtt::spawn(cfg, hub.clone(), store.clone(), cancel.clone()).unwrap();
+    let mut sub = Subscriber::connect(port, "it-e-full", &format!("{BASE}/#"), false).await;
+    sub.expect("/status", T, |m| m.json["state"] == "online" && m.json.get("store").is_none()).await;
+
+    disk.fill();
+    let mut big = alarm_event("chair-1", "chair-1-f1", 1, 1);
+    big.evidence.insert("pad".into(), "x".repeat(100 * 1024).into());
+    assert!(store.append(&[Event::Alarm(big.clone())]).is_err(), "the full disk refuses the write");
+    let failed = sub.expect("/status", T, |m| m.json["store"] == "failed").await;
+    assert_eq!(failed.json["state"], "online", "still online: the broker link is fine");
+    // A late subscriber gets it from the retained status.
+    let mut late = Subscriber::connect(port, "it-e-full-late", &format!("{BASE}/status"), false).await;
+    let retained = late.expect("/status", T, |_| true).await;
+    assert!(retained.retain && retained.json["store"] == "failed", "{:?}", retained.json);
+
+    disk.free();
+    store.append(&[Event::Alarm(big)]).unwrap();
+    hub.publish(Event::Alarm(alarm_event("chair-1", "chair-1-f1", 1, 1)));
+    sub.expect("/status", T, |m| m.json["state"] == "online" && m.json.get("store").is_none()).await;
+    let a = sub.expect("/bed/chair-1/alarm", T, |_| true).await;
+    assert_eq!(a.json["alarm_id"], "chair-1-f1");
+    cancel.cancel();
+    tokio::time::timeout(T, m.task).await.unwrap().unwrap();
+}

@@ -104,6 +104,9 @@ SCHEMAS = [
                            "description": "Birth sequence: +1 per connection, kept across restarts."},
                    "time": TIME,
                    "reason": {"enum": ["shutdown", "connection-lost"]},
+                   "store": {"const": "failed",
+                             "description": "Present while Vigil's store cannot write (disk full, read-only): alarms "
+                                            "still reach the dashboard and are sent once the disk is back."},
                    "version": {"type": "string"},
                    "site": {"type": "string"},
                    "ward": {"type": "string"},

@@ -234,6 +234,7 @@ pub(super) fn spawn(
         ward: config.site.ward.clone(),
         client_id: config.mqtt.client_id.clone(),
         beds: beds.clone(),
+        store: None,
     };
     let connector = Connector {
         endpoints,
@@ -454,6 +455,7 @@ impl Main {
         }
         let mut hub_open = true;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut store_health = self.store.health();
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -496,6 +498,17 @@ impl Main {
                     self.drain();
                     self.flush_backlog();
                     self.publish_counters();
+                }
+                Ok(()) = store_health.changed() => {
+                    let failed = !store_health.borrow_and_update().ok;
+                    if failed != self.status.store.is_some() {
+                        // The retained status says so while it lasts (`store: "failed"`), as far as MQTT can.
+                        self.status.store = failed.then_some("failed");
+                        if self.connected {
+                            let now = Status { seq: self.birth_seq, time: Utc::now(), ..self.status.clone() };
+                            self.publish_json(self.topics.status(), &now, QoS::AtLeastOnce, true, Track::Untracked);
+                        }
+                    }
                 }
             }
         }

@@ -394,3 +394,48 @@ pub fn rand_suffix() -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos() as u64 ^ (std::process::id() as u64) << 32
 }
+
+/// A tmpfs of a fixed size mounted for the test (needs root or CAP_SYS_ADMIN); `None` with a visible skip
+/// otherwise. Unmounted (lazily) when dropped.
+pub struct SmallDisk {
+    pub dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    pub fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Process::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "SKIPPED: cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)");
+            return None;
+        }
+        Some(SmallDisk { dir })
+    }
+
+    /// Fills the file system to the last byte with `filler`.
+    pub fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.dir.path().join("filler")).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        while f.write_all(&[0u8]).is_ok() {}
+        let _ = f.sync_all();
+    }
+
+    /// Frees the space again.
+    pub fn free(&self) {
+        let _ = std::fs::remove_file(self.dir.path().join("filler"));
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Process::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
