@@ -647,6 +647,72 @@ mod tests {
         running.await.unwrap();
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_the_store_refuses_on_a_full_disk_are_shown_kept_and_stored_in_order_once_space_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "SKIPPED: cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)");
+            return;
+        }
+        let store = Store::open(&dir.path().join("vigil.db")).unwrap();
+        let info = BedInfo { id: "chair-1".into(), label: "Chair 1".into(), profile: "ketamine-chair".into() };
+        let hub = Hub::new("site", "ward", vec![info]);
+        let profile = Arc::new(Profile::resolve("ketamine-chair", dir.path()).unwrap());
+        let (_source_tx, sources) = mpsc::channel(8);
+        let (command_tx, commands) = mpsc::channel(8);
+        hub.register_bed("chair-1".into(), command_tx);
+        let task = BedTask {
+            bed: "chair-1".into(),
+            engine: Engine::new("chair-1".into(), profile.clone(), 1),
+            profile,
+            store: store.clone(),
+            hub: hub.clone(),
+            sources,
+            commands,
+            descriptions: HashMap::new(),
+            silence: HashMap::new(),
+            session_seq: 0,
+            unstored: Vec::new(),
+        };
+        let cancel = CancellationToken::new();
+        let running = tokio::spawn(task.run(cancel.clone()));
+        let command = |command| crate::event::CommandRequest { bed: "chair-1".into(), command, actor: "nina".into() };
+
+        // Fill the disk to the last byte; a long patient pseudonym makes the event need fresh pages.
+        let filler = dir.path().join("filler");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&filler).unwrap();
+            while f.write_all(&[0u8; 65536]).is_ok() {}
+            while f.write_all(&[0u8]).is_ok() {}
+        }
+        let patient = "P".repeat(60);
+        let start =
+            crate::event::Command::SessionStart { patient: Some(patient), baseline_sys: None, baseline_dia: None };
+        hub.command(command(start)).await.expect("the bed runs the command even when the disk is full");
+        assert!(!store.health().borrow().ok, "the store shows the failure");
+        assert_eq!(hub.snapshot().beds[0].session.as_ref().unwrap().action, "session_start", "shown anyway");
+
+        std::fs::remove_file(&filler).unwrap();
+        hub.command(command(crate::event::Command::InfusionStart)).await.unwrap();
+        let stored = store.session_events("chair-1", chrono::DateTime::UNIX_EPOCH, Utc::now()).unwrap();
+        let actions: Vec<(&str, u64)> = stored.iter().map(|e| (e.action.as_str(), e.session_seq)).collect();
+        assert_eq!(actions, [("session_start", 1), ("infusion_start", 2)], "nothing lost, in order");
+        assert_eq!(store.pending_count().unwrap(), 2, "both wait in the outbox for MQTT");
+        assert!(store.health().borrow().ok);
+        cancel.cancel();
+        running.await.unwrap();
+        drop(store);
+        let _ = std::process::Command::new("umount").arg("-l").arg(dir.path()).status();
+    }
+
     #[test]
     fn a_long_device_error_is_cut_to_two_hundred_characters_and_marked() {
         let long = "é".repeat(100_000);
