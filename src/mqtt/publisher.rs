@@ -445,6 +445,9 @@ impl Main {
         stop_net: CancellationToken,
         cancel: CancellationToken,
     ) {
+        // If this task dies (a panic), the network task stops too: the connection drops without a DISCONNECT,
+        // so the broker publishes the last will (`offline`, `connection-lost`) and the death is visible on MQTT.
+        let _net_guard = stop_net.clone().drop_guard();
         let (snapshot, mut events) = self.hub.subscribe();
         for bed in &snapshot.beds {
             let map = self.devices.entry(bed.info.id.to_string()).or_default();

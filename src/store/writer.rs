@@ -75,9 +75,18 @@ impl Writer {
         let (health_tx, health) =
             watch::channel(StoreHealth { ok: true, last_error: None, since: Utc::now(), background_dropped: 0 });
         let (bg, dr) = (background.clone(), dropped.clone());
-        std::thread::Builder::new()
-            .name("vigil-store-writer".into())
-            .spawn(move || run(conn, rx, bg, dr, health_tx))?;
+        std::thread::Builder::new().name("vigil-store-writer".into()).spawn(move || {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(conn, rx, bg, dr, &health_tx)));
+            if outcome.is_err() {
+                // Every later write fails with "the store writer has stopped"; say so where people look.
+                tracing::error!("the store writer thread died; nothing more can be stored");
+                health_tx.send_modify(|h| {
+                    h.ok = false;
+                    h.last_error = Some("the store writer thread died".into());
+                    h.since = Utc::now();
+                });
+            }
+        })?;
         Ok(Writer { tx, background, dropped, health })
     }
 
@@ -122,7 +131,7 @@ fn run(
     rx: mpsc::Receiver<Job>,
     background: Arc<AtomicUsize>,
     dropped: Arc<AtomicU64>,
-    health: watch::Sender<StoreHealth>,
+    health: &watch::Sender<StoreHealth>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
