@@ -136,7 +136,9 @@ pub struct MqttConfig {
     /// TLS for an external broker.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
-    /// Keep-alive in seconds. Default 15.
+    /// Keep-alive in seconds. Default 2: Vigil pings the broker this often and gives up on a broker that has not
+    /// answered by the next ping, so a hung broker is shown down within twice this (4 s); the broker likewise
+    /// publishes Vigil's last will 1.5 times this after Vigil goes silent.
     #[serde(default = "default_keep_alive_s")]
     pub keep_alive_s: u64,
 }
@@ -196,6 +198,10 @@ pub struct MllpConfig {
     /// A connection silent this long is closed, seconds. Default 300.
     #[serde(default = "default_mllp_idle_timeout_s")]
     pub idle_timeout_s: u64,
+    /// Connections served at once (one per monitor); more are closed at once, so a connection storm cannot
+    /// exhaust file descriptors. Each holds at most `max_message_bytes` of buffer. Default 1024, at most 65536.
+    #[serde(default = "default_mllp_max_connections")]
+    pub max_connections: usize,
 }
 
 /// A role: what a user may do.
@@ -362,7 +368,9 @@ pub struct SourceConfig {
     /// simulated: which patient of a multi-bed scenario this bed plays. Default 0.
     #[serde(default)]
     pub patient: Option<usize>,
-    /// Seconds with nothing valid before a no-data technical alarm. Default 10.
+    /// serial and mllp: seconds without a frame (after the first one, or after the link came up) before the
+    /// source counts as disconnected (`monitor_disconnected`). Default from the device's update period: 5 for
+    /// masimo and nonin (a frame a second), 10 for hl7. Set it high for a monitor that only sends spot readings.
     #[serde(default)]
     pub silence_alarm_s: Option<u64>,
 }
@@ -376,9 +384,12 @@ impl SourceConfig {
     pub fn baud(&self) -> u32 {
         self.baud.unwrap_or(9600)
     }
-    /// Seconds of silence before a technical alarm.
+    /// Seconds of silence before `monitor_disconnected`, with its per-device default.
     pub fn silence_alarm_s(&self) -> u64 {
-        self.silence_alarm_s.unwrap_or(10)
+        self.silence_alarm_s.unwrap_or(match self.device {
+            DeviceKind::Masimo | DeviceKind::Nonin => 5,
+            DeviceKind::Hl7 => 10,
+        })
     }
     /// Seed with its default.
     pub fn seed(&self) -> u64 {
@@ -403,7 +414,7 @@ fn default_client_id() -> String {
     "vigil".into()
 }
 fn default_keep_alive_s() -> u64 {
-    15
+    2
 }
 fn default_dashboard_listen() -> String {
     "127.0.0.1:8080".into()
@@ -425,6 +436,9 @@ fn default_mllp_max_message() -> usize {
 }
 fn default_mllp_idle_timeout_s() -> u64 {
     300
+}
+fn default_mllp_max_connections() -> usize {
+    1024
 }
 fn default_profile() -> String {
     "ketamine-chair".into()
@@ -469,6 +483,7 @@ impl Default for MllpConfig {
             listen: default_mllp_listen(),
             max_message_bytes: default_mllp_max_message(),
             idle_timeout_s: default_mllp_idle_timeout_s(),
+            max_connections: default_mllp_max_connections(),
         }
     }
 }
@@ -528,6 +543,12 @@ impl Config {
             socket_addr("mllp.listen", &m.listen)?;
             if m.max_message_bytes < 1024 {
                 return Err(("mllp.max_message_bytes".into(), "must be at least 1024".into()));
+            }
+            if !(1..=65_536).contains(&m.max_connections) {
+                return Err((
+                    "mllp.max_connections".into(),
+                    format!("{} is not between 1 and 65536", m.max_connections),
+                ));
             }
         }
         let mut names = HashSet::new();

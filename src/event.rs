@@ -220,6 +220,11 @@ pub struct SessionEvent {
     pub bed: BedId,
     /// Stable id of the session.
     pub session_id: String,
+    /// Per-bed session event number: 1, 2, … without gaps, across restarts (like an alarm event's `bed_seq`).
+    /// A consumer drops a duplicate delivery by (`bed`, `session_seq`) and sees a loss as a gap. 0 only on an
+    /// event not yet numbered by its bed task.
+    #[serde(default)]
+    pub session_seq: u64,
     /// What happened: `session_start`, `infusion_start`, `infusion_stop`, `session_end`, `baseline_set`,
     /// `limit_set`.
     pub action: String,

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod dashboard;
 pub mod event;
+pub mod health;
 pub mod hub;
 pub mod ingest;
 pub mod mqtt;
@@ -73,6 +74,7 @@ pub struct Running {
     pub hub: Arc<Hub>,
     tasks: JoinSet<()>,
     beds: JoinSet<()>,
+    store: store::Store,
     stop_sources: CancellationToken,
     stop_rest: CancellationToken,
     shutdown: CancellationToken,
@@ -117,35 +119,39 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let stop_rest = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let mut beds = JoinSet::new();
+    let health = health::Health::new(Some(store.health()));
     let mut routes = HashMap::new();
     for (bed, profile) in config.beds.iter().zip(profiles.iter().cloned()) {
         let bed_id: vitals::BedId = bed.id.as_str().into();
-        let next_seq = store.next_bed_seq(&bed.id)?;
-        let engine = alarm::Engine::new(bed_id.clone(), profile, next_seq);
+        let engine = bed::restored_engine(&bed_id, profile.clone(), &store)?;
         let (source_tx, source_rx) = mpsc::channel::<SourceEvent>(1024);
         let (command_tx, command_rx) = mpsc::channel(64);
         hub.register_bed(bed_id.clone(), command_tx);
         let mut descriptions = HashMap::new();
+        let mut silence = HashMap::new();
         for (i, src) in bed.sources.iter().enumerate() {
             let id = SourceId { bed: bed_id.clone(), index: i };
             descriptions.insert(id.to_string(), (src.kind.name().to_owned(), src.device.name().to_owned()));
+            if src.kind != SourceKind::Simulated {
+                silence.insert(id.to_string(), std::time::Duration::from_secs(src.silence_alarm_s()));
+            }
             match src.kind {
                 SourceKind::Serial => {
+                    let name = format!("source {id}");
                     let run = ingest::serial::run(id, src.clone(), source_tx.clone(), stop_sources.clone());
-                    tasks.spawn(async move {
+                    health.spawn(&mut tasks, name, stop_sources.clone(), async move {
                         if let Err(e) = run.await {
                             tracing::error!(error = %e, "serial source stopped");
                         }
                     });
                 }
                 SourceKind::Simulated => {
-                    tasks.spawn(ingest::sim::run(
-                        id,
-                        src.clone(),
-                        source_tx.clone(),
-                        hub.clone(),
+                    health.spawn(
+                        &mut tasks,
+                        format!("source {id}"),
                         stop_sources.clone(),
-                    ));
+                        ingest::sim::run(id, src.clone(), source_tx.clone(), hub.clone(), stop_sources.clone()),
+                    );
                 }
                 SourceKind::Mllp => {
                     let device_id = src.device_id.clone().unwrap_or_default().to_ascii_uppercase();
@@ -157,26 +163,39 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         let task = bed::BedTask {
             bed: bed_id,
             engine,
+            profile,
             store: store.clone(),
             hub: hub.clone(),
             sources: source_rx,
             commands: command_rx,
             descriptions,
+            silence,
+            session_seq: store.last_session_seq(&bed.id)?,
+            unstored: Vec::new(),
         };
         beds.spawn(task.run(stop_rest.clone()));
     }
     if let Some(listener) = mllp {
-        tasks.spawn(listener.run(routes, stop_sources.clone()));
+        health.spawn(
+            &mut tasks,
+            "mllp-listener".into(),
+            stop_sources.clone(),
+            listener.run(routes, stop_sources.clone()),
+        );
     }
     let retention = store::run_retention(store.clone(), config.store.retention_days, stop_rest.clone());
-    tasks.spawn(retention);
+    health.spawn(&mut tasks, "store-retention".into(), stop_rest.clone(), retention);
     let (mqtt_addr, mqtt_link) = if config.mqtt.mode == MqttMode::Disabled {
         (None, None)
     } else {
         let mqtt = mqtt::spawn(config.clone(), hub.clone(), store.clone(), stop_rest.clone())?;
         let task = mqtt.task;
-        tasks.spawn(async move {
-            let _ = task.await;
+        health.spawn(&mut tasks, "mqtt-publisher".into(), stop_rest.clone(), async move {
+            if let Err(e) = task.await {
+                if let Ok(panic) = e.try_into_panic() {
+                    std::panic::resume_unwind(panic);
+                }
+            }
         });
         (Some(format!("{}:{}", config.mqtt.host, config.mqtt.port)), Some(mqtt.link))
     };
@@ -186,6 +205,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     if let Some(link) = mqtt_link {
         dash_state = dash_state.with_mqtt_link(link);
     }
+    dash_state = dash_state.with_health(health.clone());
     let dash_cancel = stop_rest.clone();
     tasks.spawn(async move {
         if let Err(e) = dashboard::serve(dashboard_listener, dash_state, dash_cancel).await {
@@ -207,6 +227,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         hub,
         tasks,
         beds,
+        store,
         stop_sources,
         stop_rest,
         shutdown,
@@ -226,6 +247,11 @@ impl Running {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
         while let Ok(Some(_)) = tokio::time::timeout_at(deadline, self.tasks.join_next()).await {}
         self.tasks.abort_all();
+        // What the writer still has queued (vitals history, delivery marks) is committed before exit.
+        let store = self.store.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || store.flush()).await.unwrap_or(Ok(())) {
+            tracing::error!(error = %e, "the store could not commit its last writes");
+        }
         tracing::info!("Vigil stopped");
     }
 }

@@ -90,6 +90,22 @@ impl Session {
         }
     }
 
+    /// Resumes the session a stored event describes (after a restart), if it was running; an ended or idle
+    /// one leaves the chair idle. The pre-infusion NIBP readings are not stored, so a baseline not yet taken is
+    /// taken from the readings after the restart.
+    pub fn restore(&mut self, ev: &SessionEvent) {
+        if !matches!(ev.phase, SessionPhase::PreInfusion | SessionPhase::Infusion | SessionPhase::Observation) {
+            return;
+        }
+        self.id = ev.session_id.clone();
+        self.phase = ev.phase;
+        self.started = ev.started;
+        self.infusion_started = ev.infusion_started;
+        self.infusion_stopped = (ev.phase == SessionPhase::Observation).then_some(ev.time);
+        self.patient = ev.patient.clone();
+        self.baseline = ev.baseline;
+    }
+
     /// The phase.
     pub fn phase(&self) -> SessionPhase {
         self.phase
@@ -129,6 +145,7 @@ impl Session {
     /// The current state as an event.
     pub fn snapshot(&self, action: &str, time: Timestamp, by: Option<&str>) -> SessionEvent {
         SessionEvent {
+            session_seq: 0,
             time,
             bed: self.bed.clone(),
             session_id: self.id.clone(),

@@ -68,6 +68,10 @@ async fn vitals_arrive_then_shutdown_is_clean(mode: &str, port: u16) {
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     let status = common::http_get(dashboard, "/api/status").await;
     assert!(status.contains(r#""state":"connected""#), "{status}");
+    // The daemon's own parts are on the status too: supervised tasks and the store.
+    let body: serde_json::Value = serde_json::from_str(status.split("\r\n\r\n").nth(1).unwrap_or("null")).unwrap();
+    assert_eq!(body["tasks"]["mqtt-publisher"]["running"], true, "{status}");
+    assert_eq!(body["store"]["ok"], true, "{status}");
 
     let stopping = std::time::Instant::now();
     shutdown.cancel();
@@ -89,7 +93,7 @@ async fn a_simulated_bed_publishes_vitals_on_the_embedded_broker_and_stops_clean
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_simulated_bed_publishes_vitals_on_a_real_mosquitto_and_stops_cleanly() {
     let Some(broker) = mosquitto::start() else {
-        eprintln!("SKIPPED: mosquitto is not installed (apt-get install mosquitto); CI installs it");
+        common::skip("mosquitto is not installed (apt-get install mosquitto); CI installs it");
         return;
     };
     vitals_arrive_then_shutdown_is_clean("external", broker.port).await;

@@ -38,7 +38,8 @@ struct Ward {
 }
 
 fn ward(idle_timeout_s: u64) -> Ward {
-    let cfg = MllpConfig { listen: "127.0.0.1:0".into(), max_message_bytes: 4096, idle_timeout_s };
+    let cfg =
+        MllpConfig { listen: "127.0.0.1:0".into(), max_message_bytes: 4096, idle_timeout_s, ..Default::default() };
     let listener = MllpListener::bind(&cfg).expect("bind");
     let addr = listener.local_addr();
     let (tx3, chair3) = mpsc::channel(64);
@@ -196,10 +197,30 @@ async fn an_idle_connection_is_closed_by_the_listener() {
 #[tokio::test]
 async fn a_port_in_use_is_an_error_naming_mllp_listen() {
     let w = ward(300);
-    let cfg = MllpConfig { listen: w.addr.to_string(), max_message_bytes: 4096, idle_timeout_s: 300 };
+    let cfg =
+        MllpConfig { listen: w.addr.to_string(), max_message_bytes: 4096, idle_timeout_s: 300, ..Default::default() };
     let err = MllpListener::bind(&cfg).expect_err("the port is taken");
     assert!(matches!(err, IngestError::Bind { .. }));
     assert!(err.to_string().starts_with("mllp.listen:"), "{err}");
     w.cancel.cancel();
     w.task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_default_limit_a_thousand_monitors_are_served_at_once_and_the_last_one_gets_its_ack() {
+    let mut w = ward(300);
+    assert_eq!(MllpConfig::default().max_connections, 1024);
+    let mut clients = Vec::new();
+    for _ in 0..999 {
+        clients.push(connect(w.addr).await);
+    }
+    let mut last = connect(w.addr).await;
+    let (code, _, ack) = send(&mut last, mindray().as_bytes()).await;
+    assert_eq!(code, "AA", "the 1000th connection is served: {ack}");
+    next(&mut w.chair3, |e| matches!(e, SourceEvent::Frame { .. })).await;
+    // The first ones are still open and served too.
+    let (code, _, _) = send(&mut clients[0], mindray().as_bytes()).await;
+    assert_eq!(code, "AA");
+    w.cancel.cancel();
+    let _ = tokio::time::timeout(GUARD, w.task).await;
 }

@@ -318,3 +318,121 @@ async fn a_retained_command_replayed_by_the_broker_is_refused_and_never_reaches_
     cancel.cancel();
     tokio::time::timeout(T, m.task).await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_broker_cannot_take_is_quarantined_counted_and_shown_and_the_events_behind_it_still_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = config(dir.path(), &embedded(port, "vigil-e-poison"), "");
+    broker::start(&cfg.mqtt).unwrap();
+    let store = Store::open(&dir.path().join("vigil.db")).unwrap();
+    let hub = hub();
+    // Stored before the publisher starts, so both are in the outbox in this order: the poison first.
+    let mut poison = alarm_event("chair-1", "chair-1-p1", 1, 1);
+    poison.message = "x".repeat(broker::MAX_PAYLOAD_BYTES + 1);
+    store.append(&[Event::Alarm(poison)]).unwrap();
+    let next = alarm_event("chair-1", "chair-1-a2", 1, 2);
+    store.append(&[Event::Alarm(next)]).unwrap();
+    let cancel = CancellationToken::new();
+    let mut sub = Subscriber::connect(port, "it-e-poison", &format!("{BASE}/bed/+/alarm"), false).await;
+    let m = mqtt::spawn(cfg, hub.clone(), store.clone(), cancel.clone()).unwrap();
+
+    let a = sub.expect("/bed/chair-1/alarm", T, |_| true).await;
+    assert_eq!(a.json["alarm_id"], "chair-1-a2", "the event behind the poison arrives");
+    let deadline = tokio::time::Instant::now() + T;
+    while store.pending_count().unwrap() > 0 || m.link.borrow().delivery.quarantined == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the poison is set aside and the good event acknowledged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(store.quarantined_count().unwrap(), 1);
+    assert_eq!(m.link.borrow().delivery.quarantined, 1);
+    assert_eq!(m.link.borrow().state, LinkState::Connected, "the connection was never dropped for it");
+    // It is still in the event log: quarantine is about delivery, not about forgetting.
+    let all = store.alarm_events("chair-1", chrono::DateTime::UNIX_EPOCH, chrono::Utc::now()).unwrap();
+    assert_eq!(all.len(), 2);
+    cancel.cancel();
+    tokio::time::timeout(T, m.task).await.unwrap().unwrap();
+}
+
+// A current-thread runtime: the test publishes far more hub events than the broadcast channel holds before the
+// publisher gets a turn, so the publisher lags for certain.
+#[tokio::test(flavor = "current_thread")]
+async fn a_lagging_publisher_sheds_vitals_with_a_count_and_does_not_republish_unchanged_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = config(dir.path(), &embedded(port, "vigil-e-lag"), "");
+    broker::start(&cfg.mqtt).unwrap();
+    let store = Store::open(&dir.path().join("vigil.db")).unwrap();
+    let hub = hub();
+    let cancel = CancellationToken::new();
+    let m = mqtt::spawn(cfg, hub.clone(), store.clone(), cancel.clone()).unwrap();
+    let mut sub = Subscriber::connect(port, "it-e-lag", &format!("{BASE}/bed/#"), false).await;
+    let deadline = tokio::time::Instant::now() + T;
+    while m.link.borrow().state != LinkState::Connected {
+        assert!(tokio::time::Instant::now() < deadline, "connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for bed in ["chair-1", "chair-2"] {
+        let snapshot =
+            vigil::event::BedAlarms { bed: bed.into(), time: chrono::Utc::now(), bed_seq: 0, alarms: vec![] };
+        hub.publish(Event::Alarms(snapshot));
+    }
+    sub.expect("/bed/chair-1/alarms", T, |_| true).await;
+    sub.expect("/bed/chair-2/alarms", T, |_| true).await;
+    let _ = sub.collect_for(Duration::from_millis(300)).await;
+
+    // Far more than the hub's broadcast window, without yielding.
+    let burst = vigil::hub::RESUME_WINDOW * 3;
+    for _ in 0..burst {
+        hub.publish(Event::Vitals(vitals("chair-1")));
+    }
+    let after = sub.collect_for(Duration::from_secs(2)).await;
+    let snapshots = after.iter().filter(|m| m.topic.ends_with("/alarms")).count();
+    assert_eq!(snapshots, 0, "unchanged retained snapshots are not republished after a lag");
+    let vitals_seen = after.iter().filter(|m| m.topic.ends_with("/vitals")).count();
+    assert!(vitals_seen < burst, "vitals were shed, not all {burst} sent");
+    let delivery = m.link.borrow().delivery;
+    assert!(delivery.hub_events_missed > 0, "the lag is counted: {delivery:?}");
+    assert!(delivery.vitals_shed > 0, "shed vitals are counted: {delivery:?}");
+
+    // Full recovery: the next vitals arrive.
+    hub.publish(Event::Vitals(vitals("chair-2")));
+    sub.expect("/bed/chair-2/vitals", T, |_| true).await;
+    cancel.cancel();
+    tokio::time::timeout(T, m.task).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_cannot_write_is_shown_on_the_retained_status_and_the_alarm_is_sent_once_the_disk_is_back() {
+    let Some(disk) = SmallDisk::mount("2m") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = config(dir.path(), &embedded(port, "vigil-e-full"), "");
+    broker::start(&cfg.mqtt).unwrap();
+    let store = Store::open(&disk.dir.path().join("vigil.db")).unwrap();
+    let hub = hub();
+    let cancel = CancellationToken::new();
+    let m = mqtt::spawn(cfg, hub.clone(), store.clone(), cancel.clone()).unwrap();
+    let mut sub = Subscriber::connect(port, "it-e-full", &format!("{BASE}/#"), false).await;
+    sub.expect("/status", T, |m| m.json["state"] == "online" && m.json.get("store").is_none()).await;
+
+    disk.fill();
+    let mut big = alarm_event("chair-1", "chair-1-f1", 1, 1);
+    big.evidence.insert("pad".into(), "x".repeat(100 * 1024).into());
+    assert!(store.append(&[Event::Alarm(big.clone())]).is_err(), "the full disk refuses the write");
+    let failed = sub.expect("/status", T, |m| m.json["store"] == "failed").await;
+    assert_eq!(failed.json["state"], "online", "still online: the broker link is fine");
+    // A late subscriber gets it from the retained status.
+    let mut late = Subscriber::connect(port, "it-e-full-late", &format!("{BASE}/status"), false).await;
+    let retained = late.expect("/status", T, |_| true).await;
+    assert!(retained.retain && retained.json["store"] == "failed", "{:?}", retained.json);
+
+    disk.free();
+    store.append(&[Event::Alarm(big)]).unwrap();
+    hub.publish(Event::Alarm(alarm_event("chair-1", "chair-1-f1", 1, 1)));
+    sub.expect("/status", T, |m| m.json["state"] == "online" && m.json.get("store").is_none()).await;
+    let a = sub.expect("/bed/chair-1/alarm", T, |_| true).await;
+    assert_eq!(a.json["alarm_id"], "chair-1-f1");
+    cancel.cancel();
+    tokio::time::timeout(T, m.task).await.unwrap().unwrap();
+}

@@ -226,7 +226,7 @@ async fn a_wrong_password_is_a_clear_error_in_the_log_and_in_the_link_status_and
     let pwfile = dir.path().join("passwd");
     let ok = Process::new("mosquitto_passwd").arg("-b").arg("-c").arg(&pwfile).args(["vigil", "s3cret"]).status();
     if !ok.is_ok_and(|s| s.success()) {
-        eprintln!("SKIPPED: mosquitto_passwd is not installed (apt-get install mosquitto)");
+        mqtt_support::skip("mosquitto_passwd is not installed (apt-get install mosquitto)");
         return;
     }
     let extra = format!("allow_anonymous false\npassword_file {}\n", pwfile.display());
@@ -317,7 +317,7 @@ async fn alarm_events_flow_over_mutual_tls_with_a_throwaway_ca_and_a_wrong_ca_is
         return;
     }
     if !make_pki(dir.path(), "") || !make_pki(dir.path(), "other-") {
-        eprintln!("SKIPPED: openssl is not installed or failed (apt-get install openssl)");
+        mqtt_support::skip("openssl is not installed or failed (apt-get install openssl)");
         return;
     }
     let tls_port = free_port();
@@ -428,6 +428,43 @@ async fn an_mqtt5_command_is_answered_on_its_response_topic_with_its_correlation
     assert_eq!(tokio::time::timeout(T, seen.recv()).await.unwrap().unwrap().actor, "nina");
     alarms.expect("/alarm", T, |m| m.json["state"] == "acknowledged").await;
     poller.abort();
+    cancel.cancel();
+    tokio::time::timeout(T, m.task).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_broker_is_shown_down_within_five_seconds_and_an_alarm_raised_meanwhile_arrives_once_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mosq) = Mosquitto::start(dir.path(), "") else { return };
+    // The default keep-alive: no keep_alive_s in the config.
+    let mqtt_cfg =
+        format!("mode = \"external\"\nhost = \"127.0.0.1\"\nport = {}\nclient_id = \"vigil-hung\"", mosq.port);
+    let cfg = config(dir.path(), &mqtt_cfg, "");
+    let store = Store::open(&dir.path().join("vigil.db")).unwrap();
+    let hub = hub();
+    let cancel = CancellationToken::new();
+    let m = mqtt::spawn(cfg, hub.clone(), store.clone(), cancel.clone()).unwrap();
+    let mut link = m.link.clone();
+    tokio::time::timeout(T, link.wait_for(|l| l.state == LinkState::Connected)).await.unwrap().unwrap();
+
+    mosq.pause();
+    // Keep-alive 2 s: the unanswered ping is noticed at the next one, 4 s at most; 5 s is the target.
+    let shown_down = tokio::time::timeout(Duration::from_secs(5), link.wait_for(|l| l.state != LinkState::Connected))
+        .await
+        .map(|r| r.map(|l| l.clone()));
+    assert!(shown_down.is_ok(), "a hung broker is shown down within 5 s: {:?}", *m.link.borrow());
+    let ev = emit_alarm(&store, &hub, "chair-1", "chair-1-h1", 1);
+
+    mosq.resume();
+    tokio::time::timeout(T, link.wait_for(|l| l.state == LinkState::Connected)).await.unwrap().unwrap();
+    let mut sub = Subscriber::connect(mosq.port, "it-hung", &format!("{BASE}/bed/+/alarms"), false).await;
+    let snap = sub.expect("/bed/chair-1/alarms", T, |m| m.json["bed_seq"] == ev.bed_seq).await;
+    assert_eq!(snap.json["alarms"][0]["alarm_id"], "chair-1-h1");
+    let deadline = tokio::time::Instant::now() + T;
+    while store.pending_count().unwrap() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the alarm raised during the hang is acknowledged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     cancel.cancel();
     tokio::time::timeout(T, m.task).await.unwrap().unwrap();
 }

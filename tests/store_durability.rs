@@ -37,6 +37,7 @@ fn alarm(bed: &str, bed_seq: u64, seq: u32, time: Timestamp) -> AlarmEvent {
 
 fn session(bed: &str, time: Timestamp) -> SessionEvent {
     SessionEvent {
+        session_seq: 1,
         time,
         bed: bed.into(),
         session_id: "s1".into(),
@@ -232,4 +233,125 @@ fn the_database_file_is_left_in_wal_mode() {
     let conn = rusqlite::Connection::open(dir.path().join("vigil.db")).unwrap();
     let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal", "WAL persists in the file");
+}
+
+#[test]
+fn a_version_one_file_is_migrated_in_place_and_keeps_its_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    {
+        // A file as version 1 wrote it: the original schema, user_version 1, one undelivered alarm event.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(include_str!("../src/store/schema.sql")).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        let ev = Event::Alarm(alarm("chair-1", 1, 1, t(0)));
+        conn.execute(
+            "INSERT INTO outbox (bed, created_ms, json) VALUES ('chair-1', 0, ?1)",
+            [serde_json::to_string(&ev).unwrap()],
+        )
+        .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.pending_count().unwrap(), 1, "the undelivered event is still pending after the migration");
+    let version: i64 =
+        rusqlite::Connection::open(&path).unwrap().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, vigil::store::SCHEMA_VERSION);
+    const { assert!(vigil::store::SCHEMA_VERSION >= 2) };
+    // Opening again is a no-op.
+    drop(store);
+    assert_eq!(Store::open(&path).unwrap().pending_count().unwrap(), 1);
+}
+
+#[test]
+fn writes_from_many_threads_are_committed_in_batches_and_none_is_lost() {
+    let (_dir, store) = open();
+    let threads: Vec<_> = (0..8)
+        .map(|b| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let bed = format!("chair-{b}");
+                for i in 1..=50 {
+                    store.append(&[Event::Alarm(alarm(&bed, i, i as u32, t(i as i64)))]).unwrap();
+                }
+            })
+        })
+        .collect();
+    for th in threads {
+        th.join().unwrap();
+    }
+    assert_eq!(store.pending_count().unwrap(), 400);
+    for b in 0..8 {
+        assert_eq!(store.next_bed_seq(&format!("chair-{b}")).unwrap(), 51);
+    }
+}
+
+/// A tmpfs of a fixed size, mounted for the test (needs root); `None` with a visible skip otherwise.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            use std::io::Write;
+            // Straight to stderr, past libtest's capture, so the skip shows in `cargo test` output.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED a_full_disk_…: cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)"
+            );
+            return None;
+        }
+        Some(SmallDisk { dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_a_visible_store_failure_and_writes_resume_with_nothing_lost_when_space_returns() {
+    let Some(disk) = SmallDisk::mount("2m") else { return };
+    let store = Store::open(&disk.dir.path().join("vigil.db")).unwrap();
+    let health = store.health();
+    store.append(&[Event::Alarm(alarm("chair-1", 1, 1, t(0)))]).unwrap();
+    assert!(health.borrow().ok);
+
+    // Fill the file system to the last byte.
+    let filler = disk.dir.path().join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let mut byte = [0u8; 1];
+        while f.write_all(&byte).is_ok() {
+            byte[0] = 1;
+        }
+        let _ = f.sync_all();
+    }
+    let mut big = alarm("chair-1", 2, 2, t(1));
+    big.message = "x".repeat(256 * 1024);
+    let err = store.append(&[Event::Alarm(big.clone())]).unwrap_err();
+    assert!(err.to_string().contains("full"), "{err}");
+    let failed = health.borrow().clone();
+    assert!(!failed.ok, "the failure is visible in the store's health");
+    assert!(failed.last_error.unwrap().contains("full"));
+    assert_eq!(store.pending_count().unwrap(), 1, "what was stored before is still there");
+
+    // Space returns: the same event is written (nothing lost, no gap), and the store is healthy again.
+    std::fs::remove_file(&filler).unwrap();
+    store.append(&[Event::Alarm(big)]).unwrap();
+    assert!(health.borrow().ok, "healthy again once the disk is");
+    assert_eq!(store.pending_count().unwrap(), 2);
+    assert_eq!(store.next_bed_seq("chair-1").unwrap(), 3);
 }

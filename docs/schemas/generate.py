@@ -104,6 +104,9 @@ SCHEMAS = [
                            "description": "Birth sequence: +1 per connection, kept across restarts."},
                    "time": TIME,
                    "reason": {"enum": ["shutdown", "connection-lost"]},
+                   "store": {"const": "failed",
+                             "description": "Present while Vigil's store cannot write (disk full, read-only): alarms "
+                                            "still reach the dashboard and are sent once the disk is back."},
                    "version": {"type": "string"},
                    "site": {"type": "string"},
                    "ward": {"type": "string"},
@@ -151,14 +154,18 @@ SCHEMAS = [
     schema("vigil-session.schema.json", "Vigil session event",
            "Topic {base}/bed/{bed}/session, retained, QoS 1 (from the outbox).", {
                "type": "object",
-               "required": ["schema_version", "time", "bed", "session_id", "action", "phase", "started",
-                            "infusion_started", "patient", "baseline", "by"],
+               "required": ["schema_version", "time", "bed", "session_id", "session_seq", "action", "phase",
+                            "started", "infusion_started", "patient", "baseline", "by"],
                "additionalProperties": False,
                "properties": {
                    "schema_version": VERSION,
                    "time": TIME,
                    "bed": BED,
                    "session_id": {"type": "string"},
+                   "session_seq": {"type": "integer", "minimum": 1,
+                                   "description": "Per-bed session event number, contiguous across restarts. "
+                                                  "(bed, session_seq) identifies the event: drop duplicates by it, "
+                                                  "see a loss as a gap."},
                    "action": {"type": "string",
                               "description": "session_start, infusion_start, infusion_stop, session_end, baseline_set, "
                                              "limit_set"},

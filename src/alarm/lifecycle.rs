@@ -954,3 +954,131 @@ pub const fn secs(s: u64) -> i64 {
 pub fn delta_ms(ms: i64) -> TimeDelta {
     TimeDelta::milliseconds(ms)
 }
+
+// Restore after a restart (additive: nothing above depends on it).
+
+/// The condition key of a stored alarm event, from its `condition` (and `source` evidence for per-source
+/// conditions). `None` for conditions the engine does not own (e.g. the supervisor's `bed_unmonitored`).
+fn key_of_event(e: &AlarmEvent) -> Option<Key> {
+    key_of_condition(&e.condition, &e.evidence, e.parameter)
+}
+
+/// The condition key of a rule, from its condition name and the evidence it carried.
+fn key_of_condition(c: &str, evidence: &Map<String, Value>, parameter: Option<Parameter>) -> Option<Key> {
+    let source = || evidence.get("source").and_then(Value::as_str).map(Arc::<str>::from);
+    let per_param = |suffix: &str| c.strip_suffix(suffix).and_then(Parameter::from_name);
+    let dir =
+        |up: &str| if evidence.get("direction").and_then(Value::as_str) == Some(up) { Dir::High } else { Dir::Low };
+    Some(match c {
+        "demo_data" => Key::Demo(super::DEMO.into()),
+        "nibp_overdue" => Key::NibpOverdue,
+        "news2" => Key::News2,
+        "apnoea" => Key::Apnoea,
+        "cuff_failure" => Key::CuffFailure,
+        "baseline_missing" => Key::BaselineMissing,
+        "alarm_off" => Key::LimitOff(parameter?, dir("high")),
+        "sensor_off" => Key::SensorOff(source()?),
+        "pulse_search" => Key::PulseSearch(source()?),
+        "low_battery" => Key::LowBattery(source()?),
+        "monitor_disconnected" => Key::Disconnected(source()?),
+        "input_errors" => Key::InputErrors(source()?),
+        _ => {
+            if let Some(p) = per_param("_no_data") {
+                Key::NoData(p)
+            } else if let Some(p) = per_param("_low_poor_signal") {
+                Key::PoorSignal(p)
+            } else if let Some(p) = per_param("_high") {
+                Key::Threshold(p, Dir::High)
+            } else if let Some(p) = per_param("_low") {
+                Key::Threshold(p, Dir::Low)
+            } else if let Some(p) = per_param("_rise") {
+                Key::Rise(p)
+            } else if let Some(p) = per_param("_rising").or_else(|| per_param("_falling")) {
+                Key::Slope(p)
+            } else if let Some(p) = per_param("_drift") {
+                Key::Drift(p, dir("up"))
+            } else {
+                return None;
+            }
+        }
+    })
+}
+
+impl Lifecycle {
+    /// Takes back a bed's live alarms after a restart: `events` are the latest event of each alarm that had not
+    /// ended (the stored alarm snapshot). Each keeps its `alarm_id`, `seq`, state (active, latched,
+    /// acknowledged, audio-paused) and priority, so the lifecycle continues where it was: no second `start`
+    /// while the condition lasts, an `end` once it is gone (or acknowledged, when latched). Events whose condition
+    /// this engine does not own are skipped. Returns how many alarms were restored. `next_bed_seq` is not
+    /// touched: it comes from the store.
+    pub fn restore(&mut self, events: Vec<AlarmEvent>) -> usize {
+        let mut restored = 0;
+        for last in events {
+            if last.phase == AlarmPhase::End || last.state == AlarmState::Cleared {
+                continue;
+            }
+            let Some(key) = key_of_event(&last) else { continue };
+            if self.is_live(&key) {
+                continue;
+            }
+            // A family's alarm: its rules as the evidence listed them (the speaking rule when it lists none).
+            let detail = |condition: &str, value: Option<f64>, limit: Option<f64>, message: String| Detail {
+                kind: last.kind,
+                condition: condition.to_owned(),
+                parameter: last.parameter,
+                value,
+                limit,
+                evidence: last.evidence.clone(),
+                message,
+            };
+            let mut members: Vec<Member> = last
+                .evidence
+                .get("rules")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|r| {
+                    let condition = r.get("condition")?.as_str()?;
+                    let key = key_of_condition(condition, &last.evidence, last.parameter)?;
+                    let band = serde_json::from_value(r.get("band")?.clone()).ok()?;
+                    let message = r.get("message").and_then(Value::as_str).unwrap_or_default().to_owned();
+                    let d = detail(condition, r["value"].as_f64(), r["limit"].as_f64(), message);
+                    Some(Member { key, present: r.get("present") == Some(&Value::Bool(true)), band, detail: d })
+                })
+                .collect();
+            if members.is_empty() {
+                let present = last.state != AlarmState::Latched;
+                let d = detail(&last.condition, last.value, last.limit, last.message.clone());
+                members.push(Member { key: key.clone(), present, band: last.priority, detail: d });
+            }
+            let t = last.time.timestamp_millis();
+            let acked = last.state == AlarmState::Acknowledged;
+            let paused = last.state == AlarmState::AudioPaused;
+            if let Some(until) = last.audio_paused_until.filter(|_| paused) {
+                let until = until.timestamp_millis();
+                self.pause_until = Some(self.pause_until.map_or(until, |p| p.max(until)));
+            }
+            let band = members.iter().filter(|m| m.present).map(|m| m.band).max().unwrap_or(last.priority);
+            self.alarms.push(Alarm {
+                key: family_of(&key).map_or(key, Key::Group),
+                members,
+                band,
+                max_priority: last.priority,
+                escalated_by_time: last.priority > band,
+                present: last.state != AlarmState::Latched,
+                acked,
+                acked_at: acked.then_some(t),
+                paused,
+                unanswered_since: (!acked).then_some(t),
+                may_escalate: matches!(last.kind, AlarmKind::Threshold | AlarmKind::Trend),
+                annunciated: last.value,
+                worst: last.evidence.get("worst_value").and_then(Value::as_f64).map(|w| (w, t)),
+                clearing_since: None,
+                intermittent: last.evidence.contains_key("intermittent"),
+                last,
+            });
+            restored += 1;
+        }
+        restored
+    }
+}

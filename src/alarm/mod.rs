@@ -1544,6 +1544,31 @@ impl Engine {
         out.push(Event::Session(ev));
         Ok(())
     }
+
+    /// Takes back what a restart would lose, from the store (called once, right after [`Engine::new`]):
+    /// * `alarms`: the latest event of each live alarm (the stored alarm snapshot), see [`Lifecycle::restore`];
+    /// * `sessions`: the bed's stored session events, oldest first: every `limit_set` is applied again in order
+    ///   (the overrides in force), and the latest event's session (phase, baseline, patient) is resumed if it
+    ///   was running.
+    ///
+    /// Emits nothing: what it restores was already stored and published. Returns how many alarms came back.
+    pub fn restore(&mut self, alarms: Vec<crate::event::AlarmEvent>, sessions: &[SessionEvent]) -> usize {
+        for ev in sessions.iter().filter(|e| e.action == "limit_set") {
+            let Some(detail) = &ev.detail else { continue };
+            let Some(key) = detail.get("key").and_then(Value::as_str) else { continue };
+            let new = detail.get("new").and_then(Value::as_f64);
+            let mut p = (*self.profile).clone();
+            if write_number(&mut p, key, new).is_ok() && p.validate().is_ok() {
+                self.profile = Arc::new(p);
+            }
+        }
+        self.rebuild();
+        if let Some(last) = sessions.last() {
+            self.session.restore(last);
+            self.last_session_event = Some(last.clone());
+        }
+        self.lc.restore(alarms)
+    }
 }
 
 /// Reads an overridable profile number: `Some(None)` for an unset optional limit, `None` for an unknown key.

@@ -136,6 +136,7 @@ pub struct DashboardState {
     epoch: Arc<str>,
     streams: CancellationToken,
     mqtt_link: Option<watch::Receiver<crate::mqtt::LinkStatus>>,
+    health: Option<crate::health::Health>,
 }
 
 impl DashboardState {
@@ -169,6 +170,7 @@ impl DashboardState {
             epoch: auth::random_token()[..8].into(),
             streams: CancellationToken::new(),
             mqtt_link: None,
+            health: None,
         })
     }
 
@@ -176,6 +178,12 @@ impl DashboardState {
     /// (CLINICAL.md: a distributed alarm system makes a lost link visible at both ends).
     pub fn with_mqtt_link(mut self, link: watch::Receiver<crate::mqtt::LinkStatus>) -> Self {
         self.mqtt_link = Some(link);
+        self
+    }
+
+    /// Shows the daemon's own parts (supervised tasks, the store) on `/api/status`.
+    pub fn with_health(mut self, health: crate::health::Health) -> Self {
+        self.health = Some(health);
         self
     }
 
@@ -426,7 +434,9 @@ async fn snapshot(State(state): State<DashboardState>, headers: HeaderMap) -> Re
 async fn status(State(state): State<DashboardState>, headers: HeaderMap) -> Result<Response, DashboardError> {
     state.require_view(&headers)?;
     let mqtt = state.mqtt_link.as_ref().map(|l| l.borrow().clone());
-    Ok(Json(json!({ "mqtt": mqtt })).into_response())
+    let health = state.health.as_ref().map(|h| h.snapshot());
+    let (tasks, store) = health.map(|h| (Some(h.tasks), h.store)).unwrap_or_default();
+    Ok(Json(json!({ "mqtt": mqtt, "tasks": tasks, "store": store })).into_response())
 }
 
 #[derive(Deserialize)]

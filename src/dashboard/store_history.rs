@@ -55,6 +55,7 @@ mod tests {
         let now = Utc::now();
         let start = now - Duration::minutes(20);
         let session = SessionEvent {
+            session_seq: 1,
             time: start,
             bed: "chair-1".into(),
             session_id: "s-1".into(),

@@ -450,6 +450,7 @@ async fn history_and_csv_export_cover_the_latest_session_with_who_did_what() {
     let f = fixture();
     let start = Utc::now() - chrono::Duration::minutes(30);
     f.history.record(&Event::Session(crate::event::SessionEvent {
+        session_seq: 1,
         time: start,
         bed: "chair-1".into(),
         session_id: "s-42".into(),
@@ -592,6 +593,7 @@ async fn the_status_endpoint_reports_the_mqtt_broker_link_so_its_loss_is_visible
         since: Utc::now(),
         last_error: (state != crate::mqtt::LinkState::Connected).then(|| "mqtt.host: connection refused".into()),
         birth_seq: 3,
+        delivery: Default::default(),
     };
     let (tx, rx) = tokio::sync::watch::channel(status(crate::mqtt::LinkState::Connected));
     let state = f.state.clone().with_mqtt_link(rx);

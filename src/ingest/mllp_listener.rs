@@ -32,9 +32,6 @@ use crate::ingest::protocol::{plausibility, DecodeError};
 /// Routes: device id (upper case) → the source it feeds and that bed's inbox.
 pub type Routes = HashMap<String, (SourceId, mpsc::Sender<SourceEvent>)>;
 
-/// Connections served at once; more are closed at once, so a connection storm cannot exhaust file descriptors.
-pub const MAX_CONNECTIONS: usize = 256;
-
 /// How long a bed's inbox may stay full before the message is answered AE ("try again") instead.
 const INBOX_WAIT: Duration = Duration::from_secs(5);
 /// How long writing an ACK may take before the peer is considered gone.
@@ -47,6 +44,7 @@ pub struct MllpListener {
     addr: SocketAddr,
     max_message_bytes: usize,
     idle_timeout: Duration,
+    max_connections: usize,
 }
 
 impl MllpListener {
@@ -62,6 +60,7 @@ impl MllpListener {
             addr,
             max_message_bytes: cfg.max_message_bytes,
             idle_timeout: Duration::from_secs(cfg.idle_timeout_s.max(1)),
+            max_connections: cfg.max_connections.max(1),
         })
     }
 
@@ -87,7 +86,8 @@ impl MllpListener {
         );
         let tracker = TaskTracker::new();
         tracker.spawn(flush_counters(routes.clone(), cancel.clone()));
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        // `mllp.max_connections`: more are closed at once, so a connection storm cannot exhaust file descriptors.
+        let slots = Arc::new(Semaphore::new(self.max_connections));
         tracing::info!(addr = %self.addr, "mllp listener ready");
         loop {
             let (stream, peer) = tokio::select! {

@@ -7,6 +7,7 @@
 //! the rare duplicate by (`alarm_id`, `seq`) and detect loss by gaps in `bed_seq`.
 
 pub mod auth;
+mod backlog;
 pub mod broker;
 pub mod command;
 mod intake5;
@@ -80,6 +81,26 @@ pub struct LinkStatus {
     pub last_error: Option<String>,
     /// Birth sequence of the current (or last) connection.
     pub birth_seq: u64,
+    /// What the publisher had to shed or set aside since start.
+    pub delivery: DeliveryCounters,
+}
+
+/// What the publisher shed or set aside since start, shown in `/api/status` (`mqtt.delivery`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DeliveryCounters {
+    /// Outbox events the broker can never take (e.g. larger than its packet limit), set aside so they do not
+    /// block the events behind them. They stay in the store's event log.
+    pub quarantined: u64,
+    /// Vitals messages (QoS 0) not sent: replaced by a newer one of the same bed while waiting for room, missed
+    /// while the publisher lagged behind the hub, or waiting when the broker went away. Never alarms.
+    pub vitals_shed: u64,
+    /// Hub events the publisher missed by lagging (alarm and session events among them are still sent: they
+    /// come from the outbox).
+    pub hub_events_missed: u64,
+    /// Command replies dropped because too many were waiting for room.
+    pub replies_dropped: u64,
+    /// Publishes waiting for room right now (retained state, replies, vitals; bounded).
+    pub parked: u64,
 }
 
 /// A running MQTT publisher.

@@ -110,6 +110,10 @@ pub struct Status {
     pub client_id: String,
     /// Configured beds.
     pub beds: Vec<String>,
+    /// `failed` while Vigil's store cannot write (disk full, read-only): alarms still reach the dashboard and
+    /// are kept in memory to be stored and sent later. Absent when the store is fine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<&'static str>,
 }
 
 /// A reply to a command.

@@ -31,15 +31,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::auth::Authorizer;
+use super::backlog::Backlog;
 use super::command::{self, Handler};
 use super::intake5;
 use super::payload::{self, Status, SCHEMA_VERSION};
 use super::topics::Topics;
-use super::{LinkState, LinkStatus, Mqtt, MqttError};
+use super::{DeliveryCounters, LinkState, LinkStatus, Mqtt, MqttError};
 use crate::config::{Config, MqttMode};
 use crate::event::{DeviceStatus, Event};
 use crate::hub::{Hub, HubEvent};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Outbox events sent but not yet acknowledged, at most.
 const WINDOW: usize = 64;
@@ -51,15 +52,33 @@ const CHANNEL: usize = 512;
 const BIRTH_COUNTER: &str = "mqtt.birth_seq";
 /// Backoff after a connection error: from this, doubling…
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
-/// …up to this.
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// …up to this. A broker that is back is reached within this (plus the connect itself): trying a down broker
+/// on the LAN costs one refused TCP connection, so a long backoff only delays the alarms waiting in the outbox.
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// After a refusal (credentials, client id) retrying quickly cannot help: from this, doubling, up to
+/// [`REFUSED_MAX`].
+const REFUSED_MIN: Duration = Duration::from_secs(2);
+/// See [`REFUSED_MIN`].
+const REFUSED_MAX: Duration = Duration::from_secs(30);
+/// A publish whose topic and payload exceed this can never be taken by the broker (nor sent by rumqttc): it is
+/// quarantined instead of being retried forever. The fixed header and topic length prefix fit in the margin.
+const MAX_PUBLISH_BYTES: usize = super::broker::MAX_PAYLOAD_BYTES - 16;
 
-/// How long to wait before reconnect attempt `exp`: exponential from [`BACKOFF_MIN`] to [`BACKOFF_MAX`], with the
-/// upper half randomised so that several clients (the publisher, the command intake, other integrators) do not
-/// reconnect in lock-step after a broker restart.
-pub(super) fn backoff_delay(exp: u32) -> Duration {
-    let ceiling = BACKOFF_MIN.saturating_mul(1 << exp.min(8)).min(BACKOFF_MAX);
+fn jittered(min: Duration, max: Duration, exp: u32) -> Duration {
+    let ceiling = min.saturating_mul(1 << exp.min(8)).min(max);
     ceiling / 2 + rand::rng().random_range(Duration::ZERO..=ceiling / 2)
+}
+
+/// How long to wait before reconnect attempt `exp` after a lost or failed connection: exponential from
+/// [`BACKOFF_MIN`] to [`BACKOFF_MAX`], with the upper half randomised so that several clients (the publisher,
+/// the command intake, other integrators) do not reconnect in lock-step after a broker restart.
+pub(super) fn backoff_delay(exp: u32) -> Duration {
+    jittered(BACKOFF_MIN, BACKOFF_MAX, exp)
+}
+
+/// Like [`backoff_delay`], after the broker refused the connection (retrying quickly cannot fix that).
+pub(super) fn refused_delay(exp: u32) -> Duration {
+    jittered(REFUSED_MIN, REFUSED_MAX, exp)
 }
 
 /// How long shutdown waits for the broker to acknowledge `offline`.
@@ -192,6 +211,7 @@ pub(super) fn spawn(
         since: Utc::now(),
         last_error: None,
         birth_seq: 0,
+        delivery: DeliveryCounters::default(),
     };
     let (link_tx, link) = watch::channel(first);
     if config.mqtt.mode == MqttMode::Disabled {
@@ -214,6 +234,7 @@ pub(super) fn spawn(
         ward: config.site.ward.clone(),
         client_id: config.mqtt.client_id.clone(),
         beds: beds.clone(),
+        store: None,
     };
     let connector = Connector {
         endpoints,
@@ -280,6 +301,9 @@ pub(super) fn spawn(
         handler,
         tracker,
         warned_fifo: false,
+        backlog: Backlog::default(),
+        retained_hash: HashMap::new(),
+        counters: DeliveryCounters::default(),
     };
     let task = tokio::spawn(main.run(net_rx, replies_rx, net, intake, stop_net, cancel));
     Ok(Mqtt { task, link })
@@ -369,9 +393,8 @@ async fn network(
                     idx = (idx + 1) % connector.endpoints.len();
                 }
                 el.mqtt_options = connector.options(idx, last_seq + 1);
-                // A refusal will not fix itself quickly: start the backoff higher.
-                let exp = if refused { failures + 4 } else { failures };
-                let delay = backoff_delay(exp);
+                // A refusal will not fix itself quickly: back off longer.
+                let delay = if refused { refused_delay(failures) } else { backoff_delay(failures) };
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}
@@ -403,6 +426,13 @@ struct Main {
     handler: Handler,
     tracker: TaskTracker,
     warned_fifo: bool,
+    /// Publishes waiting for room in rumqttc's request channel (bounded, coalescing).
+    backlog: Backlog,
+    /// A hash of the last payload parked per retained topic: after a lag, only topics whose state changed are
+    /// parked again (a lag never republishes every bed).
+    retained_hash: HashMap<String, u64>,
+    /// Counters shown in the link status.
+    counters: DeliveryCounters,
 }
 
 impl Main {
@@ -415,6 +445,9 @@ impl Main {
         stop_net: CancellationToken,
         cancel: CancellationToken,
     ) {
+        // If this task dies (a panic), the network task stops too: the connection drops without a DISCONNECT,
+        // so the broker publishes the last will (`offline`, `connection-lost`) and the death is visible on MQTT.
+        let _net_guard = stop_net.clone().drop_guard();
         let (snapshot, mut events) = self.hub.subscribe();
         for bed in &snapshot.beds {
             let map = self.devices.entry(bed.info.id.to_string()).or_default();
@@ -425,6 +458,7 @@ impl Main {
         }
         let mut hub_open = true;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut store_health = self.store.health();
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -441,20 +475,44 @@ impl Main {
                     if self.unacked.len() < WINDOW / 2 {
                         self.drain();
                     }
+                    self.flush_backlog();
                 }
                 ev = events.recv(), if hub_open => match ev {
-                    Ok(ev) => self.on_hub(&ev),
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "MQTT publisher lagged behind the hub; republishing snapshots");
-                        self.publish_snapshots();
-                        self.drain();
+                    Ok(ev) => {
+                        self.on_hub(&ev);
+                        // Take what else has arrived before flushing, so that vitals coalesce under load.
+                        for _ in 0..256 {
+                            match events.try_recv() {
+                                Ok(ev) => self.on_hub(&ev),
+                                Err(broadcast::error::TryRecvError::Lagged(n)) => self.lagged(n),
+                                Err(_) => break,
+                            }
+                        }
+                        self.flush_backlog();
                     }
+                    Err(broadcast::error::RecvError::Lagged(n)) => self.lagged(n),
                     Err(broadcast::error::RecvError::Closed) => hub_open = false,
                 },
                 Some(r) = replies.recv() => {
-                    self.publish(r.topic, r.payload, QoS::AtLeastOnce, false, Track::Untracked);
+                    self.backlog.reply(r.topic, r.payload);
+                    self.flush_backlog();
                 }
-                _ = tick.tick() => self.drain(),
+                _ = tick.tick() => {
+                    self.drain();
+                    self.flush_backlog();
+                    self.publish_counters();
+                }
+                Ok(()) = store_health.changed() => {
+                    let failed = !store_health.borrow_and_update().ok;
+                    if failed != self.status.store.is_some() {
+                        // The retained status says so while it lasts (`store: "failed"`), as far as MQTT can.
+                        self.status.store = failed.then_some("failed");
+                        if self.connected {
+                            let now = Status { seq: self.birth_seq, time: Utc::now(), ..self.status.clone() };
+                            self.publish_json(self.topics.status(), &now, QoS::AtLeastOnce, true, Track::Untracked);
+                        }
+                    }
+                }
             }
         }
         self.shutdown(&mut net, net_task, stop_net).await;
@@ -476,7 +534,102 @@ impl Main {
                 l.last_error = error;
             }
             l.birth_seq = self.birth_seq;
+            l.delivery = self.counters;
         });
+    }
+
+    /// Refreshes the counters in the link status when they changed.
+    fn publish_counters(&mut self) {
+        self.counters.vitals_shed = self.backlog.vitals_shed;
+        self.counters.replies_dropped = self.backlog.replies_dropped;
+        self.counters.parked = self.backlog.len() as u64;
+        let counters = self.counters;
+        self.link.send_if_modified(|l| {
+            let changed = l.delivery != counters;
+            l.delivery = counters;
+            changed
+        });
+    }
+
+    /// The publisher fell behind the hub and missed `n` events. Alarm and session events are not lost (they are
+    /// in the outbox); missed vitals are shed (the next second brings new ones); retained state is re-parked only
+    /// for the topics whose state differs from what was last parked, taken from the hub's in-memory snapshot. Never
+    /// a republish of every bed, never a store read per bed: that is what made a lag feed on itself.
+    fn lagged(&mut self, n: u64) {
+        self.counters.hub_events_missed += n;
+        self.backlog.vitals_shed += n;
+        tracing::warn!(missed = n, "MQTT publisher lagged behind the hub; re-sending only changed retained state");
+        let snapshot = self.hub.snapshot();
+        for bed in snapshot.beds {
+            let id = bed.info.id.to_string();
+            if let Some(a) = &bed.alarms {
+                self.park_retained_json(self.topics.alarms(&id), &payload::alarms(a), true);
+            }
+            if let Some(s) = &bed.session {
+                self.park_retained_json(self.topics.session(&id), &payload::session(s), true);
+            }
+            if !bed.devices.is_empty() {
+                let map = self.devices.entry(id.clone()).or_default();
+                map.extend(bed.devices);
+                self.park_device(&id, true);
+            }
+        }
+        self.drain();
+        self.flush_backlog();
+    }
+
+    /// Parks a retained payload (latest wins per topic). With `only_if_changed`, a payload identical to the last
+    /// one parked for the topic is skipped.
+    fn park_retained_json<T: serde::Serialize>(&mut self, topic: String, body: &T, only_if_changed: bool) {
+        let bytes = match serde_json::to_vec(body) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, %topic, "cannot encode an MQTT payload");
+                return;
+            }
+        };
+        let hash = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            bytes.hash(&mut h);
+            h.finish()
+        };
+        let previous = self.retained_hash.insert(topic.clone(), hash);
+        if only_if_changed && previous == Some(hash) {
+            return;
+        }
+        self.backlog.retained(topic, bytes);
+    }
+
+    /// Sends parked publishes while rumqttc's request channel has room (outbox events go first, in `drain`).
+    fn flush_backlog(&mut self) {
+        if !self.connected || self.backlog.is_empty() {
+            return;
+        }
+        let client = &self.client;
+        let fifo = &mut self.fifo;
+        self.backlog.flush(|p| match client.try_publish(p.topic.clone(), p.qos, p.retain, p.payload.clone()) {
+            Ok(()) => {
+                fifo.push_back(Track::Untracked);
+                true
+            }
+            Err(_) => false,
+        });
+    }
+
+    /// Sets an outbox row aside that the broker can never take, so it does not block every event behind it.
+    fn quarantine(&mut self, id: i64, reason: &str) {
+        tracing::error!(
+            id,
+            reason,
+            "outbox event quarantined: the broker cannot take it; it stays in the store's event log"
+        );
+        if let Err(e) = self.store.quarantine(id, reason, Utc::now()) {
+            tracing::error!(error = %e, id, "cannot mark the outbox event quarantined");
+        }
+        self.counters.quarantined += 1;
+        self.last_sent = self.last_sent.max(id);
+        self.publish_counters();
     }
 
     fn on_net(&mut self, n: Net) {
@@ -495,6 +648,7 @@ impl Main {
                 tracing::debug!(session_present, "publishing snapshots and the outbox");
                 self.publish_snapshots();
                 self.drain();
+                self.flush_backlog();
             }
             Net::Sent(pkid) => match self.fifo.pop_front() {
                 Some(Track::Outbox(id)) if pkid != 0 => {
@@ -539,6 +693,7 @@ impl Main {
                     );
                 }
                 self.connected = false;
+                self.backlog.shed_vitals();
                 self.inflight.clear();
                 self.unacked.clear();
                 self.last_sent = 0;
@@ -556,51 +711,32 @@ impl Main {
     fn on_hub(&mut self, ev: &HubEvent) {
         match &ev.event {
             Event::Vitals(v) => {
+                // Only while connected: vitals are of the moment, a reconnect does not want old ones.
                 if self.connected {
-                    self.publish_json(
-                        self.topics.vitals(&v.bed),
-                        &payload::vitals(v),
-                        QoS::AtMostOnce,
-                        false,
-                        Track::Untracked,
-                    );
+                    match serde_json::to_vec(&payload::vitals(v)) {
+                        Ok(bytes) => self.backlog.vitals(self.topics.vitals(&v.bed), bytes),
+                        Err(e) => tracing::error!(error = %e, "cannot encode a vitals payload"),
+                    }
                 }
             }
             Event::Alarm(_) | Event::Session(_) => self.drain(),
-            Event::Alarms(a) => {
-                if self.connected {
-                    self.publish_json(
-                        self.topics.alarms(&a.bed),
-                        &payload::alarms(a),
-                        QoS::AtLeastOnce,
-                        true,
-                        Track::Untracked,
-                    );
-                }
-            }
+            Event::Alarms(a) => self.park_retained_json(self.topics.alarms(&a.bed), &payload::alarms(a), false),
             Event::Device(d) => {
                 self.devices.entry(d.bed.to_string()).or_default().insert(d.source.clone(), d.clone());
-                if self.connected {
-                    self.publish_device(&d.bed);
-                }
+                self.park_device(&d.bed, false);
             }
         }
     }
 
-    fn publish_device(&mut self, bed: &str) {
+    fn park_device(&mut self, bed: &str, only_if_changed: bool) {
         let sources: Vec<DeviceStatus> =
             self.devices.get(bed).map(|m| m.values().cloned().collect()).unwrap_or_default();
         let time = sources.iter().map(|d| d.time).max().unwrap_or_else(Utc::now);
-        self.publish_json(
-            self.topics.device(bed),
-            &payload::device(bed, time, &sources),
-            QoS::AtLeastOnce,
-            true,
-            Track::Untracked,
-        );
+        self.park_retained_json(self.topics.device(bed), &payload::device(bed, time, &sources), only_if_changed);
     }
 
-    /// Retained state for every bed: from the hub when it has it, else from the store (after a restart).
+    /// Retained state for every bed, parked for the new connection (a failover broker may not have it): from the
+    /// hub when it has it, else from the store (after a restart). Once per connection, one payload per topic.
     fn publish_snapshots(&mut self) {
         let snapshot = self.hub.snapshot();
         for bed in snapshot.beds {
@@ -620,20 +756,14 @@ impl Main {
                 },
             };
             if let Some(a) = alarms {
-                self.publish_json(self.topics.alarms(&id), &a, QoS::AtLeastOnce, true, Track::Untracked);
+                self.park_retained_json(self.topics.alarms(&id), &a, false);
             }
             let session = bed.session.or_else(|| self.store.latest_session(&id).ok().flatten());
             if let Some(s) = session {
-                self.publish_json(
-                    self.topics.session(&id),
-                    &payload::session(&s),
-                    QoS::AtLeastOnce,
-                    true,
-                    Track::Untracked,
-                );
+                self.park_retained_json(self.topics.session(&id), &payload::session(&s), false);
             }
             if self.devices.get(&id).is_some_and(|m| !m.is_empty()) {
-                self.publish_device(&id);
+                self.park_device(&id, false);
             }
         }
     }
@@ -643,10 +773,8 @@ impl Main {
         if self.acked.is_empty() {
             return;
         }
-        if let Err(e) = self.store.mark_delivered(&self.acked, Utc::now()) {
-            tracing::error!(error = %e, "cannot mark outbox events delivered (they will be sent again)");
-        }
-        self.acked.clear();
+        // Not awaited: a mark lost to a crash or a failed disk only means the event is sent once more.
+        self.store.mark_delivered_background(std::mem::take(&mut self.acked), Utc::now());
     }
 
     /// Sends outbox rows not yet sent, keeping at most WINDOW unacknowledged.
@@ -656,6 +784,10 @@ impl Main {
             let room = WINDOW - self.unacked.len();
             let items = match self.store.pending_after(self.last_sent, room) {
                 Ok(items) => items,
+                Err(StoreError::Corrupt { id, reason }) => {
+                    self.quarantine(id, &format!("unreadable outbox row: {reason}"));
+                    continue;
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the outbox");
                     return;
@@ -680,7 +812,22 @@ impl Main {
                         continue;
                     }
                 };
-                if !self.publish_json(topic, &body, QoS::AtLeastOnce, retain, Track::Outbox(item.id)) {
+                let bytes = match serde_json::to_vec(&body) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        self.quarantine(item.id, &format!("cannot encode: {e}"));
+                        continue;
+                    }
+                };
+                if topic.len() + bytes.len() > MAX_PUBLISH_BYTES {
+                    let reason = format!(
+                        "{} bytes exceed the broker's limit of {MAX_PUBLISH_BYTES} per publish",
+                        topic.len() + bytes.len()
+                    );
+                    self.quarantine(item.id, &reason);
+                    continue;
+                }
+                if !self.publish(topic, bytes, QoS::AtLeastOnce, retain, Track::Outbox(item.id)) {
                     return;
                 }
                 self.unacked.insert(item.id);
@@ -775,15 +922,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reconnect_delays_double_from_the_minimum_stay_under_the_maximum_and_are_jittered() {
-        for exp in 0..20 {
-            let ceiling = BACKOFF_MIN.saturating_mul(1 << exp.min(8)).min(BACKOFF_MAX);
-            let delays: Vec<Duration> = (0..50).map(|_| backoff_delay(exp)).collect();
-            assert!(delays.iter().all(|d| *d >= ceiling / 2 && *d <= ceiling), "attempt {exp}: {delays:?}");
+    fn reconnect_delays_start_at_an_eighth_to_a_quarter_second_never_exceed_one_second_and_are_jittered() {
+        // Fixed numbers, not the implementation's formula: attempt 0 waits 125-250 ms, attempt 1 125-500 ms,
+        // attempt 2 and later 0.5-1 s. A broker that is back is reached within a second.
+        let bounds = [(125, 250), (250, 500)];
+        for exp in 0..40u32 {
+            let (lo, hi) = bounds.get(exp as usize).copied().unwrap_or((500, 1000));
+            for _ in 0..50 {
+                let d = backoff_delay(exp).as_millis();
+                assert!(d >= lo && d <= hi, "attempt {exp}: {d} ms not in {lo}..={hi}");
+            }
         }
-        assert!(backoff_delay(0) <= BACKOFF_MIN);
-        assert!(backoff_delay(30) <= BACKOFF_MAX);
         let spread: std::collections::HashSet<Duration> = (0..50).map(|_| backoff_delay(5)).collect();
         assert!(spread.len() > 1, "delays are randomised");
+    }
+
+    #[test]
+    fn after_a_refusal_the_delay_starts_at_one_second_and_stays_under_thirty() {
+        for exp in 0..40u32 {
+            let d = refused_delay(exp);
+            assert!(d >= Duration::from_secs(1) && d <= Duration::from_secs(30), "attempt {exp}: {d:?}");
+        }
+        assert!(refused_delay(10) >= Duration::from_secs(15), "a refusal that persists is retried slowly");
     }
 }

@@ -8,7 +8,12 @@
 //! Durability: `journal_mode = WAL` with `synchronous = FULL`. With WAL, FULL fsyncs the log on every commit, so
 //! an event that `append` returned for survives power loss (the alarm log must say whether it does: it does).
 //! NORMAL would be faster but may lose the last commits on power loss, which is exactly the alarm that matters.
-//! The cost is one fsync per `append`: a ward of chairs produces a few appends a second.
+//!
+//! Threads: one writer thread owns the write connection and commits whatever has queued in one transaction
+//! (group commit, see [`writer`]), so the fsync is paid per batch, not per frame. Reads (history, export, the
+//! outbox) use a second connection, which WAL lets run beside the writer. Vitals history and delivery marks are
+//! queued without waiting ([`Store::append_background`]); alarm and session events are awaited
+//! ([`Store::append_async`]) so they are durable before a bed announces them.
 //!
 //! Retention (`store.retention_days`, default 30): [`Store::prune`] deletes history, event log, actions and
 //! delivered outbox rows older than the cut-off. Undelivered outbox rows older than the cut-off are dropped too
@@ -21,17 +26,35 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::event::{AlarmEvent, BedAlarms, Command, DeviceStatus, Event, SessionEvent};
 use crate::vitals::{Parameter, Timestamp, ValueStatus};
 
-/// Schema version written to `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
+pub mod writer;
+
+pub use writer::StoreHealth;
+
+/// Schema version written to `PRAGMA user_version`: 1 is `schema.sql`, each later one is a step in
+/// [`MIGRATIONS`].
+pub const SCHEMA_VERSION: i64 = 1 + MIGRATIONS.len() as i64;
 
 const SCHEMA: &str = include_str!("schema.sql");
+
+/// Schema changes after version 1, in order: `MIGRATIONS[i]` takes a file from version `i + 1` to `i + 2`. Each
+/// runs in one transaction with its `user_version` bump, so a crash mid-migration leaves the old version. Append
+/// only; never edit a released step.
+const MIGRATIONS: &[&str] = &[
+    // 2: outbox rows the broker can never take are quarantined instead of blocking the rows behind them; the
+    // retention prune gets an index on time alone (it deletes by time across every bed).
+    "ALTER TABLE outbox ADD COLUMN quarantined_ms INTEGER;
+     ALTER TABLE outbox ADD COLUMN quarantine_reason TEXT;
+     DROP INDEX IF EXISTS outbox_pending;
+     CREATE INDEX outbox_pending ON outbox (id) WHERE delivered_ms IS NULL AND quarantined_ms IS NULL;
+     CREATE INDEX IF NOT EXISTS vitals_time ON vitals (time_ms);",
+];
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +99,9 @@ pub enum StoreError {
     /// JSON (de)serialisation failed.
     #[error("store: {0}")]
     Json(#[from] serde_json::Error),
+    /// The write could not be committed (disk full, read-only, I/O), or the writer has stopped.
+    #[error("store: {0}")]
+    Failed(String),
 }
 
 /// One row of vitals history: receive time, parameter, value, status.
@@ -124,10 +150,11 @@ pub struct PruneStats {
     pub undelivered: usize,
 }
 
-/// The store. Cheap to clone; every method is synchronous and short (one transaction).
+/// The store. Cheap to clone. Writes go to the writer thread; reads use the read connection.
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    writer: Arc<writer::Writer>,
     path: PathBuf,
 }
 
@@ -167,7 +194,7 @@ impl Store {
     /// Opens (creating if needed) the database at `path`, switches it to WAL and applies the schema.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let fail = |reason: String| StoreError::Open { path: path.to_path_buf(), reason };
-        let conn = Connection::open(path).map_err(|e| fail(e.to_string()))?;
+        let mut conn = Connection::open(path).map_err(|e| fail(e.to_string()))?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(|e| fail(e.to_string()))?;
         let mode: String =
             conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(|e| fail(e.to_string()))?;
@@ -179,9 +206,22 @@ impl Store {
         if version > SCHEMA_VERSION {
             return Err(StoreError::NewerSchema { path: path.to_path_buf(), found: version });
         }
-        conn.execute_batch(SCHEMA).map_err(|e| fail(e.to_string()))?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(|e| fail(e.to_string()))?;
-        Ok(Store { conn: Arc::new(Mutex::new(conn)), path: path.to_path_buf() })
+        migrate(&mut conn, version).map_err(|e| fail(e.to_string()))?;
+        // The read connection: WAL readers see every committed write and never wait for the writer.
+        let read = Connection::open(path).map_err(|e| fail(e.to_string()))?;
+        read.busy_timeout(Duration::from_secs(5)).map_err(|e| fail(e.to_string()))?;
+        let writer = writer::Writer::start(conn).map_err(|e| fail(format!("cannot start the writer thread: {e}")))?;
+        Ok(Store { conn: Arc::new(Mutex::new(read)), writer: Arc::new(writer), path: path.to_path_buf() })
+    }
+
+    /// Whether writes succeed, updated after every commit that changes it.
+    pub fn health(&self) -> tokio::sync::watch::Receiver<StoreHealth> {
+        self.writer.health()
+    }
+
+    /// Waits until everything queued before this call (background writes too) is committed.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.writer.write(Box::new(|_| Ok(())))
     }
 
     /// The file this store lives in.
@@ -199,20 +239,35 @@ impl Store {
     ///
     /// Alarm events must carry `bed_seq` = the bed's last stored `bed_seq` + 1 ([`Store::next_bed_seq`]); anything
     /// else is refused with [`StoreError::BedSeq`] and nothing in the batch is written.
+    ///
+    /// Blocks the calling thread until the batch is durable; async code uses [`Store::append_async`].
     pub fn append(&self, events: &[Event]) -> Result<(), StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        for event in events {
-            append_one(&tx, event)?;
-        }
-        tx.commit()?;
-        Ok(())
+        let events = events.to_vec();
+        self.writer.write(Box::new(move |conn| append_all(conn, &events)))
+    }
+
+    /// [`Store::append`] for async code: resolves once the batch is durable (committed and fsynced), without
+    /// blocking a runtime thread.
+    pub async fn append_async(&self, events: Vec<Event>) -> Result<(), StoreError> {
+        self.writer.write_async(Box::new(move |conn| append_all(conn, &events))).await
+    }
+
+    /// Queues events (vitals history, device status) for the next group commit without waiting. Under a slow or
+    /// failed disk they may be dropped (counted in [`StoreHealth::background_dropped`]): never use it for alarm
+    /// or session events.
+    pub fn append_background(&self, events: Vec<Event>) {
+        self.writer.write_background(Box::new(move |conn| append_all(conn, &events)));
     }
 
     /// The `bed_seq` the bed's next alarm event must carry: 1 + the highest ever stored, 1 for a new bed.
     pub fn next_bed_seq(&self, bed: &str) -> Result<u64, StoreError> {
         let conn = self.lock();
         Ok(last_bed_seq(&conn, bed)? + 1)
+    }
+
+    /// The highest `session_seq` ever stored for the bed (0 for none): the bed task numbers on from it.
+    pub fn last_session_seq(&self, bed: &str) -> Result<u64, StoreError> {
+        self.counter(&format!("session_seq:{bed}"))
     }
 
     /// Up to `limit` outbox events not yet acknowledged by a broker, oldest first.
@@ -224,7 +279,8 @@ impl Store {
     pub fn pending_after(&self, after: i64, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
-            "SELECT id, json FROM outbox WHERE delivered_ms IS NULL AND id > ?1 ORDER BY id LIMIT ?2",
+            "SELECT id, json FROM outbox WHERE delivered_ms IS NULL AND quarantined_ms IS NULL AND id > ?1
+             ORDER BY id LIMIT ?2",
         )?;
         let rows =
             stmt.query_map(params![after, limit as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
@@ -240,21 +296,40 @@ impl Store {
     /// How many outbox rows wait for a broker's acknowledgement.
     pub fn pending_count(&self) -> Result<u64, StoreError> {
         let conn = self.lock();
-        Ok(conn.query_row("SELECT COUNT(*) FROM outbox WHERE delivered_ms IS NULL", [], |r| r.get::<_, i64>(0))? as u64)
+        Ok(conn.query_row(
+            "SELECT COUNT(*) FROM outbox WHERE delivered_ms IS NULL AND quarantined_ms IS NULL",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+
+    /// Sets an outbox row aside that the broker can never take (e.g. larger than its packet limit): it is no
+    /// longer pending, so it blocks nothing behind it; the event itself stays in the event log.
+    pub fn quarantine(&self, id: i64, reason: &str, at: Timestamp) -> Result<(), StoreError> {
+        let reason = reason.to_owned();
+        self.writer.write(Box::new(move |conn| {
+            conn.prepare_cached("UPDATE outbox SET quarantined_ms = ?2, quarantine_reason = ?3 WHERE id = ?1")?
+                .execute(params![id, ms(&at), reason])?;
+            Ok(())
+        }))
+    }
+
+    /// How many outbox rows were quarantined (ever, within retention).
+    pub fn quarantined_count(&self) -> Result<u64, StoreError> {
+        let conn = self.lock();
+        Ok(conn.query_row("SELECT COUNT(*) FROM outbox WHERE quarantined_ms IS NOT NULL", [], |r| r.get::<_, i64>(0))?
+            as u64)
     }
 
     /// Marks outbox rows as acknowledged by the broker at `at`.
     pub fn mark_delivered(&self, ids: &[i64], at: Timestamp) -> Result<(), StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        {
-            let mut stmt = tx.prepare_cached("UPDATE outbox SET delivered_ms = ?2 WHERE id = ?1")?;
-            for id in ids {
-                stmt.execute(params![id, ms(&at)])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+        self.writer.write(mark_delivered_work(ids.to_vec(), at))
+    }
+
+    /// [`Store::mark_delivered`] without waiting: a mark lost to a crash or a failed disk only means the event is
+    /// sent once more (consumers drop the duplicate by `alarm_id` + `seq`).
+    pub fn mark_delivered_background(&self, ids: Vec<i64>, at: Timestamp) {
+        self.writer.write_background(mark_delivered_work(ids, at));
     }
 
     /// The value of a named counter (0 when never set).
@@ -269,10 +344,12 @@ impl Store {
 
     /// Sets a named counter.
     pub fn set_counter(&self, name: &str, value: u64) -> Result<(), StoreError> {
-        let conn = self.lock();
-        conn.prepare_cached("INSERT OR REPLACE INTO counters (name, value) VALUES (?1, ?2)")?
-            .execute(params![name, value as i64])?;
-        Ok(())
+        let name = name.to_owned();
+        self.writer.write(Box::new(move |conn| {
+            conn.prepare_cached("INSERT OR REPLACE INTO counters (name, value) VALUES (?1, ?2)")?
+                .execute(params![name, value as i64])?;
+            Ok(())
+        }))
     }
 
     /// Records a command a person sent and what came of it (audit trail).
@@ -309,35 +386,53 @@ impl Store {
         request: &str,
         outcome: Result<(), String>,
     ) -> Result<(), StoreError> {
-        let conn = self.lock();
         let (ok, reason) = match outcome {
             Ok(()) => (true, None),
             Err(r) => (false, Some(r)),
         };
-        conn.prepare_cached(
-            "INSERT INTO actions (bed, time_ms, actor, command, request, ok, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?
-        .execute(params![bed, ms(&time), actor, command, request, ok, reason])?;
-        Ok(())
+        let (actor, bed, command, request) =
+            (actor.to_owned(), bed.to_owned(), command.map(str::to_owned), request.to_owned());
+        self.writer.write(Box::new(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO actions (bed, time_ms, actor, command, request, ok, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![bed, ms(&time), actor, command, request, ok, reason])?;
+            Ok(())
+        }))
     }
 
     /// Deletes what is older than `older_than` (see the module documentation for what is kept).
     pub fn prune(&self, older_than: Timestamp) -> Result<PruneStats, StoreError> {
         let cut = ms(&older_than);
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let (stats_tx, stats_rx) = std::sync::mpsc::channel();
+        self.writer.write(Box::new(move |tx| {
+            let stats = prune_work(tx, cut)?;
+            let _ = stats_tx.send(stats);
+            Ok(())
+        }))?;
+        stats_rx.recv().map_err(|_| StoreError::Failed("prune reported nothing".into()))
+    }
+}
+
+fn prune_work(tx: &Connection, cut: i64) -> Result<PruneStats, StoreError> {
+    {
         let stats = PruneStats {
             vitals: tx.execute("DELETE FROM vitals WHERE time_ms < ?1", [cut])?,
             events: tx.execute("DELETE FROM alarm_events WHERE time_ms < ?1", [cut])?
                 + tx.execute("DELETE FROM session_events WHERE time_ms < ?1", [cut])?,
             actions: tx.execute("DELETE FROM actions WHERE time_ms < ?1", [cut])?,
-            delivered: tx.execute("DELETE FROM outbox WHERE delivered_ms IS NOT NULL AND created_ms < ?1", [cut])?,
+            delivered: tx.execute(
+                "DELETE FROM outbox WHERE (delivered_ms IS NOT NULL OR quarantined_ms IS NOT NULL) AND created_ms < ?1",
+                [cut],
+            )?,
             undelivered: tx.execute("DELETE FROM outbox WHERE delivered_ms IS NULL AND created_ms < ?1", [cut])?,
         };
-        tx.commit()?;
         Ok(stats)
     }
+}
 
+impl Store {
     /// Vitals history of a bed with `from <= time < to`, oldest first.
     pub fn vitals(&self, bed: &str, from: Timestamp, to: Timestamp) -> Result<Vec<VitalsRow>, StoreError> {
         let conn = self.lock();
@@ -455,6 +550,27 @@ impl Store {
     }
 }
 
+/// Brings a file from `version` (0: new or empty) to [`SCHEMA_VERSION`].
+fn migrate(conn: &mut Connection, version: i64) -> Result<(), rusqlite::Error> {
+    if version < 1 {
+        let tx = conn.transaction()?;
+        tx.execute_batch(SCHEMA)?;
+        tx.pragma_update(None, "user_version", 1)?;
+        tx.commit()?;
+    }
+    for (i, step) in MIGRATIONS.iter().enumerate() {
+        let to = i as i64 + 2;
+        if version.max(1) < to {
+            let tx = conn.transaction()?;
+            tx.execute_batch(step)?;
+            tx.pragma_update(None, "user_version", to)?;
+            tx.commit()?;
+            tracing::info!(version = to, "store schema migrated");
+        }
+    }
+    Ok(())
+}
+
 fn last_bed_seq(conn: &Connection, bed: &str) -> Result<u64, StoreError> {
     let last: Option<i64> = conn
         .prepare_cached("SELECT last_bed_seq FROM bed_counters WHERE bed = ?1")?
@@ -463,13 +579,30 @@ fn last_bed_seq(conn: &Connection, bed: &str) -> Result<u64, StoreError> {
     Ok(last.unwrap_or(0) as u64)
 }
 
-fn put_latest(tx: &Transaction<'_>, bed: &str, key: &str, time: &Timestamp, json: &str) -> Result<(), StoreError> {
+fn mark_delivered_work(ids: Vec<i64>, at: Timestamp) -> writer::Work {
+    Box::new(move |conn| {
+        let mut stmt = conn.prepare_cached("UPDATE outbox SET delivered_ms = ?2 WHERE id = ?1")?;
+        for id in ids {
+            stmt.execute(params![id, ms(&at)])?;
+        }
+        Ok(())
+    })
+}
+
+fn append_all(conn: &Connection, events: &[Event]) -> Result<(), StoreError> {
+    for event in events {
+        append_one(conn, event)?;
+    }
+    Ok(())
+}
+
+fn put_latest(tx: &Connection, bed: &str, key: &str, time: &Timestamp, json: &str) -> Result<(), StoreError> {
     tx.prepare_cached("INSERT OR REPLACE INTO latest (bed, key, time_ms, json) VALUES (?1, ?2, ?3, ?4)")?
         .execute(params![bed, key, ms(time), json])?;
     Ok(())
 }
 
-fn to_outbox(tx: &Transaction<'_>, bed: &str, time: &Timestamp, event_json: &str) -> Result<(), StoreError> {
+fn to_outbox(tx: &Connection, bed: &str, time: &Timestamp, event_json: &str) -> Result<(), StoreError> {
     tx.prepare_cached("INSERT INTO outbox (bed, created_ms, json) VALUES (?1, ?2, ?3)")?.execute(params![
         bed,
         ms(time),
@@ -478,7 +611,7 @@ fn to_outbox(tx: &Transaction<'_>, bed: &str, time: &Timestamp, event_json: &str
     Ok(())
 }
 
-fn append_one(tx: &Transaction<'_>, event: &Event) -> Result<(), StoreError> {
+fn append_one(tx: &Connection, event: &Event) -> Result<(), StoreError> {
     match event {
         Event::Alarm(a) => {
             let last = last_bed_seq(tx, &a.bed)?;
@@ -504,6 +637,11 @@ fn append_one(tx: &Transaction<'_>, event: &Event) -> Result<(), StoreError> {
             tx.prepare_cached("INSERT INTO session_events (bed, time_ms, json) VALUES (?1, ?2, ?3)")?
                 .execute(params![&*s.bed, ms(&s.time), json])?;
             put_latest(tx, &s.bed, "session", &s.time, &json)?;
+            tx.prepare_cached(
+                "INSERT INTO counters (name, value) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
+            )?
+            .execute(params![format!("session_seq:{}", s.bed), s.session_seq as i64])?;
             to_outbox(tx, &s.bed, &s.time, &serde_json::to_string(event)?)?;
         }
         Event::Vitals(v) => {

@@ -55,8 +55,20 @@ pub fn mosquitto_binary() -> Option<PathBuf> {
             return Some(s.into());
         }
     }
-    eprintln!("SKIPPED: mosquitto is not installed (apt-get install mosquitto; CI installs it)");
+    skip("mosquitto is not installed (apt-get install mosquitto; CI installs it)");
     None
+}
+
+/// Reports a test that cannot run because a dependency is missing. Under `CI=true` that is a failure (CI installs
+/// every dependency, so a missing one is a broken pipeline, not a pass). Locally the line goes straight to the
+/// process's stderr, past libtest's capture, so `cargo test` shows it next to the test's `ok`.
+pub fn skip(reason: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("CI=true and a test dependency is missing: {reason}");
+    }
+    use std::io::Write;
+    let name = std::thread::current().name().unwrap_or("a test").to_owned();
+    let _ = writeln!(std::io::stderr(), "SKIPPED {name}: {reason}");
 }
 
 /// A real Mosquitto on a free port with persistence on, started and stopped by the test.
@@ -109,6 +121,20 @@ impl Mosquitto {
         if let Some(mut child) = self.child.take() {
             let _ = Process::new("kill").arg("-TERM").arg(child.id().to_string()).status();
             let _ = child.wait();
+        }
+    }
+
+    /// Freezes it with SIGSTOP: the TCP connections stay open but nothing is answered (a hung broker).
+    pub fn pause(&self) {
+        if let Some(child) = &self.child {
+            let _ = Process::new("kill").arg("-STOP").arg(child.id().to_string()).status();
+        }
+    }
+
+    /// Lets a paused broker run again (SIGCONT).
+    pub fn resume(&self) {
+        if let Some(child) = &self.child {
+            let _ = Process::new("kill").arg("-CONT").arg(child.id().to_string()).status();
         }
     }
 
@@ -214,6 +240,7 @@ pub fn vitals(bed: &str) -> VitalsUpdate {
 
 pub fn session(bed: &str, action: &str) -> SessionEvent {
     SessionEvent {
+        session_seq: 1,
         time: Utc::now(),
         bed: bed.into(),
         session_id: "s-1".into(),
@@ -366,4 +393,49 @@ pub async fn publish_once(port: u16, topic: &str, payload: &str) {
 pub fn rand_suffix() -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos() as u64 ^ (std::process::id() as u64) << 32
+}
+
+/// A tmpfs of a fixed size mounted for the test (needs root or CAP_SYS_ADMIN); `None` with a visible skip
+/// otherwise. Unmounted (lazily) when dropped.
+pub struct SmallDisk {
+    pub dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    pub fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Process::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "SKIPPED: cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)");
+            return None;
+        }
+        Some(SmallDisk { dir })
+    }
+
+    /// Fills the file system to the last byte with `filler`.
+    pub fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.dir.path().join("filler")).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        while f.write_all(&[0u8]).is_ok() {}
+        let _ = f.sync_all();
+    }
+
+    /// Frees the space again.
+    pub fn free(&self) {
+        let _ = std::fs::remove_file(self.dir.path().join("filler"));
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Process::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
 }

@@ -1,0 +1,117 @@
+//! What the daemon knows about its own parts: whether each long-lived task runs and whether the store can
+//! write. Shown on `/api/status` (and so on the dashboard), so that the death of the publisher, a listener or
+//! the store writer is visible at the ward, not only in a log line.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use chrono::Utc;
+use futures::FutureExt;
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::StoreHealth;
+use crate::vitals::Timestamp;
+
+/// One supervised task's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskStatus {
+    /// Whether it runs.
+    pub running: bool,
+    /// Since when it is in this state.
+    pub since: Timestamp,
+    /// Why it stopped (a panic's message, or `ended`), while it is down.
+    pub last_error: Option<String>,
+}
+
+/// The daemon's parts, for `/api/status`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServerHealth {
+    /// Each supervised task by name (`mqtt-publisher`, `mllp-listener`, `source chair-1/0`, …).
+    pub tasks: BTreeMap<String, TaskStatus>,
+    /// Whether the store can write.
+    pub store: Option<StoreHealth>,
+}
+
+/// Shared handle: tasks report here, the dashboard reads.
+#[derive(Clone)]
+pub struct Health {
+    tasks: Arc<watch::Sender<BTreeMap<String, TaskStatus>>>,
+    store: Option<watch::Receiver<StoreHealth>>,
+}
+
+impl Health {
+    /// No tasks yet; `store` is the store's own health, when there is a store.
+    pub fn new(store: Option<watch::Receiver<StoreHealth>>) -> Health {
+        Health { tasks: Arc::new(watch::channel(BTreeMap::new()).0), store }
+    }
+
+    /// Records a task's state.
+    pub fn set(&self, name: &str, running: bool, last_error: Option<String>) {
+        self.tasks.send_modify(|m| {
+            let since = match m.get(name) {
+                Some(t) if t.running == running => t.since,
+                _ => Utc::now(),
+            };
+            m.insert(name.to_owned(), TaskStatus { running, since, last_error });
+        });
+    }
+
+    /// The present state.
+    pub fn snapshot(&self) -> ServerHealth {
+        ServerHealth { tasks: self.tasks.borrow().clone(), store: self.store.as_ref().map(|s| s.borrow().clone()) }
+    }
+
+    /// Spawns `task` on `set` under supervision: it is shown running, and if it ends or panics before `stop`
+    /// fires, it is shown down with the reason and logged as an error.
+    pub fn spawn(
+        &self,
+        set: &mut JoinSet<()>,
+        name: String,
+        stop: CancellationToken,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) {
+        let health = self.clone();
+        health.set(&name, true, None);
+        set.spawn(async move {
+            let outcome = std::panic::AssertUnwindSafe(task).catch_unwind().await;
+            if stop.is_cancelled() {
+                health.set(&name, false, None);
+                return;
+            }
+            let reason = match outcome {
+                Ok(()) => "ended".to_owned(),
+                Err(p) => p
+                    .downcast_ref::<&str>()
+                    .map(|s| format!("panicked: {s}"))
+                    .or_else(|| p.downcast_ref::<String>().map(|s| format!("panicked: {s}")))
+                    .unwrap_or_else(|| "panicked".into()),
+            };
+            tracing::error!(task = %name, %reason, "a long-lived task stopped");
+            health.set(&name, false, Some(reason));
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_that_panics_before_shutdown_is_shown_down_with_the_reason_and_one_that_runs_is_shown_up() {
+        let health = Health::new(None);
+        let mut set = JoinSet::new();
+        let stop = CancellationToken::new();
+        health.spawn(&mut set, "listener".into(), stop.clone(), async { panic!("socket gone") });
+        health.spawn(&mut set, "publisher".into(), stop.clone(), std::future::pending());
+        set.join_next().await;
+        let h = health.snapshot();
+        assert!(!h.tasks["listener"].running);
+        assert_eq!(h.tasks["listener"].last_error.as_deref(), Some("panicked: socket gone"));
+        assert!(h.tasks["publisher"].running);
+        set.abort_all();
+    }
+}

@@ -1,0 +1,252 @@
+//! The store's writer thread: the only owner of the write connection.
+//!
+//! Every write is a [`Job`] on a channel. The thread takes the first job, then everything else already queued
+//! (up to [`MAX_BATCH`]), and commits them in **one** transaction (group commit): with `synchronous = FULL` that
+//! is one fsync for the whole batch, however many beds wrote. While one batch is being committed the next one
+//! queues up, so batches grow with load and a single fsync is never paid per frame. Each job runs in its own
+//! savepoint, so a job that fails (e.g. a `bed_seq` refused) rolls back alone and the rest of the batch commits.
+//!
+//! Nothing here runs on the async runtime: callers either wait on a plain channel (sync API, for tests and
+//! start-up), await a oneshot (bed tasks), or do not wait at all (vitals history, delivery marks).
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use chrono::Utc;
+use rusqlite::Connection;
+use serde::Serialize;
+use tokio::sync::{oneshot, watch};
+
+use super::StoreError;
+use crate::vitals::Timestamp;
+
+/// Jobs committed together, at most.
+pub(super) const MAX_BATCH: usize = 4096;
+/// Fire-and-forget jobs (vitals history, delivery marks) allowed to wait, at most; beyond that they are dropped
+/// and counted rather than letting memory grow while the disk is slow or gone.
+pub(super) const MAX_BACKGROUND: usize = 65_536;
+
+/// A write to run inside the next group commit.
+pub(super) type Work = Box<dyn FnOnce(&Connection) -> Result<(), StoreError> + Send>;
+
+/// Who waits for a job's outcome.
+pub(super) enum Done {
+    /// A thread blocked on a channel.
+    Sync(mpsc::Sender<Result<(), StoreError>>),
+    /// A task awaiting.
+    Async(oneshot::Sender<Result<(), StoreError>>),
+    /// Nobody (counted in the background queue).
+    Background,
+}
+
+pub(super) struct Job {
+    pub work: Work,
+    pub done: Done,
+}
+
+/// Whether the store can write, for `/api/status`, the dashboard and MQTT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoreHealth {
+    /// `false` while writes fail (disk full, read-only file, I/O error).
+    pub ok: bool,
+    /// The last write error, while failing.
+    pub last_error: Option<String>,
+    /// Since when the store is in this state.
+    pub since: Timestamp,
+    /// Background writes (vitals history, delivery marks) dropped because too many were waiting.
+    pub background_dropped: u64,
+}
+
+/// The sending side, shared by every clone of the store.
+pub(super) struct Writer {
+    tx: mpsc::Sender<Job>,
+    background: Arc<AtomicUsize>,
+    dropped: Arc<AtomicU64>,
+    health: watch::Receiver<StoreHealth>,
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn`.
+    pub fn start(conn: Connection) -> Result<Writer, std::io::Error> {
+        let (tx, rx) = mpsc::channel();
+        let background = Arc::new(AtomicUsize::new(0));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let (health_tx, health) =
+            watch::channel(StoreHealth { ok: true, last_error: None, since: Utc::now(), background_dropped: 0 });
+        let (bg, dr) = (background.clone(), dropped.clone());
+        std::thread::Builder::new().name("vigil-store-writer".into()).spawn(move || {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(conn, rx, bg, dr, &health_tx)));
+            if outcome.is_err() {
+                // Every later write fails with "the store writer has stopped"; say so where people look.
+                tracing::error!("the store writer thread died; nothing more can be stored");
+                health_tx.send_modify(|h| {
+                    h.ok = false;
+                    h.last_error = Some("the store writer thread died".into());
+                    h.since = Utc::now();
+                });
+            }
+        })?;
+        Ok(Writer { tx, background, dropped, health })
+    }
+
+    fn closed() -> StoreError {
+        StoreError::Failed("the store writer has stopped".into())
+    }
+
+    /// Runs `work` in the next group commit and blocks this thread until it is durable.
+    pub fn write(&self, work: Work) -> Result<(), StoreError> {
+        let (done, rx) = mpsc::channel();
+        self.tx.send(Job { work, done: Done::Sync(done) }).map_err(|_| Self::closed())?;
+        rx.recv().map_err(|_| Self::closed())?
+    }
+
+    /// Runs `work` in the next group commit; resolves once it is durable.
+    pub async fn write_async(&self, work: Work) -> Result<(), StoreError> {
+        let (done, rx) = oneshot::channel();
+        self.tx.send(Job { work, done: Done::Async(done) }).map_err(|_| Self::closed())?;
+        rx.await.map_err(|_| Self::closed())?
+    }
+
+    /// Queues `work` for a later group commit without waiting; dropped (and counted) when too many wait.
+    pub fn write_background(&self, work: Work) {
+        if self.background.fetch_add(1, Ordering::Relaxed) >= MAX_BACKGROUND {
+            self.background.fetch_sub(1, Ordering::Relaxed);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if self.tx.send(Job { work, done: Done::Background }).is_err() {
+            self.background.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The store's health, updated after every commit that changes it.
+    pub fn health(&self) -> watch::Receiver<StoreHealth> {
+        self.health.clone()
+    }
+}
+
+fn run(
+    mut conn: Connection,
+    rx: mpsc::Receiver<Job>,
+    background: Arc<AtomicUsize>,
+    dropped: Arc<AtomicU64>,
+    health: &watch::Sender<StoreHealth>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let done_background = jobs.iter().filter(|j| matches!(j.done, Done::Background)).count();
+        let (answers, result) = commit(&mut conn, jobs);
+        background.fetch_sub(done_background, Ordering::Relaxed);
+        let dropped_now = dropped.load(Ordering::Relaxed);
+        health.send_if_modified(|h| {
+            let mut changed = h.background_dropped != dropped_now;
+            h.background_dropped = dropped_now;
+            match &result {
+                Ok(()) if !h.ok => {
+                    tracing::warn!("store writes work again");
+                    *h = StoreHealth { ok: true, last_error: None, since: Utc::now(), background_dropped: dropped_now };
+                    changed = true;
+                }
+                Err(e) if h.ok || h.last_error.as_deref() != Some(e.as_str()) => {
+                    if h.ok {
+                        tracing::error!(error = %e, "store writes fail: events are shown but not stored until it recovers");
+                        h.since = Utc::now();
+                    }
+                    h.ok = false;
+                    h.last_error = Some(e.clone());
+                    changed = true;
+                }
+                _ => {}
+            }
+            changed
+        });
+        // Answered after the health is updated, so a caller that saw its write fail sees the failure there too.
+        for (done, r) in answers {
+            answer(done, r);
+        }
+    }
+}
+
+type Answers = Vec<(Done, Result<(), StoreError>)>;
+
+/// One group commit. Returns each job's outcome, and the store failure (not a single job's refusal) as text
+/// for the health state.
+fn commit(conn: &mut Connection, jobs: Vec<Job>) -> (Answers, Result<(), String>) {
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    let tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => {
+            let text = e.to_string();
+            let answers = jobs.into_iter().map(|j| (j.done, Err(StoreError::Failed(text.clone())))).collect();
+            return (answers, Err(text));
+        }
+    };
+    let mut io_error: Option<String> = None;
+    for job in jobs {
+        let r = match tx.execute_batch("SAVEPOINT job") {
+            Ok(()) => {
+                let r = (job.work)(&tx);
+                let end = if r.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+                match (r, tx.execute_batch(end)) {
+                    (Ok(()), Ok(())) => Ok(()),
+                    (Ok(()), Err(e)) => Err(StoreError::Sqlite(e)),
+                    (Err(e), _) => Err(e),
+                }
+            }
+            Err(e) => Err(StoreError::Sqlite(e)),
+        };
+        if let Err(StoreError::Sqlite(e)) = &r {
+            use rusqlite::ErrorCode as C;
+            // Disk full, read-only, I/O: a store failure, not one refused job.
+            if matches!(
+                e.sqlite_error_code(),
+                Some(
+                    C::DiskFull
+                        | C::ReadOnly
+                        | C::SystemIoFailure
+                        | C::CannotOpen
+                        | C::DatabaseBusy
+                        | C::DatabaseLocked
+                )
+            ) {
+                io_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+        outcomes.push((job.done, r));
+    }
+    let committed = tx.commit().map_err(|e| e.to_string());
+    let failure = committed.clone().err().or(io_error);
+    let answers = outcomes
+        .into_iter()
+        .map(|(done, r)| {
+            let r = match &committed {
+                Ok(()) => r,
+                Err(text) => Err(StoreError::Failed(text.clone())),
+            };
+            if let (Done::Background, Err(e)) = (&done, &r) {
+                tracing::debug!(error = %e, "background store write failed");
+            }
+            (done, r)
+        })
+        .collect();
+    (answers, failure.map_or(Ok(()), Err))
+}
+
+fn answer(done: Done, r: Result<(), StoreError>) {
+    match done {
+        Done::Sync(tx) => {
+            let _ = tx.send(r);
+        }
+        Done::Async(tx) => {
+            let _ = tx.send(r);
+        }
+        Done::Background => {}
+    }
+}
