@@ -653,8 +653,22 @@ mod tests {
         assert_eq!(raised.evidence["source"], "chair-1/0");
         // The silence time (1 s) plus at most one clock tick (1 s); never before the silence time.
         assert!(heard.elapsed() >= Duration::from_secs(1), "not before its silence time");
-        source_tx.send(frame()).await.unwrap();
+        // Frames again, twice a second: once they kept coming for the 5 s hold-off, the alarm ends.
+        let feeding = {
+            let (tx, source) = (source_tx.clone(), source.clone());
+            tokio::spawn(async move {
+                loop {
+                    let frame =
+                        SourceEvent::Frame { source: source.clone(), frame: Frame::default(), received: Utc::now() };
+                    if tx.send(frame).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            })
+        };
         let cleared = next_alarm(&mut events).await;
+        feeding.abort();
         assert_eq!(cleared.alarm_id, raised.alarm_id);
         assert!(matches!(cleared.state, AlarmState::Cleared | AlarmState::Latched), "{cleared:?}");
         cancel.cancel();
@@ -708,8 +722,11 @@ mod tests {
             while f.write_all(&[0u8]).is_ok() {}
         }
         let patient = "P".repeat(60);
-        let start =
-            crate::event::Command::SessionStart { patient: Some(patient), baseline_sys: None, baseline_dia: None };
+        let start = crate::event::Command::SessionStart {
+            patient: Some(patient),
+            baseline_sys: Some(120.0),
+            baseline_dia: Some(80.0),
+        };
         hub.command(command(start)).await.expect("the bed runs the command even when the disk is full");
         assert!(!store.health().borrow().ok, "the store shows the failure");
         assert_eq!(hub.snapshot().beds[0].session.as_ref().unwrap().action, "session_start", "shown anyway");

@@ -616,11 +616,12 @@ impl Lifecycle {
         let mut detail = Some(detail);
         let (mi, joined) = match a.member(&key) {
             Some(i) => {
+                let family = a.members.len() > 1;
                 let m = &mut a.members[i];
                 let joined = !m.present;
                 m.present = true;
                 m.band = band;
-                (i, joined && a.present)
+                (i, joined && a.present && family)
             }
             None => {
                 let d = detail.take().map(|f| f()).expect("not taken yet");
