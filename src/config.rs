@@ -515,6 +515,12 @@ impl Config {
         if self.mqtt.client_id.is_empty() {
             return Err(("mqtt.client_id".into(), "must not be empty".into()));
         }
+        if self.mqtt.client_id.starts_with("u:") {
+            return Err((
+                "mqtt.client_id".into(),
+                "must not start with 'u:' (the embedded broker's user clients)".into(),
+            ));
+        }
         if self.mqtt.mode == MqttMode::Embedded && self.mqtt.tls.is_some() {
             return Err(("mqtt.tls".into(), "TLS applies to external brokers only (mode = \"external\")".into()));
         }
@@ -534,6 +540,17 @@ impl Config {
         for (i, u) in self.users.iter().enumerate() {
             if !names.insert(u.name.as_str()) {
                 return Err((format!("users[{i}].name"), format!("'{}' is defined twice", u.name)));
+            }
+            // The name is a topic segment (`cmd/{bed}/{user}`) and part of the broker client id.
+            if u.name.is_empty()
+                || u.name.len() > 64
+                || u.name.contains(['/', '+', '#', '$', ':'])
+                || u.name.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err((
+                    format!("users[{i}].name"),
+                    format!("'{}' must be 1 to 64 characters without '/', '+', '#', '$', ':' or spaces", u.name),
+                ));
             }
             if !u.password_hash.starts_with("$argon2") {
                 return Err((

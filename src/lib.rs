@@ -89,7 +89,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     }
     let store = store::Store::open(&config.store.path)?;
     let broker = match config.mqtt.mode {
-        MqttMode::Embedded => Some(mqtt::broker::start(&config.mqtt)?),
+        MqttMode::Embedded => Some(mqtt::broker::start(&config)?),
         _ => None,
     };
     let dashboard_listener = tokio::net::TcpListener::bind(&config.dashboard.listen)

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod broker;
 pub mod command;
+pub mod gate;
 mod intake5;
 pub mod payload;
 mod publisher;
@@ -106,7 +107,7 @@ pub fn start(
     cancel: CancellationToken,
 ) -> Result<(Option<Broker>, Mqtt), MqttError> {
     let broker = match config.mqtt.mode {
-        crate::config::MqttMode::Embedded => Some(broker::start(&config.mqtt)?),
+        crate::config::MqttMode::Embedded => Some(broker::start(&config)?),
         _ => None,
     };
     Ok((broker, spawn(config, hub, store, cancel)?))
