@@ -187,9 +187,14 @@ pub struct StoreConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MllpConfig {
-    /// Address to listen on. Default `0.0.0.0:2575`.
+    /// Address to listen on. Default `127.0.0.1:2575` (loopback: set it to the ward network's address, with
+    /// `allow`, to take messages from monitors).
     #[serde(default = "default_mllp_listen")]
     pub listen: String,
+    /// Peers that may connect: addresses (`"10.1.3.7"`) and CIDR blocks (`"10.1.2.0/24"`). Connections from any
+    /// other address are closed at accept, counted and logged. Default: loopback only (`127.0.0.0/8`, `::1`).
+    #[serde(default)]
+    pub allow: Vec<String>,
     /// Largest message accepted, bytes. Default 1 MiB.
     #[serde(default = "default_mllp_max_message")]
     pub max_message_bytes: usize,
@@ -350,6 +355,10 @@ pub struct SourceConfig {
     /// mllp: the device's MSH-3 id (EUI-64) that maps its messages to this bed.
     #[serde(default)]
     pub device_id: Option<String>,
+    /// mllp: the only peer address this device's messages are accepted from (`"10.1.2.31"`). Messages with its
+    /// device id from any other address are answered AR and counted. Default: any allowed peer.
+    #[serde(default)]
+    pub peer: Option<String>,
     /// simulated: scenario name (`vigil-sim --list-scenarios`).
     #[serde(default)]
     pub scenario: Option<String>,
@@ -418,7 +427,7 @@ fn default_retention_days() -> u32 {
     30
 }
 fn default_mllp_listen() -> String {
-    "0.0.0.0:2575".into()
+    "127.0.0.1:2575".into()
 }
 fn default_mllp_max_message() -> usize {
     1 << 20
@@ -467,6 +476,7 @@ impl Default for MllpConfig {
     fn default() -> Self {
         MllpConfig {
             listen: default_mllp_listen(),
+            allow: Vec::new(),
             max_message_bytes: default_mllp_max_message(),
             idle_timeout_s: default_mllp_idle_timeout_s(),
         }
@@ -532,6 +542,9 @@ impl Config {
         socket_addr("dashboard.listen", &self.dashboard.listen)?;
         if let Some(m) = &self.mllp {
             socket_addr("mllp.listen", &m.listen)?;
+            for (i, a) in m.allow.iter().enumerate() {
+                parse_peer_block(a).map_err(|reason| (format!("mllp.allow[{i}]"), reason))?;
+            }
             if m.max_message_bytes < 1024 {
                 return Err(("mllp.max_message_bytes".into(), "must be at least 1024".into()));
             }
@@ -611,6 +624,7 @@ impl Config {
                 for (k, present) in sim_keys {
                     not_for(k, present)?;
                 }
+                not_for("peer", src.peer.is_some())?;
                 not_for("device_id", src.device_id.is_some() && src.device != DeviceKind::Hl7)?;
                 match &src.path {
                     None => return Err((format!("{at}.path"), "is required for kind = \"serial\"".into())),
@@ -658,6 +672,10 @@ impl Config {
                     }
                     _ => {}
                 }
+                if let Some(p) = &src.peer {
+                    p.parse::<std::net::IpAddr>()
+                        .map_err(|_| (format!("{at}.peer"), format!("'{p}' is not an IP address like 10.1.2.31")))?;
+                }
                 if self.mllp.is_none() {
                     return Err((
                         format!("{at}.kind"),
@@ -669,6 +687,7 @@ impl Config {
                 for (k, present) in serial_keys {
                     not_for(k, present)?;
                 }
+                not_for("peer", src.peer.is_some())?;
                 not_for("device_id", src.device_id.is_some())?;
                 if let Some(speed) = src.speed {
                     if !(speed.is_finite() && speed > 0.0 && speed <= 1000.0) {
@@ -720,6 +739,15 @@ fn topic_segment(path: &str, value: &str) -> Result<(), (String, String)> {
         ));
     }
     Ok(())
+}
+
+/// An `mllp.allow` entry: an address (`10.1.3.7`, one host) or a CIDR block (`10.1.2.0/24`).
+pub fn parse_peer_block(value: &str) -> Result<ipnet::IpNet, String> {
+    value
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| value.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map(|n| n.trunc())
+        .map_err(|_| format!("'{value}' is not an address (10.1.3.7) or a CIDR block (10.1.2.0/24)"))
 }
 
 fn socket_addr(path: &str, value: &str) -> Result<SocketAddr, (String, String)> {

@@ -103,6 +103,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         None => None,
     };
     let mllp_addr = mllp.as_ref().map(|l| l.local_addr());
+    let mllp_refused = mllp.as_ref().map(|l| l.refused_peers());
 
     let infos = config
         .beds
@@ -117,6 +118,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let mut tasks = JoinSet::new();
     let mut beds = JoinSet::new();
     let mut routes = HashMap::new();
+    let mut pins = HashMap::new();
     for (bed, profile) in config.beds.iter().zip(profiles.iter().cloned()) {
         let bed_id: vitals::BedId = bed.id.as_str().into();
         let next_seq = store.next_bed_seq(&bed.id)?;
@@ -148,6 +150,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 }
                 SourceKind::Mllp => {
                     let device_id = src.device_id.clone().unwrap_or_default().to_ascii_uppercase();
+                    if let Some(ip) = src.peer.as_deref().and_then(|p| p.parse::<std::net::IpAddr>().ok()) {
+                        pins.insert(device_id.clone(), ip);
+                    }
                     routes.insert(device_id, (id, source_tx.clone()));
                 }
             }
@@ -165,7 +170,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         beds.spawn(task.run(stop_rest.clone()));
     }
     if let Some(listener) = mllp {
-        tasks.spawn(listener.run(routes, stop_sources.clone()));
+        tasks.spawn(listener.with_pins(pins).run(routes, stop_sources.clone()));
     }
     let retention = store::run_retention(store.clone(), config.store.retention_days, stop_rest.clone());
     tasks.spawn(retention);
@@ -184,6 +189,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .map_err(|e| RunError::Dashboard { addr: config.dashboard.listen.clone(), reason: e.to_string() })?;
     if let Some(link) = mqtt_link {
         dash_state = dash_state.with_mqtt_link(link);
+    }
+    if let Some(refused) = mllp_refused {
+        dash_state = dash_state.with_mllp_refused(refused);
     }
     let dash_cancel = stop_rest.clone();
     tasks.spawn(async move {

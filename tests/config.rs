@@ -186,6 +186,18 @@ fn broken_configs() -> Vec<(&'static str, String, &'static str, &'static str)> {
             "unknown variant",
         ),
         (
+            "a word in the MLLP allow-list",
+            format!("{SITE}[mllp]\nallow = [\"10.1.2.0/24\", \"ward-pcs\"]\n"),
+            "mllp.allow[1]",
+            "CIDR block",
+        ),
+        (
+            "a user name with a slash (it is a command topic segment)",
+            format!("{SITE}[[users]]\nname = \"n/x\"\nrole = \"nurse\"\npassword_hash = \"$argon2id$x\"\n"),
+            "users[0].name",
+            "without '/'",
+        ),
+        (
             "unknown profile",
             format!("{SITE}[[beds]]\nid = \"c1\"\nprofile = \"no-such-profile\"\n"),
             "beds[0].profile",

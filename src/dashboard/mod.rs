@@ -136,6 +136,7 @@ pub struct DashboardState {
     epoch: Arc<str>,
     streams: CancellationToken,
     mqtt_link: Option<watch::Receiver<crate::mqtt::LinkStatus>>,
+    mllp_refused: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl DashboardState {
@@ -169,6 +170,7 @@ impl DashboardState {
             epoch: auth::random_token()[..8].into(),
             streams: CancellationToken::new(),
             mqtt_link: None,
+            mllp_refused: None,
         })
     }
 
@@ -176,6 +178,12 @@ impl DashboardState {
     /// (CLINICAL.md: a distributed alarm system makes a lost link visible at both ends).
     pub fn with_mqtt_link(mut self, link: watch::Receiver<crate::mqtt::LinkStatus>) -> Self {
         self.mqtt_link = Some(link);
+        self
+    }
+
+    /// Shows how many MLLP connections were refused because their peer is not in `mllp.allow`.
+    pub fn with_mllp_refused(mut self, refused: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        self.mllp_refused = Some(refused);
         self
     }
 
@@ -422,11 +430,14 @@ async fn snapshot(State(state): State<DashboardState>, headers: HeaderMap) -> Re
     Ok(Json(state.hub.snapshot()).into_response())
 }
 
-/// The server's own links: the MQTT broker (null when MQTT is disabled).
+/// The server's own links: the MQTT broker (null when MQTT is disabled) and the MLLP listener's refused peers
+/// (null without an MLLP listener).
 async fn status(State(state): State<DashboardState>, headers: HeaderMap) -> Result<Response, DashboardError> {
     state.require_view(&headers)?;
     let mqtt = state.mqtt_link.as_ref().map(|l| l.borrow().clone());
-    Ok(Json(json!({ "mqtt": mqtt })).into_response())
+    let mllp =
+        state.mllp_refused.as_ref().map(|r| json!({ "refused_peers": r.load(std::sync::atomic::Ordering::Relaxed) }));
+    Ok(Json(json!({ "mqtt": mqtt, "mllp": mllp })).into_response())
 }
 
 #[derive(Deserialize)]

@@ -6,9 +6,14 @@
 //! routed to a bed by their device id (MSH-3, see [`crate::ingest::protocol::hl7::MessageHeader::device_id`]),
 //! compared in upper case. ACKs: AA once the frame is in the bed's inbox; AE for an unparseable message or a bed
 //! that cannot take it; AR for an unsupported message type or an unknown device id, naming the id.
+//!
+//! Peers: only addresses in `mllp.allow` (default: loopback) may connect; others are closed at accept, counted
+//! ([`MllpListener::refused_peers`]) and logged (rate-limited). A device with a pinned `peer` address is accepted
+//! only from that address: its messages from elsewhere are answered AR and counted against the device.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,6 +52,19 @@ pub struct MllpListener {
     addr: SocketAddr,
     max_message_bytes: usize,
     idle_timeout: Duration,
+    allow: Vec<ipnet::IpNet>,
+    pins: HashMap<String, IpAddr>,
+    refused: Arc<AtomicU64>,
+}
+
+/// Whether `peer` is in `allow` (empty: loopback only). IPv4-mapped IPv6 peers count as their IPv4 address.
+pub fn peer_allowed(allow: &[ipnet::IpNet], peer: IpAddr) -> bool {
+    let peer = peer.to_canonical();
+    if allow.is_empty() {
+        peer.is_loopback()
+    } else {
+        allow.iter().any(|net| net.contains(&peer))
+    }
 }
 
 impl MllpListener {
@@ -57,12 +75,31 @@ impl MllpListener {
         let listener = std::net::TcpListener::bind(addr).map_err(bind)?;
         listener.set_nonblocking(true).map_err(bind)?;
         let addr = listener.local_addr().map_err(bind)?;
+        let allow = cfg
+            .allow
+            .iter()
+            .map(|a| crate::config::parse_peer_block(a).map_err(|_| IngestError::BadListenAddress(a.clone())))
+            .collect::<Result<_, _>>()?;
         Ok(MllpListener {
             listener,
             addr,
             max_message_bytes: cfg.max_message_bytes,
             idle_timeout: Duration::from_secs(cfg.idle_timeout_s.max(1)),
+            allow,
+            pins: HashMap::new(),
+            refused: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// Pins device ids (any case) to the only peer address their messages are accepted from.
+    pub fn with_pins(mut self, pins: HashMap<String, IpAddr>) -> Self {
+        self.pins = pins.into_iter().map(|(id, ip)| (id.trim().to_ascii_uppercase(), ip.to_canonical())).collect();
+        self
+    }
+
+    /// How many connections were refused because their peer is not in `mllp.allow`.
+    pub fn refused_peers(&self) -> Arc<AtomicU64> {
+        self.refused.clone()
     }
 
     /// The address actually bound (port 0 in tests becomes a real port).
@@ -79,12 +116,18 @@ impl MllpListener {
                 return;
             }
         };
+        let pins = self.pins;
         let routes: Arc<HashMap<String, Route>> = Arc::new(
             routes
                 .into_iter()
-                .map(|(id, (source, tx))| (id.trim().to_ascii_uppercase(), Route::new(source, tx)))
+                .map(|(id, (source, tx))| {
+                    let id = id.trim().to_ascii_uppercase();
+                    let pin = pins.get(&id).copied();
+                    (id, Route::new(source, tx, pin))
+                })
                 .collect(),
         );
+        let mut refusals = RateLimitedLog::new();
         let tracker = TaskTracker::new();
         tracker.spawn(flush_counters(routes.clone(), cancel.clone()));
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -102,6 +145,14 @@ impl MllpListener {
                     }
                 },
             };
+            if !peer_allowed(&self.allow, peer.ip()) {
+                let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+                if let Some(suppressed) = refusals.allow() {
+                    tracing::warn!(%peer, refused_total = n, suppressed, "mllp: peer not in mllp.allow, connection refused");
+                }
+                drop(stream);
+                continue;
+            }
             let Ok(permit) = slots.clone().try_acquire_owned() else {
                 tracing::warn!(%peer, "mllp: too many connections, closing this one");
                 continue;
@@ -130,6 +181,8 @@ impl MllpListener {
 struct Route {
     source: SourceId,
     tx: mpsc::Sender<SourceEvent>,
+    /// The only peer this device is accepted from, if pinned.
+    pin: Option<IpAddr>,
     state: Mutex<RouteState>,
 }
 
@@ -141,8 +194,8 @@ struct RouteState {
 }
 
 impl Route {
-    fn new(source: SourceId, tx: mpsc::Sender<SourceEvent>) -> Self {
-        Route { source, tx, state: Mutex::new(RouteState::default()) }
+    fn new(source: SourceId, tx: mpsc::Sender<SourceEvent>, pin: Option<IpAddr>) -> Self {
+        Route { source, tx, pin, state: Mutex::new(RouteState::default()) }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut RouteState) -> T) -> T {
@@ -294,6 +347,22 @@ impl Connection {
                 now,
             ));
         };
+        if let Some(pin) = route.pin.filter(|pin| *pin != self.peer.ip().to_canonical()) {
+            let id = oru.header.device_id.clone().unwrap_or_default();
+            let reason = format!("device '{id}' is accepted only from {pin}, not from {}", self.peer.ip());
+            route.with(|s| {
+                s.counters.frames_bad += 1;
+                s.counters.last_error = Some(reason.clone());
+                s.dirty = true;
+            });
+            self.warn(&reason);
+            return Some(hl7::build_ack(
+                Some(&oru.header),
+                AckCode::Reject,
+                Some((ErrorCode::UnknownKey, &reason)),
+                now,
+            ));
+        }
         let key = oru.header.device_id.as_deref().unwrap_or_default().to_ascii_uppercase();
         if !self.seen.contains(&key) {
             self.seen.push(key);

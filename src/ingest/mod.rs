@@ -110,7 +110,7 @@ impl SourceEvent {
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     /// `mllp.listen` is not an address.
-    #[error("mllp.listen: '{0}' is not an address like 0.0.0.0:2575")]
+    #[error("mllp.listen / mllp.allow: '{0}' is not an address like 127.0.0.1:2575 or a block like 10.1.2.0/24")]
     BadListenAddress(String),
     /// The MLLP port could not be bound (in use, no permission).
     #[error("mllp.listen: cannot listen on {addr}: {source}")]
