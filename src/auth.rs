@@ -52,6 +52,54 @@ pub fn authenticate<'a>(users: &'a [UserConfig], name: &str, password: &str) -> 
     Ok(user)
 }
 
+/// Password checks that run at once in the whole process (dashboard and embedded broker together).
+pub const HASH_THREADS: usize = 2;
+/// Password checks that may wait for a hashing thread; more are refused at once (the caller answers "busy").
+pub const HASH_QUEUE: usize = 32;
+
+type HashJob = Box<dyn FnOnce() + Send>;
+
+/// The process's password-hashing threads: [`HASH_THREADS`] long-lived threads fed through a queue of
+/// [`HASH_QUEUE`]. argon2 needs about 19 MiB per check; always hashing on the same few threads keeps that memory
+/// in the same few allocator arenas, so a sign-in flood cannot grow the process (with `spawn_blocking` each
+/// check may land on a new thread, and the allocator keeps a 19 MiB block per thread it ever ran on).
+pub struct HashPool {
+    jobs: std::sync::mpsc::SyncSender<HashJob>,
+}
+
+impl HashPool {
+    /// The shared pool, started on first use.
+    pub fn shared() -> &'static HashPool {
+        static POOL: std::sync::OnceLock<HashPool> = std::sync::OnceLock::new();
+        POOL.get_or_init(|| {
+            let (jobs, rx) = std::sync::mpsc::sync_channel::<HashJob>(HASH_QUEUE);
+            let rx = std::sync::Arc::new(Mutex::new(rx));
+            for i in 0..HASH_THREADS {
+                let rx = rx.clone();
+                let _ = std::thread::Builder::new().name(format!("vigil-hash-{i}")).spawn(move || loop {
+                    let job = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+                        Ok(job) => job,
+                        Err(_) => return,
+                    };
+                    job();
+                });
+            }
+            HashPool { jobs }
+        })
+    }
+
+    /// Runs `f` on a hashing thread; `None` when the queue is full (answer "busy", do not wait).
+    pub async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .try_send(Box::new(move || {
+                let _ = tx.send(f());
+            }))
+            .ok()?;
+        rx.await.ok()
+    }
+}
+
 /// Failed sign-ins for one name from one address before that pair is paused.
 pub const LOCKOUT_FAILURES: u32 = 5;
 /// Failed sign-ins from one address, whatever the names, before that address is paused.

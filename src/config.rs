@@ -169,6 +169,12 @@ pub struct DashboardConfig {
     /// Vigil says so at start-up. Default false.
     #[serde(default)]
     pub demo_actions_without_sign_in: bool,
+    /// Host names (with or without `:port`) the dashboard answers to, besides the listen address and the
+    /// loopback names (`localhost`, `127.0.0.1`, `[::1]`), which are always allowed. A request with any other
+    /// `Host` header gets 421 on every route, so a DNS-rebinding page can neither read nor act. Set it to the
+    /// names nurses type (`["vigil.ward.example"]`) when the dashboard listens on the network. Default empty.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Store settings.
@@ -462,6 +468,7 @@ impl Default for DashboardConfig {
             listen: default_dashboard_listen(),
             read_only_without_sign_in: true,
             demo_actions_without_sign_in: false,
+            allowed_hosts: Vec::new(),
         }
     }
 }

@@ -27,7 +27,9 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Counters, IngestError, RateLimitedLog, SourceEvent, SourceId, COUNTERS_INTERVAL};
+use super::{
+    bounded, Counters, IngestError, RateLimitedLog, SourceEvent, SourceId, COUNTERS_INTERVAL, MAX_ERROR_BYTES,
+};
 use crate::config::MllpConfig;
 use crate::event::LinkState;
 use crate::ingest::protocol::hl7::{self, AckCode, ErrorCode, MessageHeader};
@@ -320,7 +322,7 @@ impl Connection {
                 if let Some(route) = header.as_ref().and_then(|h| route_of(&routes, h)) {
                     route.with(|s| {
                         s.counters.frames_bad += 1;
-                        s.counters.last_error = Some(e.to_string());
+                        s.counters.last_error = Some(bounded(&e.to_string(), MAX_ERROR_BYTES));
                         s.dirty = true;
                     });
                 }
@@ -352,7 +354,7 @@ impl Connection {
             let reason = format!("device '{id}' is accepted only from {pin}, not from {}", self.peer.ip());
             route.with(|s| {
                 s.counters.frames_bad += 1;
-                s.counters.last_error = Some(reason.clone());
+                s.counters.last_error = Some(bounded(&reason, MAX_ERROR_BYTES));
                 s.dirty = true;
             });
             self.warn(&reason);
@@ -380,7 +382,7 @@ impl Connection {
             s.counters.frames_ok += 1;
             s.counters.values_rejected += rejected.len() as u64;
             if let Some(r) = rejected.last() {
-                s.counters.last_error = Some(r.to_string());
+                s.counters.last_error = Some(bounded(&r.to_string(), MAX_ERROR_BYTES));
             }
             s.dirty = true;
         });
@@ -406,6 +408,7 @@ impl Connection {
 
     fn warn(&mut self, what: &str) {
         if let Some(suppressed) = self.log.allow() {
+            let what = bounded(what, MAX_ERROR_BYTES);
             tracing::warn!(peer = %self.peer, suppressed, "mllp: {what}");
         }
     }

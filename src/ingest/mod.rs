@@ -424,7 +424,24 @@ pub async fn pump_with<R: AsyncRead + Unpin>(
     end
 }
 
+/// Longest error text kept for a device (`last_error` on the dashboard and MQTT), bytes.
+pub const MAX_ERROR_BYTES: usize = 256;
+
+/// `text` cut to at most `max` bytes on a character boundary, with `…` when cut: device input reaches payloads
+/// and logs only this long, so one huge field cannot make an MQTT packet too large to send.
+pub fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 fn note_error(state: &mut PumpState, source: &SourceId, error: String) {
+    let error = bounded(&error, MAX_ERROR_BYTES);
     if let Some(suppressed) = state.log.allow() {
         if suppressed > 0 {
             tracing::warn!(source = %source, suppressed, "bad input: {error} ({suppressed} similar messages suppressed)");

@@ -7,7 +7,7 @@
 //!
 //! - reads the CONNECT (MQTT 3.1.1 only; others get CONNACK "unacceptable protocol version"), within 10 s;
 //! - signs the client in with a `[[users]]` name and password, checked against the same argon2 hashes as the
-//!   dashboard (hashing in a blocking thread, at most [`HASH_PERMITS`] at once; a failed sign-in waits
+//!   dashboard (on the process's hashing threads, [`crate::auth::HashPool`]; a failed sign-in waits
 //!   [`FAILURE_DELAY`] and counts towards the shared lockout of [`crate::auth::Lockout`]). A client without a
 //!   username is refused (CONNACK 5, "not authorised") unless Vigil runs as the loopback demo
 //!   (`dashboard.demo_actions_without_sign_in`, embedded broker, loopback `mqtt.host`);
@@ -49,8 +49,6 @@ use crate::config::{Role, UserConfig};
 
 /// How many client connections the gate serves at once.
 pub const MAX_CLIENTS: usize = 256;
-/// How many argon2 checks run at once (each needs about 19 MiB).
-pub const HASH_PERMITS: usize = 2;
 /// A refused sign-in waits this long before its CONNACK.
 pub const FAILURE_DELAY: Duration = Duration::from_secs(1);
 /// A client must send its CONNECT within this time.
@@ -138,7 +136,6 @@ pub struct GateStats {
 
 struct Gate {
     policy: Policy,
-    hashing: Semaphore,
     clients: Arc<Semaphore>,
     lockout: Lockout,
     stats: Arc<GateStats>,
@@ -148,13 +145,8 @@ struct Gate {
 pub(crate) async fn serve(listener: std::net::TcpListener, policy: Policy, stats: Arc<GateStats>) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = TcpListener::from_std(listener)?;
-    let gate = Arc::new(Gate {
-        policy,
-        hashing: Semaphore::new(HASH_PERMITS),
-        clients: Arc::new(Semaphore::new(MAX_CLIENTS)),
-        lockout: Lockout::default(),
-        stats,
-    });
+    let gate =
+        Arc::new(Gate { policy, clients: Arc::new(Semaphore::new(MAX_CLIENTS)), lockout: Lockout::default(), stats });
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -437,16 +429,13 @@ impl Gate {
             tokio::time::sleep(FAILURE_DELAY).await;
             return Err((BAD_CREDENTIALS, "unknown user or wrong password"));
         };
-        let checked = {
-            let Ok(_permit) = self.hashing.acquire().await else { return Err((NOT_AUTHORISED, "shutting down")) };
-            let (users, user, password) = (self.policy.users.clone(), user.to_owned(), password.to_owned());
-            tokio::task::spawn_blocking(move || {
-                crate::auth::authenticate(&users, &user, &password).map(|u| (u.name.clone(), u.role))
-            })
-            .await
-        };
+        let (users, user, password) = (self.policy.users.clone(), user.to_owned(), password.to_owned());
+        let checked = crate::auth::HashPool::shared()
+            .run(move || crate::auth::authenticate(&users, &user, &password).map(|u| (u.name.clone(), u.role)))
+            .await;
         match checked {
-            Ok(Ok((name, role))) => {
+            None => Err((NOT_AUTHORISED, "busy: too many sign-ins at once")),
+            Some(Ok((name, role))) => {
                 attempt.succeeded();
                 Ok(Rights::User { name, role })
             }
