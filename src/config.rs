@@ -7,8 +7,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// The embedded default configuration: six simulated chairs, embedded broker, dashboard on loopback.
+/// The shipped starting point for a ward (`config/vigil.toml`, printed by `vigil print-default-config`): six
+/// simulated chairs, embedded broker and dashboard on loopback, no action without sign-in.
 pub const DEFAULT_CONFIG: &str = include_str!("../config/vigil.toml");
+
+/// The built-in demo (`config/demo.toml`), run when no `--config` is given: like [`DEFAULT_CONFIG`] with demo
+/// actions and anonymous MQTT clients allowed on loopback.
+pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
 
 /// A configuration problem, with where it is.
 #[derive(Debug, thiserror::Error)]
@@ -503,6 +508,12 @@ impl Config {
     pub fn embedded_default() -> Config {
         Config::parse(DEFAULT_CONFIG, "<embedded config/vigil.toml>", Path::new("."))
             .expect("the embedded default configuration is valid (tested)")
+    }
+
+    /// The built-in demo, relative paths resolved against the working directory.
+    pub fn demo() -> Config {
+        Config::parse(DEMO_CONFIG, "<built-in config/demo.toml>", Path::new("."))
+            .expect("the built-in demo configuration is valid (tested)")
     }
 
     /// Parses and validates TOML text. `file` names the source in errors.

@@ -46,7 +46,8 @@ enum LogFormat {
 enum Command {
     /// Run the daemon (the default).
     Run {
-        /// Configuration file. Default config/vigil.toml; when that file does not exist the embedded default is used.
+        /// Configuration file. Without it Vigil runs the built-in demo (config/demo.toml: simulated chairs,
+        /// loopback only, actions without sign-in).
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -102,10 +103,12 @@ fn init_tracing(format: LogFormat) {
 fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
     let result = match path {
         Some(p) => Config::load(p),
-        None if Path::new("config/vigil.toml").exists() => Config::load(Path::new("config/vigil.toml")),
         None => {
-            tracing::info!("config/vigil.toml not found here: using the embedded default configuration");
-            Ok(Config::embedded_default())
+            tracing::warn!(
+                "no --config: running the built-in demo (config/demo.toml: simulated chairs, loopback only, actions \
+                 without sign-in); for a ward run `vigil run --config FILE`, starting from `vigil print-default-config`"
+            );
+            Ok(Config::demo())
         }
     };
     result.map_err(|e| {

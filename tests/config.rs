@@ -52,6 +52,18 @@ fn the_embedded_default_is_the_shipped_default_with_six_simulated_chairs() {
     assert_eq!(String::from_utf8(out.stdout).unwrap(), std::fs::read_to_string("config/vigil.toml").unwrap());
 }
 
+#[test]
+fn the_shipped_config_allows_no_action_without_sign_in_and_the_built_in_demo_does_on_loopback_only() {
+    let shipped = Config::embedded_default();
+    assert!(!shipped.dashboard.demo_actions_without_sign_in, "config/vigil.toml is a production starting point");
+    assert!(!vigil::mqtt::broker::is_loopback_demo(&shipped));
+    let demo = Config::demo();
+    assert!(vigil::mqtt::broker::is_loopback_demo(&demo));
+    assert_eq!(demo.dashboard.listen, "127.0.0.1:8080");
+    assert_eq!(demo.mqtt.host, "127.0.0.1");
+    assert_eq!(demo.beds.len(), 6);
+}
+
 const SITE: &str = "[site]\nname = \"a\"\nward = \"b\"\n";
 
 fn bed(id: &str, source: &str) -> String {
