@@ -110,8 +110,8 @@ pub enum MqttMode {
     Disabled,
 }
 
-/// MQTT settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// MQTT settings. Its `Debug` output never shows the password.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
     /// `embedded` (default), `external` or `disabled`.
@@ -135,9 +135,16 @@ pub struct MqttConfig {
     /// Username for an external broker.
     #[serde(default)]
     pub username: Option<String>,
-    /// Password for an external broker.
+    /// Vigil's own password: for an external broker, or the embedded broker's account with Vigil's rights. Prefer
+    /// `password_file` or `password_env`, which keep it out of the configuration file.
     #[serde(default)]
     pub password: Option<String>,
+    /// A file whose content (without the trailing newline) is `password`; relative to the config file.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// An environment variable whose value is `password`.
+    #[serde(default)]
+    pub password_env: Option<String>,
     /// TLS for an external broker.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -450,6 +457,25 @@ fn default_profile() -> String {
     "ketamine-chair".into()
 }
 
+impl std::fmt::Debug for MqttConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttConfig")
+            .field("mode", &self.mode)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("failover", &self.failover)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("password_file", &self.password_file)
+            .field("password_env", &self.password_env)
+            .field("tls", &self.tls)
+            .field("keep_alive_s", &self.keep_alive_s)
+            .finish()
+    }
+}
+
 impl Default for MqttConfig {
     fn default() -> Self {
         MqttConfig {
@@ -461,6 +487,8 @@ impl Default for MqttConfig {
             client_id: default_client_id(),
             username: None,
             password: None,
+            password_file: None,
+            password_env: None,
             tls: None,
             keep_alive_s: default_keep_alive_s(),
         }
@@ -522,7 +550,114 @@ impl Config {
             from_toml(text).map_err(|(path, reason)| ConfigError::Parse { file: file.to_owned(), path, reason })?;
         config.base_dir = base_dir.to_path_buf();
         config.validate().map_err(|(path, reason)| ConfigError::Invalid { file: file.to_owned(), path, reason })?;
+        config.resolve_secrets().map_err(|(path, reason)| ConfigError::Invalid {
+            file: file.to_owned(),
+            path,
+            reason,
+        })?;
         Ok(config)
+    }
+
+    /// Reads `mqtt.password_file` or `mqtt.password_env` into `mqtt.password` (at most one of the three).
+    fn resolve_secrets(&mut self) -> Result<(), (String, String)> {
+        let m = &self.mqtt;
+        let given = [m.password.is_some(), m.password_file.is_some(), m.password_env.is_some()];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(("mqtt.password".into(), "give only one of password, password_file and password_env".into()));
+        }
+        if let Some(file) = &m.password_file {
+            let full = self.resolve(file);
+            let text = std::fs::read_to_string(&full)
+                .map_err(|e| ("mqtt.password_file".to_owned(), format!("cannot read '{}': {e}", full.display())))?;
+            let pw = text.trim_end_matches(['\r', '\n']).to_owned();
+            if pw.is_empty() {
+                return Err(("mqtt.password_file".into(), format!("'{}' is empty", full.display())));
+            }
+            self.mqtt.password = Some(pw);
+        } else if let Some(var) = &m.password_env {
+            let pw = std::env::var(var)
+                .map_err(|_| ("mqtt.password_env".to_owned(), format!("the environment variable {var} is not set")))?;
+            self.mqtt.password = Some(pw);
+        }
+        if self.mqtt.password.is_some() != self.mqtt.username.is_some() {
+            return Err(("mqtt.username".into(), "give both username and a password, or neither".into()));
+        }
+        Ok(())
+    }
+
+    /// Settings that work but weaken the installation, each with its key path; `vigil check-config` prints them
+    /// and `vigil run` logs them at start.
+    pub fn warnings(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let loopback = |host: &str| {
+            host == "localhost"
+                || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        };
+        for (i, u) in self.users.iter().enumerate() {
+            let at = format!("users[{i}].password_hash");
+            if EXAMPLE_HASHES.contains(&u.password_hash.as_str()) {
+                out.push((at.clone(), "is the documented example hash (of \"nurse-demo\"): anyone can sign in".into()));
+            }
+            if let Some(why) = weak_hash(&u.password_hash) {
+                out.push((at, why));
+            }
+        }
+        let m = &self.mqtt;
+        if m.mode == MqttMode::External && m.password.is_some() && m.tls.is_none() {
+            let hosts = std::iter::once(m.host.as_str())
+                .chain(m.failover.iter().map(|f| f.rsplit_once(':').map_or(f.as_str(), |(h, _)| h)));
+            if let Some(h) = hosts.into_iter().find(|h| !loopback(h)) {
+                out.push((
+                    "mqtt.tls".into(),
+                    format!(
+                        "Vigil's MQTT password goes to {h} in plaintext: set [mqtt.tls] for a broker off this host"
+                    ),
+                ));
+            }
+        }
+        if m.mode == MqttMode::Embedded && !loopback(&m.host) {
+            out.push((
+                "mqtt.host".into(),
+                format!(
+                    "the embedded broker listens on {} without TLS: [[users]] passwords cross the network in clear; \
+                     prefer an external Mosquitto with TLS (docs/security.md)",
+                    m.host
+                ),
+            ));
+        }
+        if let Ok(addr) = self.dashboard.listen.parse::<SocketAddr>() {
+            if !addr.ip().is_loopback() && self.dashboard.allowed_hosts.is_empty() {
+                out.push((
+                    "dashboard.allowed_hosts".into(),
+                    format!(
+                        "the dashboard listens on {addr} but no host names are allowed: browsers reaching it by name get \
+                         421; list the names nurses use"
+                    ),
+                ));
+            }
+            if !addr.ip().is_loopback() && self.dashboard.read_only_without_sign_in {
+                out.push((
+                    "dashboard.read_only_without_sign_in".into(),
+                    format!("anyone who reaches {addr} sees the ward without signing in"),
+                ));
+            }
+        }
+        if let Some(mllp) = &self.mllp {
+            if let Ok(addr) = mllp.listen.parse::<SocketAddr>() {
+                if !addr.ip().is_loopback() && mllp.allow.is_empty() {
+                    out.push((
+                        "mllp.allow".into(),
+                        format!("MLLP listens on {addr} without an allow-list: only loopback peers are accepted"),
+                    ));
+                }
+            }
+            for (i, a) in mllp.allow.iter().enumerate() {
+                if parse_peer_block(a).is_ok_and(|n| n.prefix_len() == 0) {
+                    out.push((format!("mllp.allow[{i}]"), format!("'{a}' lets every address send vitals")));
+                }
+            }
+        }
+        out
     }
 
     /// Resolves a path from the config against the config file's directory.
@@ -583,7 +718,9 @@ impl Config {
                     format!("'{}' must be 1 to 64 characters without '/', '+', '#', '$', ':' or spaces", u.name),
                 ));
             }
-            if !u.password_hash.starts_with("$argon2") {
+            if !u.password_hash.starts_with("$argon2")
+                || argon2::password_hash::PasswordHash::new(&u.password_hash).is_err()
+            {
                 return Err((
                     format!("users[{i}].password_hash"),
                     "must be an argon2 PHC string (make one with `vigil hash-password`)".into(),
@@ -757,6 +894,27 @@ fn topic_segment(path: &str, value: &str) -> Result<(), (String, String)> {
         ));
     }
     Ok(())
+}
+
+/// Password hashes published in Vigil's own documentation and examples: never for real use.
+pub const EXAMPLE_HASHES: [&str; 1] =
+    ["$argon2id$v=19$m=19456,t=2,p=1$hboFs2kgyvxMUnp+lH9tAg$iDx7IFdbB97Gj/O95kOIdIeWQgxZC4+mJV18mBy5DhA"];
+
+/// Why an argon2 PHC string is weaker (or costlier) than Vigil's default (argon2id, m=19456 KiB, t=2, p=1).
+fn weak_hash(phc: &str) -> Option<String> {
+    let parsed = argon2::password_hash::PasswordHash::new(phc).ok()?;
+    if parsed.algorithm.as_str() != "argon2id" {
+        return Some(format!("uses {}: use argon2id (`vigil hash-password`)", parsed.algorithm));
+    }
+    let param = |k: &str| parsed.params.get_decimal(k).unwrap_or(0);
+    let (m, t) = (param("m"), param("t"));
+    if m < 19_456 || t < 2 {
+        return Some(format!("argon2 parameters m={m} KiB, t={t} are weaker than m=19456, t=2: hash it again"));
+    }
+    if m > 262_144 {
+        return Some(format!("argon2 m={m} KiB makes every sign-in use over 256 MiB: hash it again"));
+    }
+    None
 }
 
 /// An `mllp.allow` entry: an address (`10.1.3.7`, one host) or a CIDR block (`10.1.2.0/24`).

@@ -122,6 +122,9 @@ fn run(path: Option<PathBuf>) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    for (key, why) in config.warnings() {
+        tracing::warn!(%key, "configuration: {why}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -178,6 +181,9 @@ fn check_config(path: &Path) -> ExitCode {
         Err(code) => return code,
     };
     println!("{}: ok (site {}, ward {})", path.display(), config.site.name, config.site.ward);
+    for (key, why) in config.warnings() {
+        println!("warning: {key}: {why}");
+    }
     for bed in &config.beds {
         println!("bed {} \"{}\" profile {}", bed.id, bed.label(), bed.profile);
         for src in &bed.sources {

@@ -248,3 +248,51 @@ fn run_with_a_missing_config_file_exits_64() {
     let out = vigil().args(["run", "--config", "/nonexistent/vigil.toml"]).output().unwrap();
     assert_eq!(out.status.code(), Some(64), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn check_config_warns_about_weak_and_example_hashes_plaintext_credentials_and_open_listeners() {
+    let dir = tempfile::tempdir().unwrap();
+    let weak = "$argon2id$v=19$m=64,t=1,p=1$dmlnaWwtdGVzdC1zYWx0IQ$jvb2dT3Q9nHzM7ctUy5mC1Sz2Y9KLbYq0vDFVfW0pVU";
+    let example = vigil::config::EXAMPLE_HASHES[0];
+    let text = format!(
+        "{SITE}[mqtt]\nmode = \"external\"\nhost = \"10.0.0.12\"\nusername = \"vigil\"\npassword = \"pw\"\n\
+         [dashboard]\nlisten = \"0.0.0.0:8080\"\n[mllp]\nlisten = \"0.0.0.0:2575\"\n\
+         [[users]]\nname = \"a\"\nrole = \"nurse\"\npassword_hash = \"{weak}\"\n\
+         [[users]]\nname = \"b\"\nrole = \"nurse\"\npassword_hash = \"{example}\"\n"
+    );
+    let file = dir.path().join("weak.toml");
+    std::fs::write(&file, text).unwrap();
+    let out = vigil().arg("check-config").arg(&file).output().unwrap();
+    assert!(out.status.success(), "warnings do not stop the daemon");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    for expected in [
+        "warning: users[0].password_hash: argon2 parameters m=64 KiB, t=1",
+        "warning: users[1].password_hash: is the documented example hash",
+        "warning: mqtt.tls: Vigil's MQTT password goes to 10.0.0.12 in plaintext",
+        "warning: dashboard.allowed_hosts:",
+        "warning: mllp.allow: MLLP listens on 0.0.0.0:2575 without an allow-list",
+    ] {
+        assert!(stdout.contains(expected), "missing '{expected}' in:\n{stdout}");
+    }
+    assert!(!stdout.contains("pw\""), "the password is never printed");
+    let shipped = vigil().arg("check-config").arg("config/vigil.toml").output().unwrap();
+    assert!(!String::from_utf8(shipped.stdout).unwrap().contains("warning:"), "the shipped config is clean");
+}
+
+#[test]
+fn the_mqtt_password_may_come_from_a_file_or_the_environment_and_debug_output_hides_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mqtt.pw"), "from-a-file\n").unwrap();
+    let text = format!("{SITE}[mqtt]\nusername = \"vigil\"\npassword_file = \"mqtt.pw\"\n");
+    let c = Config::parse(&text, "t.toml", dir.path()).unwrap();
+    assert_eq!(c.mqtt.password.as_deref(), Some("from-a-file"));
+    assert!(!format!("{:?}", c.mqtt).contains("from-a-file"), "Debug redacts the password");
+    std::env::set_var("VIGIL_TEST_MQTT_PW", "from-the-env");
+    let text = format!("{SITE}[mqtt]\nusername = \"vigil\"\npassword_env = \"VIGIL_TEST_MQTT_PW\"\n");
+    assert_eq!(Config::parse(&text, "t.toml", dir.path()).unwrap().mqtt.password.as_deref(), Some("from-the-env"));
+    let missing = format!("{SITE}[mqtt]\nusername = \"vigil\"\npassword_file = \"nope.pw\"\n");
+    let err = Config::parse(&missing, "t.toml", dir.path()).unwrap_err();
+    assert_eq!(err.path(), "mqtt.password_file");
+    let both = format!("{SITE}[mqtt]\nusername = \"vigil\"\npassword = \"x\"\npassword_env = \"VIGIL_TEST_MQTT_PW\"\n");
+    assert_eq!(Config::parse(&both, "t.toml", dir.path()).unwrap_err().path(), "mqtt.password");
+}
