@@ -62,6 +62,12 @@ enum Command {
     Replay(vigil::replay::ReplayArgs),
     /// Read a password on standard input and print its argon2 hash for `[[users]] password_hash`.
     HashPassword,
+    /// Print the Mosquitto ACL that gives an external broker Vigil's topic rights (nurses and admins publish
+    /// commands only on cmd/{bed}/{their name}); the commands that make its password file go to stderr.
+    MosquittoAcl {
+        /// The configuration file.
+        path: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -86,6 +92,15 @@ fn main() -> ExitCode {
             }
         }
         Command::HashPassword => hash_password(),
+        Command::MosquittoAcl { path } => match load(Some(&path)) {
+            Ok(config) => {
+                print!("{}", vigil::mqtt::acl::mosquitto_acl(&config, &path.display().to_string()));
+                eprintln!("# Then create the password file (each command asks for that account's password):");
+                eprint!("{}", vigil::mqtt::acl::passwd_commands(&config, "/etc/mosquitto/passwd"));
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
     }
 }
 

@@ -6,6 +6,7 @@
 //! replayed from the outbox after a reconnect or a restart until the broker acknowledges it); consumers remove
 //! the rare duplicate by (`alarm_id`, `seq`) and detect loss by gaps in `bed_seq`.
 
+pub mod acl;
 pub mod auth;
 pub mod broker;
 pub mod command;
