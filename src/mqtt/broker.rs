@@ -62,15 +62,16 @@ pub(crate) fn resolve(host: &str, port: u16) -> Result<SocketAddr, MqttError> {
         .ok_or_else(|| MqttError::Config { key: "mqtt.host", reason: format!("'{host}' resolves to no address") })
 }
 
-/// Vigil's own credentials for the embedded broker listening on `port` in this process (a random secret made
-/// at start), for the publisher when `mqtt.username`/`mqtt.password` are not set.
-pub(crate) fn internal_credentials(port: u16) -> Option<(String, String)> {
+/// Where Vigil's own publisher reaches the embedded broker started in this process for public port `port`: the
+/// private address and its secret credentials. Vigil's connection bypasses the gate, so a client flood that
+/// fills the gate's connection slots cannot keep Vigil from reconnecting.
+pub(crate) fn internal(port: u16) -> Option<(SocketAddr, (String, String))> {
     let secrets = SECRETS.get()?.lock().unwrap_or_else(|e| e.into_inner());
-    secrets.get(&port).map(|s| (INTERNAL_USER.to_owned(), s.clone()))
+    secrets.get(&port).map(|(addr, s)| (*addr, (INTERNAL_USER.to_owned(), s.clone())))
 }
 
 const INTERNAL_USER: &str = "vigil-internal";
-static SECRETS: OnceLock<Mutex<HashMap<u16, String>>> = OnceLock::new();
+static SECRETS: OnceLock<Mutex<HashMap<u16, (SocketAddr, String)>>> = OnceLock::new();
 
 /// Whether the configuration is the loopback demo: demo actions on, the embedded broker, a loopback `mqtt.host`.
 /// Only then may MQTT clients connect without a `[[users]]` name and password.
@@ -140,7 +141,11 @@ pub fn start(config: &Config) -> Result<Broker, MqttError> {
             }
         })
         .map_err(|e| MqttError::Config { key: "mqtt.mode", reason: format!("cannot start the gate thread: {e}") })?;
-    SECRETS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner()).insert(addr.port(), secret);
+    SECRETS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(addr.port(), (inner, secret));
     if demo {
         tracing::warn!(%addr, "embedded MQTT broker: DEMO: clients without credentials may connect (loopback only)");
     }

@@ -166,7 +166,11 @@ fn endpoints(config: &Config) -> Result<Vec<Endpoint>, MqttError> {
             _ => {}
         }
     }
-    let mut list = vec![Endpoint { host, port: config.mqtt.port }];
+    let mut list = match embedded_internal(config) {
+        // Vigil reaches its embedded broker on the private port, not through the gate clients use.
+        Some((inner, _)) => vec![Endpoint { host: inner.ip().to_string(), port: inner.port() }],
+        None => vec![Endpoint { host, port: config.mqtt.port }],
+    };
     if config.mqtt.mode == MqttMode::External {
         for f in &config.mqtt.failover {
             let (host, port) = f
@@ -177,6 +181,10 @@ fn endpoints(config: &Config) -> Result<Vec<Endpoint>, MqttError> {
         }
     }
     Ok(list)
+}
+
+fn embedded_internal(config: &Config) -> Option<(std::net::SocketAddr, (String, String))> {
+    (config.mqtt.mode == MqttMode::Embedded).then(|| super::broker::internal(config.mqtt.port))?
 }
 
 pub(super) fn spawn(
@@ -219,9 +227,9 @@ pub(super) fn spawn(
         endpoints,
         client_id: config.mqtt.client_id.clone(),
         keep_alive: Duration::from_secs(config.mqtt.keep_alive_s),
-        credentials: config.mqtt.username.clone().zip(config.mqtt.password.clone()).or_else(|| {
-            (config.mqtt.mode == MqttMode::Embedded).then(|| super::broker::internal_credentials(config.mqtt.port))?
-        }),
+        credentials: embedded_internal(&config)
+            .map(|(_, creds)| creds)
+            .or_else(|| config.mqtt.username.clone().zip(config.mqtt.password.clone())),
         transport: transport(&config)?,
         status_topic: topics.status(),
         status,
