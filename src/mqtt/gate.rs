@@ -8,7 +8,8 @@
 //! - reads the CONNECT (MQTT 3.1.1 only; others get CONNACK "unacceptable protocol version"), within 10 s;
 //! - signs the client in with a `[[users]]` name and password, checked against the same argon2 hashes as the
 //!   dashboard (on the process's hashing threads, [`crate::auth::HashPool`]; a failed sign-in waits
-//!   [`FAILURE_DELAY`] and counts towards the shared lockout of [`crate::auth::Lockout`]). A client without a
+//!   [`FAILURE_DELAY`] and counts towards a [`crate::auth::Lockout`]: the dashboard's rules, the gate's own
+//!   counters). A client without a
 //!   username is refused (CONNACK 5, "not authorised") unless Vigil runs as the loopback demo
 //!   (`dashboard.demo_actions_without_sign_in`, embedded broker, loopback `mqtt.host`);
 //! - rewrites the CONNECT before passing it on: the password becomes the private secret, and the client id gets
