@@ -7,8 +7,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// The embedded default configuration: six simulated chairs, embedded broker, dashboard on loopback.
+/// The shipped starting point for a ward (`config/vigil.toml`, printed by `vigil print-default-config`): six
+/// simulated chairs, embedded broker and dashboard on loopback, no action without sign-in.
 pub const DEFAULT_CONFIG: &str = include_str!("../config/vigil.toml");
+
+/// The built-in demo (`config/demo.toml`), run when no `--config` is given: like [`DEFAULT_CONFIG`] with demo
+/// actions and anonymous MQTT clients allowed on loopback.
+pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
 
 /// A configuration problem, with where it is.
 #[derive(Debug, thiserror::Error)]
@@ -105,8 +110,8 @@ pub enum MqttMode {
     Disabled,
 }
 
-/// MQTT settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// MQTT settings. Its `Debug` output never shows the password.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
     /// `embedded` (default), `external` or `disabled`.
@@ -130,9 +135,16 @@ pub struct MqttConfig {
     /// Username for an external broker.
     #[serde(default)]
     pub username: Option<String>,
-    /// Password for an external broker.
+    /// Vigil's own password: for an external broker, or the embedded broker's account with Vigil's rights. Prefer
+    /// `password_file` or `password_env`, which keep it out of the configuration file.
     #[serde(default)]
     pub password: Option<String>,
+    /// A file whose content (without the trailing newline) is `password`; relative to the config file.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// An environment variable whose value is `password`.
+    #[serde(default)]
+    pub password_env: Option<String>,
     /// TLS for an external broker.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -171,6 +183,12 @@ pub struct DashboardConfig {
     /// Vigil says so at start-up. Default false.
     #[serde(default)]
     pub demo_actions_without_sign_in: bool,
+    /// Host names (with or without `:port`) the dashboard answers to, besides the listen address and the
+    /// loopback names (`localhost`, `127.0.0.1`, `[::1]`), which are always allowed. A request with any other
+    /// `Host` header gets 421 on every route, so a DNS-rebinding page can neither read nor act. Set it to the
+    /// names nurses type (`["vigil.ward.example"]`) when the dashboard listens on the network. Default empty.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Store settings.
@@ -189,9 +207,14 @@ pub struct StoreConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MllpConfig {
-    /// Address to listen on. Default `0.0.0.0:2575`.
+    /// Address to listen on. Default `127.0.0.1:2575` (loopback: set it to the ward network's address, with
+    /// `allow`, to take messages from monitors).
     #[serde(default = "default_mllp_listen")]
     pub listen: String,
+    /// Peers that may connect: addresses (`"10.1.3.7"`) and CIDR blocks (`"10.1.2.0/24"`). Connections from any
+    /// other address are closed at accept, counted and logged. Default: loopback only (`127.0.0.0/8`, `::1`).
+    #[serde(default)]
+    pub allow: Vec<String>,
     /// Largest message accepted, bytes. Default 1 MiB.
     #[serde(default = "default_mllp_max_message")]
     pub max_message_bytes: usize,
@@ -356,6 +379,10 @@ pub struct SourceConfig {
     /// mllp: the device's MSH-3 id (EUI-64) that maps its messages to this bed.
     #[serde(default)]
     pub device_id: Option<String>,
+    /// mllp: the only peer address this device's messages are accepted from (`"10.1.2.31"`). Messages with its
+    /// device id from any other address are answered AR and counted. Default: any allowed peer.
+    #[serde(default)]
+    pub peer: Option<String>,
     /// simulated: scenario name (`vigil-sim --list-scenarios`).
     #[serde(default)]
     pub scenario: Option<String>,
@@ -429,7 +456,7 @@ fn default_retention_days() -> u32 {
     30
 }
 fn default_mllp_listen() -> String {
-    "0.0.0.0:2575".into()
+    "127.0.0.1:2575".into()
 }
 fn default_mllp_max_message() -> usize {
     1 << 20
@@ -444,6 +471,25 @@ fn default_profile() -> String {
     "ketamine-chair".into()
 }
 
+impl std::fmt::Debug for MqttConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttConfig")
+            .field("mode", &self.mode)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("failover", &self.failover)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("password_file", &self.password_file)
+            .field("password_env", &self.password_env)
+            .field("tls", &self.tls)
+            .field("keep_alive_s", &self.keep_alive_s)
+            .finish()
+    }
+}
+
 impl Default for MqttConfig {
     fn default() -> Self {
         MqttConfig {
@@ -455,6 +501,8 @@ impl Default for MqttConfig {
             client_id: default_client_id(),
             username: None,
             password: None,
+            password_file: None,
+            password_env: None,
             tls: None,
             keep_alive_s: default_keep_alive_s(),
         }
@@ -467,6 +515,7 @@ impl Default for DashboardConfig {
             listen: default_dashboard_listen(),
             read_only_without_sign_in: true,
             demo_actions_without_sign_in: false,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -481,6 +530,7 @@ impl Default for MllpConfig {
     fn default() -> Self {
         MllpConfig {
             listen: default_mllp_listen(),
+            allow: Vec::new(),
             max_message_bytes: default_mllp_max_message(),
             idle_timeout_s: default_mllp_idle_timeout_s(),
             max_connections: default_mllp_max_connections(),
@@ -503,13 +553,126 @@ impl Config {
             .expect("the embedded default configuration is valid (tested)")
     }
 
+    /// The built-in demo, relative paths resolved against the working directory.
+    pub fn demo() -> Config {
+        Config::parse(DEMO_CONFIG, "<built-in config/demo.toml>", Path::new("."))
+            .expect("the built-in demo configuration is valid (tested)")
+    }
+
     /// Parses and validates TOML text. `file` names the source in errors.
     pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigError> {
         let mut config: Config =
             from_toml(text).map_err(|(path, reason)| ConfigError::Parse { file: file.to_owned(), path, reason })?;
         config.base_dir = base_dir.to_path_buf();
         config.validate().map_err(|(path, reason)| ConfigError::Invalid { file: file.to_owned(), path, reason })?;
+        config.resolve_secrets().map_err(|(path, reason)| ConfigError::Invalid {
+            file: file.to_owned(),
+            path,
+            reason,
+        })?;
         Ok(config)
+    }
+
+    /// Reads `mqtt.password_file` or `mqtt.password_env` into `mqtt.password` (at most one of the three).
+    fn resolve_secrets(&mut self) -> Result<(), (String, String)> {
+        let m = &self.mqtt;
+        let given = [m.password.is_some(), m.password_file.is_some(), m.password_env.is_some()];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(("mqtt.password".into(), "give only one of password, password_file and password_env".into()));
+        }
+        if let Some(file) = &m.password_file {
+            let full = self.resolve(file);
+            let text = std::fs::read_to_string(&full)
+                .map_err(|e| ("mqtt.password_file".to_owned(), format!("cannot read '{}': {e}", full.display())))?;
+            let pw = text.trim_end_matches(['\r', '\n']).to_owned();
+            if pw.is_empty() {
+                return Err(("mqtt.password_file".into(), format!("'{}' is empty", full.display())));
+            }
+            self.mqtt.password = Some(pw);
+        } else if let Some(var) = &m.password_env {
+            let pw = std::env::var(var)
+                .map_err(|_| ("mqtt.password_env".to_owned(), format!("the environment variable {var} is not set")))?;
+            self.mqtt.password = Some(pw);
+        }
+        if self.mqtt.password.is_some() != self.mqtt.username.is_some() {
+            return Err(("mqtt.username".into(), "give both username and a password, or neither".into()));
+        }
+        Ok(())
+    }
+
+    /// Settings that work but weaken the installation, each with its key path; `vigil check-config` prints them
+    /// and `vigil run` logs them at start.
+    pub fn warnings(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let loopback = |host: &str| {
+            host == "localhost"
+                || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        };
+        for (i, u) in self.users.iter().enumerate() {
+            let at = format!("users[{i}].password_hash");
+            if EXAMPLE_HASHES.contains(&u.password_hash.as_str()) {
+                out.push((at.clone(), "is the documented example hash (of \"nurse-demo\"): anyone can sign in".into()));
+            }
+            if let Some(why) = weak_hash(&u.password_hash) {
+                out.push((at, why));
+            }
+        }
+        let m = &self.mqtt;
+        if m.mode == MqttMode::External && m.password.is_some() && m.tls.is_none() {
+            let hosts = std::iter::once(m.host.as_str())
+                .chain(m.failover.iter().map(|f| f.rsplit_once(':').map_or(f.as_str(), |(h, _)| h)));
+            if let Some(h) = hosts.into_iter().find(|h| !loopback(h)) {
+                out.push((
+                    "mqtt.tls".into(),
+                    format!(
+                        "Vigil's MQTT password goes to {h} in plaintext: set [mqtt.tls] for a broker off this host"
+                    ),
+                ));
+            }
+        }
+        if m.mode == MqttMode::Embedded && !loopback(&m.host) {
+            out.push((
+                "mqtt.host".into(),
+                format!(
+                    "the embedded broker listens on {} without TLS: [[users]] passwords cross the network in clear; \
+                     prefer an external Mosquitto with TLS (docs/security.md)",
+                    m.host
+                ),
+            ));
+        }
+        if let Ok(addr) = self.dashboard.listen.parse::<SocketAddr>() {
+            if !addr.ip().is_loopback() && self.dashboard.allowed_hosts.is_empty() {
+                out.push((
+                    "dashboard.allowed_hosts".into(),
+                    format!(
+                        "the dashboard listens on {addr} but no host names are allowed: browsers reaching it by name get \
+                         421; list the names nurses use"
+                    ),
+                ));
+            }
+            if !addr.ip().is_loopback() && self.dashboard.read_only_without_sign_in {
+                out.push((
+                    "dashboard.read_only_without_sign_in".into(),
+                    format!("anyone who reaches {addr} sees the ward without signing in"),
+                ));
+            }
+        }
+        if let Some(mllp) = &self.mllp {
+            if let Ok(addr) = mllp.listen.parse::<SocketAddr>() {
+                if !addr.ip().is_loopback() && mllp.allow.is_empty() {
+                    out.push((
+                        "mllp.allow".into(),
+                        format!("MLLP listens on {addr} without an allow-list: only loopback peers are accepted"),
+                    ));
+                }
+            }
+            for (i, a) in mllp.allow.iter().enumerate() {
+                if parse_peer_block(a).is_ok_and(|n| n.prefix_len() == 0) {
+                    out.push((format!("mllp.allow[{i}]"), format!("'{a}' lets every address send vitals")));
+                }
+            }
+        }
+        out
     }
 
     /// Resolves a path from the config against the config file's directory.
@@ -530,6 +693,12 @@ impl Config {
         if self.mqtt.client_id.is_empty() {
             return Err(("mqtt.client_id".into(), "must not be empty".into()));
         }
+        if self.mqtt.client_id.starts_with("u:") {
+            return Err((
+                "mqtt.client_id".into(),
+                "must not start with 'u:' (the embedded broker's user clients)".into(),
+            ));
+        }
         if self.mqtt.mode == MqttMode::Embedded && self.mqtt.tls.is_some() {
             return Err(("mqtt.tls".into(), "TLS applies to external brokers only (mode = \"external\")".into()));
         }
@@ -541,6 +710,9 @@ impl Config {
         socket_addr("dashboard.listen", &self.dashboard.listen)?;
         if let Some(m) = &self.mllp {
             socket_addr("mllp.listen", &m.listen)?;
+            for (i, a) in m.allow.iter().enumerate() {
+                parse_peer_block(a).map_err(|reason| (format!("mllp.allow[{i}]"), reason))?;
+            }
             if m.max_message_bytes < 1024 {
                 return Err(("mllp.max_message_bytes".into(), "must be at least 1024".into()));
             }
@@ -556,7 +728,20 @@ impl Config {
             if !names.insert(u.name.as_str()) {
                 return Err((format!("users[{i}].name"), format!("'{}' is defined twice", u.name)));
             }
-            if !u.password_hash.starts_with("$argon2") {
+            // The name is a topic segment (`cmd/{bed}/{user}`) and part of the broker client id.
+            if u.name.is_empty()
+                || u.name.len() > 64
+                || u.name.contains(['/', '+', '#', '$', ':'])
+                || u.name.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err((
+                    format!("users[{i}].name"),
+                    format!("'{}' must be 1 to 64 characters without '/', '+', '#', '$', ':' or spaces", u.name),
+                ));
+            }
+            if !u.password_hash.starts_with("$argon2")
+                || argon2::password_hash::PasswordHash::new(&u.password_hash).is_err()
+            {
                 return Err((
                     format!("users[{i}].password_hash"),
                     "must be an argon2 PHC string (make one with `vigil hash-password`)".into(),
@@ -615,6 +800,7 @@ impl Config {
                 for (k, present) in sim_keys {
                     not_for(k, present)?;
                 }
+                not_for("peer", src.peer.is_some())?;
                 not_for("device_id", src.device_id.is_some() && src.device != DeviceKind::Hl7)?;
                 match &src.path {
                     None => return Err((format!("{at}.path"), "is required for kind = \"serial\"".into())),
@@ -662,6 +848,10 @@ impl Config {
                     }
                     _ => {}
                 }
+                if let Some(p) = &src.peer {
+                    p.parse::<std::net::IpAddr>()
+                        .map_err(|_| (format!("{at}.peer"), format!("'{p}' is not an IP address like 10.1.2.31")))?;
+                }
                 if self.mllp.is_none() {
                     return Err((
                         format!("{at}.kind"),
@@ -673,6 +863,7 @@ impl Config {
                 for (k, present) in serial_keys {
                     not_for(k, present)?;
                 }
+                not_for("peer", src.peer.is_some())?;
                 not_for("device_id", src.device_id.is_some())?;
                 if let Some(speed) = src.speed {
                     if !(speed.is_finite() && speed > 0.0 && speed <= 1000.0) {
@@ -724,6 +915,36 @@ fn topic_segment(path: &str, value: &str) -> Result<(), (String, String)> {
         ));
     }
     Ok(())
+}
+
+/// Password hashes published in Vigil's own documentation and examples: never for real use.
+pub const EXAMPLE_HASHES: [&str; 1] =
+    ["$argon2id$v=19$m=19456,t=2,p=1$hboFs2kgyvxMUnp+lH9tAg$iDx7IFdbB97Gj/O95kOIdIeWQgxZC4+mJV18mBy5DhA"];
+
+/// Why an argon2 PHC string is weaker (or costlier) than Vigil's default (argon2id, m=19456 KiB, t=2, p=1).
+fn weak_hash(phc: &str) -> Option<String> {
+    let parsed = argon2::password_hash::PasswordHash::new(phc).ok()?;
+    if parsed.algorithm.as_str() != "argon2id" {
+        return Some(format!("uses {}: use argon2id (`vigil hash-password`)", parsed.algorithm));
+    }
+    let param = |k: &str| parsed.params.get_decimal(k).unwrap_or(0);
+    let (m, t) = (param("m"), param("t"));
+    if m < 19_456 || t < 2 {
+        return Some(format!("argon2 parameters m={m} KiB, t={t} are weaker than m=19456, t=2: hash it again"));
+    }
+    if m > 262_144 {
+        return Some(format!("argon2 m={m} KiB makes every sign-in use over 256 MiB: hash it again"));
+    }
+    None
+}
+
+/// An `mllp.allow` entry: an address (`10.1.3.7`, one host) or a CIDR block (`10.1.2.0/24`).
+pub fn parse_peer_block(value: &str) -> Result<ipnet::IpNet, String> {
+    value
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| value.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map(|n| n.trunc())
+        .map_err(|_| format!("'{value}' is not an address (10.1.3.7) or a CIDR block (10.1.2.0/24)"))
 }
 
 fn socket_addr(path: &str, value: &str) -> Result<SocketAddr, (String, String)> {

@@ -92,7 +92,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     }
     let store = store::Store::open(&config.store.path)?;
     let broker = match config.mqtt.mode {
-        MqttMode::Embedded => Some(mqtt::broker::start(&config.mqtt)?),
+        MqttMode::Embedded => Some(mqtt::broker::start(&config)?),
         _ => None,
     };
     let dashboard_listener = tokio::net::TcpListener::bind(&config.dashboard.listen)
@@ -106,6 +106,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         None => None,
     };
     let mllp_addr = mllp.as_ref().map(|l| l.local_addr());
+    let mllp_refused = mllp.as_ref().map(|l| l.refused_peers());
 
     let infos = config
         .beds
@@ -121,6 +122,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let mut beds = JoinSet::new();
     let health = health::Health::new(Some(store.health()));
     let mut routes = HashMap::new();
+    let mut pins = HashMap::new();
     for (bed, profile) in config.beds.iter().zip(profiles.iter().cloned()) {
         let bed_id: vitals::BedId = bed.id.as_str().into();
         let engine = bed::restored_engine(&bed_id, profile.clone(), &store)?;
@@ -155,6 +157,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 }
                 SourceKind::Mllp => {
                     let device_id = src.device_id.clone().unwrap_or_default().to_ascii_uppercase();
+                    if let Some(ip) = src.peer.as_deref().and_then(|p| p.parse::<std::net::IpAddr>().ok()) {
+                        pins.insert(device_id.clone(), ip);
+                    }
                     routes.insert(device_id, (id, source_tx.clone()));
                 }
             }
@@ -180,7 +185,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             &mut tasks,
             "mllp-listener".into(),
             stop_sources.clone(),
-            listener.run(routes, stop_sources.clone()),
+            listener.with_pins(pins).run(routes, stop_sources.clone()),
         );
     }
     let retention = store::run_retention(store.clone(), config.store.retention_days, stop_rest.clone());
@@ -206,6 +211,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         dash_state = dash_state.with_mqtt_link(link);
     }
     dash_state = dash_state.with_health(health.clone());
+    if let Some(refused) = mllp_refused {
+        dash_state = dash_state.with_mllp_refused(refused);
+    }
     let dash_cancel = stop_rest.clone();
     tasks.spawn(async move {
         if let Err(e) = dashboard::serve(dashboard_listener, dash_state, dash_cancel).await {

@@ -46,7 +46,8 @@ enum LogFormat {
 enum Command {
     /// Run the daemon (the default).
     Run {
-        /// Configuration file. Default config/vigil.toml; when that file does not exist the embedded default is used.
+        /// Configuration file. Without it Vigil runs the built-in demo (config/demo.toml: simulated chairs,
+        /// loopback only, actions without sign-in).
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -61,6 +62,12 @@ enum Command {
     Replay(vigil::replay::ReplayArgs),
     /// Read a password on standard input and print its argon2 hash for `[[users]] password_hash`.
     HashPassword,
+    /// Print the Mosquitto ACL that gives an external broker Vigil's topic rights (nurses and admins publish
+    /// commands only on cmd/{bed}/{their name}); the commands that make its password file go to stderr.
+    MosquittoAcl {
+        /// The configuration file.
+        path: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -85,6 +92,15 @@ fn main() -> ExitCode {
             }
         }
         Command::HashPassword => hash_password(),
+        Command::MosquittoAcl { path } => match load(Some(&path)) {
+            Ok(config) => {
+                print!("{}", vigil::mqtt::acl::mosquitto_acl(&config, &path.display().to_string()));
+                eprintln!("# Then create the password file (each command asks for that account's password):");
+                eprint!("{}", vigil::mqtt::acl::passwd_commands(&config, "/etc/mosquitto/passwd"));
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
     }
 }
 
@@ -102,10 +118,12 @@ fn init_tracing(format: LogFormat) {
 fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
     let result = match path {
         Some(p) => Config::load(p),
-        None if Path::new("config/vigil.toml").exists() => Config::load(Path::new("config/vigil.toml")),
         None => {
-            tracing::info!("config/vigil.toml not found here: using the embedded default configuration");
-            Ok(Config::embedded_default())
+            tracing::warn!(
+                "no --config: running the built-in demo (config/demo.toml: simulated chairs, loopback only, actions \
+                 without sign-in); for a ward run `vigil run --config FILE`, starting from `vigil print-default-config`"
+            );
+            Ok(Config::demo())
         }
     };
     result.map_err(|e| {
@@ -119,6 +137,9 @@ fn run(path: Option<PathBuf>) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    for (key, why) in config.warnings() {
+        tracing::warn!(%key, "configuration: {why}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -175,6 +196,9 @@ fn check_config(path: &Path) -> ExitCode {
         Err(code) => return code,
     };
     println!("{}: ok (site {}, ward {})", path.display(), config.site.name, config.site.ward);
+    for (key, why) in config.warnings() {
+        println!("warning: {key}: {why}");
+    }
     for bed in &config.beds {
         println!("bed {} \"{}\" profile {}", bed.id, bed.label(), bed.profile);
         for src in &bed.sources {

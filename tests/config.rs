@@ -52,6 +52,18 @@ fn the_embedded_default_is_the_shipped_default_with_six_simulated_chairs() {
     assert_eq!(String::from_utf8(out.stdout).unwrap(), std::fs::read_to_string("config/vigil.toml").unwrap());
 }
 
+#[test]
+fn the_shipped_config_allows_no_action_without_sign_in_and_the_built_in_demo_does_on_loopback_only() {
+    let shipped = Config::embedded_default();
+    assert!(!shipped.dashboard.demo_actions_without_sign_in, "config/vigil.toml is a production starting point");
+    assert!(!vigil::mqtt::broker::is_loopback_demo(&shipped));
+    let demo = Config::demo();
+    assert!(vigil::mqtt::broker::is_loopback_demo(&demo));
+    assert_eq!(demo.dashboard.listen, "127.0.0.1:8080");
+    assert_eq!(demo.mqtt.host, "127.0.0.1");
+    assert_eq!(demo.beds.len(), 6);
+}
+
 const SITE: &str = "[site]\nname = \"a\"\nward = \"b\"\n";
 
 fn bed(id: &str, source: &str) -> String {
@@ -186,6 +198,18 @@ fn broken_configs() -> Vec<(&'static str, String, &'static str, &'static str)> {
             "unknown variant",
         ),
         (
+            "a word in the MLLP allow-list",
+            format!("{SITE}[mllp]\nallow = [\"10.1.2.0/24\", \"ward-pcs\"]\n"),
+            "mllp.allow[1]",
+            "CIDR block",
+        ),
+        (
+            "a user name with a slash (it is a command topic segment)",
+            format!("{SITE}[[users]]\nname = \"n/x\"\nrole = \"nurse\"\npassword_hash = \"$argon2id$x\"\n"),
+            "users[0].name",
+            "without '/'",
+        ),
+        (
             "unknown profile",
             format!("{SITE}[[beds]]\nid = \"c1\"\nprofile = \"no-such-profile\"\n"),
             "beds[0].profile",
@@ -223,4 +247,52 @@ fn check_config_exits_64_naming_the_file_and_the_misspelt_key() {
 fn run_with_a_missing_config_file_exits_64() {
     let out = vigil().args(["run", "--config", "/nonexistent/vigil.toml"]).output().unwrap();
     assert_eq!(out.status.code(), Some(64), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn check_config_warns_about_weak_and_example_hashes_plaintext_credentials_and_open_listeners() {
+    let dir = tempfile::tempdir().unwrap();
+    let weak = "$argon2id$v=19$m=64,t=1,p=1$dmlnaWwtdGVzdC1zYWx0IQ$jvb2dT3Q9nHzM7ctUy5mC1Sz2Y9KLbYq0vDFVfW0pVU";
+    let example = vigil::config::EXAMPLE_HASHES[0];
+    let text = format!(
+        "{SITE}[mqtt]\nmode = \"external\"\nhost = \"10.0.0.12\"\nusername = \"vigil\"\npassword = \"pw\"\n\
+         [dashboard]\nlisten = \"0.0.0.0:8080\"\n[mllp]\nlisten = \"0.0.0.0:2575\"\n\
+         [[users]]\nname = \"a\"\nrole = \"nurse\"\npassword_hash = \"{weak}\"\n\
+         [[users]]\nname = \"b\"\nrole = \"nurse\"\npassword_hash = \"{example}\"\n"
+    );
+    let file = dir.path().join("weak.toml");
+    std::fs::write(&file, text).unwrap();
+    let out = vigil().arg("check-config").arg(&file).output().unwrap();
+    assert!(out.status.success(), "warnings do not stop the daemon");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    for expected in [
+        "warning: users[0].password_hash: argon2 parameters m=64 KiB, t=1",
+        "warning: users[1].password_hash: is the documented example hash",
+        "warning: mqtt.tls: Vigil's MQTT password goes to 10.0.0.12 in plaintext",
+        "warning: dashboard.allowed_hosts:",
+        "warning: mllp.allow: MLLP listens on 0.0.0.0:2575 without an allow-list",
+    ] {
+        assert!(stdout.contains(expected), "missing '{expected}' in:\n{stdout}");
+    }
+    assert!(!stdout.contains("pw\""), "the password is never printed");
+    let shipped = vigil().arg("check-config").arg("config/vigil.toml").output().unwrap();
+    assert!(!String::from_utf8(shipped.stdout).unwrap().contains("warning:"), "the shipped config is clean");
+}
+
+#[test]
+fn the_mqtt_password_may_come_from_a_file_or_the_environment_and_debug_output_hides_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mqtt.pw"), "from-a-file\n").unwrap();
+    let text = format!("{SITE}[mqtt]\nusername = \"vigil\"\npassword_file = \"mqtt.pw\"\n");
+    let c = Config::parse(&text, "t.toml", dir.path()).unwrap();
+    assert_eq!(c.mqtt.password.as_deref(), Some("from-a-file"));
+    assert!(!format!("{:?}", c.mqtt).contains("from-a-file"), "Debug redacts the password");
+    std::env::set_var("VIGIL_TEST_MQTT_PW", "from-the-env");
+    let text = format!("{SITE}[mqtt]\nusername = \"vigil\"\npassword_env = \"VIGIL_TEST_MQTT_PW\"\n");
+    assert_eq!(Config::parse(&text, "t.toml", dir.path()).unwrap().mqtt.password.as_deref(), Some("from-the-env"));
+    let missing = format!("{SITE}[mqtt]\nusername = \"vigil\"\npassword_file = \"nope.pw\"\n");
+    let err = Config::parse(&missing, "t.toml", dir.path()).unwrap_err();
+    assert_eq!(err.path(), "mqtt.password_file");
+    let both = format!("{SITE}[mqtt]\nusername = \"vigil\"\npassword = \"x\"\npassword_env = \"VIGIL_TEST_MQTT_PW\"\n");
+    assert_eq!(Config::parse(&both, "t.toml", dir.path()).unwrap_err().path(), "mqtt.password");
 }

@@ -25,6 +25,10 @@ client_id = "vigil-test-{port}"
 listen = "127.0.0.1:0"
 [store]
 path = "{db}"
+[[users]]
+name = "victor"
+role = "viewer"
+password_hash = "{hash}"
 [[beds]]
 id = "chair-1"
 [[beds.sources]]
@@ -33,14 +37,16 @@ device = "masimo"
 scenario = "calm-session"
 seed = 11
 "#,
-        db = dir.join("vigil.db").display()
+        db = dir.join("vigil.db").display(),
+        hash = vigil::auth::hash_password("rotciv").unwrap()
     );
     Config::parse(&text, "test.toml", dir).unwrap()
 }
 
 async fn subscriber(port: u16, topic: &str) -> (AsyncClient, rumqttc::EventLoop) {
     let mut opts = MqttOptions::new(format!("test-sub-{port}"), "127.0.0.1", port);
-    opts.set_keep_alive(Duration::from_secs(5));
+    // The embedded broker signs clients in with [[users]] names and passwords; the test Mosquitto is open.
+    opts.set_keep_alive(Duration::from_secs(5)).set_credentials("victor", "rotciv");
     let (client, eventloop) = AsyncClient::new(opts, 100);
     client.subscribe(topic, QoS::AtLeastOnce).await.unwrap();
     (client, eventloop)

@@ -38,9 +38,18 @@ struct Ward {
 }
 
 fn ward(idle_timeout_s: u64) -> Ward {
-    let cfg =
-        MllpConfig { listen: "127.0.0.1:0".into(), max_message_bytes: 4096, idle_timeout_s, ..Default::default() };
-    let listener = MllpListener::bind(&cfg).expect("bind");
+    ward_with(idle_timeout_s, Vec::new(), HashMap::new())
+}
+
+fn ward_with(idle_timeout_s: u64, allow: Vec<String>, pins: HashMap<String, std::net::IpAddr>) -> Ward {
+    let cfg = MllpConfig {
+        listen: "127.0.0.1:0".into(),
+        max_message_bytes: 4096,
+        idle_timeout_s,
+        allow,
+        ..Default::default()
+    };
+    let listener = MllpListener::bind(&cfg).expect("bind").with_pins(pins);
     let addr = listener.local_addr();
     let (tx3, chair3) = mpsc::channel(64);
     let (tx4, chair4) = mpsc::channel(64);
@@ -202,8 +211,7 @@ async fn an_idle_connection_is_closed_by_the_listener() {
 #[tokio::test]
 async fn a_port_in_use_is_an_error_naming_mllp_listen() {
     let w = ward(300);
-    let cfg =
-        MllpConfig { listen: w.addr.to_string(), max_message_bytes: 4096, idle_timeout_s: 300, ..Default::default() };
+    let cfg = MllpConfig { listen: w.addr.to_string(), ..MllpConfig::default() };
     let err = MllpListener::bind(&cfg).expect_err("the port is taken");
     assert!(matches!(err, IngestError::Bind { .. }));
     assert!(err.to_string().starts_with("mllp.listen:"), "{err}");
@@ -228,4 +236,80 @@ async fn with_the_default_limit_a_thousand_monitors_are_served_at_once_and_the_l
     assert_eq!(code, "AA");
     w.cancel.cancel();
     let _ = tokio::time::timeout(GUARD, w.task).await;
+}
+
+/// Connects from a chosen loopback source address (Linux routes all of 127.0.0.0/8 to lo).
+async fn connect_from(local: &str, addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{local}:0").parse().unwrap()).expect("bind the source address");
+    socket.connect(addr).await.expect("connect")
+}
+
+#[tokio::test]
+async fn a_peer_outside_mllp_allow_is_refused_at_accept_and_counted_while_an_allowed_one_gets_aa() {
+    let listener_cfg =
+        MllpConfig { listen: "127.0.0.1:0".into(), allow: vec!["127.0.0.1".into()], ..Default::default() };
+    let listener = MllpListener::bind(&listener_cfg).unwrap();
+    let refused = listener.refused_peers();
+    let addr = listener.local_addr();
+    let (tx3, mut chair3) = mpsc::channel(64);
+    let routes = HashMap::from([("00A0370098007A80".to_owned(), (SourceId::new("chair-3", 0), tx3))]);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(listener.run(routes, cancel.clone()));
+
+    let mut stranger = connect_from("127.0.0.2", addr).await;
+    let _ = stranger.write_all(&hl7_frame(&mindray())).await;
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(GUARD, stranger.read(&mut buf)).await.expect("closed in time").unwrap_or(0);
+    assert_eq!(n, 0, "no ACK for a peer outside the allow-list: the connection is closed");
+    assert_eq!(refused.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert!(chair3.try_recv().is_err(), "nothing reached the bed");
+
+    let mut friend = Framed::new(connect_from("127.0.0.1", addr).await, MllpCodec::new(1 << 16));
+    let (code, _, _) = send(&mut friend, mindray().as_bytes()).await;
+    assert_eq!(code, "AA");
+    next(&mut chair3, |e| matches!(e, SourceEvent::Frame { .. })).await;
+    cancel.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_device_pinned_to_a_peer_address_is_refused_from_another_allowed_address() {
+    let pins = HashMap::from([("00a0370098007a80".to_owned(), "127.0.0.1".parse().unwrap())]);
+    let mut w = ward_with(300, vec!["127.0.0.0/8".into()], pins);
+    let mut other = Framed::new(connect_from("127.0.0.3", w.addr).await, MllpCodec::new(1 << 16));
+    let (code, _, text) = send(&mut other, mindray().as_bytes()).await;
+    assert_eq!(code, "AR", "{text}");
+    assert!(text.contains("accepted only from 127.0.0.1"), "{text}");
+    let mut pinned = Framed::new(connect_from("127.0.0.1", w.addr).await, MllpCodec::new(1 << 16));
+    let (code, _, _) = send(&mut pinned, mindray().as_bytes()).await;
+    assert_eq!(code, "AA");
+    let frame = next(&mut w.chair3, |e| matches!(e, SourceEvent::Frame { .. })).await;
+    assert_eq!(value(&frame, Parameter::NibpSys), Some(147.0));
+    w.cancel.cancel();
+    w.task.await.unwrap();
+}
+
+#[test]
+fn the_default_allow_list_is_loopback_and_entries_may_be_addresses_or_blocks() {
+    use vigil::ingest::mllp_listener::peer_allowed;
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    assert!(peer_allowed(&[], ip("127.0.0.1")));
+    assert!(peer_allowed(&[], ip("::1")));
+    assert!(!peer_allowed(&[], ip("10.1.2.3")));
+    let allow: Vec<_> =
+        ["10.1.2.0/24", "10.1.3.7"].iter().map(|a| vigil::config::parse_peer_block(a).unwrap()).collect();
+    assert!(peer_allowed(&allow, ip("10.1.2.200")));
+    assert!(peer_allowed(&allow, ip("::ffff:10.1.3.7")), "IPv4-mapped peers count as IPv4");
+    assert!(!peer_allowed(&allow, ip("10.1.3.8")));
+    assert!(!peer_allowed(&allow, ip("127.0.0.1")), "an explicit list replaces the loopback default");
+    assert!(vigil::config::parse_peer_block("10.1.2.0/33").is_err());
+    assert_eq!(MllpConfig::default().listen, "127.0.0.1:2575");
+}
+
+fn hl7_frame(msg: &str) -> Vec<u8> {
+    let mut v = vec![0x0b];
+    v.extend_from_slice(msg.as_bytes());
+    v.extend_from_slice(&[0x1c, 0x0d]);
+    v
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use mqtt_support::*;
 use tokio_util::sync::CancellationToken;
-use vigil::config::MqttConfig;
+use vigil::config::Config;
 use vigil::event::{Command, Event};
 use vigil::mqtt::{self, broker, LinkState};
 use vigil::store::Store;
@@ -21,7 +21,8 @@ fn embedded(port: u16, client_id: &str) -> String {
 fn a_port_already_in_use_is_an_error_naming_the_setting_to_change() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let cfg = MqttConfig { port, ..MqttConfig::default() };
+    let mut cfg = Config::embedded_default();
+    cfg.mqtt.port = port;
     let err = broker::start(&cfg).unwrap_err().to_string();
     assert_eq!(
         err,
@@ -33,14 +34,14 @@ fn a_port_already_in_use_is_an_error_naming_the_setting_to_change() {
 async fn status_vitals_alarm_events_and_retained_snapshots_reach_a_subscriber_and_shutdown_says_offline() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let cfg = config(dir.path(), &embedded(port, "vigil-e1"), "");
-    let b = broker::start(&cfg.mqtt).unwrap();
+    let cfg = config(dir.path(), &embedded(port, "vigil-e1"), &users());
+    let b = broker::start(&cfg).unwrap();
     assert_eq!(b.addr().port(), port);
     let store = Store::open(&dir.path().join("vigil.db")).unwrap();
     let hub = hub();
     let cancel = CancellationToken::new();
     let m = mqtt::spawn(cfg.clone(), hub.clone(), store.clone(), cancel.clone()).unwrap();
-    let mut sub = Subscriber::connect(port, "it-e1", &format!("{BASE}/#"), false).await;
+    let mut sub = Subscriber::connect_as(port, "it-e1", &format!("{BASE}/#"), false, VICTOR).await;
 
     let online = sub.expect("/status", T, |m| m.json["state"] == "online").await;
     assert!(online.json["seq"].as_u64().unwrap() >= 1);
@@ -74,7 +75,7 @@ async fn status_vitals_alarm_events_and_retained_snapshots_reach_a_subscriber_an
     assert_eq!(off.json["reason"], "shutdown");
     assert_eq!(off.json["seq"], online.json["seq"]);
     // A late subscriber with a wildcard (as in docs/mqtt-api.md) gets the retained state at once.
-    let mut late = Subscriber::connect(port, "it-e1-late", "vigil/#", false).await;
+    let mut late = Subscriber::connect_as(port, "it-e1-late", "vigil/#", false, VICTOR).await;
     let retained = late.expect("/status", T, |_| true).await;
     assert!(retained.retain, "a late subscriber gets the retained status");
     assert_eq!(retained.json["state"], "offline");
@@ -84,25 +85,27 @@ async fn status_vitals_alarm_events_and_retained_snapshots_reach_a_subscriber_an
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledge_over_mqtt_reaches_the_bed_the_reply_says_ok_and_the_ack_event_is_published() {
+async fn a_nurses_acknowledge_without_a_password_reaches_the_bed_as_her_and_the_ack_event_is_published() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let cfg = config(dir.path(), &embedded(port, "vigil-e2"), &users());
-    broker::start(&cfg.mqtt).unwrap();
+    broker::start(&cfg).unwrap();
     let store = Store::open(&dir.path().join("vigil.db")).unwrap();
     let hub = hub();
     let mut seen = fake_bed(hub.clone(), store.clone(), "chair-1");
     let cancel = CancellationToken::new();
     let m = mqtt::spawn(cfg, hub.clone(), store.clone(), cancel.clone()).unwrap();
-    let mut sub = Subscriber::connect(port, "it-e2", &format!("{BASE}/#"), false).await;
+    let mut sub = Subscriber::connect_as(port, "it-e2", &format!("{BASE}/#"), false, VICTOR).await;
     sub.expect("/status", T, |m| m.json["state"] == "online").await;
     emit_alarm(&store, &hub, "chair-1", "chair-1-a1", 1);
     sub.expect("/bed/chair-1/alarm", T, |_| true).await;
 
-    publish_once(
+    // The broker account is the actor: no user or password in the payload.
+    publish_once_as(
         port,
-        &format!("{BASE}/cmd/chair-1"),
-        r#"{"command":"acknowledge","alarm_id":"chair-1-a1","user":"nina","password":"anin","request_id":"r-1",
+        NINA,
+        &format!("{BASE}/cmd/chair-1/nina"),
+        r#"{"command":"acknowledge","alarm_id":"chair-1-a1","request_id":"r-1",
             "reply_to":"vigil/v1/test-site/ward-a/reply/nurse-station"}"#,
     )
     .await;
@@ -113,6 +116,7 @@ async fn acknowledge_over_mqtt_reaches_the_bed_the_reply_says_ok_and_the_ack_eve
     assert_eq!(reply.json["ok"], true, "{}", reply.json);
     assert_eq!(reply.json["request_id"], "r-1");
     assert_eq!(reply.json["events"], 1);
+    assert_eq!(reply.json["user"], "nina");
     let ack = sub.expect("/bed/chair-1/alarm", T, |m| m.json["state"] == "acknowledged").await;
     assert_eq!(ack.json["by"], "nina");
     assert_eq!(ack.json["bed_seq"], 2);
@@ -130,42 +134,43 @@ async fn unauthorised_and_malformed_commands_are_refused_with_a_reason_and_never
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let cfg = config(dir.path(), &embedded(port, "vigil-e3"), &users());
-    broker::start(&cfg.mqtt).unwrap();
+    broker::start(&cfg).unwrap();
     let store = Store::open(&dir.path().join("vigil.db")).unwrap();
     let hub = hub();
     let mut seen = fake_bed(hub.clone(), store.clone(), "chair-1");
     let cancel = CancellationToken::new();
     let m = mqtt::spawn(cfg, hub.clone(), store.clone(), cancel.clone()).unwrap();
-    let mut sub = Subscriber::connect(port, "it-e3", &format!("{BASE}/reply/#"), false).await;
-    let cmd = format!("{BASE}/cmd/chair-1");
+    let mut sub = Subscriber::connect_as(port, "it-e3", &format!("{BASE}/reply/#"), false, VICTOR).await;
+    // (sender, payload, reason): the sender publishes on cmd/chair-1/{sender}.
     let cases = [
-        (r#"{"command":"acknowledge","user":"victor","password":"rotciv","request_id":"viewer"}"#, "needs role Nurse"),
+        (ADA, r#"{"command":"acknowledge","user":"nina","request_id":"claims-other"}"#, "'user' is 'nina'"),
         (
-            r#"{"command":"acknowledge","user":"nina","password":"wrong","request_id":"badpw"}"#,
-            "unknown user or wrong password",
+            NINA,
+            r#"{"command":"acknowledge","user":"nina","password":"anin","request_id":"oldformat"}"#,
+            "commands carry no password",
         ),
         (
-            r#"{"command":"acknowledge","user":"mallory","password":"x","request_id":"nouser"}"#,
-            "unknown user or wrong password",
-        ),
-        (r#"{"command":"acknowledge","request_id":"nocreds"}"#, "missing 'user' or 'password'"),
-        (
-            r#"{"command":"set_limit","key":"limits.spo2.low.medium","value":90,"user":"nina","password":"anin","request_id":"nurse-limit"}"#,
+            NINA,
+            r#"{"command":"set_limit","key":"limits.spo2.low.medium","value":90,"request_id":"nurse-limit"}"#,
             "needs role Admin",
         ),
+        (NINA, r#"{"command":"pause_audio","seconds":"lots","request_id":"badtype"}"#, "malformed command"),
+        (ADA, r#"{"command":"self_destruct","request_id":"unknown"}"#, "malformed command"),
         (
-            r#"{"command":"pause_audio","seconds":"lots","user":"nina","password":"anin","request_id":"badtype"}"#,
-            "malformed command",
-        ),
-        (r#"{"command":"self_destruct","user":"ada","password":"ada","request_id":"unknown"}"#, "malformed command"),
-        (
-            r#"{"command":"acknowledge","user":"nina","password":"anin","request_id":"badreply","reply_to":"vigil/v1/test-site/ward-a/status"}"#,
+            NINA,
+            r#"{"command":"acknowledge","request_id":"badreply","reply_to":"vigil/v1/test-site/ward-a/status"}"#,
             "reply_to",
         ),
-        (r#"not json at all"#, "not JSON"),
+        (
+            NINA,
+            r#"{"command":"session_start","patient":"P-1","password":"pw-1234","request_id":true}"#,
+            "'request_id' must be a string",
+        ),
+        (NINA, r#"not json at all, "password": "pw-1234""#, "not JSON"),
     ];
-    for (payload, _) in &cases {
-        publish_once(port, &cmd, payload).await;
+    for (sender, payload, _) in &cases {
+        let topic = format!("{BASE}/cmd/chair-1/{}", sender.unwrap().0);
+        publish_once_as(port, *sender, &topic, payload).await;
     }
     let mut replies = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -176,13 +181,16 @@ async fn unauthorised_and_malformed_commands_are_refused_with_a_reason_and_never
         }
     }
     assert_eq!(replies.len(), cases.len(), "one reply per command: {replies:?}");
-    for (payload, reason) in &cases {
-        let id = serde_json::from_str::<serde_json::Value>(payload).ok().map(|v| v["request_id"].clone());
+    for (_, payload, reason) in &cases {
+        let id = serde_json::from_str::<serde_json::Value>(payload)
+            .ok()
+            .map(|v| v["request_id"].clone())
+            .filter(serde_json::Value::is_string);
         let r = replies
             .iter()
             .find(|m| match &id {
                 Some(id) => &m.json["request_id"] == id,
-                None => m.json["request_id"].is_null(),
+                None => m.json["request_id"].is_null() && m.json["reason"].as_str().unwrap_or("").contains(reason),
             })
             .unwrap_or_else(|| panic!("a reply for {payload}"));
         assert_eq!(r.json["ok"], false, "{payload}");
@@ -195,7 +203,10 @@ async fn unauthorised_and_malformed_commands_are_refused_with_a_reason_and_never
     let actions =
         store.actions("chair-1", chrono::Utc::now() - chrono::Duration::minutes(1), chrono::Utc::now()).unwrap();
     assert_eq!(actions.len(), cases.len(), "every refusal is in the audit trail");
-    assert!(actions.iter().all(|a| !a.ok && !a.request.contains("\"anin\"")), "no password in the audit trail");
+    for a in &actions {
+        assert!(!a.ok);
+        assert!(!a.request.contains("anin") && !a.request.contains("pw-1234"), "no password in the audit trail: {a:?}");
+    }
     cancel.cancel();
     tokio::time::timeout(T, m.task).await.unwrap().unwrap();
 }
@@ -205,13 +216,13 @@ async fn session_events_go_out_retained_from_the_outbox_and_commands_the_bed_ref
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let cfg = config(dir.path(), &embedded(port, "vigil-e4"), &users());
-    broker::start(&cfg.mqtt).unwrap();
+    broker::start(&cfg).unwrap();
     let store = Store::open(&dir.path().join("vigil.db")).unwrap();
     let hub = hub();
     let _seen = fake_bed(hub.clone(), store.clone(), "chair-1");
     let cancel = CancellationToken::new();
     let m = mqtt::spawn(cfg, hub.clone(), store.clone(), cancel.clone()).unwrap();
-    let mut sub = Subscriber::connect(port, "it-e4", &format!("{BASE}/#"), false).await;
+    let mut sub = Subscriber::connect_as(port, "it-e4", &format!("{BASE}/#"), false, VICTOR).await;
     sub.expect("/status", T, |m| m.json["state"] == "online").await;
     let s = session("chair-1", "session_start");
     store.append(&[Event::Session(s.clone())]).unwrap();
@@ -223,20 +234,16 @@ async fn session_events_go_out_retained_from_the_outbox_and_commands_the_bed_ref
     store.append(&[Event::Session(s2.clone())]).unwrap();
     hub.publish(Event::Session(s2));
     sub.expect("/bed/chair-1/session", T, |m| m.json["action"] == "infusion_start").await;
-    let mut late = Subscriber::connect(port, "it-e4-late", &format!("{BASE}/bed/chair-1/session"), false).await;
+    let mut late =
+        Subscriber::connect_as(port, "it-e4-late", &format!("{BASE}/bed/chair-1/session"), false, VICTOR).await;
     let retained = late.expect("/bed/chair-1/session", T, |_| true).await;
     assert!(retained.retain);
     assert_eq!(retained.json["action"], "infusion_start", "the retained session is the latest");
 
-    publish_once(port, &format!("{BASE}/cmd/chair-1"), r#"{"command":"session_end","user":"nina","password":"anin"}"#)
-        .await;
+    publish_once_as(port, NINA, &format!("{BASE}/cmd/chair-1/nina"), r#"{"command":"session_end"}"#).await;
     let r = sub.expect("/reply/chair-1", T, |_| true).await;
     assert_eq!(r.json["ok"], false);
     assert_eq!(r.json["reason"], "no session is running");
-    publish_once(port, &format!("{BASE}/cmd/chair-9"), r#"{"command":"session_end","user":"nina","password":"anin"}"#)
-        .await;
-    let r = sub.expect("/reply/chair-9", T, |_| true).await;
-    assert_eq!(r.json["reason"], "unknown bed 'chair-9'");
     cancel.cancel();
     tokio::time::timeout(T, m.task).await.unwrap().unwrap();
 }
@@ -262,27 +269,116 @@ async fn shutdown_is_prompt_when_no_broker_is_reachable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_embedded_broker_accepts_only_the_configured_credentials_when_they_are_set() {
+async fn anonymous_and_wrong_password_connects_are_refused_and_users_and_vigils_own_account_sign_in() {
+    use rumqttc::ConnectReturnCode::*;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mqtt_cfg = format!("{}\nusername = \"vigil\"\npassword = \"s3cret\"", embedded(port, "vigil-e6"));
-    let cfg = config(dir.path(), &mqtt_cfg, "");
-    broker::start(&cfg.mqtt).unwrap();
+    let cfg = config(dir.path(), &mqtt_cfg, &users());
+    let b = broker::start(&cfg).unwrap();
     let store = Store::open(&dir.path().join("vigil.db")).unwrap();
     let cancel = CancellationToken::new();
     let m = mqtt::spawn(cfg, hub(), store, cancel.clone()).unwrap();
     let mut link = m.link.clone();
     tokio::time::timeout(T, link.wait_for(|l| l.state == LinkState::Connected)).await.unwrap().unwrap();
 
-    // An anonymous client is turned away.
-    let mut o = rumqttc::MqttOptions::new("anonymous", "127.0.0.1", port);
-    o.set_keep_alive(Duration::from_secs(5));
-    let (_c, mut el) = rumqttc::AsyncClient::new(o, 10);
-    let first = tokio::time::timeout(T, el.poll()).await.unwrap();
-    assert!(
-        !matches!(first, Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ref a))) if a.code == rumqttc::ConnectReturnCode::Success),
-        "{first:?}"
-    );
+    assert_eq!(connack(port, None).await, Ok(NotAuthorized), "anonymous");
+    assert_eq!(connack(port, Some(("nina", "wrong"))).await, Ok(BadUserNamePassword));
+    assert_eq!(connack(port, Some(("mallory", "anin"))).await, Ok(BadUserNamePassword));
+    assert_eq!(connack(port, Some(("vigil", "nope"))).await, Ok(BadUserNamePassword));
+    assert_eq!(connack(port, VICTOR).await, Ok(Success));
+    assert_eq!(connack(port, NINA).await, Ok(Success));
+    assert_eq!(connack(port, Some(("vigil", "s3cret"))).await, Ok(Success), "the configured service account");
+    assert!(b.stats().refused_connects.load(std::sync::atomic::Ordering::Relaxed) >= 4);
+    cancel.cancel();
+    tokio::time::timeout(T, m.task).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewers_forged_alarm_and_a_nurses_command_as_someone_else_never_reach_another_subscriber() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = config(dir.path(), &embedded(port, "vigil-e8"), &users());
+    let b = broker::start(&cfg).unwrap();
+    let store = Store::open(&dir.path().join("vigil.db")).unwrap();
+    let hub = hub();
+    let mut seen = fake_bed(hub.clone(), store.clone(), "chair-1");
+    let cancel = CancellationToken::new();
+    let m = mqtt::spawn(cfg, hub.clone(), store.clone(), cancel.clone()).unwrap();
+    let mut sub = Subscriber::connect_as(port, "it-e8", "#", false, VICTOR).await;
+    sub.expect("/status", T, |m| m.json["state"] == "online").await;
+
+    let forged = r#"{"alarm_id":"chair-1-a9","state":"ended"}"#;
+    publish_once_as(port, VICTOR, &format!("{BASE}/bed/chair-1/alarm"), forged).await;
+    publish_once_as(port, VICTOR, &format!("{BASE}/bed/chair-1/alarms"), r#"{"alarms":[]}"#).await;
+    publish_once_as(port, NINA, &format!("{BASE}/status"), r#"{"state":"offline"}"#).await;
+    publish_once_as(port, NINA, &format!("{BASE}/cmd/chair-1/ada"), r#"{"command":"acknowledge"}"#).await;
+    publish_once_as(port, VICTOR, &format!("{BASE}/cmd/chair-1/victor"), r#"{"command":"acknowledge"}"#).await;
+    // A subscriber's own rumqttc client is connected through the same gate: if any of these had got through it
+    // would be here by now, after the real alarm below.
+    emit_alarm(&store, &hub, "chair-1", "chair-1-a1", 1);
+    sub.expect("/bed/chair-1/alarm", T, |m| m.json["alarm_id"] == "chair-1-a1").await;
+    let got = sub.collect_for(Duration::from_millis(500)).await;
+    for msg in &got {
+        assert!(msg.json["alarm_id"] != "chair-1-a9", "the forged alarm reached a subscriber: {msg:?}");
+        assert!(!msg.topic.contains("/cmd/"), "a refused command reached a subscriber: {msg:?}");
+        if msg.topic.ends_with("/status") {
+            assert_eq!(msg.json["state"], "online", "forged status: {msg:?}");
+        }
+        if msg.topic.ends_with("/alarms") {
+            assert!(msg.json.get("bed_seq").is_some(), "forged snapshot: {msg:?}");
+        }
+    }
+    assert!(seen.try_recv().is_err(), "no forged command reached the bed");
+    assert_eq!(b.stats().refused_publishes.load(std::sync::atomic::Ordering::Relaxed), 5);
+    cancel.cancel();
+    tokio::time::timeout(T, m.task).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_signing_in_with_vigils_client_id_does_not_take_over_vigils_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = config(dir.path(), &embedded(port, "vigil-e9"), &users());
+    broker::start(&cfg).unwrap();
+    let store = Store::open(&dir.path().join("vigil.db")).unwrap();
+    let hub = hub();
+    let cancel = CancellationToken::new();
+    let m = mqtt::spawn(cfg, hub.clone(), store.clone(), cancel.clone()).unwrap();
+    let mut sub = Subscriber::connect_as(port, "it-e9", &format!("{BASE}/#"), false, VICTOR).await;
+    sub.expect("/status", T, |m| m.json["state"] == "online").await;
+    let _thief = Subscriber::connect_as(port, "vigil-e9", &format!("{BASE}/cmd/#"), false, NINA).await;
+    emit_alarm(&store, &hub, "chair-1", "chair-1-a1", 1);
+    sub.expect("/bed/chair-1/alarm", T, |m| m.json["alarm_id"] == "chair-1-a1").await;
+    assert_eq!(m.link.borrow().state, LinkState::Connected);
+    let again = sub.collect_for(Duration::from_millis(500)).await;
+    assert!(!again.iter().any(|m| m.topic.ends_with("/status") && m.json["state"] != "online"), "{again:?}");
+    cancel.cancel();
+    tokio::time::timeout(T, m.task).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loopback_demo_lets_anonymous_clients_in_and_their_commands_run_as_demo() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = config(dir.path(), &embedded(port, "vigil-e10"), "[dashboard]\ndemo_actions_without_sign_in = true\n");
+    broker::start(&cfg).unwrap();
+    let store = Store::open(&dir.path().join("vigil.db")).unwrap();
+    let hub = hub();
+    let mut seen = fake_bed(hub.clone(), store.clone(), "chair-1");
+    let cancel = CancellationToken::new();
+    let m = mqtt::spawn(cfg, hub.clone(), store.clone(), cancel.clone()).unwrap();
+    let mut sub = Subscriber::connect(port, "it-e10", &format!("{BASE}/#"), false).await;
+    sub.expect("/status", T, |m| m.json["state"] == "online").await;
+    publish_once(port, &format!("{BASE}/bed/chair-1/alarms"), r#"{"alarms":[]}"#).await;
+    publish_once(port, &format!("{BASE}/cmd/chair-1"), r#"{"command":"acknowledge","request_id":"d"}"#).await;
+    let req = tokio::time::timeout(T, seen.recv()).await.unwrap().unwrap();
+    assert_eq!(req.actor, "demo");
+    let r = sub.expect("/reply/chair-1", T, |m| m.json["request_id"] == "d").await;
+    assert_eq!(r.json["ok"], true, "{}", r.json);
+    let got = sub.collect_for(Duration::from_millis(300)).await;
+    let forged = got.iter().any(|m| m.topic.ends_with("/alarms") && m.json.get("bed_seq").is_none());
+    assert!(!forged, "demo clients cannot forge bed topics: {got:?}");
     cancel.cancel();
     tokio::time::timeout(T, m.task).await.unwrap().unwrap();
 }
@@ -292,19 +388,19 @@ async fn a_retained_command_replayed_by_the_broker_is_refused_and_never_reaches_
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let cfg = config(dir.path(), &embedded(port, "vigil-e7"), &users());
-    broker::start(&cfg.mqtt).unwrap();
+    broker::start(&cfg).unwrap();
     // Someone published a command with retain on, before Vigil (re)connected.
     let mut o = rumqttc::MqttOptions::new("retainer", "127.0.0.1", port);
-    o.set_keep_alive(Duration::from_secs(5));
+    o.set_keep_alive(Duration::from_secs(5)).set_credentials("nina", "anin");
     let (c, mut el) = rumqttc::AsyncClient::new(o, 10);
-    let cmd = r#"{"command":"acknowledge","user":"nina","password":"anin","request_id":"stale"}"#;
-    c.publish(format!("{BASE}/cmd/chair-1"), rumqttc::QoS::AtLeastOnce, true, cmd).await.unwrap();
+    let cmd = r#"{"command":"acknowledge","request_id":"stale"}"#;
+    c.publish(format!("{BASE}/cmd/chair-1/nina"), rumqttc::QoS::AtLeastOnce, true, cmd).await.unwrap();
     tokio::time::timeout(T, async {
         while !matches!(el.poll().await, Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))) {}
     })
     .await
     .unwrap();
-    let mut sub = Subscriber::connect(port, "it-e7", &format!("{BASE}/reply/#"), false).await;
+    let mut sub = Subscriber::connect_as(port, "it-e7", &format!("{BASE}/reply/#"), false, VICTOR).await;
 
     let store = Store::open(&dir.path().join("vigil.db")).unwrap();
     let hub = hub();
@@ -324,7 +420,7 @@ async fn an_event_the_broker_cannot_take_is_quarantined_counted_and_shown_and_th
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let cfg = config(dir.path(), &embedded(port, "vigil-e-poison"), "");
-    broker::start(&cfg.mqtt).unwrap();
+    broker::start(&cfg).unwrap();
     let store = Store::open(&dir.path().join("vigil.db")).unwrap();
     let hub = hub();
     // Stored before the publisher starts, so both are in the outbox in this order: the poison first.
@@ -361,7 +457,7 @@ async fn a_lagging_publisher_sheds_vitals_with_a_count_and_does_not_republish_un
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let cfg = config(dir.path(), &embedded(port, "vigil-e-lag"), "");
-    broker::start(&cfg.mqtt).unwrap();
+    broker::start(&cfg).unwrap();
     let store = Store::open(&dir.path().join("vigil.db")).unwrap();
     let hub = hub();
     let cancel = CancellationToken::new();
@@ -408,7 +504,7 @@ async fn a_store_that_cannot_write_is_shown_on_the_retained_status_and_the_alarm
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let cfg = config(dir.path(), &embedded(port, "vigil-e-full"), "");
-    broker::start(&cfg.mqtt).unwrap();
+    broker::start(&cfg).unwrap();
     let store = Store::open(&disk.dir.path().join("vigil.db")).unwrap();
     let hub = hub();
     let cancel = CancellationToken::new();

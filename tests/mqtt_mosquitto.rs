@@ -409,11 +409,12 @@ async fn an_mqtt5_command_is_answered_on_its_response_topic_with_its_correlation
         correlation_data: Some(bytes::Bytes::from_static(b"corr-7")),
         ..Default::default()
     };
-    let payload = r#"{"command":"acknowledge","alarm_id":"chair-1-a1","user":"nina","password":"anin"}"#;
+    // Mosquitto here is open (no ACL): the topic names the sender, as a broker ACL pinned to %u would enforce.
+    let payload = r#"{"command":"acknowledge","alarm_id":"chair-1-a1"}"#;
     let mut reply = None;
     for _ in 0..20 {
         client
-            .publish_with_properties(format!("{BASE}/cmd/chair-1"), Q5::AtLeastOnce, false, payload, props.clone())
+            .publish_with_properties(format!("{BASE}/cmd/chair-1/nina"), Q5::AtLeastOnce, false, payload, props.clone())
             .await
             .unwrap();
         if let Ok(Some(Some(p))) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
@@ -464,6 +465,70 @@ async fn a_hung_broker_is_shown_down_within_five_seconds_and_an_alarm_raised_mea
     while store.pending_count().unwrap() > 0 {
         assert!(tokio::time::Instant::now() < deadline, "the alarm raised during the hang is acknowledged");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cancel.cancel();
+    tokio::time::timeout(T, m.task).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_generated_acl_mosquitto_pins_each_nurses_commands_to_her_own_topic_and_drops_forgeries() {
+    let dir = tempfile::tempdir().unwrap();
+    if mosquitto_binary().is_none() {
+        return;
+    }
+    let pwfile = dir.path().join("passwd");
+    for (i, (user, pw)) in
+        [("vigil", "s3cret"), ("nina", "anin"), ("victor", "rotciv"), ("ada", "ada")].iter().enumerate()
+    {
+        let mut cmd = Process::new("mosquitto_passwd");
+        cmd.arg("-b");
+        if i == 0 {
+            cmd.arg("-c");
+        }
+        let ok = cmd.arg(&pwfile).args([user, pw]).status();
+        if !ok.is_ok_and(|s| s.success()) {
+            eprintln!("SKIPPED: mosquitto_passwd is not installed (apt-get install mosquitto)");
+            return;
+        }
+    }
+    let cfg = config(dir.path(), &external(0, "vigil-acl", "username = \"vigil\"\npassword = \"s3cret\""), &users());
+    std::fs::write(dir.path().join("acl"), vigil::mqtt::acl::mosquitto_acl(&cfg, "test.toml")).unwrap();
+    let extra = format!(
+        "allow_anonymous false\npassword_file {}\nacl_file {}\n",
+        pwfile.display(),
+        dir.path().join("acl").display()
+    );
+    let Some(mosq) = Mosquitto::start(dir.path(), &extra) else { return };
+    let cfg =
+        config(dir.path(), &external(mosq.port, "vigil-acl", "username = \"vigil\"\npassword = \"s3cret\""), &users());
+    let store = Store::open(&dir.path().join("vigil.db")).unwrap();
+    let hub = hub();
+    let mut seen = fake_bed(hub.clone(), store.clone(), "chair-1");
+    let cancel = CancellationToken::new();
+    let m = mqtt::spawn(cfg, hub.clone(), store.clone(), cancel.clone()).unwrap();
+    let mut sub = Subscriber::connect_as(mosq.port, "it-acl", &format!("{BASE}/#"), false, VICTOR).await;
+    sub.expect("/status", T, |m| m.json["state"] == "online").await;
+    assert!(connack(mosq.port, None).await != Ok(rumqttc::ConnectReturnCode::Success), "anonymous refused");
+
+    // Forgeries: Mosquitto (MQTT 3.1.1) acknowledges them but delivers them to nobody.
+    publish_once_as(mosq.port, VICTOR, &format!("{BASE}/bed/chair-1/alarm"), r#"{"alarm_id":"forged"}"#).await;
+    publish_once_as(mosq.port, NINA, &format!("{BASE}/cmd/chair-1/ada"), r#"{"command":"acknowledge"}"#).await;
+    publish_once_as(mosq.port, VICTOR, &format!("{BASE}/cmd/chair-1/victor"), r#"{"command":"acknowledge"}"#).await;
+    // The intake connection subscribes shortly after the publisher connects: retry the real command until it lands.
+    let mut req = None;
+    for _ in 0..20 {
+        publish_once_as(mosq.port, NINA, &format!("{BASE}/cmd/chair-1/nina"), r#"{"command":"acknowledge"}"#).await;
+        if let Ok(Some(r)) = tokio::time::timeout(Duration::from_millis(500), seen.recv()).await {
+            req = Some(r);
+            break;
+        }
+    }
+    assert_eq!(req.expect("the nurse's command reached the bed").actor, "nina");
+    let got = sub.collect_for(Duration::from_millis(500)).await;
+    assert!(!got.iter().any(|m| m.json["alarm_id"] == "forged"), "{got:?}");
+    assert!(!got.iter().any(|m| m.topic.ends_with("/cmd/chair-1/ada") || m.topic.ends_with("/victor")), "{got:?}");
+    while let Ok(r) = seen.try_recv() {
+        assert_eq!(r.actor, "nina", "only the nurse's own commands reach the bed");
     }
     cancel.cancel();
     tokio::time::timeout(T, m.task).await.unwrap().unwrap();

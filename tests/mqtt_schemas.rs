@@ -35,13 +35,13 @@ async fn every_published_payload_kind_validates_against_its_json_schema() {
     let port = free_port();
     let mqtt_cfg = format!("mode = \"embedded\"\nhost = \"127.0.0.1\"\nport = {port}\nclient_id = \"vigil-schema\"");
     let cfg = config(dir.path(), &mqtt_cfg, &users());
-    broker::start(&cfg.mqtt).unwrap();
+    broker::start(&cfg).unwrap();
     let store = Store::open(&dir.path().join("vigil.db")).unwrap();
     let hub = hub();
     let _bed = fake_bed(hub.clone(), store.clone(), "chair-1");
     let cancel = CancellationToken::new();
     let m = mqtt::spawn(cfg, hub.clone(), store.clone(), cancel.clone()).unwrap();
-    let mut sub = Subscriber::connect(port, "it-schema", &format!("{BASE}/#"), false).await;
+    let mut sub = Subscriber::connect_as(port, "it-schema", &format!("{BASE}/#"), false, VICTOR).await;
     let online = sub.expect("/status", T, |m| m.json["state"] == "online").await;
     assert_valid("vigil-status.schema.json", &online.json);
 
@@ -72,9 +72,8 @@ async fn every_published_payload_kind_validates_against_its_json_schema() {
     };
     store.append(&[Event::Device(d.clone())]).unwrap();
     hub.publish(Event::Device(d));
-    publish_once(port, &format!("{BASE}/cmd/chair-1"), r#"{"command":"acknowledge","user":"nina","password":"anin"}"#)
-        .await;
-    publish_once(port, &format!("{BASE}/cmd/chair-1"), r#"{"command":"nonsense"}"#).await;
+    publish_once_as(port, NINA, &format!("{BASE}/cmd/chair-1/nina"), r#"{"command":"acknowledge"}"#).await;
+    publish_once_as(port, NINA, &format!("{BASE}/cmd/chair-1/nina"), r#"{"command":"nonsense"}"#).await;
 
     let mut seen: BTreeMap<&str, usize> = BTreeMap::from([("vigil-status.schema.json", 1)]);
     let kinds = [
@@ -108,17 +107,17 @@ async fn every_published_payload_kind_validates_against_its_json_schema() {
 #[test]
 fn documented_command_examples_validate_and_malformed_ones_do_not() {
     let good = [
-        r#"{"command":"acknowledge","alarm_id":"chair-1-0007","user":"nina","password":"pw","request_id":"42","reply_to":"vigil/v1/s/w/reply/app"}"#,
-        r#"{"command":"acknowledge","user":"nina","password":"pw"}"#,
-        r#"{"command":"pause_audio","seconds":120,"user":"nina","password":"pw"}"#,
-        r#"{"command":"resume_audio","user":"nina","password":"pw"}"#,
-        r#"{"command":"session_start","patient":"P-042","baseline_sys":128,"baseline_dia":82,"user":"nina","password":"pw"}"#,
-        r#"{"command":"infusion_start","user":"nina","password":"pw","request_id":7}"#,
-        r#"{"command":"infusion_stop","user":"nina","password":"pw"}"#,
-        r#"{"command":"session_end","user":"nina","password":"pw"}"#,
-        r#"{"command":"set_baseline","sys":130,"dia":85,"user":"ada","password":"pw"}"#,
-        r#"{"command":"set_limit","key":"limits.spo2.low.medium","value":90,"user":"ada","password":"pw"}"#,
-        r#"{"command":"set_limit","key":"limits.spo2.low.medium","user":"ada","password":"pw"}"#,
+        r#"{"command":"acknowledge","alarm_id":"chair-1-0007","user":"nina","request_id":"42","reply_to":"vigil/v1/s/w/reply/app"}"#,
+        r#"{"command":"acknowledge","user":"nina"}"#,
+        r#"{"command":"pause_audio","seconds":120,"user":"nina"}"#,
+        r#"{"command":"resume_audio","user":"nina"}"#,
+        r#"{"command":"session_start","patient":"P-042","baseline_sys":128,"baseline_dia":82,"user":"nina"}"#,
+        r#"{"command":"infusion_start","user":"nina","request_id":7}"#,
+        r#"{"command":"infusion_stop","user":"nina"}"#,
+        r#"{"command":"session_end","user":"nina"}"#,
+        r#"{"command":"set_baseline","sys":130,"dia":85,"user":"ada"}"#,
+        r#"{"command":"set_limit","key":"limits.spo2.low.medium","value":90,"user":"ada"}"#,
+        r#"{"command":"set_limit","key":"limits.spo2.low.medium","user":"ada"}"#,
     ];
     let v = schema("vigil-command.schema.json");
     for g in good {
@@ -128,7 +127,8 @@ fn documented_command_examples_validate_and_malformed_ones_do_not() {
         assert!(vigil::mqtt::command::parse(g.as_bytes()).unwrap().command.is_ok(), "{g}");
     }
     for bad in [
-        r#"{"command":"pause_audio","user":"nina","password":"pw"}"#,
+        r#"{"command":"pause_audio","user":"nina"}"#,
+        r#"{"command":"acknowledge","user":"nina","password":"pw"}"#,
         r#"{"command":"acknowledge","alarmid":"x"}"#,
         r#"{"command":"reboot"}"#,
     ] {

@@ -19,6 +19,11 @@ client_id = "vigil-ci-hl7"
 listen = "127.0.0.1:$dash"
 [store]
 path = "$work/vigil.db"
+# The embedded broker signs clients in: mosquitto_sub below uses this viewer.
+[[users]]
+name = "ci"
+role = "viewer"
+password_hash = "$(printf ci-viewer | "$VIGIL" hash-password)"
 [mllp]
 listen = "127.0.0.1:$mllp"
 [[beds]]
@@ -30,7 +35,7 @@ device_id = "00A0370098007A80"
 TOML
 start_vigil "$work/vigil.toml" "$work/vigil.log"
 wait_port "$mllp"; wait_port "$mqtt"
-mosquitto_sub -h 127.0.0.1 -p "$mqtt" -t 'vigil/v1/ci/hl7/bed/bay-1/vitals' -C 1 -W 15 >"$work/vitals.json" &
+mosquitto_sub -u ci -P ci-viewer -h 127.0.0.1 -p "$mqtt" -t 'vigil/v1/ci/hl7/bed/bay-1/vitals' -C 1 -W 15 >"$work/vitals.json" &
 sub=$!
 sleep 1
 

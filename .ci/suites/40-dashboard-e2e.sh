@@ -23,7 +23,7 @@ printf '\n[[users]]\nname = "nina"\nrole = "nurse"\npassword_hash = "%s"\n' "$ha
 "$VIGIL" check-config "$work/vigil.toml"
 start_vigil "$work/vigil.toml" "$work/vigil.log"
 wait_port "$dash"; wait_port "$mqtt"
-mosquitto_sub -h 127.0.0.1 -p "$mqtt" -t "vigil/v1/demo-clinic/ketamine-suite/bed/chair-1/alarm" >"$work/alarms.jsonl" &
+mosquitto_sub -u nina -P vigil-nurse -h 127.0.0.1 -p "$mqtt" -t "vigil/v1/demo-clinic/ketamine-suite/bed/chair-1/alarm" >"$work/alarms.jsonl" &
 sub=$!
 mkdir -p tests/e2e/screenshots
 (cd tests/e2e && VIGIL_URL="http://127.0.0.1:$dash" VIGIL_USER=nina VIGIL_PASSWORD=vigil-nurse \

@@ -203,8 +203,8 @@ SCHEMAS = [
 ]
 
 ENVELOPE = {
-    "user": {"type": "string", "description": "User name from [[users]]."},
-    "password": {"type": "string", "description": "That user's password (checked with argon2)."},
+    "user": {"type": "string", "description": "Optional; when given, the user the command topic cmd/{bed}/{user} names "
+                                            "(the broker account that publishes it). Commands carry no password."},
     "request_id": {"type": ["string", "integer"], "description": "Echoed in the reply."},
     "reply_to": {"type": "string", "description": "Reply topic under {base}/reply/ (default {base}/reply/{bed})."},
 }

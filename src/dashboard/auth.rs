@@ -17,10 +17,6 @@ pub const COOKIE: &str = "vigil_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 /// A session lasts one long clinical shift, then the nurse signs in again.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-/// Failed sign-ins per name before a pause: argon2 is slow, but a wall tablet should not be brute-forced.
-const MAX_FAILURES: u32 = 5;
-/// How long a name is locked after too many failures.
-const LOCKOUT: Duration = Duration::from_secs(60);
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -48,17 +44,12 @@ struct Session {
     expires: Instant,
 }
 
-#[derive(Default)]
-struct Failures {
-    count: u32,
-    until: Option<Instant>,
-}
-
 /// The signed-in sessions and the sign-in throttle.
 #[derive(Default)]
 pub struct Sessions {
     sessions: Mutex<HashMap<String, Session>>,
-    failures: Mutex<HashMap<String, Failures>>,
+    /// Failed sign-ins per name and address, shared rules with the embedded broker's gate.
+    pub lockout: crate::auth::Lockout,
 }
 
 /// 32 random bytes, hex: session ids and CSRF tokens.
@@ -74,28 +65,8 @@ impl Sessions {
         Arc::new(Sessions::default())
     }
 
-    /// Whether sign-in for this name is paused after repeated failures.
-    pub fn locked_out(&self, name: &str) -> bool {
-        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        failures.get(name).and_then(|f| f.until).is_some_and(|until| Instant::now() < until)
-    }
-
-    /// Counts a failed sign-in.
-    pub fn failed(&self, name: &str) {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let f = failures.entry(name.to_owned()).or_default();
-        if f.until.is_some_and(|until| Instant::now() >= until) {
-            *f = Failures::default();
-        }
-        f.count += 1;
-        if f.count >= MAX_FAILURES {
-            f.until = Some(Instant::now() + LOCKOUT);
-        }
-    }
-
     /// Opens a session; returns its id (the cookie value).
     pub fn open(&self, name: &str, role: Role) -> (String, Principal) {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
         let id = random_token();
         let principal = Principal { name: name.to_owned(), role, csrf: random_token(), signed_in: true };
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
@@ -142,6 +113,36 @@ pub fn clear_cookie() -> String {
 /// Compares tokens without an early exit, so response timing says nothing about how much matched.
 pub fn tokens_match(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether a `Host` header value names this dashboard: a loopback name, the listen address, or one of
+/// `allowed`. Ports are ignored (a rebinding page controls the name, not the port). No header (not sent by
+/// browsers) is allowed.
+pub fn host_allowed(host: Option<&str>, listen: &std::net::SocketAddr, allowed: &[String]) -> bool {
+    let Some(host) = host else { return true };
+    let name = |h: &str| -> String {
+        let h = h.trim();
+        let h = if let Some(rest) = h.strip_prefix('[') {
+            rest.split(']').next().unwrap_or("")
+        } else if h.matches(':').count() == 1 {
+            h.split(':').next().unwrap_or("")
+        } else {
+            h
+        };
+        h.trim_end_matches('.').to_ascii_lowercase()
+    };
+    let host = name(host);
+    if host.is_empty() {
+        return false;
+    }
+    let loopback = ["localhost", "127.0.0.1", "::1"];
+    if loopback.contains(&host.as_str()) || host.ends_with(".localhost") {
+        return true;
+    }
+    if !listen.ip().is_unspecified() && host == listen.ip().to_string() {
+        return true;
+    }
+    allowed.iter().any(|a| name(a) == host)
 }
 
 /// Whether a request's `Origin` (when the browser sends one) is this server. Browsers send it on every

@@ -1,5 +1,7 @@
 //! Chair history for the trends and the session export (CSV for the chart, a printable page built from the same
-//! JSON). By default both cover the bed's latest session; `from`/`to` choose another window.
+//! JSON). By default both cover the bed's latest session; `from`/`to` choose another window, at most
+//! [`MAX_WINDOW_H`] hours. Both need a signed-in user whenever `[[users]]` are configured; the store is read off
+//! the async runtime.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,6 +24,8 @@ const MAX_POINTS: usize = 1200;
 const DEFAULT_WINDOW_H: i64 = 2;
 /// Context kept before a session's start (readings taken while the patient settled in).
 const LEAD_IN_MIN: i64 = 2;
+/// The longest window one request may ask for: bounds the rows read and the memory of one response.
+pub const MAX_WINDOW_H: i64 = 24;
 
 #[derive(Deserialize)]
 pub(super) struct Window {
@@ -65,6 +69,11 @@ async fn load(state: &DashboardState, bed: &str, w: &Window, full: bool) -> Resu
         };
         if from > to {
             return Err(DashboardError::BadRequest("from is after to".into()));
+        }
+        if to - from > Duration::hours(MAX_WINDOW_H) {
+            return Err(DashboardError::BadRequest(format!(
+                "the window from {from} to {to} is longer than {MAX_WINDOW_H} h: ask for less"
+            )));
         }
         let mut vitals = history.vitals(&bed, from, to)?;
         if !full {
@@ -119,15 +128,38 @@ fn thin(vitals: Vec<VitalValue>, max: usize) -> Vec<VitalValue> {
     out
 }
 
+/// History needs a signed-in user whenever `[[users]]` are configured. Without a signed-in user (only possible
+/// when no users are configured, the demo) the audit trail and patient pseudonyms are left out.
+fn require_history(state: &DashboardState, headers: &HeaderMap) -> Result<bool, DashboardError> {
+    let p = state.require_view(headers)?;
+    let signed_in = p.as_ref().is_some_and(|p| p.signed_in);
+    if !signed_in && !state.config.users.is_empty() {
+        return Err(DashboardError::Unauthorized);
+    }
+    Ok(signed_in)
+}
+
+fn for_anonymous(mut doc: HistoryDoc) -> HistoryDoc {
+    doc.actions.clear();
+    if let Some(s) = doc.session.as_mut() {
+        s.patient = None;
+    }
+    for e in &mut doc.session_events {
+        e.patient = None;
+    }
+    doc
+}
+
 pub(super) async fn history_json(
     State(state): State<DashboardState>,
     Path(bed): Path<String>,
     headers: HeaderMap,
     Query(w): Query<Window>,
 ) -> Result<Response, DashboardError> {
-    state.require_view(&headers)?;
+    let staff = require_history(&state, &headers)?;
     let full = w.resolution.as_deref() == Some("full");
-    Ok(Json(load(&state, &bed, &w, full).await?).into_response())
+    let doc = load(&state, &bed, &w, full).await?;
+    Ok(Json(if staff { doc } else { for_anonymous(doc) }).into_response())
 }
 
 /// Quotes a CSV field, and defuses text a spreadsheet would run as a formula.
@@ -233,8 +265,9 @@ pub(super) async fn history_csv(
     headers: HeaderMap,
     Query(w): Query<Window>,
 ) -> Result<Response, DashboardError> {
-    state.require_view(&headers)?;
+    let staff = require_history(&state, &headers)?;
     let doc = load(&state, &bed, &w, true).await?;
+    let doc = if staff { doc } else { for_anonymous(doc) };
     let name = match &doc.session {
         Some(s) if w.from.is_none() => format!("vigil-{}-{}.csv", doc.bed, s.session_id),
         _ => format!("vigil-{}-{}.csv", doc.bed, doc.from.format("%Y%m%dT%H%M%SZ")),

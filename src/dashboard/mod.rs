@@ -55,9 +55,15 @@ pub enum DashboardError {
     /// Missing or wrong CSRF token, or a cross-site request.
     #[error("missing or wrong CSRF token")]
     Csrf,
-    /// Too many failed sign-ins for this name.
+    /// Too many failed sign-ins for this name from this address, or from this address.
     #[error("too many failed sign-ins; wait a minute")]
     LockedOut,
+    /// The `Host` header names another site (DNS rebinding, or a proxy that does not pass the host through).
+    #[error("this dashboard does not answer for host '{0}' (dashboard.allowed_hosts)")]
+    MisdirectedHost(String),
+    /// Too many sign-ins at once.
+    #[error("the server is busy checking other sign-ins; try again")]
+    Busy,
     /// No such bed or page.
     #[error("not found: {0}")]
     NotFound(String),
@@ -78,6 +84,8 @@ impl IntoResponse for DashboardError {
             DashboardError::Unauthorized => StatusCode::UNAUTHORIZED,
             DashboardError::Forbidden(_) | DashboardError::Csrf => StatusCode::FORBIDDEN,
             DashboardError::LockedOut => StatusCode::TOO_MANY_REQUESTS,
+            DashboardError::MisdirectedHost(_) => StatusCode::MISDIRECTED_REQUEST,
+            DashboardError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             DashboardError::NotFound(_) | DashboardError::Command(CommandError::UnknownBed(_)) => StatusCode::NOT_FOUND,
             DashboardError::BadRequest(_) => StatusCode::BAD_REQUEST,
             DashboardError::Command(CommandError::Refused(_)) => StatusCode::CONFLICT,
@@ -137,6 +145,8 @@ pub struct DashboardState {
     streams: CancellationToken,
     mqtt_link: Option<watch::Receiver<crate::mqtt::LinkStatus>>,
     health: Option<crate::health::Health>,
+    mllp_refused: Option<Arc<std::sync::atomic::AtomicU64>>,
+    listen: SocketAddr,
 }
 
 impl DashboardState {
@@ -171,6 +181,8 @@ impl DashboardState {
             streams: CancellationToken::new(),
             mqtt_link: None,
             health: None,
+            mllp_refused: None,
+            listen: addr,
         })
     }
 
@@ -184,6 +196,12 @@ impl DashboardState {
     /// Shows the daemon's own parts (supervised tasks, the store) on `/api/status`.
     pub fn with_health(mut self, health: crate::health::Health) -> Self {
         self.health = Some(health);
+        self
+    }
+
+    /// Shows how many MLLP connections were refused because their peer is not in `mllp.allow`.
+    pub fn with_mllp_refused(mut self, refused: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        self.mllp_refused = Some(refused);
         self
     }
 
@@ -263,8 +281,24 @@ pub fn app(state: DashboardState) -> Router {
         .route("/api/beds/:bed/limits", get(limits))
         .route("/api/beds/:bed/history", get(export::history_json))
         .route("/api/beds/:bed/export.csv", get(export::history_csv))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), host_guard))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// 421 for any `Host` the dashboard does not answer to, before any route runs (DNS rebinding reads and does
+/// nothing).
+async fn host_guard(
+    State(state): State<DashboardState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = request.headers().get(header::HOST).map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    if !auth::host_allowed(host, &state.listen, &state.config.dashboard.allowed_hosts) {
+        let shown: String = host.unwrap_or("").chars().take(64).collect();
+        return DashboardError::MisdirectedHost(shown).into_response();
+    }
+    next.run(request).await
 }
 
 /// Serves the dashboard until `cancel` fires, then ends the event streams and drains open requests.
@@ -282,7 +316,7 @@ pub async fn serve(
     }
     tracing::info!(%addr, "dashboard listening on http://{addr}");
     let streams = state.streams.clone();
-    axum::serve(listener, app(state))
+    axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
             cancel.cancelled().await;
             streams.cancel();
@@ -379,6 +413,7 @@ struct SignIn {
 
 async fn sign_in(
     State(state): State<DashboardState>,
+    peer: Option<axum::extract::ConnectInfo<SocketAddr>>,
     headers: HeaderMap,
     Json(body): Json<SignIn>,
 ) -> Result<Response, DashboardError> {
@@ -388,26 +423,32 @@ async fn sign_in(
     if body.name.len() > 128 || body.password.len() > 1024 {
         return Err(DashboardError::BadRequest("name or password too long".into()));
     }
-    if state.sessions.locked_out(&body.name) {
-        return Err(DashboardError::LockedOut);
-    }
+    let ip = peer.map(|c| c.0.ip()).unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    // Sign-in names are attacker-chosen: logged escaped and shortened, so they cannot forge log lines.
+    let shown: String = body.name.chars().take(64).flat_map(char::escape_debug).collect();
+    // Counted before hashing, under one lock: parallel guesses cannot all get through.
+    let attempt = state.sessions.lockout.begin(&body.name, ip).map_err(|_| {
+        tracing::info!(user = %shown, %ip, "dashboard: sign-in refused, locked out");
+        DashboardError::LockedOut
+    })?;
+    // argon2 is deliberately slow and memory-hard: it runs on the process's few hashing threads, off the async
+    // workers; when their queue is full the answer is 503 at once.
     let config = state.config.clone();
     let (name, password) = (body.name.clone(), body.password);
-    // argon2 is deliberately slow: keep it off the async workers.
-    let checked =
-        tokio::task::spawn_blocking(move || crate::auth::authenticate(&config.users, &name, &password).map(|u| u.role))
-            .await
-            .map_err(|e| DashboardError::Io(std::io::Error::other(e)))?;
+    let checked = crate::auth::HashPool::shared()
+        .run(move || crate::auth::authenticate(&config.users, &name, &password).map(|u| u.role))
+        .await
+        .ok_or(DashboardError::Busy)?;
     if let Err(crate::auth::AuthError::BadHash(why)) = &checked {
-        tracing::error!(user = %body.name, %why, "dashboard: the configured password hash is invalid");
+        tracing::error!(user = %shown, %why, "dashboard: the configured password hash is invalid");
     }
     let Ok(role) = checked else {
-        state.sessions.failed(&body.name);
-        tracing::info!(user = %body.name, "dashboard: sign-in refused");
+        tracing::info!(user = %shown, %ip, "dashboard: sign-in refused");
         return Err(DashboardError::Unauthorized);
     };
+    attempt.succeeded();
     let (id, principal) = state.sessions.open(&body.name, role);
-    tracing::info!(user = %body.name, ?role, "dashboard: signed in");
+    tracing::info!(user = %shown, ?role, "dashboard: signed in");
     let cookie =
         HeaderValue::from_str(&auth::set_cookie(&id)).map_err(|e| DashboardError::BadRequest(e.to_string()))?;
     Ok(([(header::SET_COOKIE, cookie)], Json(me_of(&state, Some(&principal)))).into_response())
@@ -426,17 +467,21 @@ async fn sign_out(State(state): State<DashboardState>, headers: HeaderMap) -> Re
 }
 
 async fn snapshot(State(state): State<DashboardState>, headers: HeaderMap) -> Result<Response, DashboardError> {
-    state.require_view(&headers)?;
-    Ok(Json(state.hub.snapshot()).into_response())
+    let scrub = !state.require_view(&headers)?.is_some_and(|p| p.signed_in);
+    let body = sse::json_text(&state.hub.snapshot(), scrub);
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-/// The server's own links: the MQTT broker (null when MQTT is disabled).
+/// The server's own links: the MQTT broker (null when MQTT is disabled) and the MLLP listener's refused peers
+/// (null without an MLLP listener).
 async fn status(State(state): State<DashboardState>, headers: HeaderMap) -> Result<Response, DashboardError> {
     state.require_view(&headers)?;
     let mqtt = state.mqtt_link.as_ref().map(|l| l.borrow().clone());
     let health = state.health.as_ref().map(|h| h.snapshot());
     let (tasks, store) = health.map(|h| (Some(h.tasks), h.store)).unwrap_or_default();
-    Ok(Json(json!({ "mqtt": mqtt, "tasks": tasks, "store": store })).into_response())
+    let mllp =
+        state.mllp_refused.as_ref().map(|r| json!({ "refused_peers": r.load(std::sync::atomic::Ordering::Relaxed) }));
+    Ok(Json(json!({ "mqtt": mqtt, "tasks": tasks, "store": store, "mllp": mllp })).into_response())
 }
 
 #[derive(Deserialize)]
@@ -450,10 +495,10 @@ async fn events(
     headers: HeaderMap,
     Query(q): Query<EventsQuery>,
 ) -> Result<Response, DashboardError> {
-    state.require_view(&headers)?;
+    let scrub = !state.require_view(&headers)?.is_some_and(|p| p.signed_in);
     let header_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let last_id = header_id.or(q.last_id);
-    let stream = sse::stream(state.hub.clone(), state.epoch.clone(), last_id.as_deref(), state.streams.clone());
+    let stream = sse::stream(state.hub.clone(), state.epoch.clone(), last_id.as_deref(), state.streams.clone(), scrub);
     let mut res = Sse::new(stream).into_response();
     // Tell reverse proxies not to buffer, or heartbeats arrive in bursts and the page flaps.
     res.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
@@ -469,14 +514,10 @@ async fn command(
     let actor = state.require_action(&headers)?;
     let info = state.bed_exists(&bed)?;
     let command: Command = serde_json::from_slice(&body).map_err(|e| DashboardError::BadRequest(e.to_string()))?;
-    // The same role rules as MQTT command intake (limit overrides are for admins).
+    // The same validation and role rules as MQTT command intake (limit overrides are for admins).
+    crate::mqtt::command::validate(&command).map_err(DashboardError::BadRequest)?;
     crate::auth::authorize(actor.role, &command).map_err(|e| DashboardError::Forbidden(e.to_string()))?;
-    if let Command::PauseAudio { seconds } = command {
-        if seconds == 0 {
-            return Err(DashboardError::BadRequest("pause_audio needs seconds > 0".into()));
-        }
-    }
-    tracing::info!(bed = %bed, actor = %actor.name, ?command, "dashboard: command");
+    tracing::info!(bed = %bed, actor = %actor.name, command = crate::mqtt::auth::command_name(&command), "dashboard: command");
     let events = state.hub.command(CommandRequest { bed: info.id, command, actor: actor.name }).await?;
     Ok(Json(json!({ "events": events })).into_response())
 }

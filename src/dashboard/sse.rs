@@ -45,14 +45,38 @@ pub fn parse_event_id(epoch: &str, id: &str) -> Option<u64> {
     }
 }
 
-fn snapshot_event(epoch: &str, snap: &Snapshot) -> SseEvent {
-    let data = serde_json::to_string(snap).unwrap_or_else(|_| String::from("{}"));
-    SseEvent::default().event(SNAPSHOT).id(event_id(epoch, snap.last_id)).data(data)
+/// JSON text of `v`; with `scrub`, every `patient` field (at any depth) is null: pseudonyms are for signed-in
+/// staff only.
+pub fn json_text<T: serde::Serialize>(v: &T, scrub: bool) -> String {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map.iter_mut() {
+                    if k == "patient" {
+                        *v = serde_json::Value::Null;
+                    } else {
+                        strip(v);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    if !scrub {
+        return serde_json::to_string(v).unwrap_or_else(|_| String::from("{}"));
+    }
+    let mut value = serde_json::to_value(v).unwrap_or_default();
+    strip(&mut value);
+    value.to_string()
 }
 
-fn hub_event(epoch: &str, ev: &HubEvent) -> SseEvent {
-    let data = serde_json::to_string(ev).unwrap_or_else(|_| String::from("{}"));
-    SseEvent::default().event(HUB).id(event_id(epoch, ev.id)).data(data)
+fn snapshot_event(epoch: &str, snap: &Snapshot, scrub: bool) -> SseEvent {
+    SseEvent::default().event(SNAPSHOT).id(event_id(epoch, snap.last_id)).data(json_text(snap, scrub))
+}
+
+fn hub_event(epoch: &str, ev: &HubEvent, scrub: bool) -> SseEvent {
+    SseEvent::default().event(HUB).id(event_id(epoch, ev.id)).data(json_text(ev, scrub))
 }
 
 fn heartbeat_event() -> SseEvent {
@@ -67,32 +91,35 @@ struct StreamState {
     heartbeat: Interval,
     cancel: CancellationToken,
     done: bool,
+    scrub: bool,
 }
 
 /// The event stream for one client. `last_id` is the client's `Last-Event-ID` (or `?last_id=`), if it sent one;
-/// an id from another run of the server, or one the hub no longer holds, gets a fresh snapshot.
+/// an id from another run of the server, or one the hub no longer holds, gets a fresh snapshot. With `scrub`
+/// (a viewer who is not signed in) patient pseudonyms are sent as null.
 pub fn stream(
     hub: Arc<Hub>,
     epoch: Arc<str>,
     last_id: Option<&str>,
     cancel: CancellationToken,
+    scrub: bool,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static {
     let mut pending = VecDeque::new();
     let resumed = last_id.and_then(|id| parse_event_id(&epoch, id)).and_then(|id| hub.resume(id));
     let rx = match resumed {
         Some((missed, rx)) => {
-            pending.extend(missed.iter().map(|e| hub_event(&epoch, e)));
+            pending.extend(missed.iter().map(|e| hub_event(&epoch, e, scrub)));
             rx
         }
         None => {
             let (snap, rx) = hub.subscribe();
-            pending.push_back(snapshot_event(&epoch, &snap));
+            pending.push_back(snapshot_event(&epoch, &snap, scrub));
             rx
         }
     };
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let state = StreamState { hub, epoch, pending, rx, heartbeat, cancel, done: false };
+    let state = StreamState { hub, epoch, pending, rx, heartbeat, cancel, done: false, scrub };
     futures::stream::unfold(state, |mut st| async move {
         if let Some(ev) = st.pending.pop_front() {
             return Some((Ok(ev), st));
@@ -107,12 +134,12 @@ pub fn stream(
                 SseEvent::default().event(SHUTDOWN).data(json!({ "time": chrono::Utc::now() }).to_string())
             }
             got = st.rx.recv() => match got {
-                Ok(ev) => hub_event(&st.epoch, &ev),
+                Ok(ev) => hub_event(&st.epoch, &ev, st.scrub),
                 // Too slow to keep up: start over from a fresh snapshot rather than show a gap.
                 Err(RecvError::Lagged(_)) => {
                     let (snap, rx) = st.hub.subscribe();
                     st.rx = rx;
-                    snapshot_event(&st.epoch, &snap)
+                    snapshot_event(&st.epoch, &snap, st.scrub)
                 }
                 Err(RecvError::Closed) => return None,
             },

@@ -436,7 +436,7 @@ async fn serve_shuts_down_promptly_with_an_event_stream_open() {
     let cancel = CancellationToken::new();
     let server = tokio::spawn(serve(listener, f.state, cancel.clone()));
     let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
-    client.write_all(b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    client.write_all(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
     let mut buf = vec![0u8; 4096];
     let n = client.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).contains("200 OK"));
@@ -487,15 +487,24 @@ async fn history_and_csv_export_cover_the_latest_session_with_who_did_what() {
         reason: Some("no infusion is running".into()),
     });
 
+    // Users are configured: history and export need a signed-in user.
     let res = send(&f.state, Request::get("/api/beds/chair-1/history").body(Body::empty()).unwrap()).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = send(&f.state, Request::get("/api/beds/chair-1/export.csv").body(Body::empty()).unwrap()).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let (_, cookie, _) = sign_in(&f.state, "vic", "viewer-pass").await;
+    let cookie = cookie_pair(&cookie.unwrap());
+    let get = |path: &str| Request::get(path).header(header::COOKIE, cookie.clone()).body(Body::empty()).unwrap();
+    let res = send(&f.state, get("/api/beds/chair-1/history")).await;
     assert_eq!(res.status(), StatusCode::OK);
     let doc = body_json(res).await;
     assert_eq!(doc["session"]["session_id"], "s-42");
+    assert_eq!(doc["session"]["patient"], "P-7", "signed-in staff see the pseudonym");
     assert_eq!(doc["vitals"].as_array().unwrap().len(), 1);
     assert_eq!(doc["alarms"].as_array().unwrap().len(), 2);
     assert_eq!(doc["actions"][0]["actor"], "nina");
 
-    let res = send(&f.state, Request::get("/api/beds/chair-1/export.csv").body(Body::empty()).unwrap()).await;
+    let res = send(&f.state, get("/api/beds/chair-1/export.csv")).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert!(res.headers()[header::CONTENT_DISPOSITION].to_str().unwrap().contains("vigil-chair-1-s-42.csv"));
     let text = String::from_utf8(axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap();
@@ -513,14 +522,58 @@ async fn history_and_csv_export_cover_the_latest_session_with_who_did_what() {
     assert!(lines.iter().any(|l| l.contains(",refused: no infusion is running,")), "{text}");
     assert!(lines.iter().any(|l| l.contains(",session,") && l.contains("session_start")), "{text}");
 
-    let res = send(
-        &f.state,
-        Request::get("/api/beds/chair-1/history?from=2030-01-01T00:00:00Z&to=2029-01-01T00:00:00Z")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let res = send(&f.state, get("/api/beds/chair-1/history?from=2030-01-01T00:00:00Z&to=2029-01-01T00:00:00Z")).await;
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    // The window is bounded.
+    let res = send(&f.state, get("/api/beds/chair-1/export.csv?from=1970-01-01T00:00:00Z")).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert!(body_json(res).await["error"].as_str().unwrap().contains("longer than 24 h"));
+}
+
+#[tokio::test]
+async fn a_foreign_host_header_gets_421_on_every_route_and_loopback_names_and_allowed_hosts_pass() {
+    let f = fixture_with(true, true);
+    for (method, path) in
+        [("GET", "/"), ("GET", "/api/me"), ("GET", "/api/snapshot"), ("POST", "/api/beds/chair-1/commands")]
+    {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, "evil.example:8080")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(r#"{"command":"acknowledge"}"#))
+            .unwrap();
+        let res = send(&f.state, req).await;
+        assert_eq!(res.status(), StatusCode::MISDIRECTED_REQUEST, "{method} {path}");
+    }
+    let listen: SocketAddr = "10.0.0.5:8080".parse().unwrap();
+    for ok in ["localhost:8080", "127.0.0.1", "[::1]:8080", "10.0.0.5:8080", "Vigil.Ward.Example", "app.localhost"] {
+        assert!(auth::host_allowed(Some(ok), &listen, &["vigil.ward.example".into()]), "{ok}");
+    }
+    for bad in ["evil.example", "10.0.0.6:8080", "127.0.0.1.evil.example", ""] {
+        assert!(!auth::host_allowed(Some(bad), &listen, &["vigil.ward.example".into()]), "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn the_dashboard_applies_the_same_command_validation_as_mqtt() {
+    let f = fixture_with(true, true);
+    let me = body_json(send(&f.state, Request::get("/api/me").body(Body::empty()).unwrap()).await).await;
+    let csrf = me["csrf"].as_str().unwrap().to_owned();
+    let huge = format!(r#"{{"command":"session_start","patient":"{}"}}"#, "P".repeat(1 << 20));
+    for body in [
+        huge.as_str(),
+        r#"{"command":"pause_audio","seconds":601}"#,
+        r#"{"command":"set_baseline","sys":80,"dia":120}"#,
+    ] {
+        let req = Request::post("/api/beds/chair-1/commands")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(auth::CSRF_HEADER, csrf.clone())
+            .body(Body::from(body.to_owned()))
+            .unwrap();
+        let res = send(&f.state, req).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{}", &body[..body.len().min(60)]);
+    }
 }
 
 #[tokio::test]

@@ -6,9 +6,14 @@
 //! routed to a bed by their device id (MSH-3, see [`crate::ingest::protocol::hl7::MessageHeader::device_id`]),
 //! compared in upper case. ACKs: AA once the frame is in the bed's inbox; AE for an unparseable message or a bed
 //! that cannot take it; AR for an unsupported message type or an unknown device id, naming the id.
+//!
+//! Peers: only addresses in `mllp.allow` (default: loopback) may connect; others are closed at accept, counted
+//! ([`MllpListener::refused_peers`]) and logged (rate-limited). A device with a pinned `peer` address is accepted
+//! only from that address: its messages from elsewhere are answered AR and counted against the device.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,7 +27,9 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Counters, IngestError, RateLimitedLog, SourceEvent, SourceId, COUNTERS_INTERVAL};
+use super::{
+    bounded, Counters, IngestError, RateLimitedLog, SourceEvent, SourceId, COUNTERS_INTERVAL, MAX_ERROR_BYTES,
+};
 use crate::config::MllpConfig;
 use crate::event::LinkState;
 use crate::ingest::protocol::hl7::{self, AckCode, ErrorCode, MessageHeader};
@@ -45,6 +52,19 @@ pub struct MllpListener {
     max_message_bytes: usize,
     idle_timeout: Duration,
     max_connections: usize,
+    allow: Vec<ipnet::IpNet>,
+    pins: HashMap<String, IpAddr>,
+    refused: Arc<AtomicU64>,
+}
+
+/// Whether `peer` is in `allow` (empty: loopback only). IPv4-mapped IPv6 peers count as their IPv4 address.
+pub fn peer_allowed(allow: &[ipnet::IpNet], peer: IpAddr) -> bool {
+    let peer = peer.to_canonical();
+    if allow.is_empty() {
+        peer.is_loopback()
+    } else {
+        allow.iter().any(|net| net.contains(&peer))
+    }
 }
 
 impl MllpListener {
@@ -55,13 +75,32 @@ impl MllpListener {
         let listener = std::net::TcpListener::bind(addr).map_err(bind)?;
         listener.set_nonblocking(true).map_err(bind)?;
         let addr = listener.local_addr().map_err(bind)?;
+        let allow = cfg
+            .allow
+            .iter()
+            .map(|a| crate::config::parse_peer_block(a).map_err(|_| IngestError::BadListenAddress(a.clone())))
+            .collect::<Result<_, _>>()?;
         Ok(MllpListener {
             listener,
             addr,
             max_message_bytes: cfg.max_message_bytes,
             idle_timeout: Duration::from_secs(cfg.idle_timeout_s.max(1)),
             max_connections: cfg.max_connections.max(1),
+            allow,
+            pins: HashMap::new(),
+            refused: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// Pins device ids (any case) to the only peer address their messages are accepted from.
+    pub fn with_pins(mut self, pins: HashMap<String, IpAddr>) -> Self {
+        self.pins = pins.into_iter().map(|(id, ip)| (id.trim().to_ascii_uppercase(), ip.to_canonical())).collect();
+        self
+    }
+
+    /// How many connections were refused because their peer is not in `mllp.allow`.
+    pub fn refused_peers(&self) -> Arc<AtomicU64> {
+        self.refused.clone()
     }
 
     /// The address actually bound (port 0 in tests becomes a real port).
@@ -78,12 +117,18 @@ impl MllpListener {
                 return;
             }
         };
+        let pins = self.pins;
         let routes: Arc<HashMap<String, Route>> = Arc::new(
             routes
                 .into_iter()
-                .map(|(id, (source, tx))| (id.trim().to_ascii_uppercase(), Route::new(source, tx)))
+                .map(|(id, (source, tx))| {
+                    let id = id.trim().to_ascii_uppercase();
+                    let pin = pins.get(&id).copied();
+                    (id, Route::new(source, tx, pin))
+                })
                 .collect(),
         );
+        let mut refusals = RateLimitedLog::new();
         let tracker = TaskTracker::new();
         tracker.spawn(flush_counters(routes.clone(), cancel.clone()));
         // `mllp.max_connections`: more are closed at once, so a connection storm cannot exhaust file descriptors.
@@ -102,6 +147,14 @@ impl MllpListener {
                     }
                 },
             };
+            if !peer_allowed(&self.allow, peer.ip()) {
+                let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+                if let Some(suppressed) = refusals.allow() {
+                    tracing::warn!(%peer, refused_total = n, suppressed, "mllp: peer not in mllp.allow, connection refused");
+                }
+                drop(stream);
+                continue;
+            }
             let Ok(permit) = slots.clone().try_acquire_owned() else {
                 tracing::warn!(%peer, "mllp: too many connections, closing this one");
                 continue;
@@ -130,6 +183,8 @@ impl MllpListener {
 struct Route {
     source: SourceId,
     tx: mpsc::Sender<SourceEvent>,
+    /// The only peer this device is accepted from, if pinned.
+    pin: Option<IpAddr>,
     state: Mutex<RouteState>,
 }
 
@@ -141,8 +196,8 @@ struct RouteState {
 }
 
 impl Route {
-    fn new(source: SourceId, tx: mpsc::Sender<SourceEvent>) -> Self {
-        Route { source, tx, state: Mutex::new(RouteState::default()) }
+    fn new(source: SourceId, tx: mpsc::Sender<SourceEvent>, pin: Option<IpAddr>) -> Self {
+        Route { source, tx, pin, state: Mutex::new(RouteState::default()) }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut RouteState) -> T) -> T {
@@ -267,7 +322,7 @@ impl Connection {
                 if let Some(route) = header.as_ref().and_then(|h| route_of(&routes, h)) {
                     route.with(|s| {
                         s.counters.frames_bad += 1;
-                        s.counters.last_error = Some(e.to_string());
+                        s.counters.last_error = Some(bounded(&e.to_string(), MAX_ERROR_BYTES));
                         s.dirty = true;
                     });
                 }
@@ -294,6 +349,22 @@ impl Connection {
                 now,
             ));
         };
+        if let Some(pin) = route.pin.filter(|pin| *pin != self.peer.ip().to_canonical()) {
+            let id = oru.header.device_id.clone().unwrap_or_default();
+            let reason = format!("device '{id}' is accepted only from {pin}, not from {}", self.peer.ip());
+            route.with(|s| {
+                s.counters.frames_bad += 1;
+                s.counters.last_error = Some(bounded(&reason, MAX_ERROR_BYTES));
+                s.dirty = true;
+            });
+            self.warn(&reason);
+            return Some(hl7::build_ack(
+                Some(&oru.header),
+                AckCode::Reject,
+                Some((ErrorCode::UnknownKey, &reason)),
+                now,
+            ));
+        }
         let key = oru.header.device_id.as_deref().unwrap_or_default().to_ascii_uppercase();
         if !self.seen.contains(&key) {
             self.seen.push(key);
@@ -311,7 +382,7 @@ impl Connection {
             s.counters.frames_ok += 1;
             s.counters.values_rejected += rejected.len() as u64;
             if let Some(r) = rejected.last() {
-                s.counters.last_error = Some(r.to_string());
+                s.counters.last_error = Some(bounded(&r.to_string(), MAX_ERROR_BYTES));
             }
             s.dirty = true;
         });
@@ -337,6 +408,7 @@ impl Connection {
 
     fn warn(&mut self, what: &str) {
         if let Some(suppressed) = self.log.allow() {
+            let what = bounded(what, MAX_ERROR_BYTES);
             tracing::warn!(peer = %self.peer, suppressed, "mllp: {what}");
         }
     }

@@ -110,7 +110,7 @@ impl SourceEvent {
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     /// `mllp.listen` is not an address.
-    #[error("mllp.listen: '{0}' is not an address like 0.0.0.0:2575")]
+    #[error("mllp.listen / mllp.allow: '{0}' is not an address like 127.0.0.1:2575 or a block like 10.1.2.0/24")]
     BadListenAddress(String),
     /// The MLLP port could not be bound (in use, no permission).
     #[error("mllp.listen: cannot listen on {addr}: {source}")]
@@ -424,7 +424,24 @@ pub async fn pump_with<R: AsyncRead + Unpin>(
     end
 }
 
+/// Longest error text kept for a device (`last_error` on the dashboard and MQTT), bytes.
+pub const MAX_ERROR_BYTES: usize = 256;
+
+/// `text` cut to at most `max` bytes on a character boundary, with `…` when cut: device input reaches payloads
+/// and logs only this long, so one huge field cannot make an MQTT packet too large to send.
+pub fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 fn note_error(state: &mut PumpState, source: &SourceId, error: String) {
+    let error = bounded(&error, MAX_ERROR_BYTES);
     if let Some(suppressed) = state.log.allow() {
         if suppressed > 0 {
             tracing::warn!(source = %source, suppressed, "bad input: {error} ({suppressed} similar messages suppressed)");

@@ -1,19 +1,19 @@
 //! Who may send which command over MQTT.
 //!
-//! Credentials travel in the command's JSON (`user`, `password`), checked against `[[users]]` (argon2 PHC
-//! strings), because a broker's own authentication tells Vigil nothing about which person pressed the button
-//! on an integrator's screen. The broker connection must therefore be private: TLS to an external broker, and a
-//! broker ACL that lets only the integration accounts publish on `cmd/#` and read `reply/#`
-//! (`docs/mqtt-api.md`). Roles: `viewer` may send nothing; `nurse` may acknowledge, pause and resume audio and
-//! run sessions and enter baselines; `admin` may also override limits (`crate::auth::required_role`, the rule
-//! the dashboard applies too).
+//! Commands carry no password. A command's actor is the broker account it came from: nurses and admins publish on
+//! `{base}/cmd/{bed}/{their user name}`, and the broker pins that topic to the signed-in account, so the last
+//! topic segment *is* the authenticated identity. On the embedded broker Vigil's own gate signs clients in with
+//! their `[[users]]` name and password (the same argon2 hashes as the dashboard) and enforces this
+//! (`super::gate`); on an external broker its ACL must (`pattern write {base}/cmd/+/%u`, see `docs/mqtt-api.md`
+//! and `vigil mosquitto-acl`). Roles: `viewer` may send nothing; `nurse` may acknowledge, pause and resume audio,
+//! run sessions and enter baselines; `admin` may also override limits (`crate::auth::required_role`, the rule the
+//! dashboard applies too).
 //!
-//! Demo only: with `dashboard.demo_actions_without_sign_in`, the embedded broker and a loopback `mqtt.host`, a
-//! command without credentials runs as user `demo` with the nurse role; Vigil logs this at start.
+//! Demo only: with `dashboard.demo_actions_without_sign_in`, the embedded broker and a loopback `mqtt.host`,
+//! anonymous clients may connect and a command on `{base}/cmd/{bed}` runs as user `demo` with the nurse role;
+//! Vigil logs this at start.
 
-use std::net::IpAddr;
-
-use crate::config::{Config, MqttMode, Role, UserConfig};
+use crate::config::{Config, Role, UserConfig};
 use crate::event::Command;
 
 /// Why a command was not authorised. The text goes into the reply.
@@ -22,12 +22,12 @@ pub enum AuthError {
     /// No `[[users]]` are configured, so nobody can be authorised.
     #[error("MQTT commands are disabled: no [[users]] are configured")]
     NoUsers,
-    /// `user` or `password` missing.
-    #[error("missing 'user' or 'password'")]
-    MissingCredentials,
-    /// Unknown user or wrong password (deliberately not saying which).
-    #[error("unknown user or wrong password")]
-    BadCredentials,
+    /// The command came on `cmd/{bed}`, which names no sender, outside the loopback demo.
+    #[error("commands go to cmd/{{bed}}/{{your user name}}, published while signed in to the broker as that user")]
+    NoSender,
+    /// The topic names a user that is not in `[[users]]`.
+    #[error("'{0}' is not a configured user")]
+    UnknownUser(String),
     /// Authenticated, but the role does not allow the command.
     #[error("user '{user}' has role {role:?}, '{command}' needs role {needed:?}")]
     Forbidden {
@@ -68,32 +68,34 @@ impl Authorizer {
     /// From `[[users]]`, plus the demo rule (see the module documentation).
     pub fn from_config(config: &Config) -> Authorizer {
         let users = config.users.clone();
-        let loopback = config.mqtt.host == "localhost"
-            || config.mqtt.host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false);
-        let demo = config.dashboard.demo_actions_without_sign_in && config.mqtt.mode == MqttMode::Embedded && loopback;
-        Authorizer { users, demo }
+        Authorizer { users, demo: super::broker::is_loopback_demo(config) }
     }
 
-    /// Whether commands without credentials run as `demo`.
+    /// Whether commands on `cmd/{bed}` (no sender) run as `demo`.
     pub fn demo(&self) -> bool {
         self.demo
     }
 
-    /// The actor name if `user`/`password` may send `cmd`. Slow (argon2): call from a blocking thread.
-    pub fn authorize(&self, user: Option<&str>, password: Option<&str>, cmd: &Command) -> Result<String, AuthError> {
-        let (user, password) = match (user, password) {
-            (None, None) if self.demo => return Ok("demo".into()),
-            (Some(u), Some(p)) => (u, p),
+    /// The actor if the command may be sent by `sender`, the user the command topic names (`None` for
+    /// `cmd/{bed}`). No password: the broker authenticated the sender.
+    pub fn authorize(&self, sender: Option<&str>, cmd: &Command) -> Result<String, AuthError> {
+        let user = match sender {
+            None if self.demo => return Ok("demo".into()),
             _ if self.users.is_empty() => return Err(AuthError::NoUsers),
-            _ => return Err(AuthError::MissingCredentials),
+            None => return Err(AuthError::NoSender),
+            Some(u) => u,
         };
-        if self.users.is_empty() {
-            return Err(AuthError::NoUsers);
-        }
-        let role = crate::auth::authenticate(&self.users, user, password).map_err(|_| AuthError::BadCredentials)?.role;
+        let Some(found) = self.users.iter().find(|u| u.name == user) else {
+            return Err(AuthError::UnknownUser(user.chars().take(64).collect()));
+        };
         let needed = crate::auth::required_role(cmd);
-        if role < needed {
-            return Err(AuthError::Forbidden { user: user.into(), role, command: command_name(cmd), needed });
+        if found.role < needed {
+            return Err(AuthError::Forbidden {
+                user: user.into(),
+                role: found.role,
+                command: command_name(cmd),
+                needed,
+            });
         }
         Ok(user.into())
     }
@@ -119,29 +121,31 @@ mod tests {
     }
 
     #[test]
-    fn roles_decide_who_may_send_what_and_wrong_passwords_do_not_say_which_part_was_wrong() {
-        let hash = crate::auth::hash_password("pw").unwrap();
-        let user = |name: &str, role| UserConfig { name: name.into(), role, password_hash: hash.clone() };
+    fn roles_decide_who_may_send_what_and_the_sender_is_the_topic_user() {
+        let user = |name: &str, role| UserConfig {
+            name: name.into(),
+            role,
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into(),
+        };
         let a = authorizer(vec![user("v", Role::Viewer), user("n", Role::Nurse), user("a", Role::Admin)], false);
         let ack = Command::Acknowledge { alarm_id: None };
         let baseline = Command::SetBaseline { sys: 120.0, dia: 80.0 };
-        assert_eq!(a.authorize(Some("n"), Some("pw"), &ack), Ok("n".into()));
+        assert_eq!(a.authorize(Some("n"), &ack), Ok("n".into()));
         let limit = Command::SetLimit { key: "spo2.low.medium".into(), value: Some(90.0) };
-        assert_eq!(a.authorize(Some("n"), Some("pw"), &baseline), Ok("n".into()));
-        assert_eq!(a.authorize(Some("a"), Some("pw"), &limit), Ok("a".into()));
-        assert!(matches!(a.authorize(Some("n"), Some("pw"), &limit), Err(AuthError::Forbidden { .. })));
-        assert!(matches!(a.authorize(Some("v"), Some("pw"), &ack), Err(AuthError::Forbidden { .. })));
-        assert_eq!(a.authorize(Some("n"), Some("nope"), &ack), Err(AuthError::BadCredentials));
-        assert_eq!(a.authorize(Some("x"), Some("pw"), &ack), Err(AuthError::BadCredentials));
-        assert_eq!(a.authorize(None, None, &ack), Err(AuthError::MissingCredentials));
+        assert_eq!(a.authorize(Some("n"), &baseline), Ok("n".into()));
+        assert_eq!(a.authorize(Some("a"), &limit), Ok("a".into()));
+        assert!(matches!(a.authorize(Some("n"), &limit), Err(AuthError::Forbidden { .. })));
+        assert!(matches!(a.authorize(Some("v"), &ack), Err(AuthError::Forbidden { .. })));
+        assert_eq!(a.authorize(Some("x"), &ack), Err(AuthError::UnknownUser("x".into())));
+        assert_eq!(a.authorize(None, &ack), Err(AuthError::NoSender));
     }
 
     #[test]
     fn without_users_commands_are_disabled_except_in_the_loopback_embedded_demo() {
         let ack = Command::Acknowledge { alarm_id: None };
-        assert_eq!(authorizer(Vec::new(), false).authorize(None, None, &ack), Err(AuthError::NoUsers));
+        assert_eq!(authorizer(Vec::new(), false).authorize(None, &ack), Err(AuthError::NoUsers));
         let demo = authorizer(Vec::new(), true);
         assert!(demo.demo());
-        assert_eq!(demo.authorize(None, None, &ack), Ok("demo".into()));
+        assert_eq!(demo.authorize(None, &ack), Ok("demo".into()));
     }
 }

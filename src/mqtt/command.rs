@@ -1,18 +1,20 @@
 //! Commands in over MQTT: parsing, validation, authorisation, routing through the hub, the audit trail and the
 //! reply. A command that is malformed, invalid or not authorised never reaches a bed, so it cannot change state.
 //!
-//! Request (topic `{base}/cmd/{bed}`): the [`Command`] JSON (`{"command": "acknowledge", "alarm_id": "…"}`)
-//! plus envelope fields `user`, `password`, `request_id` (echoed) and `reply_to` (a topic under
-//! `{base}/reply/`; default `{base}/reply/{bed}`). Reply: [`super::payload::Reply`].
+//! Request (topic `{base}/cmd/{bed}/{user}`, where `{user}` is the broker account that publishes it, see
+//! [`super::auth`]): the [`Command`] JSON (`{"command": "acknowledge", "alarm_id": "…"}`) plus envelope fields
+//! `request_id` (echoed), `reply_to` (a topic under `{base}/reply/`; default `{base}/reply/{bed}`) and, optionally,
+//! `user` (must then be the topic's user). A payload with a `password` field is refused with a reason: commands
+//! carry no password. Reply: [`super::payload::Reply`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::{Map, Value};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 
-use super::auth::{command_name, AuthError, Authorizer};
+use super::auth::{command_name, Authorizer};
 use super::payload::{Reply, SCHEMA_VERSION};
 use super::topics::Topics;
 use crate::event::{Command, CommandRequest};
@@ -22,19 +24,24 @@ use crate::store::Store;
 /// Largest command payload accepted.
 pub const MAX_COMMAND_BYTES: usize = 4096;
 
+/// Longest patient pseudonym accepted, bytes.
+pub const MAX_PATIENT_BYTES: usize = 64;
+
 /// How long a bed has to answer a command.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A wrong password waits this long before its reply, to slow down guessing.
-pub const AUTH_FAILURE_DELAY: Duration = Duration::from_secs(1);
+/// Most bytes of a refused request kept in the audit trail.
+pub const MAX_AUDIT_REQUEST_BYTES: usize = 1024;
+
+/// Why a payload with a `password` field is refused.
+pub const PASSWORD_REFUSED: &str = "commands carry no password: sign in to the broker as your user and publish on \
+                                    cmd/{bed}/{your user name} (the 'password' field is no longer accepted)";
 
 /// A parsed request: the envelope and the command (or why it is malformed).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
-    /// `user`.
+    /// `user`, optional: when given it must be the command topic's user.
     pub user: Option<String>,
-    /// `password`.
-    pub password: Option<String>,
     /// `request_id`, echoed in the reply.
     pub request_id: Option<String>,
     /// `reply_to`.
@@ -61,18 +68,23 @@ pub fn parse(payload: &[u8]) -> Result<Request, String> {
     }
     let value: Value = serde_json::from_slice(payload).map_err(|e| format!("not JSON: {e}"))?;
     let Value::Object(mut map) = value else { return Err("the payload must be a JSON object".into()) };
+    let password = map.remove("password").is_some();
     let user = take_string(&mut map, "user")?;
-    let password = take_string(&mut map, "password")?;
     let request_id = take_string(&mut map, "request_id")?;
     let reply_to = take_string(&mut map, "reply_to")?;
-    let name = map.get("command").and_then(Value::as_str).map(str::to_owned);
-    let command = serde_json::from_value::<Command>(Value::Object(map))
-        .map_err(|e| format!("malformed command: {e}"))
-        .and_then(|c| validate(&c).map(|()| c));
-    Ok(Request { user, password, request_id, reply_to, name, command })
+    let name = map.get("command").and_then(Value::as_str).map(|s| s.chars().take(64).collect());
+    let command = if password {
+        Err(PASSWORD_REFUSED.to_owned())
+    } else {
+        serde_json::from_value::<Command>(Value::Object(map))
+            .map_err(|e| format!("malformed command: {e}"))
+            .and_then(|c| validate(&c).map(|()| c))
+    };
+    Ok(Request { user, request_id, reply_to, name, command })
 }
 
-/// Checks values serde cannot: ranges and consistency.
+/// Checks values serde cannot: ranges, consistency and lengths. The dashboard and MQTT both call it, so a command
+/// is valid or not whichever way it comes.
 pub fn validate(cmd: &Command) -> Result<(), String> {
     let bp = |what: &str, v: f64, lo: f64, hi: f64| {
         if v.is_finite() && (lo..=hi).contains(&v) {
@@ -85,10 +97,12 @@ pub fn validate(cmd: &Command) -> Result<(), String> {
         Command::PauseAudio { seconds } if *seconds == 0 || *seconds > 600 => {
             Err(format!("pause_audio: seconds {seconds} is outside 1..=600"))
         }
-        Command::Acknowledge { alarm_id: Some(id) } if id.is_empty() => Err("acknowledge: empty alarm_id".into()),
+        Command::Acknowledge { alarm_id: Some(id) } if id.is_empty() || id.len() > 128 => {
+            Err("acknowledge: alarm_id must be 1 to 128 characters".into())
+        }
         Command::SessionStart { patient, baseline_sys, baseline_dia } => {
-            if patient.as_ref().is_some_and(|p| p.len() > 64) {
-                return Err("session_start: patient pseudonym longer than 64 characters".into());
+            if patient.as_ref().is_some_and(|p| p.len() > MAX_PATIENT_BYTES) {
+                return Err(format!("session_start: patient pseudonym longer than {MAX_PATIENT_BYTES} bytes"));
             }
             match (baseline_sys, baseline_dia) {
                 (None, None) => Ok(()),
@@ -144,6 +158,8 @@ pub struct ResponseInfo {
     pub correlation: Option<bytes::Bytes>,
     /// The broker delivered it as a retained message: a stale command replayed on every subscription.
     pub retained: bool,
+    /// The user the command topic names (`cmd/{bed}/{user}`); `None` for `cmd/{bed}`.
+    pub sender: Option<String>,
 }
 
 /// Everything a command handler needs; cloned into each handler task.
@@ -154,8 +170,6 @@ pub(crate) struct Handler {
     pub store: Store,
     pub auth: Arc<Authorizer>,
     pub replies: mpsc::Sender<Outgoing>,
-    /// Bounds concurrent argon2 verifications (memory-hard, about 19 MiB each).
-    pub permits: Arc<Semaphore>,
 }
 
 impl Handler {
@@ -189,14 +203,15 @@ impl Handler {
                     topic = to.clone();
                 }
                 tracing::warn!(%bed, %reason, "MQTT command refused");
-                self.audit_rejected(now, "unknown", &bed, &raw, &reason);
+                let actor = info.sender.as_deref().unwrap_or("unknown");
+                self.audit_rejected(now, actor, &bed, &redact(&raw), &reason);
                 reply.reason = Some(reason);
             }
             Ok(req) => {
                 reply.request_id = req.request_id.clone();
                 reply.command = req.name.clone();
-                reply.user = req.user.clone();
-                let actor = req.user.clone().unwrap_or_else(|| "unknown".into());
+                reply.user = info.sender.clone();
+                let actor = info.sender.clone().unwrap_or_else(|| "unknown".into());
                 if let Some(to) = info.response_topic.as_ref().or(req.reply_to.as_ref()) {
                     if self.topics.reply_allowed(to) {
                         topic = to.clone();
@@ -207,18 +222,23 @@ impl Handler {
                         return self.send(topic, &reply, correlation).await;
                     }
                 }
-                match req.command {
+                let command = match (&req.user, &info.sender, req.command) {
+                    (Some(claimed), sender, Ok(_)) if Some(claimed) != sender.as_ref() => Err(format!(
+                        "'user' is '{}' but the command came on the topic of {}",
+                        claimed.chars().take(64).collect::<String>(),
+                        sender.as_deref().map_or("no user (cmd/{bed})".to_owned(), |s| format!("'{s}'"))
+                    )),
+                    (_, _, c) => c,
+                };
+                match command {
                     Err(reason) => {
                         tracing::warn!(%bed, user = %actor, %reason, "MQTT command refused");
                         self.audit_rejected(now, &actor, &bed, &redact(&raw), &reason);
                         reply.reason = Some(reason);
                     }
-                    Ok(command) => match self.authorize(&req.user, &req.password, &command).await {
+                    Ok(command) => match self.auth.authorize(info.sender.as_deref(), &command) {
                         Err(e) => {
                             tracing::warn!(%bed, user = %actor, reason = %e, "MQTT command not authorised");
-                            if e == AuthError::BadCredentials {
-                                tokio::time::sleep(AUTH_FAILURE_DELAY).await;
-                            }
                             self.audit(now, &actor, &bed, &command, Err(e.to_string()));
                             reply.reason = Some(e.to_string());
                         }
@@ -265,20 +285,6 @@ impl Handler {
         self.send(topic, &reply, correlation).await;
     }
 
-    async fn authorize(
-        &self,
-        user: &Option<String>,
-        password: &Option<String>,
-        command: &Command,
-    ) -> Result<String, AuthError> {
-        // Held only while hashing, so that the delay after a wrong password does not block other commands.
-        let Ok(_permit) = self.permits.clone().acquire_owned().await else { return Err(AuthError::BadCredentials) };
-        let (auth, user, password, command) = (self.auth.clone(), user.clone(), password.clone(), command.clone());
-        tokio::task::spawn_blocking(move || auth.authorize(user.as_deref(), password.as_deref(), &command))
-            .await
-            .unwrap_or(Err(AuthError::BadCredentials))
-    }
-
     fn audit(
         &self,
         now: chrono::DateTime<Utc>,
@@ -304,16 +310,39 @@ impl Handler {
     }
 }
 
-/// The request text for the audit trail, without the password.
-fn redact(raw: &str) -> String {
-    match serde_json::from_str::<Value>(raw) {
-        Ok(Value::Object(mut map)) => {
-            if map.contains_key("password") {
-                map.insert("password".into(), Value::String("***".into()));
+/// The request text for the audit trail: at most [`MAX_AUDIT_REQUEST_BYTES`], every `password` (at any depth)
+/// replaced by `***`, and nothing at all of a payload that is not a JSON object (it cannot be redacted reliably).
+pub fn redact(raw: &str) -> String {
+    fn scrub(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map.iter_mut() {
+                    if k.to_ascii_lowercase().contains("pass") || k.eq_ignore_ascii_case("secret") {
+                        *v = Value::String("***".into());
+                    } else {
+                        scrub(v);
+                    }
+                }
             }
-            Value::Object(map).to_string()
+            Value::Array(items) => items.iter_mut().for_each(scrub),
+            _ => {}
         }
-        _ => raw.to_owned(),
+    }
+    match serde_json::from_str::<Value>(raw) {
+        Ok(mut v @ Value::Object(_)) => {
+            scrub(&mut v);
+            let mut text = v.to_string();
+            if text.len() > MAX_AUDIT_REQUEST_BYTES {
+                let mut end = MAX_AUDIT_REQUEST_BYTES;
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                text.truncate(end);
+                text.push_str("…(truncated)");
+            }
+            text
+        }
+        _ => format!("(not stored: {} bytes that are not a JSON object)", raw.len()),
     }
 }
 
@@ -323,8 +352,7 @@ mod tests {
 
     #[test]
     fn envelope_fields_are_split_from_the_command() {
-        let r =
-            parse(br#"{"command":"acknowledge","alarm_id":"a1","user":"ann","password":"pw","request_id":7}"#).unwrap();
+        let r = parse(br#"{"command":"acknowledge","alarm_id":"a1","user":"ann","request_id":7}"#).unwrap();
         assert_eq!(r.user.as_deref(), Some("ann"));
         assert_eq!(r.request_id.as_deref(), Some("7"));
         assert_eq!(r.command, Ok(Command::Acknowledge { alarm_id: Some("a1".into()) }));
@@ -349,5 +377,14 @@ mod tests {
     #[test]
     fn the_password_never_reaches_the_audit_trail() {
         assert!(!redact(r#"{"password":"secret","command":"x"}"#).contains("secret"));
+        assert!(!redact(r#"{"command":{"password":"pw-1234"},"request_id":true}"#).contains("pw-1234"));
+        assert!(!redact(r#"{"password": "pw-1234", "oops"#).contains("pw-1234"), "not JSON: nothing kept");
+        assert!(redact(&format!(r#"{{"command":"{}"}}"#, "x".repeat(5000))).len() < MAX_AUDIT_REQUEST_BYTES + 32);
+    }
+
+    #[test]
+    fn a_payload_with_a_password_is_refused_with_a_reason() {
+        let r = parse(br#"{"command":"acknowledge","user":"nina","password":"anin"}"#).unwrap();
+        assert_eq!(r.command, Err(PASSWORD_REFUSED.to_owned()));
     }
 }

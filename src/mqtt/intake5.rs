@@ -121,10 +121,11 @@ async fn poll(
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let topic = String::from_utf8_lossy(&p.topic).into_owned();
-                if let Some(bed) = topics.bed_of_command(&topic) {
+                if let Some((bed, sender)) = topics.command_target(&topic) {
                     let (response_topic, correlation) =
                         p.properties.map(|pr| (pr.response_topic, pr.correlation_data)).unwrap_or_default();
-                    let info = ResponseInfo { response_topic, correlation, retained: p.retain };
+                    let sender = sender.map(str::to_owned);
+                    let info = ResponseInfo { response_topic, correlation, retained: p.retain, sender };
                     tracker.spawn(handler.clone().handle(bed.to_owned(), p.payload.to_vec(), info));
                 }
             }

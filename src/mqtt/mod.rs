@@ -6,10 +6,12 @@
 //! replayed from the outbox after a reconnect or a restart until the broker acknowledges it); consumers remove
 //! the rare duplicate by (`alarm_id`, `seq`) and detect loss by gaps in `bed_seq`.
 
+pub mod acl;
 pub mod auth;
 mod backlog;
 pub mod broker;
 pub mod command;
+pub mod gate;
 mod intake5;
 pub mod payload;
 mod publisher;
@@ -127,7 +129,7 @@ pub fn start(
     cancel: CancellationToken,
 ) -> Result<(Option<Broker>, Mqtt), MqttError> {
     let broker = match config.mqtt.mode {
-        crate::config::MqttMode::Embedded => Some(broker::start(&config.mqtt)?),
+        crate::config::MqttMode::Embedded => Some(broker::start(&config)?),
         _ => None,
     };
     Ok((broker, spawn(config, hub, store, cancel)?))

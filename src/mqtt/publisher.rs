@@ -25,7 +25,7 @@ use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event as MqttEvent, EventLoop, LastWill, MqttOptions, Outgoing,
     Packet, QoS, Request, TlsConfiguration, Transport,
 };
-use tokio::sync::{broadcast, mpsc, watch, Semaphore};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -185,7 +185,11 @@ fn endpoints(config: &Config) -> Result<Vec<Endpoint>, MqttError> {
             _ => {}
         }
     }
-    let mut list = vec![Endpoint { host, port: config.mqtt.port }];
+    let mut list = match embedded_internal(config) {
+        // Vigil reaches its embedded broker on the private port, not through the gate clients use.
+        Some((inner, _)) => vec![Endpoint { host: inner.ip().to_string(), port: inner.port() }],
+        None => vec![Endpoint { host, port: config.mqtt.port }],
+    };
     if config.mqtt.mode == MqttMode::External {
         for f in &config.mqtt.failover {
             let (host, port) = f
@@ -196,6 +200,10 @@ fn endpoints(config: &Config) -> Result<Vec<Endpoint>, MqttError> {
         }
     }
     Ok(list)
+}
+
+fn embedded_internal(config: &Config) -> Option<(std::net::SocketAddr, (String, String))> {
+    (config.mqtt.mode == MqttMode::Embedded).then(|| super::broker::internal(config.mqtt.port))?
 }
 
 pub(super) fn spawn(
@@ -240,7 +248,9 @@ pub(super) fn spawn(
         endpoints,
         client_id: config.mqtt.client_id.clone(),
         keep_alive: Duration::from_secs(config.mqtt.keep_alive_s),
-        credentials: config.mqtt.username.clone().zip(config.mqtt.password.clone()),
+        credentials: embedded_internal(&config)
+            .map(|(_, creds)| creds)
+            .or_else(|| config.mqtt.username.clone().zip(config.mqtt.password.clone())),
         transport: transport(&config)?,
         status_topic: topics.status(),
         status,
@@ -259,14 +269,7 @@ pub(super) fn spawn(
     let net = tokio::spawn(network(eventloop, connector.clone(), store.clone(), last_seq, net_tx, stop_net.clone()));
     let (replies_tx, replies_rx) = mpsc::channel(64);
     let tracker = TaskTracker::new();
-    let handler = Handler {
-        topics: topics.clone(),
-        hub: hub.clone(),
-        store: store.clone(),
-        auth,
-        replies: replies_tx,
-        permits: Arc::new(Semaphore::new(4)),
-    };
+    let handler = Handler { topics: topics.clone(), hub: hub.clone(), store: store.clone(), auth, replies: replies_tx };
     // External brokers: commands arrive on a separate MQTT 5 connection (response topic, correlation data).
     let intake = (config.mqtt.mode == MqttMode::External).then(|| {
         let (tx5, rx5) = mpsc::channel(64);
@@ -676,9 +679,10 @@ impl Main {
                 }
             }
             Net::Message(p) => {
-                if let Some(bed) = self.topics.bed_of_command(&p.topic) {
+                if let Some((bed, sender)) = self.topics.command_target(&p.topic) {
                     let h = self.handler.clone();
-                    let info = command::ResponseInfo { retained: p.retain, ..Default::default() };
+                    let sender = sender.map(str::to_owned);
+                    let info = command::ResponseInfo { retained: p.retain, sender, ..Default::default() };
                     self.tracker.spawn(h.handle(bed.to_owned(), p.payload.to_vec(), info));
                 }
             }

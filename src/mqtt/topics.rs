@@ -7,7 +7,8 @@
 //! {prefix}/{site}/{ward}/bed/{bed}/alarms     retained, QoS 1: the bed's present alarms
 //! {prefix}/{site}/{ward}/bed/{bed}/session    retained, QoS 1: latest session event
 //! {prefix}/{site}/{ward}/bed/{bed}/device     retained, QoS 1: the bed's sources, link state, counters
-//! {prefix}/{site}/{ward}/cmd/{bed}            in: commands (JSON), subscribed at QoS 0
+//! {prefix}/{site}/{ward}/cmd/{bed}/{user}     in: commands (JSON) by that broker account, subscribed at QoS 0
+//! {prefix}/{site}/{ward}/cmd/{bed}            in: the loopback demo's anonymous commands (run as `demo`)
 //! {prefix}/{site}/{ward}/reply/...            out, QoS 1: command replies (default `reply/{bed}`)
 //! ```
 
@@ -65,20 +66,35 @@ impl Topics {
         format!("{}/bed/{bed}/device", self.base)
     }
 
-    /// Where commands for a bed arrive.
-    pub fn command(&self, bed: &str) -> String {
+    /// Where a user's commands for a bed arrive: the broker pins the last segment to the signed-in account.
+    pub fn command(&self, bed: &str, user: &str) -> String {
+        format!("{}/cmd/{bed}/{user}", self.base)
+    }
+
+    /// Where the loopback demo's anonymous commands for a bed arrive (they run as `demo`).
+    pub fn demo_command(&self, bed: &str) -> String {
         format!("{}/cmd/{bed}", self.base)
     }
 
-    /// The subscription filter for all commands.
+    /// The subscription filter for all commands (`cmd/{bed}` and `cmd/{bed}/{user}`).
     pub fn command_filter(&self) -> String {
-        format!("{}/cmd/+", self.base)
+        format!("{}/cmd/#", self.base)
+    }
+
+    /// The bed a command topic is for and the user it names (`None` for `cmd/{bed}`), if it is one.
+    pub fn command_target<'a>(&self, topic: &'a str) -> Option<(&'a str, Option<&'a str>)> {
+        let rest = topic.strip_prefix(&self.base)?.strip_prefix("/cmd/")?;
+        let (bed, user) = match rest.split_once('/') {
+            Some((bed, user)) => (bed, Some(user)),
+            None => (rest, None),
+        };
+        let ok = |s: &str| !s.is_empty() && !s.contains(['/', '+', '#']);
+        (ok(bed) && user.is_none_or(ok)).then_some((bed, user))
     }
 
     /// The bed a command topic is for, if it is one.
     pub fn bed_of_command<'a>(&self, topic: &'a str) -> Option<&'a str> {
-        let bed = topic.strip_prefix(&self.base)?.strip_prefix("/cmd/")?;
-        (!bed.is_empty() && !bed.contains('/')).then_some(bed)
+        self.command_target(topic).map(|(bed, _)| bed)
     }
 
     /// Default reply topic for commands to a bed.
@@ -105,7 +121,11 @@ mod tests {
         assert_eq!(t.status(), "vigil/v1/demo-clinic/ketamine-suite/status");
         assert_eq!(t.alarm("chair-1"), "vigil/v1/demo-clinic/ketamine-suite/bed/chair-1/alarm");
         assert_eq!(t.bed_of_command("vigil/v1/demo-clinic/ketamine-suite/cmd/chair-1"), Some("chair-1"));
-        assert_eq!(t.bed_of_command("vigil/v1/demo-clinic/ketamine-suite/cmd/chair-1/x"), None);
+        assert_eq!(
+            t.command_target("vigil/v1/demo-clinic/ketamine-suite/cmd/chair-1/nina"),
+            Some(("chair-1", Some("nina")))
+        );
+        assert_eq!(t.bed_of_command("vigil/v1/demo-clinic/ketamine-suite/cmd/chair-1/x/y"), None);
         assert!(t.reply_allowed("vigil/v1/demo-clinic/ketamine-suite/reply/nurse-app/42"));
         assert!(!t.reply_allowed("vigil/v1/demo-clinic/ketamine-suite/status"));
         assert!(!t.reply_allowed("vigil/v1/demo-clinic/ketamine-suite/reply/"));

@@ -14,8 +14,9 @@ starts with persistence on, and checks as an integrator would:
  1. the retained status says online, with a sequence number;
  2. every alarm event arrives exactly once after de-duplication by (alarm_id, seq), with bed_seq contiguous per
     bed, although the broker is stopped and restarted mid-stream;
- 3. an acknowledge command with a nurse's credentials is answered ok and the acknowledgement event follows;
- 4. a viewer's command and a malformed command are refused with a reason;
+ 3. an acknowledge command on the nurse's own command topic (no password) is answered ok and the acknowledgement
+    event follows;
+ 4. a viewer's command, a malformed command and one with the old password field are refused with a reason;
  5. a late subscriber gets the retained alarms snapshot with the latest bed_seq;
  6. when the publisher is killed with SIGKILL, the last will says offline with the birth's sequence number;
  7. (with jsonschema installed) every payload validates against docs/schemas/.
@@ -219,8 +220,9 @@ def main():
               f"got {len(events)} unique")
         check("bed_seq is contiguous per bed", contiguous and len(per_bed) == 2, str({k: sorted(v) for k, v in per_bed.items()}))
 
-        publish(broker.port, BASE + "/cmd/chair-1", json.dumps({
-            "command": "acknowledge", "alarm_id": "chair-1-a0", "user": "nina", "password": "anin",
+        # The topic names the sender (a broker ACL pins cmd/+/%u to the signed-in account); no password in payloads.
+        publish(broker.port, BASE + "/cmd/chair-1/nina", json.dumps({
+            "command": "acknowledge", "alarm_id": "chair-1-a0",
             "request_id": "paho-1", "reply_to": BASE + "/reply/paho"}))
         reply = sub.wait(lambda t, b, r: t.endswith("/reply/paho") and b and b.get("request_id") == "paho-1", 20)
         check("acknowledge by a nurse is answered ok", bool(reply and reply[1].get("ok") is True), str(reply))
@@ -228,9 +230,12 @@ def main():
                          and b.get("by") == "nina", 20)
         check("the acknowledgement event is published", acked is not None)
 
-        publish(broker.port, BASE + "/cmd/chair-1", json.dumps({
-            "command": "acknowledge", "user": "victor", "password": "rotciv", "request_id": "paho-2"}))
-        publish(broker.port, BASE + "/cmd/chair-1", '{"command": "acknowledge", "alarmid": 1, "request_id": "paho-3"}')
+        publish(broker.port, BASE + "/cmd/chair-1/victor", json.dumps({
+            "command": "acknowledge", "request_id": "paho-2"}))
+        publish(broker.port, BASE + "/cmd/chair-1/nina",
+                '{"command": "acknowledge", "alarmid": 1, "request_id": "paho-3"}')
+        publish(broker.port, BASE + "/cmd/chair-1/nina", json.dumps({
+            "command": "acknowledge", "password": "anin", "request_id": "paho-4"}))
         viewer = sub.wait(lambda t, b, r: t.endswith("/reply/chair-1") and b and b.get("request_id") == "paho-2", 20)
         malformed = sub.wait(lambda t, b, r: t.endswith("/reply/chair-1") and b and b.get("request_id") == "paho-3", 20)
         check("a viewer's command is refused with a reason",
@@ -238,6 +243,9 @@ def main():
         check("a malformed command is refused with a reason",
               bool(malformed and malformed[1]["ok"] is False and "malformed" in malformed[1].get("reason", "")),
               str(malformed))
+        old = sub.wait(lambda t, b, r: t.endswith("/reply/chair-1") and b and b.get("request_id") == "paho-4", 20)
+        check("a command with the old password field is refused with a reason",
+              bool(old and old[1]["ok"] is False and "no password" in old[1].get("reason", "")), str(old))
 
         late = Subscriber(broker.port, "paho-late", BASE + "/bed/chair-2/alarms", clean=True)
         want = max(per_bed.get("chair-2", [0]))

@@ -372,6 +372,10 @@ test('on a tablet the alarms come first and controls are finger-sized', async ()
 async function axe(url, name) {
   // axe is injected with the page's CSP bypassed in a separate context: the dashboard itself never allows inline script.
   const c = await browser.newContext({ bypassCSP: true, viewport: { width: 1920, height: 1080 } });
+  // Signed in, as a nurse at the station would be: chair history and the print page need a signed-in user
+  // whenever [[users]] are configured (docs/security.md).
+  const signedIn = await c.request.post(`${base()}/api/session`, { data: { name: USER, password: PASSWORD } });
+  assert.equal(signedIn.status(), 200);
   const p = await c.newPage();
   await p.goto(url);
   await p.waitForSelector('#link-status.live, #charts svg', { timeout: 10000 });

@@ -309,8 +309,22 @@ pub struct Subscriber {
 impl Subscriber {
     /// `persistent`: clean_session false with a fixed id, so the broker queues QoS 1 messages while it is away.
     pub async fn connect(port: u16, id: &str, filter: &str, persistent: bool) -> Subscriber {
+        Subscriber::connect_as(port, id, filter, persistent, None).await
+    }
+
+    /// [`Subscriber::connect`] signed in as `creds` (name, password).
+    pub async fn connect_as(
+        port: u16,
+        id: &str,
+        filter: &str,
+        persistent: bool,
+        creds: Option<(&str, &str)>,
+    ) -> Subscriber {
         let mut o = MqttOptions::new(id, "127.0.0.1", port);
         o.set_keep_alive(Duration::from_secs(5)).set_clean_session(!persistent).set_max_packet_size(1 << 20, 1 << 20);
+        if let Some((u, p)) = creds {
+            o.set_credentials(u, p);
+        }
         let (client, mut el) = AsyncClient::new(o, 100);
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, mut ready_rx) = mpsc::channel(1);
@@ -374,20 +388,54 @@ impl Drop for Subscriber {
 
 /// Publishes one message with a throwaway client and waits for the PUBACK.
 pub async fn publish_once(port: u16, topic: &str, payload: &str) {
+    publish_once_as(port, None, topic, payload).await
+}
+
+/// [`publish_once`] signed in as `creds` (name, password).
+pub async fn publish_once_as(port: u16, creds: Option<(&str, &str)>, topic: &str, payload: &str) {
     let mut o = MqttOptions::new(format!("pub-{}", rand_suffix()), "127.0.0.1", port);
     o.set_keep_alive(Duration::from_secs(5));
+    if let Some((u, p)) = creds {
+        o.set_credentials(u, p);
+    }
     let (client, mut el) = AsyncClient::new(o, 10);
     client.publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec()).await.unwrap();
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+    // Stops at the PUBACK, or at the first connection error (the embedded broker's gate closes the connection of
+    // a client that publishes where it may not): no reconnect, so nothing is sent twice.
+    let acked = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
-            if let Ok(MqttEvent::Incoming(Packet::PubAck(_))) = el.poll().await {
-                break;
+            match el.poll().await {
+                Ok(MqttEvent::Incoming(Packet::PubAck(_))) => return true,
+                Err(_) => return false,
+                Ok(_) => {}
             }
         }
     })
     .await;
-    let _ = client.disconnect().await;
-    let _ = tokio::time::timeout(Duration::from_secs(1), el.poll()).await;
+    if acked == Ok(true) {
+        let _ = client.disconnect().await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), el.poll()).await;
+    }
+}
+
+/// The nurse's, viewer's and admin's broker credentials from [`users`].
+pub const NINA: Option<(&str, &str)> = Some(("nina", "anin"));
+pub const VICTOR: Option<(&str, &str)> = Some(("victor", "rotciv"));
+pub const ADA: Option<(&str, &str)> = Some(("ada", "ada"));
+
+/// The CONNACK a client gets (or the error instead), signed in as `creds`.
+pub async fn connack(port: u16, creds: Option<(&str, &str)>) -> Result<rumqttc::ConnectReturnCode, String> {
+    let mut o = MqttOptions::new(format!("probe-{}", rand_suffix()), "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(5));
+    if let Some((u, p)) = creds {
+        o.set_credentials(u, p);
+    }
+    let (_c, mut el) = AsyncClient::new(o, 10);
+    match tokio::time::timeout(Duration::from_secs(10), el.poll()).await {
+        Ok(Ok(MqttEvent::Incoming(Packet::ConnAck(a)))) => Ok(a.code),
+        Ok(Err(rumqttc::ConnectionError::ConnectionRefused(code))) => Ok(code),
+        other => Err(format!("{other:?}")),
+    }
 }
 
 pub fn rand_suffix() -> u64 {
