@@ -419,7 +419,7 @@ async fn a_retained_command_replayed_by_the_broker_is_refused_and_never_reaches_
 async fn an_event_the_broker_cannot_take_is_quarantined_counted_and_shown_and_the_events_behind_it_still_arrive() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let cfg = config(dir.path(), &embedded(port, "vigil-e-poison"), "");
+    let cfg = config(dir.path(), &embedded(port, "vigil-e-poison"), &users());
     broker::start(&cfg).unwrap();
     let store = Store::open(&dir.path().join("vigil.db")).unwrap();
     let hub = hub();
@@ -430,7 +430,7 @@ async fn an_event_the_broker_cannot_take_is_quarantined_counted_and_shown_and_th
     let next = alarm_event("chair-1", "chair-1-a2", 1, 2);
     store.append(&[Event::Alarm(next)]).unwrap();
     let cancel = CancellationToken::new();
-    let mut sub = Subscriber::connect(port, "it-e-poison", &format!("{BASE}/bed/+/alarm"), false).await;
+    let mut sub = Subscriber::connect_as(port, "it-e-poison", &format!("{BASE}/bed/+/alarm"), false, VICTOR).await;
     let m = mqtt::spawn(cfg, hub.clone(), store.clone(), cancel.clone()).unwrap();
 
     let a = sub.expect("/bed/chair-1/alarm", T, |_| true).await;
@@ -456,13 +456,13 @@ async fn an_event_the_broker_cannot_take_is_quarantined_counted_and_shown_and_th
 async fn a_lagging_publisher_sheds_vitals_with_a_count_and_does_not_republish_unchanged_snapshots() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let cfg = config(dir.path(), &embedded(port, "vigil-e-lag"), "");
+    let cfg = config(dir.path(), &embedded(port, "vigil-e-lag"), &users());
     broker::start(&cfg).unwrap();
     let store = Store::open(&dir.path().join("vigil.db")).unwrap();
     let hub = hub();
     let cancel = CancellationToken::new();
     let m = mqtt::spawn(cfg, hub.clone(), store.clone(), cancel.clone()).unwrap();
-    let mut sub = Subscriber::connect(port, "it-e-lag", &format!("{BASE}/bed/#"), false).await;
+    let mut sub = Subscriber::connect_as(port, "it-e-lag", &format!("{BASE}/bed/#"), false, VICTOR).await;
     let deadline = tokio::time::Instant::now() + T;
     while m.link.borrow().state != LinkState::Connected {
         assert!(tokio::time::Instant::now() < deadline, "connected");
@@ -503,13 +503,13 @@ async fn a_store_that_cannot_write_is_shown_on_the_retained_status_and_the_alarm
     let Some(disk) = SmallDisk::mount("2m") else { return };
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let cfg = config(dir.path(), &embedded(port, "vigil-e-full"), "");
+    let cfg = config(dir.path(), &embedded(port, "vigil-e-full"), &users());
     broker::start(&cfg).unwrap();
     let store = Store::open(&disk.dir.path().join("vigil.db")).unwrap();
     let hub = hub();
     let cancel = CancellationToken::new();
     let m = mqtt::spawn(cfg, hub.clone(), store.clone(), cancel.clone()).unwrap();
-    let mut sub = Subscriber::connect(port, "it-e-full", &format!("{BASE}/#"), false).await;
+    let mut sub = Subscriber::connect_as(port, "it-e-full", &format!("{BASE}/#"), false, VICTOR).await;
     sub.expect("/status", T, |m| m.json["state"] == "online" && m.json.get("store").is_none()).await;
 
     disk.fill();
@@ -519,7 +519,7 @@ async fn a_store_that_cannot_write_is_shown_on_the_retained_status_and_the_alarm
     let failed = sub.expect("/status", T, |m| m.json["store"] == "failed").await;
     assert_eq!(failed.json["state"], "online", "still online: the broker link is fine");
     // A late subscriber gets it from the retained status.
-    let mut late = Subscriber::connect(port, "it-e-full-late", &format!("{BASE}/status"), false).await;
+    let mut late = Subscriber::connect_as(port, "it-e-full-late", &format!("{BASE}/status"), false, VICTOR).await;
     let retained = late.expect("/status", T, |_| true).await;
     assert!(retained.retain && retained.json["store"] == "failed", "{:?}", retained.json);
 
