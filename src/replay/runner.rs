@@ -193,6 +193,7 @@ pub struct Runner<'a> {
     profiles: Vec<Arc<Profile>>,
     only_bed: Option<&'a str>,
     index: HashMap<BedId, usize>,
+    last_bed: Option<(BedId, usize)>,
     beds: Vec<Bed>,
     /// Bed indices in bed-name order: ticks visit beds in this order.
     order: Vec<usize>,
@@ -214,6 +215,7 @@ impl<'a> Runner<'a> {
             profiles: profiles.into_iter().map(Arc::new).collect(),
             only_bed,
             index: HashMap::new(),
+            last_bed: None,
             beds: Vec::new(),
             order: Vec::new(),
             tallies,
@@ -250,9 +252,18 @@ impl<'a> Runner<'a> {
             return Ok(());
         }
         self.tick_until(r.time, sink)?;
-        let i = match self.index.get(&r.bed) {
-            Some(&i) => i,
-            None => self.add_bed(&r.bed),
+        // Rows of one bed come in runs (its parameters of one second): the reader interns bed names, so the
+        // last bed is found by pointer before hashing.
+        let i = match &self.last_bed {
+            Some((b, i)) if Arc::ptr_eq(b, &r.bed) => *i,
+            _ => {
+                let i = match self.index.get(&r.bed) {
+                    Some(&i) => i,
+                    None => self.add_bed(&r.bed),
+                };
+                self.last_bed = Some((r.bed.clone(), i));
+                i
+            }
         };
         for k in 0..self.profiles.len() {
             let events = self.feed(i, k, r, sink)?;
