@@ -32,7 +32,11 @@ impl Recording {
     fn replay(&self) -> (Vec<Value>, Value) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("recording.csv");
-        std::fs::write(&path, format!("timestamp,bed,parameter,value\n{}", self.0)).unwrap();
+        // Replay streams and wants time-sorted input: the rows are built per parameter, so sort them (stable: rows
+        // of one second keep the order they were written in).
+        let mut rows: Vec<&str> = self.0.lines().collect();
+        rows.sort_by_key(|l| l.split(',').next().unwrap().parse::<u32>().unwrap());
+        std::fs::write(&path, format!("timestamp,bed,parameter,value\n{}\n", rows.join("\n"))).unwrap();
         let mut out = Vec::new();
         run(&ReplayArgs::new(&path), &mut out).unwrap();
         let mut lines: Vec<Value> =
