@@ -14,6 +14,10 @@ use crate::vitals::BedId;
 
 /// How many recent events the hub keeps for resuming clients.
 pub const RESUME_WINDOW: usize = 4096;
+/// How many events a subscriber (the MQTT publisher, each SSE stream) may fall behind before it lags. Every bed
+/// announces its vitals about once a second, often in the same instant, so this must hold well over one
+/// second of a full ward (5,000 chairs): a lag costs the subscriber the missed vitals.
+pub const BROADCAST_CAPACITY: usize = 16_384;
 
 /// An event with the hub's sequence number (the SSE event id).
 #[derive(Debug, Clone, Serialize)]
@@ -115,7 +119,7 @@ impl Hub {
             .into_iter()
             .map(|info| BedView { info, vitals: None, alarms: None, session: None, devices: BTreeMap::new() })
             .collect();
-        let (events, _) = broadcast::channel(RESUME_WINDOW);
+        let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
         Arc::new(Hub {
             site: site.to_owned(),
             ward: ward.to_owned(),

@@ -4,7 +4,7 @@
 //! fit (or, worse, republishing everything to make up for it), the publisher parks it here:
 //!
 //! * retained topics (alarm snapshots, sessions, device status) keep their **latest** payload, one per topic,
-//!   and are sent first when there is room: a late subscriber must get the present state, never a stale one;
+//!   and go first in each flush round: a late subscriber must get the present state, never a stale one;
 //! * vitals (QoS 0) keep the latest payload per bed: an older one not yet sent is replaced and counted as shed;
 //! * command replies wait in a short FIFO; beyond [`MAX_REPLIES`] the oldest is dropped and counted.
 //!
@@ -118,34 +118,41 @@ impl Backlog {
         self.vitals_shed += self.vitals.clear() as u64;
     }
 
-    /// Publishes parked items in priority order (retained state, replies, vitals) while `send` accepts them;
-    /// stops at the first refusal (no room) and keeps the rest. Returns how many were sent.
+    /// Publishes parked items while `send` accepts them, in rounds of one retained payload, one reply and one
+    /// vitals payload: retained state goes first in each round, yet a stream of retained updates cannot starve the
+    /// vitals (nor the other way round). Stops at the first refusal (no room) and keeps the rest. Returns how many
+    /// were sent.
     pub fn flush(&mut self, mut send: impl FnMut(&Parked) -> bool) -> usize {
         let mut sent = 0;
-        while let Some((topic, payload)) = self.retained.front() {
-            let p = Parked { topic: topic.clone(), payload: payload.clone(), qos: QoS::AtLeastOnce, retain: true };
-            if !send(&p) {
+        loop {
+            let before = sent;
+            if let Some((topic, payload)) = self.retained.front() {
+                let p = Parked { topic: topic.clone(), payload: payload.clone(), qos: QoS::AtLeastOnce, retain: true };
+                if !send(&p) {
+                    return sent;
+                }
+                self.retained.pop_front();
+                sent += 1;
+            }
+            if let Some(p) = self.replies.front() {
+                if !send(p) {
+                    return sent;
+                }
+                self.replies.pop_front();
+                sent += 1;
+            }
+            if let Some((topic, payload)) = self.vitals.front() {
+                let p = Parked { topic: topic.clone(), payload: payload.clone(), qos: QoS::AtMostOnce, retain: false };
+                if !send(&p) {
+                    return sent;
+                }
+                self.vitals.pop_front();
+                sent += 1;
+            }
+            if sent == before {
                 return sent;
             }
-            self.retained.pop_front();
-            sent += 1;
         }
-        while let Some(p) = self.replies.front() {
-            if !send(p) {
-                return sent;
-            }
-            self.replies.pop_front();
-            sent += 1;
-        }
-        while let Some((topic, payload)) = self.vitals.front() {
-            let p = Parked { topic: topic.clone(), payload: payload.clone(), qos: QoS::AtMostOnce, retain: false };
-            if !send(&p) {
-                return sent;
-            }
-            self.vitals.pop_front();
-            sent += 1;
-        }
-        sent
     }
 
     /// How many publishes are parked.
@@ -213,6 +220,26 @@ mod tests {
         assert!(sent[0].retain && sent[0].qos == QoS::AtLeastOnce);
         assert_eq!(b.len(), 1, "the vitals wait for the next room");
         assert_eq!(b.vitals_shed, 0, "retained payloads are never counted as shed vitals");
+    }
+
+    #[test]
+    fn a_stream_of_retained_updates_does_not_starve_the_vitals() {
+        let mut b = Backlog::default();
+        for i in 0..100 {
+            b.retained(format!("bed-{i}/device"), b"d".to_vec());
+        }
+        b.vitals("bed-1/vitals".into(), b"v".to_vec());
+        let mut sent = Vec::new();
+        let mut room = 4;
+        b.flush(|p| {
+            if room == 0 {
+                return false;
+            }
+            room -= 1;
+            sent.push(p.topic.clone());
+            true
+        });
+        assert_eq!(sent, ["bed-0/device", "bed-1/vitals", "bed-1/device", "bed-2/device"]);
     }
 
     #[test]

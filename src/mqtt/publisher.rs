@@ -579,6 +579,7 @@ impl Main {
         }
         self.drain();
         self.flush_backlog();
+        self.publish_counters();
     }
 
     /// Parks a retained payload (latest wins per topic). With `only_if_changed`, a payload identical to the last

@@ -1,0 +1,254 @@
+//! Load harness: N simulated chairs in the daemon and M HL7 monitors over their own MLLP/TCP connections,
+//! against a real `vigil` process on the embedded broker, with a real MQTT subscriber timing every vitals
+//! message from the bed's receive time (`time`) to its arrival. Reports the daemon's CPU (share of one core)
+//! and RSS, per chair, and the latency percentiles. Method and recorded figures: `docs/performance.md`.
+//!
+//! ```text
+//! cargo build --release --bin vigil --example vigil-load
+//! target/release/examples/vigil-load --chairs 1000 [--hl7 0] [--warmup 10] [--seconds 30]
+//! ```
+//! The daemon binary is looked up next to the harness (`target/release/vigil`); `--bin PATH` overrides it.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct Args {
+    chairs: usize,
+    hl7: usize,
+    warmup: u64,
+    seconds: u64,
+    bin: PathBuf,
+}
+
+fn args() -> Args {
+    let mut a = Args { chairs: 100, hl7: 0, warmup: 10, seconds: 30, bin: PathBuf::new() };
+    let exe = std::env::current_exe().expect("current exe");
+    a.bin = exe.parent().and_then(|d| d.parent()).map(|d| d.join("vigil")).unwrap_or_default();
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let v = it.next().unwrap_or_else(|| panic!("{k} needs a value"));
+        match k.as_str() {
+            "--chairs" => a.chairs = v.parse().expect("--chairs N"),
+            "--hl7" => a.hl7 = v.parse().expect("--hl7 N"),
+            "--warmup" => a.warmup = v.parse().expect("--warmup S"),
+            "--seconds" => a.seconds = v.parse().expect("--seconds S"),
+            "--bin" => a.bin = v.into(),
+            _ => panic!("unknown argument {k}"),
+        }
+    }
+    a
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn device_id(j: usize) -> String {
+    format!("00A03700{j:08X}")
+}
+
+fn config(a: &Args, dir: &std::path::Path, mqtt: u16, mllp: u16) -> String {
+    let mut s = format!(
+        "[site]\nname = \"load\"\nward = \"w\"\n[mqtt]\nmode = \"embedded\"\nhost = \"127.0.0.1\"\nport = {mqtt}\n\
+         client_id = \"vigil-load\"\n[dashboard]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n",
+        dir.join("vigil.db").display()
+    );
+    if a.hl7 > 0 {
+        s.push_str(&format!("[mllp]\nlisten = \"127.0.0.1:{mllp}\"\n"));
+    }
+    for i in 0..a.chairs {
+        s.push_str(&format!(
+            "[[beds]]\nid = \"chair-{i}\"\n[[beds.sources]]\nkind = \"simulated\"\ndevice = \"masimo\"\n\
+             scenario = \"calm-session\"\nseed = {}\n",
+            i + 1
+        ));
+    }
+    for j in 0..a.hl7 {
+        s.push_str(&format!(
+            "[[beds]]\nid = \"hl7-{j}\"\n[[beds.sources]]\nkind = \"mllp\"\ndevice = \"hl7\"\ndevice_id = \"{}\"\n",
+            device_id(j)
+        ));
+    }
+    s
+}
+
+/// A PCD-01 ORU^R01 with SpO2, pulse and NIBP, from the Mindray sample, for device `j`.
+fn hl7_message(j: usize, control: u64) -> Vec<u8> {
+    let text = format!(
+        "MSH|^~\\&|MINDRAY_VS900^{id}^EUI-64||||20191206113452||ORU^R01^ORU_R01|{control}|P|2.6|||AL|NE\r\
+         PID|||^^^Hospital^PI||^^^^^^L\r\
+         OBR|1|{control}^MINDRAY_VS900^{id}^EUI-64|{control}^MINDRAY_VS900^{id}^EUI-64|182777000^monitoring of patient^SCT|||20191206113452\r\
+         OBX|1|NM|150456^MDC_PULS_OXIM_SAT_O2^MDC|1.3.1.150456|97|262688^MDC_DIM_PERCENT^MDC|||||R|||20191206113452\r\
+         OBX|2|NM|149530^MDC_PULS_OXIM_PULS_RATE^MDC|1.3.1.149530|72|264864^MDC_DIM_BEAT_PER_MIN^MDC|||||R|||20191206113452\r",
+        id = device_id(j)
+    );
+    let mut out = vec![0x0b];
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&[0x1c, 0x0d]);
+    out
+}
+
+async fn monitor(j: usize, port: u16, acks: Arc<Mutex<u64>>) {
+    let mut stream = loop {
+        match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(s) => break s,
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    let mut buf = vec![0u8; 4096];
+    for control in 1.. {
+        every.tick().await;
+        if stream.write_all(&hl7_message(j, control)).await.is_err() {
+            return;
+        }
+        let mut got = Vec::new();
+        while !got.ends_with(&[0x1c, 0x0d]) {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        *acks.lock().unwrap() += 1;
+    }
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the command name.
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+fn rss_kb(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+struct Stop(Child);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let a = args();
+    let dir = tempfile::tempdir().unwrap();
+    let (mqtt, mllp) = (free_port(), free_port());
+    let cfg = dir.path().join("load.toml");
+    std::fs::write(&cfg, config(&a, dir.path(), mqtt, mllp)).unwrap();
+    let child = Command::new(&a.bin)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn,rumqttd=off")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", a.bin.display()));
+    let pid = child.id();
+    let _guard = Stop(child);
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", mqtt)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(120), "daemon did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("daemon up after {:?}", started.elapsed());
+
+    let acks = Arc::new(Mutex::new(0u64));
+    if a.hl7 > 0 {
+        for j in 0..a.hl7 {
+            tokio::spawn(monitor(j, mllp, acks.clone()));
+        }
+    }
+
+    let mut o = MqttOptions::new("vigil-load-sub", "127.0.0.1", mqtt);
+    o.set_keep_alive(Duration::from_secs(30)).set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut el) = AsyncClient::new(o, 1000);
+    client.subscribe("vigil/v1/load/w/bed/+/vitals", QoS::AtMostOnce).await.unwrap();
+    let measuring = Arc::new(Mutex::new(false));
+    let samples = Arc::new(Mutex::new((Vec::<f64>::new(), HashSet::<String>::new(), 0u64)));
+    let (m2, s2) = (measuring.clone(), samples.clone());
+    tokio::spawn(async move {
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if !*m2.lock().unwrap() {
+                        continue;
+                    }
+                    let now = chrono::Utc::now();
+                    let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap_or_default();
+                    let Some(t) = v["time"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else {
+                        continue;
+                    };
+                    let ms = (now - t.with_timezone(&chrono::Utc)).num_microseconds().unwrap_or(0) as f64 / 1000.0;
+                    let mut s = s2.lock().unwrap();
+                    s.0.push(ms);
+                    s.1.insert(p.topic.clone());
+                    s.2 += 1;
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+
+    tokio::time::sleep(Duration::from_secs(a.warmup)).await;
+    let acks0 = *acks.lock().unwrap();
+    let ticks0 = cpu_ticks(pid);
+    let t0 = Instant::now();
+    *measuring.lock().unwrap() = true;
+    tokio::time::sleep(Duration::from_secs(a.seconds)).await;
+    *measuring.lock().unwrap() = false;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let ticks = cpu_ticks(pid) - ticks0;
+    let acks = *acks.lock().unwrap() - acks0;
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let cpu = ticks as f64 / hz / elapsed;
+    let (rss, hwm) = (rss_kb(pid, "VmRSS:"), rss_kb(pid, "VmHWM:"));
+    let (mut lat, beds, msgs) = std::mem::take(&mut *samples.lock().unwrap());
+    lat.sort_by(f64::total_cmp);
+    let n = (a.chairs + a.hl7).max(1) as f64;
+    println!("| chairs | HL7 monitors | CPU (share of one core) | CPU per chair | RSS | RSS per chair | beds seen on MQTT | vitals msgs/s | p50 / p99 / max ms | HL7 ACKs/s |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {} | {} | {:.2} | {:.5} | {:.0} MB (peak {:.0}) | {:.1} KB | {} of {} | {:.0} | {:.1} / {:.1} / {:.1} | {:.0} |",
+        a.chairs,
+        a.hl7,
+        cpu,
+        cpu / n,
+        rss as f64 / 1024.0,
+        hwm as f64 / 1024.0,
+        rss as f64 / n,
+        beds.len(),
+        a.chairs + a.hl7,
+        msgs as f64 / elapsed,
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat.last().copied().unwrap_or(f64::NAN),
+        acks as f64 / elapsed,
+    );
+}
