@@ -117,12 +117,30 @@ impl RobustSlope {
             self.last = None;
             return None;
         }
-        let slope = theil_sen(&self.points, &mut self.scratch)?;
         let span_min = (t - self.points[0].0) as f64 / 60_000.0;
+        if self.beyond_gate(v) {
+            // Beyond the gate, even with the hysteresis of a present alarm, no slope can alarm: the fit (a
+            // median of every pairwise slope, the costliest step of the engine) is not worth computing.
+            let fit = Fit { slope_per_min: 0.0, change: 0.0, latest: v, points: self.points.len(), span_min };
+            self.last = Some(fit);
+            return Some(fit);
+        }
+        let slope = theil_sen(&self.points, &mut self.scratch)?;
         let fit =
             Fit { slope_per_min: slope, change: slope * span_min, latest: v, points: self.points.len(), span_min };
         self.last = Some(fit);
         Some(fit)
+    }
+
+    /// Whether `latest` fails the gate whether or not the alarm is present (see [`RobustSlope::alarming`]).
+    #[inline]
+    fn beyond_gate(&self, latest: f64) -> bool {
+        let rising = self.cfg.slope_per_min > 0.0;
+        match self.cfg.gate {
+            None => false,
+            Some(g) if rising => latest <= g,
+            Some(g) => latest >= g + 1.0,
+        }
     }
 
     /// Whether a fit shows the trend. While the alarm's condition is present (`present`), the slope and change
@@ -257,6 +275,32 @@ mod tests {
             min_change: 25.0,
             gate: None,
             priority: Priority::Low,
+        }
+    }
+
+    #[test]
+    fn a_fall_beyond_the_gate_never_alarms_with_or_without_the_fit_and_one_inside_it_does() {
+        let cfg = SlopeConfig {
+            slope_per_min: -1.0,
+            min_change: 2.0,
+            gate: Some(95.0),
+            bucket_s: 5,
+            min_points: 12,
+            window_s: 120,
+            ..slope_cfg()
+        };
+        // The same steep fall (1.5 %/min), once above the gate and once through it.
+        for (start, gated_out) in [(104.0, true), (97.0, false)] {
+            let mut d = RobustSlope::new(cfg);
+            let mut last = None;
+            for s in 0..120i64 {
+                if let Some(f) = d.observe(s * 1000, start - s as f64 * 1.5 / 60.0) {
+                    last = Some(f);
+                }
+            }
+            let f = last.unwrap();
+            assert_eq!(d.alarming(&f, true), !gated_out, "start {start}: {f:?}");
+            assert_eq!(f.slope_per_min == 0.0, gated_out, "the fit is skipped only beyond the gate: {f:?}");
         }
     }
 
