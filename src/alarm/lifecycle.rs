@@ -937,6 +937,26 @@ impl Lifecycle {
     }
 }
 
+impl Detail {
+    /// A technical condition's words: no value, no limit.
+    pub fn technical(
+        condition: &str,
+        parameter: Option<Parameter>,
+        evidence: Map<String, Value>,
+        message: String,
+    ) -> Detail {
+        Detail {
+            kind: AlarmKind::Technical,
+            condition: condition.to_owned(),
+            parameter,
+            value: None,
+            limit: None,
+            evidence,
+            message,
+        }
+    }
+}
+
 /// A small evidence map builder.
 pub fn evidence<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
     let mut m = Map::new();

@@ -965,14 +965,13 @@ impl Engine {
             self.profile.technical.priority,
             Obs::default(),
             t,
-            || Detail {
-                kind: AlarmKind::Technical,
-                condition: "baseline_missing".into(),
-                parameter: Some(Parameter::NibpSys),
-                value: None,
-                limit: None,
-                evidence: evidence([("rule", Value::from("rise_from_baseline")), ("state", Value::from("off"))]),
-                message: "No baseline blood pressure: rise detection is off until one is entered".into(),
+            || {
+                Detail::technical(
+                    "baseline_missing",
+                    Some(Parameter::NibpSys),
+                    evidence([("rule", Value::from("rise_from_baseline")), ("state", Value::from("off"))]),
+                    "No baseline blood pressure: rise detection is off until one is entered".into(),
+                )
             },
             out,
         );
@@ -986,14 +985,13 @@ impl Engine {
             self.profile.technical.priority,
             Obs::default(),
             t,
-            || Detail {
-                kind: AlarmKind::Technical,
-                condition: "cuff_failure".into(),
-                parameter: Some(Parameter::NibpSys),
-                value: None,
-                limit: None,
-                evidence: evidence([("rule", Value::from("nibp_without_value"))]),
-                message: "NIBP measurement failed: check the cuff and measure again".into(),
+            || {
+                Detail::technical(
+                    "cuff_failure",
+                    Some(Parameter::NibpSys),
+                    evidence([("rule", Value::from("nibp_without_value"))]),
+                    "NIBP measurement failed: check the cuff and measure again".into(),
+                )
             },
             out,
         );
@@ -1484,14 +1482,14 @@ impl Engine {
                     self.profile.technical.priority,
                     Obs::default(),
                     t,
-                    || Detail {
-                        kind: AlarmKind::Technical,
-                        condition: "alarm_off".into(),
-                        parameter: Some(p),
-                        value: None,
-                        limit: None,
-                        evidence: evidence([("direction", Value::from(side)), ("reason", Value::from(reason.clone()))]),
-                        message: format!("{} {side} alarm off: {reason}", p.display_name()),
+                    || {
+                        let ev = evidence([("direction", Value::from(side)), ("reason", Value::from(reason.clone()))]);
+                        Detail::technical(
+                            "alarm_off",
+                            Some(p),
+                            ev,
+                            format!("{} {side} alarm off: {reason}", p.display_name()),
+                        )
                     },
                     out,
                 );
