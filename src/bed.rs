@@ -523,6 +523,30 @@ mod tests {
     use crate::hub::BedInfo;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    /// A bed task for chair-1 on `store` and `hub`, with a fresh engine.
+    fn test_task(
+        profile: Arc<Profile>,
+        store: Store,
+        hub: Arc<Hub>,
+        sources: mpsc::Receiver<SourceEvent>,
+        commands: mpsc::Receiver<BedCommand>,
+        silence: HashMap<String, Duration>,
+    ) -> BedTask {
+        BedTask {
+            bed: "chair-1".into(),
+            engine: Engine::new("chair-1".into(), profile.clone(), 1),
+            profile,
+            store,
+            hub,
+            sources,
+            commands,
+            descriptions: HashMap::new(),
+            silence,
+            session_seq: 0,
+            unstored: Vec::new(),
+        }
+    }
+
     static LIVES: AtomicUsize = AtomicUsize::new(0);
 
     /// Dies in its first life, runs normally in the next.
@@ -549,19 +573,7 @@ mod tests {
         let (source_tx, sources) = mpsc::channel(8);
         let (command_tx, commands) = mpsc::channel(8);
         hub.register_bed("chair-1".into(), command_tx);
-        let task = BedTask {
-            bed: "chair-1".into(),
-            engine: Engine::new("chair-1".into(), profile.clone(), 1),
-            profile,
-            store: store.clone(),
-            hub: hub.clone(),
-            sources,
-            commands,
-            descriptions: HashMap::new(),
-            silence: HashMap::new(),
-            session_seq: 0,
-            unstored: Vec::new(),
-        };
+        let task = test_task(profile, store.clone(), hub.clone(), sources, commands, HashMap::new());
         let cancel = CancellationToken::new();
         let running = tokio::spawn(task.supervise(cancel.clone(), dies_once));
 
@@ -619,19 +631,8 @@ mod tests {
         let (source_tx, sources) = mpsc::channel(8);
         let (_command_tx, commands) = mpsc::channel(8);
         let source = SourceId::new("chair-1", 0);
-        let task = BedTask {
-            bed: "chair-1".into(),
-            engine: Engine::new("chair-1".into(), profile.clone(), 1),
-            profile,
-            store,
-            hub: hub.clone(),
-            sources,
-            commands,
-            descriptions: HashMap::new(),
-            silence: HashMap::from([(source.to_string(), Duration::from_secs(1))]),
-            session_seq: 0,
-            unstored: Vec::new(),
-        };
+        let silence = HashMap::from([(source.to_string(), Duration::from_secs(1))]);
+        let task = test_task(profile, store, hub.clone(), sources, commands, silence);
         let cancel = CancellationToken::new();
         let running = tokio::spawn(task.run(cancel.clone()));
         let frame = || SourceEvent::Frame { source: source.clone(), frame: Frame::default(), received: Utc::now() };
@@ -696,19 +697,7 @@ mod tests {
         let (_source_tx, sources) = mpsc::channel(8);
         let (command_tx, commands) = mpsc::channel(8);
         hub.register_bed("chair-1".into(), command_tx);
-        let task = BedTask {
-            bed: "chair-1".into(),
-            engine: Engine::new("chair-1".into(), profile.clone(), 1),
-            profile,
-            store: store.clone(),
-            hub: hub.clone(),
-            sources,
-            commands,
-            descriptions: HashMap::new(),
-            silence: HashMap::new(),
-            session_seq: 0,
-            unstored: Vec::new(),
-        };
+        let task = test_task(profile, store.clone(), hub.clone(), sources, commands, HashMap::new());
         let cancel = CancellationToken::new();
         let running = tokio::spawn(task.run(cancel.clone()));
         let command = |command| crate::event::CommandRequest { bed: "chair-1".into(), command, actor: "nina".into() };
