@@ -18,6 +18,42 @@ pub struct Frame {
     pub demo: bool,
     /// Device alarm bits as sent (Masimo `ALARM=`), kept for reference.
     pub device_alarm_bits: Option<u32>,
+    /// The monitor's own alarms, when the frame reports them: `Some` is the complete list of alarms the device
+    /// shows now (empty: none), `None` means this frame says nothing about alarms. A list, not deltas, because
+    /// both IntelliVue alert lists and S/5 alarm records report the current set; the bed derives start and end.
+    pub device_alarms: Option<Vec<DeviceAlarm>>,
+}
+
+/// One alarm the monitor itself raised (an IntelliVue alert, an S/5 alarm record entry). Kept apart from
+/// Vigil's own rules: the bed shows it as a device alarm with source `monitor`, never merged with an engine
+/// condition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceAlarm {
+    /// Identity of the alarm within the device, stable while it lasts (e.g. alert code and source), so that the
+    /// same alarm in the next report is recognised as continuing.
+    pub key: String,
+    /// The device's priority.
+    pub priority: DeviceAlarmPriority,
+    /// Physiological (about the patient) or technical (about the equipment).
+    pub technical: bool,
+    /// The device's text, as shown on its screen (bounded by the decoder).
+    pub text: String,
+    /// The parameter the alarm is about, where the device says, so a reading can explain it.
+    pub parameter: Option<Parameter>,
+}
+
+/// A monitor's alarm priority: each decoder maps its device's levels onto IEC 60601-1-8's three, and says how
+/// in its module documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DeviceAlarmPriority {
+    /// Informational or prompt: no alarm priority.
+    Info,
+    /// Low priority.
+    Low,
+    /// Medium priority.
+    Medium,
+    /// High priority.
+    High,
 }
 
 /// One value in a frame.
