@@ -42,6 +42,7 @@ use std::time::Duration;
 
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
@@ -163,6 +164,22 @@ pub(crate) async fn serve(listener: std::net::TcpListener, policy: Policy, stats
                 tracing::debug!(%peer, error = %e, "MQTT gate: connection ended");
             }
         });
+    }
+}
+
+/// Copies the broker's bytes to the client. rumqttd sets no TCP_NODELAY on its sockets, so each small publish
+/// after the first waits for this side's ACK; acknowledging at once (TCP_QUICKACK, which the kernel clears
+/// again after a while, hence after every read) keeps that wait at a loopback round trip instead of the
+/// delayed-ACK timer's 40 ms.
+async fn relay(from_broker: &mut OwnedReadHalf, to_client: &mut OwnedWriteHalf) -> io::Result<()> {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = from_broker.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        let _ = socket2::SockRef::from(from_broker.as_ref()).set_tcp_quickack(true);
+        to_client.write_all(&buf[..n]).await?;
     }
 }
 
@@ -370,7 +387,7 @@ impl Gate {
         let (from_client, mut to_client) = socket.into_split();
         let mut from_client = tokio::io::BufReader::new(from_client);
         let (mut from_broker, mut to_broker) = inner.into_split();
-        let downstream = tokio::io::copy(&mut from_broker, &mut to_client);
+        let downstream = relay(&mut from_broker, &mut to_client);
         let upstream = async {
             while let Some((header, body)) = read_packet(&mut from_client).await? {
                 match header >> 4 {
