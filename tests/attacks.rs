@@ -20,6 +20,11 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// One chair fed over MLLP by device 00A0370098007A80, the embedded broker on `mqtt_port`, a nurse and a viewer.
 fn config(dir: &std::path::Path, mqtt_port: u16, demo: bool) -> Config {
+    config_with(dir, mqtt_port, demo, "")
+}
+
+/// [`config`] with more `[dashboard]` keys.
+fn config_with(dir: &std::path::Path, mqtt_port: u16, demo: bool, dashboard: &str) -> Config {
     let users = if demo {
         String::new()
     } else {
@@ -42,6 +47,7 @@ client_id = "vigil-attacks-{mqtt_port}"
 [dashboard]
 listen = "127.0.0.1:0"
 demo_actions_without_sign_in = {demo}
+{dashboard}
 [store]
 path = "{db}"
 [mllp]
@@ -85,6 +91,21 @@ async fn try_http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> std::io::Result<(u16, String)> {
+    let text = http_response(local, addr, method, path, headers, body).await?;
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The whole response (status line, headers, body) to a raw HTTP/1.1 request from `local`.
+async fn http_response(
+    local: &str,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<String> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.bind(format!("{local}:0").parse().unwrap())?;
     let mut stream = socket.connect(addr).await?;
@@ -100,10 +121,7 @@ async fn try_http(
     stream.write_all(body.as_bytes()).await?;
     let mut response = Vec::new();
     tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut response)).await??;
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    Ok((status, body))
+    Ok(String::from_utf8_lossy(&response).into_owned())
 }
 
 fn rss_kib() -> u64 {
@@ -276,4 +294,49 @@ async fn sign_in_cookie(dash: SocketAddr) -> (String, String) {
         .to_owned();
     let me: serde_json::Value = serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
     (cookie, me["csrf"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spoofed_x_forwarded_for_from_an_untrusted_peer_is_ignored_and_a_trusted_proxys_is_believed() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let trusted = r#"trusted_proxies = ["127.0.0.3"]"#;
+    let running = vigil::start(config_with(dir.path(), free_port(), false, trusted), shutdown.clone()).await.unwrap();
+    let dash = running.dashboard;
+    let sign_in = |local: &'static str, forwarded_for: String, password: &'static str| async move {
+        let headers = [
+            ("Content-Type", "application/json"),
+            ("X-Forwarded-For", forwarded_for.as_str()),
+            ("X-Forwarded-Proto", "https"),
+        ];
+        let body = format!(r#"{{"name":"nina","password":"{password}"}}"#);
+        http_response(local, dash, "POST", "/api/session", &headers, &body).await.unwrap()
+    };
+    let status = |r: &str| r.split(' ').nth(1).unwrap_or("").to_owned();
+    let cookie = |r: &str| {
+        r.lines().find_map(|l| l.strip_prefix("set-cookie: ")).unwrap_or_else(|| panic!("no cookie: {r}")).to_owned()
+    };
+
+    // 127.0.0.2 is no proxy: each guess claims another address, yet all count against 127.0.0.2.
+    for i in 0..vigil::auth::LOCKOUT_FAILURES {
+        assert_eq!(status(&sign_in("127.0.0.2", format!("10.9.9.{i}"), "wrong").await), "401");
+    }
+    assert_eq!(status(&sign_in("127.0.0.2", "10.9.9.200".into(), NURSE_PASSWORD).await), "429");
+    // Nor does its X-Forwarded-Proto make a plain-HTTP cookie Secure.
+    let plain = sign_in("127.0.0.4", "10.9.9.201".into(), NURSE_PASSWORD).await;
+    assert_eq!(status(&plain), "200", "{plain}");
+    assert!(!cookie(&plain).contains("Secure"), "{}", cookie(&plain));
+
+    // Through the trusted proxy, the lockout is per forwarded client: 10.0.0.66 is paused, the nurse at 10.0.0.5
+    // (the same proxy) signs in, and the proxy's `https` makes her cookie Secure.
+    for _ in 0..vigil::auth::LOCKOUT_FAILURES {
+        assert_eq!(status(&sign_in("127.0.0.3", "10.0.0.66".into(), "wrong").await), "401");
+    }
+    assert_eq!(status(&sign_in("127.0.0.3", "10.0.0.66".into(), NURSE_PASSWORD).await), "429");
+    let proxied = sign_in("127.0.0.3", "6.6.6.6, 10.0.0.5".into(), NURSE_PASSWORD).await;
+    assert_eq!(status(&proxied), "200", "{proxied}");
+    assert!(cookie(&proxied).split("; ").any(|a| a == "Secure"), "{}", cookie(&proxied));
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), running.wait()).await.unwrap();
 }
