@@ -340,3 +340,93 @@ async fn a_spoofed_x_forwarded_for_from_an_untrusted_peer_is_ignored_and_a_trust
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(10), running.wait()).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_without_read_rights_gets_a_suback_failure_and_never_receives_commands_or_replies() {
+    use rumqttc::{Event, Packet, SubscribeFilter, SubscribeReasonCode};
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt_port = free_port();
+    let shutdown = CancellationToken::new();
+    let running = vigil::start(config(dir.path(), mqtt_port, false), shutdown.clone()).await.unwrap();
+    let base = "vigil/v1/t/w";
+    let client = |id: &str, user: &str, password: &str| {
+        let mut o = MqttOptions::new(id, "127.0.0.1", mqtt_port);
+        o.set_keep_alive(Duration::from_secs(5)).set_credentials(user, password);
+        AsyncClient::new(o, 100)
+    };
+
+    // One SUBSCRIBE with a readable filter and two unreadable ones: granted, refused, refused.
+    let (viewer, mut viewer_el) = client("attacks-viewer", "victor", "rotciv");
+    let filters = [format!("{base}/bed/#"), format!("{base}/reply/#"), format!("{base}/cmd/#")];
+    viewer.subscribe_many(filters.iter().map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce))).await.unwrap();
+    let codes = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            if let Ok(Event::Incoming(Packet::SubAck(ack))) = viewer_el.poll().await {
+                return ack.return_codes;
+            }
+        }
+    })
+    .await
+    .expect("a SUBACK");
+    assert_eq!(
+        codes,
+        vec![
+            SubscribeReasonCode::Success(QoS::AtLeastOnce),
+            SubscribeReasonCode::Failure,
+            SubscribeReasonCode::Failure
+        ]
+    );
+    // A broad filter is granted, but only readable topics come through it.
+    viewer.subscribe(format!("{base}/#"), QoS::AtLeastOnce).await.unwrap();
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (granted_tx, granted) = tokio::sync::oneshot::channel();
+    let viewer_task = tokio::spawn(async move {
+        let mut granted_tx = Some(granted_tx);
+        loop {
+            match viewer_el.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let _ = seen_tx.send(p.topic.clone());
+                }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    if let Some(tx) = granted_tx.take() {
+                        let _ = tx.send(ack.return_codes);
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    let codes = tokio::time::timeout(Duration::from_secs(15), granted).await.unwrap().unwrap();
+    assert_eq!(codes, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]);
+
+    // The nurse watches the replies (her right) and sends a command; Vigil answers on reply/chair-1.
+    let (nurse_sub, mut nurse_sub_el) = client("attacks-nurse-sub", "nina", NURSE_PASSWORD);
+    nurse_sub.subscribe(format!("{base}/reply/#"), QoS::AtLeastOnce).await.unwrap();
+    let (nurse, mut nurse_el) = client("attacks-nurse", "nina", NURSE_PASSWORD);
+    let command = format!("{base}/cmd/chair-1/nina");
+    let nurse_task = tokio::spawn(async move { while nurse_el.poll().await.is_ok() {} });
+    let mut reply = None;
+    for i in 0..20 {
+        let payload = format!(r#"{{"command":"acknowledge","request_id":"r{i}"}}"#);
+        nurse.publish(&command, QoS::AtLeastOnce, false, payload).await.unwrap();
+        reply = wait_for_publish(&mut nurse_sub_el, Duration::from_millis(500), |t, _| t.contains("/reply/")).await;
+        if reply.is_some() {
+            break;
+        }
+    }
+    assert!(reply.is_some(), "the nurse got her reply");
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    viewer_task.abort();
+    let mut seen = Vec::new();
+    while let Ok(topic) = seen_rx.try_recv() {
+        seen.push(topic);
+    }
+    assert!(seen.iter().any(|t| t.ends_with("/status") || t.contains("/bed/")), "the viewer reads bed data: {seen:?}");
+    assert!(!seen.iter().any(|t| t.contains("/reply/") || t.contains("/cmd/")), "the viewer read {seen:?}");
+    nurse_task.abort();
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), running.wait()).await.unwrap();
+}
