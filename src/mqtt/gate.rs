@@ -13,7 +13,8 @@
 //!   username is refused (CONNACK 5, "not authorised") unless Vigil runs as the loopback demo
 //!   (`dashboard.demo_actions_without_sign_in`, embedded broker, loopback `mqtt.host`);
 //! - rewrites the CONNECT before passing it on: the password becomes the private secret, and the client id gets
-//!   the prefix `u:{user}:`, so no client can take over Vigil's own client id (a client id with `/`, `+`, `#` or
+//!   the prefix `u:{user}:` (an empty client id, which asks the server for one, becomes a random `auto-…`), so no
+//!   client can take over Vigil's own client id (a client id with `/`, `+`, `#` or
 //!   `$`, which rumqttd would refuse in a way that breaks later connections with that id, is refused here);
 //! - checks every PUBLISH (and the CONNECT's last will) against the topic rights below, and closes the connection
 //!   of a client that publishes where it may not. The message never reaches the broker, so no subscriber gets it.
@@ -370,10 +371,21 @@ impl Gate {
                 return self.refuse(&mut socket, peer, connect.username.as_deref(), NOT_AUTHORISED, why).await;
             }
         }
+        // An empty client id asks the server for one (MQTT 3.1.1, 3.1.3.1; mosquitto_pub and mosquitto_sub send
+        // it): each such connection gets its own random id, or two of them would take over each other's session.
+        let own_id = if connect.client_id.is_empty() {
+            if connect.flags & 0x02 == 0 {
+                let why = "an empty client id needs a clean session";
+                return self.refuse(&mut socket, peer, connect.username.as_deref(), IDENTIFIER_REJECTED, why).await;
+            }
+            format!("auto-{}", &crate::dashboard::auth::random_token()[..16])
+        } else {
+            connect.client_id.clone()
+        };
         let (client_id, username) = match &rights {
             Rights::Service => (connect.client_id.clone(), connect.username.clone().unwrap_or_default()),
-            Rights::User { name, .. } => (format!("u:{name}:{}", connect.client_id), name.clone()),
-            Rights::Demo => (format!("u:demo:{}", connect.client_id), "demo".to_owned()),
+            Rights::User { name, .. } => (format!("u:{name}:{own_id}"), name.clone()),
+            Rights::Demo => (format!("u:demo:{own_id}"), "demo".to_owned()),
         };
         let who = match &rights {
             Rights::Service => "vigil".to_owned(),
