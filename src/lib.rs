@@ -14,6 +14,7 @@ pub mod event;
 pub mod health;
 pub mod hub;
 pub mod ingest;
+pub mod listen;
 pub mod mqtt;
 pub mod replay;
 pub mod session;

@@ -9,7 +9,6 @@ use std::time::Duration;
 use common::{free_port, wait_for_publish};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
 use vigil::config::Config;
 
 const NURSE_PASSWORD: &str = "nurse-pass-1";
@@ -136,9 +135,8 @@ fn rss_kib() -> u64 {
 async fn a_rebinding_host_header_gets_421_on_api_me_and_on_a_command_even_in_the_loopback_demo() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let shutdown = CancellationToken::new();
-    let running = vigil::start(config(dir.path(), free_port(), true), shutdown.clone()).await.unwrap();
-    let dash = running.dashboard;
+    let daemon = common::Daemon::start(config(dir.path(), free_port(), true)).await;
+    let dash = daemon.running.dashboard;
     let evil = [("Host", "evil.example:8080"), ("Origin", "http://evil.example:8080")];
     let (status, body) = http("127.0.0.1", dash, "GET", "/api/me", &evil, "").await;
     assert_eq!(status, 421, "{body}");
@@ -152,17 +150,15 @@ async fn a_rebinding_host_header_gets_421_on_api_me_and_on_a_command_even_in_the
     let (status, body) = http("127.0.0.1", dash, "GET", "/api/me", &[("Host", "localhost")], "").await;
     assert_eq!(status, 200);
     assert!(body.contains("\"demo\":true"), "{body}");
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), running.wait()).await.unwrap();
+    daemon.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_parallel_wrong_sign_ins_leave_the_daemon_alive_with_bounded_memory_and_the_nurse_signs_in() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let shutdown = CancellationToken::new();
-    let running = vigil::start(config(dir.path(), free_port(), false), shutdown.clone()).await.unwrap();
-    let dash = running.dashboard;
+    let daemon = common::Daemon::start(config(dir.path(), free_port(), false)).await;
+    let dash = daemon.running.dashboard;
     let before = rss_kib();
     let json = [("Content-Type", "application/json")];
     let mut guesses = tokio::task::JoinSet::new();
@@ -191,34 +187,22 @@ async fn three_hundred_parallel_wrong_sign_ins_leave_the_daemon_alive_with_bound
     assert!(me.contains("\"signed_in\":true"), "{me}");
     let (status, _) = http("127.0.0.2", dash, "POST", "/api/session", &json, &body).await;
     assert_eq!(status, 429, "the attacker's address stays paused");
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), running.wait()).await.unwrap();
+    daemon.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unauthenticated_export_gets_401_when_users_are_configured() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let shutdown = CancellationToken::new();
-    let running = vigil::start(config(dir.path(), free_port(), false), shutdown.clone()).await.unwrap();
-    let dash = running.dashboard;
+    let daemon = common::Daemon::start(config(dir.path(), free_port(), false)).await;
+    let dash = daemon.running.dashboard;
     for path in ["/api/beds/chair-1/export.csv", "/api/beds/chair-1/export.csv?from=1970-01-01T00:00:00Z"] {
         let (status, body) = http("127.0.0.1", dash, "GET", path, &[], "").await;
         assert_eq!(status, 401, "{path}: {body}");
     }
     let (status, _) = http("127.0.0.1", dash, "GET", "/api/beds/chair-1/history", &[], "").await;
     assert_eq!(status, 401);
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), running.wait()).await.unwrap();
-}
-
-fn mindray() -> String {
-    include_str!("fixtures/hl7/pcd01_samples.txt")
-        .lines()
-        .skip_while(|l| !l.starts_with("MSH|^~\\&|MINDRAY_VS900^00A0370098007A80"))
-        .take_while(|l| !l.trim().is_empty())
-        .collect::<Vec<_>>()
-        .join("\r")
+    daemon.stop().await;
 }
 
 async fn mllp_send(addr: SocketAddr, msg: &str) -> tokio::net::TcpStream {
@@ -237,9 +221,8 @@ async fn a_300_kb_hl7_field_and_a_1_mb_patient_leave_alarm_delivery_on_mqtt_work
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let mqtt_port = free_port();
-    let shutdown = CancellationToken::new();
-    let running = vigil::start(config(dir.path(), mqtt_port, false), shutdown.clone()).await.unwrap();
-    let (dash, mllp) = (running.dashboard, running.mllp.unwrap());
+    let daemon = common::Daemon::start(config(dir.path(), mqtt_port, false)).await;
+    let (dash, mllp) = (daemon.running.dashboard, daemon.running.mllp.unwrap());
 
     let mut o = MqttOptions::new("attacks-sub", "127.0.0.1", mqtt_port);
     o.set_keep_alive(Duration::from_secs(5)).set_credentials("victor", "rotciv").set_max_packet_size(1 << 20, 1 << 20);
@@ -248,8 +231,8 @@ async fn a_300_kb_hl7_field_and_a_1_mb_patient_leave_alarm_delivery_on_mqtt_work
     wait_for_publish(&mut el, Duration::from_secs(15), |t, _| t.ends_with("/status")).await.expect("online");
 
     // A real message first (the device is live), then one whose MSH-9 is a 300 KB field.
-    let _live = mllp_send(mllp, &mindray()).await;
-    let huge = mindray().replacen("ORU^R01", &format!("{}^R01", "X".repeat(300_000)), 1);
+    let _live = mllp_send(mllp, &common::mindray()).await;
+    let huge = common::mindray().replacen("ORU^R01", &format!("{}^R01", "X".repeat(300_000)), 1);
     let _bad = mllp_send(mllp, &huge).await;
     let device = wait_for_publish(&mut el, Duration::from_secs(15), |t, p| {
         t.ends_with("/bed/chair-1/device") && String::from_utf8_lossy(p).contains("\"frames_bad\":1")
@@ -269,8 +252,7 @@ async fn a_300_kb_hl7_field_and_a_1_mb_patient_leave_alarm_delivery_on_mqtt_work
     // Alarms still reach MQTT: the monitor falls silent, and the no-data technical alarm is published.
     let alarm = wait_for_publish(&mut el, Duration::from_secs(20), |t, _| t.ends_with("/bed/chair-1/alarm")).await;
     assert!(alarm.is_some(), "an alarm event reached MQTT after the oversized input");
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), running.wait()).await.unwrap();
+    daemon.stop().await;
 }
 
 /// Signs the nurse in and returns the `name=value` of the session cookie and the session's CSRF token.
@@ -300,10 +282,9 @@ async fn sign_in_cookie(dash: SocketAddr) -> (String, String) {
 async fn a_spoofed_x_forwarded_for_from_an_untrusted_peer_is_ignored_and_a_trusted_proxys_is_believed() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let shutdown = CancellationToken::new();
     let trusted = r#"trusted_proxies = ["127.0.0.3"]"#;
-    let running = vigil::start(config_with(dir.path(), free_port(), false, trusted), shutdown.clone()).await.unwrap();
-    let dash = running.dashboard;
+    let daemon = common::Daemon::start(config_with(dir.path(), free_port(), false, trusted)).await;
+    let dash = daemon.running.dashboard;
     let sign_in = |local: &'static str, forwarded_for: String, password: &'static str| async move {
         let headers = [
             ("Content-Type", "application/json"),
@@ -337,8 +318,7 @@ async fn a_spoofed_x_forwarded_for_from_an_untrusted_peer_is_ignored_and_a_trust
     let proxied = sign_in("127.0.0.3", "6.6.6.6, 10.0.0.5".into(), NURSE_PASSWORD).await;
     assert_eq!(status(&proxied), "200", "{proxied}");
     assert!(cookie(&proxied).split("; ").any(|a| a == "Secure"), "{}", cookie(&proxied));
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), running.wait()).await.unwrap();
+    daemon.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -347,8 +327,7 @@ async fn a_viewer_without_read_rights_gets_a_suback_failure_and_never_receives_c
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let mqtt_port = free_port();
-    let shutdown = CancellationToken::new();
-    let running = vigil::start(config(dir.path(), mqtt_port, false), shutdown.clone()).await.unwrap();
+    let daemon = common::Daemon::start(config(dir.path(), mqtt_port, false)).await;
     let base = "vigil/v1/t/w";
     let client = |id: &str, user: &str, password: &str| {
         let mut o = MqttOptions::new(id, "127.0.0.1", mqtt_port);
@@ -427,6 +406,5 @@ async fn a_viewer_without_read_rights_gets_a_suback_failure_and_never_receives_c
     assert!(seen.iter().any(|t| t.ends_with("/status") || t.contains("/bed/")), "the viewer reads bed data: {seen:?}");
     assert!(!seen.iter().any(|t| t.contains("/reply/") || t.contains("/cmd/")), "the viewer read {seen:?}");
     nurse_task.abort();
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), running.wait()).await.unwrap();
+    daemon.stop().await;
 }

@@ -156,9 +156,8 @@ async fn the_dashboard_over_tls_serves_a_rustls_client_sets_a_secure_cookie_and_
     let dir = tempfile::tempdir().unwrap();
     let Some(pki) = Pki::make(dir.path()) else { return };
     let text = config(dir.path(), &tls_section("dashboard", &pki, "server.key", false), "");
-    let shutdown = CancellationToken::new();
-    let running = vigil::start(Config::parse(&text, "tls.toml", dir.path()).unwrap(), shutdown.clone()).await.unwrap();
-    let dash = running.dashboard;
+    let daemon = common::Daemon::start(Config::parse(&text, "tls.toml", dir.path()).unwrap()).await;
+    let dash = daemon.running.dashboard;
 
     let me = https(&pki, dash, "GET /api/me HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await;
     assert!(me.starts_with("HTTP/1.1 200"), "{me}");
@@ -182,23 +181,13 @@ async fn the_dashboard_over_tls_serves_a_rustls_client_sets_a_secure_cookie_and_
     for attribute in ["HttpOnly", "SameSite=Strict", "Secure", "Max-Age=43200"] {
         assert!(cookie.split("; ").any(|a| a == attribute), "{attribute} missing: {cookie}");
     }
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), running.wait()).await.unwrap();
-}
-
-fn mindray() -> String {
-    include_str!("fixtures/hl7/pcd01_samples.txt")
-        .lines()
-        .skip_while(|l| !l.starts_with("MSH|^~\\&|MINDRAY_VS900^00A0370098007A80"))
-        .take_while(|l| !l.trim().is_empty())
-        .collect::<Vec<_>>()
-        .join("\r")
+    daemon.stop().await;
 }
 
 /// Sends one MLLP frame and returns what came back within 5 s (empty when the connection closed).
 async fn mllp_exchange<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> String {
     let mut framed = vec![0x0b];
-    framed.extend_from_slice(mindray().as_bytes());
+    framed.extend_from_slice(common::mindray().as_bytes());
     framed.extend_from_slice(&[0x1c, 0x0d]);
     if stream.write_all(&framed).await.is_err() {
         return String::new();
@@ -215,9 +204,8 @@ async fn mllp_over_tls_takes_messages_only_from_monitors_with_a_certificate_from
     let dir = tempfile::tempdir().unwrap();
     let Some(pki) = Pki::make(dir.path()) else { return };
     let text = config(dir.path(), "", &tls_section("mllp", &pki, "server.key", true));
-    let shutdown = CancellationToken::new();
-    let running = vigil::start(Config::parse(&text, "tls.toml", dir.path()).unwrap(), shutdown.clone()).await.unwrap();
-    let mllp = running.mllp.unwrap();
+    let daemon = common::Daemon::start(Config::parse(&text, "tls.toml", dir.path()).unwrap()).await;
+    let mllp = daemon.running.mllp.unwrap();
     let name = || ServerName::try_from("localhost").unwrap();
 
     // Plain MLLP to the TLS port: no ACK, the connection just ends.
@@ -236,8 +224,7 @@ async fn mllp_over_tls_takes_messages_only_from_monitors_with_a_certificate_from
     let mut tls = pki.connector(true).connect(name(), tcp).await.unwrap();
     let ack = mllp_exchange(&mut tls).await;
     assert!(ack.contains("MSA|AA"), "{ack}");
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), running.wait()).await.unwrap();
+    daemon.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

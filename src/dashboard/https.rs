@@ -38,18 +38,7 @@ pub(super) async fn serve(listener: TcpListener, tls: Arc<ServerConfig>, app: Ro
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let failed = Arc::new(Failures::default());
     let tracker = TaskTracker::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = cancel.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!("dashboard: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, peer)) = crate::listen::accept_until(&listener, &cancel, "dashboard").await {
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, max = MAX_CONNECTIONS, "dashboard: too many HTTPS connections, closing this one");
             continue;

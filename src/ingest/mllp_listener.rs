@@ -158,19 +158,7 @@ impl MllpListener {
         // `mllp.max_connections`: more are closed at once, so a connection storm cannot exhaust file descriptors.
         let slots = Arc::new(Semaphore::new(self.max_connections));
         tracing::info!(addr = %self.addr, "mllp listener ready");
-        loop {
-            let (stream, peer) = tokio::select! {
-                _ = cancel.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait a little rather than spin.
-                        tracing::warn!("mllp accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
+        while let Some((stream, peer)) = crate::listen::accept_until(&listener, &cancel, "mllp").await {
             if !peer_allowed(&self.allow, peer.ip()) {
                 let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
                 if let Some(suppressed) = refusals.allow() {
