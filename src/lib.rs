@@ -117,6 +117,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     };
     let mllp_addr = mllp.as_ref().map(|l| l.local_addr());
     let mllp_refused = mllp.as_ref().map(|l| l.refused_peers());
+    let mllp_failed_handshakes =
+        mllp.as_ref().filter(|_| config.mllp.as_ref().is_some_and(|m| m.tls.is_some())).map(|l| l.failed_handshakes());
 
     let infos = config
         .beds
@@ -223,6 +225,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     dash_state = dash_state.with_health(health.clone());
     if let Some(tls) = dashboard_tls {
         dash_state = dash_state.with_tls(tls);
+    }
+    if let Some(failed) = mllp_failed_handshakes {
+        dash_state = dash_state.with_mllp_failed_handshakes(failed);
     }
     if let Some(refused) = mllp_refused {
         dash_state = dash_state.with_mllp_refused(refused);

@@ -224,6 +224,9 @@ async fn mllp_over_tls_takes_messages_only_from_monitors_with_a_certificate_from
     let mut tls = pki.connector(true).connect(name(), tcp).await.unwrap();
     let ack = mllp_exchange(&mut tls).await;
     assert!(ack.contains("MSA|AA"), "{ack}");
+    // Both refusals are counted where the ward can see them (each ended before its client's read returned).
+    let status = common::http_get(daemon.running.dashboard, "/api/status").await;
+    assert!(status.contains(r#""failed_tls_handshakes":2"#), "{status}");
     daemon.stop().await;
 }
 

@@ -148,6 +148,7 @@ pub struct DashboardState {
     mqtt_link: Option<watch::Receiver<crate::mqtt::LinkStatus>>,
     health: Option<crate::health::Health>,
     mllp_refused: Option<Arc<std::sync::atomic::AtomicU64>>,
+    mllp_failed_handshakes: Option<Arc<std::sync::atomic::AtomicU64>>,
     listen: SocketAddr,
     /// `dashboard.tls`, read at start-up; `None` serves plain HTTP.
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
@@ -195,6 +196,7 @@ impl DashboardState {
             mqtt_link: None,
             health: None,
             mllp_refused: None,
+            mllp_failed_handshakes: None,
             listen: addr,
             tls: None,
             proxies: Arc::new(proxies),
@@ -229,6 +231,13 @@ impl DashboardState {
     /// The client of a request from `peer`, believing forwarded headers only from `dashboard.trusted_proxies`.
     fn client(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> client::Client {
         client::client(peer, headers, &self.proxies, self.tls.is_some())
+    }
+
+    /// Shows how many MLLP TLS handshakes failed (`mllp.tls`: a monitor without a valid client certificate, plain
+    /// MLLP to the TLS port), so a monitor that cannot get in is visible on the status page.
+    pub fn with_mllp_failed_handshakes(mut self, failed: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        self.mllp_failed_handshakes = Some(failed);
+        self
     }
 
     /// Publishes a bed's limits to the chair view, replacing those read from its profile at construction.
@@ -523,8 +532,14 @@ async fn status(State(state): State<DashboardState>, headers: HeaderMap) -> Resu
     let mqtt = state.mqtt_link.as_ref().map(|l| l.borrow().clone());
     let health = state.health.as_ref().map(|h| h.snapshot());
     let (tasks, store) = health.map(|h| (Some(h.tasks), h.store)).unwrap_or_default();
-    let mllp =
-        state.mllp_refused.as_ref().map(|r| json!({ "refused_peers": r.load(std::sync::atomic::Ordering::Relaxed) }));
+    let load = |c: &Arc<std::sync::atomic::AtomicU64>| c.load(std::sync::atomic::Ordering::Relaxed);
+    let mllp = state.mllp_refused.as_ref().map(|r| {
+        let mut m = json!({ "refused_peers": load(r) });
+        if let Some(f) = &state.mllp_failed_handshakes {
+            m["failed_tls_handshakes"] = json!(load(f));
+        }
+        m
+    });
     Ok(Json(json!({ "mqtt": mqtt, "tasks": tasks, "store": store, "mllp": mllp })).into_response())
 }
 
