@@ -115,8 +115,9 @@ struct SourceState {
 
 impl BedTask {
     /// Runs until `cancel` fires and the sources have drained, restarting the task when it panics.
-    pub async fn run(self, cancel: CancellationToken) {
-        self.supervise(cancel, |t, c| t.run_once(c).boxed()).await;
+    pub fn run(self, cancel: CancellationToken) -> impl std::future::Future<Output = ()> + Send {
+        // Not an `async fn`: that would hold the task's state twice (its argument and the supervisor's copy).
+        self.supervise(cancel, |t, c| t.run_once(c).boxed())
     }
 
     /// Runs `body` until it returns (cancelled and drained). When it panics, the bed is not monitored: a high

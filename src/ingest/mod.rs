@@ -327,8 +327,9 @@ impl Decoder for AnyDecoder {
     }
 }
 
-/// Read size: a second of Masimo or Nonin output is far smaller, and an HL7 message usually fits.
-const READ_CAPACITY: usize = 4096;
+/// Initial read buffer per source: a second of Masimo or Nonin output is far smaller; it grows for larger frames
+/// (HL7), and kept small it is a real share of a chair's memory at ward scale.
+const READ_CAPACITY: usize = 1024;
 
 /// Reads `reader` until it ends or `cancel` fires: decodes with the decoder for `device`, removes impossible
 /// values, counts, logs errors rate-limited and emits [`SourceEvent::Frame`] and [`SourceEvent::Counters`]. Link
