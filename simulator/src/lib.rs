@@ -42,6 +42,8 @@ pub enum Device {
     Nonin,
     /// HL7 v2 ORU^R01 (IHE PCD-01) in MLLP framing.
     Hl7,
+    /// GE Datex-Ohmeda S/5 DRI records (displayed values and alarms).
+    S5,
 }
 
 impl std::str::FromStr for Device {
@@ -52,6 +54,7 @@ impl std::str::FromStr for Device {
             "masimo" => Ok(Device::Masimo),
             "nonin" => Ok(Device::Nonin),
             "hl7" => Ok(Device::Hl7),
+            "s5" => Ok(Device::S5),
             _ => Err(SimError::UnknownDevice(s.to_owned())),
         }
     }
@@ -63,6 +66,7 @@ impl std::fmt::Display for Device {
             Device::Masimo => "masimo",
             Device::Nonin => "nonin",
             Device::Hl7 => "hl7",
+            Device::S5 => "s5",
         })
     }
 }

@@ -6,10 +6,12 @@
 //! values are counted and skipped, buffers are bounded by each decoder's maximum, and counters reach the bed at
 //! most about once a second, so a garbage flood on one port cannot flood that bed's inbox or slow other beds.
 
+pub mod link;
 pub mod mllp_listener;
 pub mod protocol;
 pub mod serial;
 pub mod sim;
+pub mod tcp;
 
 use std::fmt;
 use std::time::Duration;
@@ -31,6 +33,7 @@ use crate::vitals::{BedId, Timestamp};
 use protocol::hl7::{Hl7Decoder, PendingAck};
 use protocol::masimo::MasimoDecoder;
 use protocol::nonin::{HandshakeReply, NoninDecoder};
+use protocol::s5::S5Decoder;
 use protocol::{mllp, plausibility, DecodeError, Frame};
 
 /// Which source of which bed: `chair-1/0` is the first source configured for `chair-1`.
@@ -123,6 +126,9 @@ pub enum IngestError {
     /// A serial source without a path.
     #[error("source {0}: a serial source needs a path")]
     NoSerialPath(SourceId),
+    /// A tcp source without an address.
+    #[error("source {0}: a tcp source needs an address")]
+    NoTcpAddress(SourceId),
 }
 
 /// Why a [`pump`] returned.
@@ -134,8 +140,12 @@ pub enum PumpEnd {
     Eof,
     /// Reading failed (for a serial port, a disconnect), with the error text.
     ReadError(String),
-    /// Writing an HL7 ACK back failed (for a serial port, a disconnect), with the error text.
+    /// Writing to the device (an HL7 ACK, a request) failed (for a serial port, a disconnect), with the error
+    /// text.
     WriteError(String),
+    /// Nothing was decoded for this long: the pump gave up on the connection (a device server's socket that went
+    /// silent may be half-open).
+    Silent(Duration),
     /// The bed's inbox is gone: the bed task ended, so nobody listens.
     ReceiverClosed,
 }
@@ -148,6 +158,7 @@ impl PumpEnd {
             PumpEnd::Eof => "end of stream (device closed or unplugged)".into(),
             PumpEnd::ReadError(e) => format!("read error: {e}"),
             PumpEnd::WriteError(e) => format!("write error: {e}"),
+            PumpEnd::Silent(d) => format!("no frame for {} s (reconnecting)", d.as_secs()),
             PumpEnd::ReceiverClosed => "bed inbox closed".into(),
         }
     }
@@ -271,6 +282,8 @@ pub enum AnyDecoder {
     Nonin(NoninDecoder),
     /// HL7 in MLLP framing.
     Hl7(Hl7Decoder),
+    /// GE Datex-Ohmeda S/5 DRI records.
+    S5(S5Decoder),
 }
 
 impl AnyDecoder {
@@ -280,6 +293,7 @@ impl AnyDecoder {
             DeviceKind::Masimo => AnyDecoder::Masimo(MasimoDecoder::new()),
             DeviceKind::Nonin => AnyDecoder::Nonin(NoninDecoder::new()),
             DeviceKind::Hl7 => AnyDecoder::Hl7(Hl7Decoder::new(mllp::DEFAULT_MAX)),
+            DeviceKind::S5 => AnyDecoder::S5(S5Decoder::new()),
         }
     }
 
@@ -315,6 +329,7 @@ impl Decoder for AnyDecoder {
             AnyDecoder::Masimo(d) => d.decode(buf),
             AnyDecoder::Nonin(d) => d.decode(buf),
             AnyDecoder::Hl7(d) => d.decode(buf),
+            AnyDecoder::S5(d) => d.decode(buf),
         }
     }
 
@@ -323,6 +338,7 @@ impl Decoder for AnyDecoder {
             AnyDecoder::Masimo(d) => d.decode_eof(buf),
             AnyDecoder::Nonin(d) => d.decode_eof(buf),
             AnyDecoder::Hl7(d) => d.decode_eof(buf),
+            AnyDecoder::S5(d) => d.decode_eof(buf),
         }
     }
 }
@@ -340,18 +356,75 @@ pub async fn pump<R: AsyncRead + Unpin>(
     tx: &mpsc::Sender<SourceEvent>,
     cancel: &CancellationToken,
 ) -> PumpEnd {
-    pump_with(reader, AnyDecoder::for_device(device), source, tx, cancel, &mut PumpState::default(), None).await
+    let decoder = AnyDecoder::for_device(device);
+    pump_with(reader, decoder, source, tx, cancel, &mut PumpState::default(), Talk::silent()).await
 }
 
-/// Where a pump writes HL7 ACKs back to the device (MLLP over serial).
+/// Where a pump writes back to the device (HL7 ACKs, requests).
 pub type AckWriter<'a> = &'a mut (dyn AsyncWrite + Unpin + Send);
+
+/// What a pump says to the device, and how long it waits for frames: the "decoder that talks" part of a link.
+/// A transport builds it with [`Talk::for_source`]; reading-only transports (the simulator, replay) use
+/// [`Talk::silent`].
+pub struct Talk<'a> {
+    /// Where requests and ACKs go; `None` for a read-only stream.
+    pub writer: Option<AckWriter<'a>>,
+    /// Sent when the pump starts (the S/5 record requests, the Nonin format selection).
+    pub opening: Vec<u8>,
+    /// Send `opening` again after this long without a frame (a restarted S/5 forgets its requests).
+    pub repeat_after: Option<Duration>,
+    /// End the pump with [`PumpEnd::Silent`] after this long without a frame (tcp: reconnect).
+    pub give_up_after: Option<Duration>,
+}
+
+impl<'a> Talk<'a> {
+    /// Nothing to say, no ACKs, no timeouts.
+    pub fn silent() -> Talk<'static> {
+        Talk { writer: None, opening: Vec::new(), repeat_after: None, give_up_after: None }
+    }
+
+    /// What a serial or tcp link to `cfg`'s device says: HL7 ACKs, the Nonin format selection when configured,
+    /// the S/5 requests at start and again after `silence_alarm_s` without a frame. `give_up` ends the pump after
+    /// the same silence (the tcp transport reconnects then).
+    pub fn for_source(cfg: &crate::config::SourceConfig, writer: AckWriter<'a>, give_up: bool) -> Talk<'a> {
+        let silence = Duration::from_secs(cfg.silence_alarm_s());
+        let (opening, repeat_after) = match cfg.device {
+            DeviceKind::S5 => (protocol::s5::start_requests(protocol::s5::DEFAULT_INTERVAL_S), Some(silence)),
+            DeviceKind::Nonin if cfg.nonin_select_format == Some(true) => {
+                (protocol::nonin::SELECT_FORMAT_8.to_vec(), None)
+            }
+            _ => (Vec::new(), None),
+        };
+        Talk { writer: Some(writer), opening, repeat_after, give_up_after: give_up.then_some(silence) }
+    }
+}
+
+/// How long one write to the device may take before the pump ends: an unplugged device server can stall a write
+/// for minutes.
+const OPENING_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Writes `bytes` (if any) within [`OPENING_WRITE_TIMEOUT`].
+async fn say(w: &mut Option<AckWriter<'_>>, bytes: &[u8]) -> Result<(), String> {
+    let Some(w) = w.as_deref_mut().filter(|_| !bytes.is_empty()) else { return Ok(()) };
+    match tokio::time::timeout(OPENING_WRITE_TIMEOUT, async {
+        w.write_all(bytes).await?;
+        w.flush().await
+    })
+    .await
+    {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("cannot send the device its request: {e}")),
+        Err(_) => Err("the device's request was not written within 5 s (line stalled)".into()),
+    }
+}
 
 /// How long writing one ACK may take (a serial line with hardware flow control can stall).
 const ACK_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// [`pump`] with a chosen decoder, counters that outlive this stream (serial reconnects), and optionally a
-/// writer for the ACKs an [`AnyDecoder::for_device_with_acks`] HL7 decoder prepares: AA only after the frame is
-/// in the bed's inbox, AE/AR at once.
+/// [`pump`] with a chosen decoder, counters that outlive this stream (serial reconnects), and what to [`Talk`]
+/// to the device: its opening request (again after a silence), and the ACKs an
+/// [`AnyDecoder::for_device_with_acks`] HL7 decoder prepares: AA only after the frame is in the bed's inbox, AE/AR
+/// at once.
 pub async fn pump_with<R: AsyncRead + Unpin>(
     reader: R,
     decoder: AnyDecoder,
@@ -359,20 +432,40 @@ pub async fn pump_with<R: AsyncRead + Unpin>(
     tx: &mpsc::Sender<SourceEvent>,
     cancel: &CancellationToken,
     state: &mut PumpState,
-    mut acks: Option<AckWriter<'_>>,
+    talk: Talk<'_>,
 ) -> PumpEnd {
+    let Talk { writer: mut acks, opening, repeat_after, give_up_after } = talk;
+    if let Err(e) = say(&mut acks, &opening).await {
+        return PumpEnd::WriteError(e);
+    }
     let mut framed = FramedRead::with_capacity(reader, decoder, READ_CAPACITY);
+    let mut last_frame = Instant::now();
+    let mut last_said = Instant::now();
     let end = loop {
         let due = state.counters.due();
+        let repeat_at = repeat_after.map(|d| last_said.max(last_frame) + d);
+        let give_up_at = give_up_after.map(|d| last_frame + d);
         let item = tokio::select! {
             biased;
             _ = cancel.cancelled() => break PumpEnd::Cancelled,
+            _ = sleep_until_opt(give_up_at) => break PumpEnd::Silent(give_up_after.unwrap_or_default()),
+            _ = sleep_until_opt(repeat_at) => {
+                tracing::info!(source = %source, "no frame for a while: sending the device its request again");
+                last_said = Instant::now();
+                if let Err(e) = say(&mut acks, &opening).await {
+                    break PumpEnd::WriteError(e);
+                }
+                continue;
+            }
             _ = sleep_until_opt(due) => {
                 state.counters.flush(source, tx, false);
                 continue;
             }
             item = framed.next() => item,
         };
+        if matches!(item, Some(Ok(Ok(_)))) {
+            last_frame = Instant::now();
+        }
         match item {
             None => break PumpEnd::Eof,
             Some(Err(e)) => break PumpEnd::ReadError(e.to_string()),

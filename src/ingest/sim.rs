@@ -43,6 +43,7 @@ async fn run_once(
         DeviceKind::Masimo => Device::Masimo,
         DeviceKind::Nonin => Device::Nonin,
         DeviceKind::Hl7 => Device::Hl7,
+        DeviceKind::S5 => Device::S5,
     };
     let opts = FeedOptions {
         scenario: cfg.scenario.clone().unwrap_or_else(|| "calm-session".into()),

@@ -4,3 +4,4 @@
 pub mod hl7;
 pub mod masimo;
 pub mod nonin;
+pub mod s5;

@@ -135,3 +135,4 @@ pub mod masimo;
 pub mod mllp;
 pub mod nonin;
 pub mod plausibility;
+pub mod s5;
