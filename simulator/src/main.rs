@@ -162,7 +162,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.output, cli.device, cli.speed, sims)) {
+    let result = runtime.block_on(run(cli.output, cli.device, cli.speed, sims));
+    // A serial port's reader may still wait for the host in a blocking thread: do not wait for it at exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vigil-sim: {e}");
@@ -195,8 +198,8 @@ async fn run(
         }
         OutputSpec::Serial(path) => {
             for (_, sim) in sims {
-                let port = output::open_serial(&path).await?;
-                output::run_duplex(sim, speed, port).await?;
+                let (reader, writer) = output::open_serial(&path).await?;
+                output::run_duplex(sim, speed, reader, writer).await?;
             }
         }
         OutputSpec::Pty => {

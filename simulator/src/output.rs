@@ -138,8 +138,9 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(sim: Simulation, speed: Speed, mu
     Ok(())
 }
 
-/// Opens an existing serial device for reading the host and writing; a tty is set raw like the real monitors.
-pub async fn open_serial(path: &std::path::Path) -> Result<tokio::fs::File, OutputError> {
+/// Opens an existing serial device: a handle to read the host and one to write; a tty is set raw like the real
+/// monitors.
+pub async fn open_serial(path: &std::path::Path) -> Result<(tokio::fs::File, tokio::fs::File), OutputError> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -150,7 +151,8 @@ pub async fn open_serial(path: &std::path::Path) -> Result<tokio::fs::File, Outp
     if nix::unistd::isatty(&file).unwrap_or(false) {
         set_raw_9600(&file).map_err(term(format!("configuring {}", path.display())))?;
     }
-    Ok(tokio::fs::File::from_std(file))
+    let writer = file.try_clone().map_err(io(format!("opening {}", path.display())))?;
+    Ok((tokio::fs::File::from_std(file), tokio::fs::File::from_std(writer)))
 }
 
 fn set_raw_9600(fd: impl std::os::fd::AsFd) -> nix::Result<()> {
@@ -313,15 +315,16 @@ impl HostLink {
     }
 }
 
-/// Runs one bed over a two-way byte stream (a serial port): answers the host and holds S/5 data until asked.
-pub async fn run_duplex<S: tokio::io::AsyncRead + AsyncWrite + Unpin>(
+/// Runs one bed over a two-way line (a serial port, read and written through separate handles so a pending read
+/// never holds up a write): answers the host and holds S/5 data until asked.
+pub async fn run_duplex<R: tokio::io::AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     sim: Simulation,
     speed: Speed,
-    stream: S,
+    mut reader: R,
+    mut writer: W,
 ) -> Result<(), OutputError> {
     let origin = Instant::now();
     let mut host = HostLink::new(sim.device());
-    let (mut reader, mut writer) = tokio::io::split(stream);
     let mut buf = [0u8; 256];
     for tick in sim {
         let due = pace(origin, tick.sample.offset_s, speed);
