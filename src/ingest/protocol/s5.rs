@@ -426,7 +426,8 @@ pub fn alarm_from_text(text: &str, priority: DeviceAlarmPriority) -> DeviceAlarm
     const TECHNICAL: [&str; 10] =
         ["PROBE", "SENSOR", "LEADS", "LEAD", "CUFF", "CABLE", "OFF", "CHECK", "NO", "REPLACE"];
     let technical = upper.split_whitespace().any(|w| TECHNICAL.contains(&w));
-    let text = super::super::bounded(text, alarm::TEXT_LEN);
+    // The text comes from an 80-byte field: at most 80 characters, so it needs no further bound.
+    let text = text.to_owned();
     DeviceAlarm { key: text.clone(), priority, technical, text, parameter }
 }
 
