@@ -297,6 +297,8 @@ pub enum DeviceKind {
     Nonin,
     /// HL7 v2 ORU^R01 (IHE PCD-01), MLLP-framed.
     Hl7,
+    /// Philips IntelliVue Data Export over the MIB/RS-232 port (115200 8N1): Vigil associates and polls.
+    Intellivue,
 }
 
 impl DeviceKind {
@@ -306,6 +308,7 @@ impl DeviceKind {
             DeviceKind::Masimo => "masimo",
             DeviceKind::Nonin => "nonin",
             DeviceKind::Hl7 => "hl7",
+            DeviceKind::Intellivue => "intellivue",
         }
     }
 }
@@ -353,12 +356,12 @@ pub enum FlowControl {
 pub struct SourceConfig {
     /// `serial`, `mllp` or `simulated`.
     pub kind: SourceKind,
-    /// `masimo`, `nonin` or `hl7`.
+    /// `masimo`, `nonin`, `hl7` or `intellivue`.
     pub device: DeviceKind,
     /// serial: device path (`/dev/ttyUSB0`).
     #[serde(default)]
     pub path: Option<String>,
-    /// serial: baud rate. Default 9600.
+    /// serial: baud rate. Default 9600; 115200 for intellivue (the MIB/RS-232 port's rate).
     #[serde(default)]
     pub baud: Option<u32>,
     /// serial: parity. Default none.
@@ -397,7 +400,8 @@ pub struct SourceConfig {
     pub patient: Option<usize>,
     /// serial and mllp: seconds without a frame (after the first one, or after the link came up) before the
     /// source counts as disconnected (`monitor_disconnected`). Default from the device's update period: 5 for
-    /// masimo and nonin (a frame a second), 10 for hl7. Set it high for a monitor that only sends spot readings.
+    /// masimo and nonin (a frame a second), 10 for hl7 and intellivue (polled every second, but an association
+    /// takes a few seconds to come up). Set it high for a monitor that only sends spot readings.
     #[serde(default)]
     pub silence_alarm_s: Option<u64>,
 }
@@ -409,13 +413,16 @@ pub const STANDARD_BAUD_RATES: [u32; 12] =
 impl SourceConfig {
     /// Baud rate with its default.
     pub fn baud(&self) -> u32 {
-        self.baud.unwrap_or(9600)
+        self.baud.unwrap_or(match self.device {
+            DeviceKind::Intellivue => 115_200,
+            DeviceKind::Masimo | DeviceKind::Nonin | DeviceKind::Hl7 => 9600,
+        })
     }
     /// Seconds of silence before `monitor_disconnected`, with its per-device default.
     pub fn silence_alarm_s(&self) -> u64 {
         self.silence_alarm_s.unwrap_or(match self.device {
             DeviceKind::Masimo | DeviceKind::Nonin => 5,
-            DeviceKind::Hl7 => 10,
+            DeviceKind::Hl7 | DeviceKind::Intellivue => 10,
         })
     }
     /// Seed with its default.
@@ -865,6 +872,12 @@ impl Config {
                 }
                 not_for("peer", src.peer.is_some())?;
                 not_for("device_id", src.device_id.is_some())?;
+                if src.device == DeviceKind::Intellivue {
+                    return Err((
+                        format!("{at}.device"),
+                        "the in-process simulator has no intellivue personality: run `vigil-sim --device intellivue --output pty` and use a serial source".into(),
+                    ));
+                }
                 if let Some(speed) = src.speed {
                     if !(speed.is_finite() && speed > 0.0 && speed <= 1000.0) {
                         return Err((format!("{at}.speed"), format!("{speed} is not between 0 and 1000")));

@@ -29,6 +29,8 @@ use crate::config::DeviceKind;
 use crate::event::LinkState;
 use crate::vitals::{BedId, Timestamp};
 use protocol::hl7::{Hl7Decoder, PendingAck};
+use protocol::intellivue::session::{Link as IntelliVueLink, LinkChange, Session as IntelliVueSession};
+use protocol::intellivue::IntelliVueDecoder;
 use protocol::masimo::MasimoDecoder;
 use protocol::nonin::{HandshakeReply, NoninDecoder};
 use protocol::{mllp, plausibility, DecodeError, Frame};
@@ -134,7 +136,8 @@ pub enum PumpEnd {
     Eof,
     /// Reading failed (for a serial port, a disconnect), with the error text.
     ReadError(String),
-    /// Writing an HL7 ACK back failed (for a serial port, a disconnect), with the error text.
+    /// Writing back to the device (an HL7 ACK, an IntelliVue request) failed (for a serial port, a disconnect),
+    /// with the error text.
     WriteError(String),
     /// The bed's inbox is gone: the bed task ended, so nobody listens.
     ReceiverClosed,
@@ -271,23 +274,48 @@ pub enum AnyDecoder {
     Nonin(NoninDecoder),
     /// HL7 in MLLP framing.
     Hl7(Hl7Decoder),
+    /// Philips IntelliVue Data Export.
+    Intellivue(Box<IntelliVueDecoder>),
 }
 
 impl AnyDecoder {
-    /// The decoder for a device kind, with default limits (HL7: 1 MiB, the `[mllp]` default).
+    /// The decoder for a device kind that only listens (captures, replay, `vigil decode`), with default limits
+    /// (HL7: 1 MiB, the `[mllp]` default).
     pub fn for_device(device: DeviceKind) -> Self {
         match device {
             DeviceKind::Masimo => AnyDecoder::Masimo(MasimoDecoder::new()),
             DeviceKind::Nonin => AnyDecoder::Nonin(NoninDecoder::new()),
             DeviceKind::Hl7 => AnyDecoder::Hl7(Hl7Decoder::new(mllp::DEFAULT_MAX)),
+            DeviceKind::Intellivue => AnyDecoder::Intellivue(Box::new(IntelliVueDecoder::new())),
         }
     }
 
-    /// The decoder for a device kind that also prepares HL7 ACKs (for links where the device waits for them).
-    pub fn for_device_with_acks(device: DeviceKind) -> Self {
+    /// The decoder for a device on a two-way serial link: HL7 prepares the ACKs the device waits for, IntelliVue
+    /// runs its session (association, polls). Give [`pump_with`] a writer for what it has to send.
+    pub fn for_device_talking(device: DeviceKind) -> Self {
         match device {
             DeviceKind::Hl7 => AnyDecoder::Hl7(Hl7Decoder::with_acks(mllp::DEFAULT_MAX)),
+            DeviceKind::Intellivue => {
+                AnyDecoder::Intellivue(Box::new(IntelliVueDecoder::with_session(IntelliVueLink::Serial)))
+            }
             other => Self::for_device(other),
+        }
+    }
+
+    /// Whether the device needs to hear from Vigil on this link (an ACK, a request): the transport passes a
+    /// writer only then.
+    pub fn talks(&self) -> bool {
+        match self {
+            AnyDecoder::Hl7(d) => d.prepares_acks(),
+            AnyDecoder::Intellivue(d) => d.has_session(),
+            AnyDecoder::Masimo(_) | AnyDecoder::Nonin(_) => false,
+        }
+    }
+
+    fn session(&mut self) -> Option<&mut IntelliVueSession> {
+        match self {
+            AnyDecoder::Intellivue(d) => d.session_mut(),
+            _ => None,
         }
     }
 
@@ -315,6 +343,7 @@ impl Decoder for AnyDecoder {
             AnyDecoder::Masimo(d) => d.decode(buf),
             AnyDecoder::Nonin(d) => d.decode(buf),
             AnyDecoder::Hl7(d) => d.decode(buf),
+            AnyDecoder::Intellivue(d) => d.decode(buf),
         }
     }
 
@@ -323,6 +352,7 @@ impl Decoder for AnyDecoder {
             AnyDecoder::Masimo(d) => d.decode_eof(buf),
             AnyDecoder::Nonin(d) => d.decode_eof(buf),
             AnyDecoder::Hl7(d) => d.decode_eof(buf),
+            AnyDecoder::Intellivue(d) => d.decode_eof(buf),
         }
     }
 }
@@ -343,15 +373,19 @@ pub async fn pump<R: AsyncRead + Unpin>(
     pump_with(reader, AnyDecoder::for_device(device), source, tx, cancel, &mut PumpState::default(), None).await
 }
 
-/// Where a pump writes HL7 ACKs back to the device (MLLP over serial).
-pub type AckWriter<'a> = &'a mut (dyn AsyncWrite + Unpin + Send);
+/// Where a pump writes back to the device: HL7 ACKs (MLLP over serial), IntelliVue session requests.
+pub type DeviceWriter<'a> = &'a mut (dyn AsyncWrite + Unpin + Send);
 
-/// How long writing one ACK may take (a serial line with hardware flow control can stall).
-const ACK_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long writing one ACK or request may take (a serial line with hardware flow control can stall).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the release at shutdown may take.
+const RELEASE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// [`pump`] with a chosen decoder, counters that outlive this stream (serial reconnects), and optionally a
-/// writer for the ACKs an [`AnyDecoder::for_device_with_acks`] HL7 decoder prepares: AA only after the frame is
-/// in the bed's inbox, AE/AR at once.
+/// writer for what an [`AnyDecoder::for_device_talking`] decoder has to send: HL7 ACKs (AA only after the frame
+/// is in the bed's inbox, AE/AR at once), or the IntelliVue session's requests, paced by the session, whose
+/// association state reaches the bed as [`SourceEvent::Link`] (a lost association is `monitor_disconnected`)
+/// and which is released when `cancel` fires.
 pub async fn pump_with<R: AsyncRead + Unpin>(
     reader: R,
     decoder: AnyDecoder,
@@ -359,11 +393,14 @@ pub async fn pump_with<R: AsyncRead + Unpin>(
     tx: &mpsc::Sender<SourceEvent>,
     cancel: &CancellationToken,
     state: &mut PumpState,
-    mut acks: Option<AckWriter<'_>>,
+    mut writer: Option<DeviceWriter<'_>>,
 ) -> PumpEnd {
     let mut framed = FramedRead::with_capacity(reader, decoder, READ_CAPACITY);
+    let origin = Instant::now();
     let end = loop {
         let due = state.counters.due();
+        let talk_due =
+            framed.decoder_mut().session().map(|s| origin + Duration::from_millis(s.next_due(ms_since(origin))));
         let item = tokio::select! {
             biased;
             _ = cancel.cancelled() => break PumpEnd::Cancelled,
@@ -371,7 +408,14 @@ pub async fn pump_with<R: AsyncRead + Unpin>(
                 state.counters.flush(source, tx, false);
                 continue;
             }
-            item = framed.next() => item,
+            _ = sleep_until_opt(talk_due) => None,
+            item = framed.next() => Some(item),
+        };
+        let Some(item) = item else {
+            if let Err(end) = talk(&mut framed, writer.as_deref_mut(), origin, source, tx).await {
+                break end;
+            }
+            continue;
         };
         match item {
             None => break PumpEnd::Eof,
@@ -399,9 +443,12 @@ pub async fn pump_with<R: AsyncRead + Unpin>(
                 }
             }
         }
-        if let (Some(ack), Some(w)) = (framed.decoder_mut().take_ack(), acks.as_deref_mut()) {
+        if let Err(end) = talk(&mut framed, writer.as_deref_mut(), origin, source, tx).await {
+            break end;
+        }
+        if let (Some(ack), Some(w)) = (framed.decoder_mut().take_ack(), writer.as_deref_mut()) {
             let bytes = mllp::frame(&ack.build(Utc::now()));
-            match tokio::time::timeout(ACK_WRITE_TIMEOUT, w.write_all(&bytes)).await {
+            match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(&bytes)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => break PumpEnd::WriteError(format!("cannot write ACK: {e}")),
                 Err(_) => note_error(state, source, "ACK not written within 5 s (line stalled)".into()),
@@ -419,9 +466,59 @@ pub async fn pump_with<R: AsyncRead + Unpin>(
         }
         state.counters.flush(source, tx, false);
     };
+    if let (Some(release), Some(w)) = (framed.decoder_mut().session().and_then(|s| s.release()), writer) {
+        // A clean end frees the monitor's interface at once; a stalled line must not hold up the shutdown.
+        let _ = tokio::time::timeout(RELEASE_TIMEOUT, w.write_all(&release)).await;
+    }
     // The final counts of this stream are worth one extra event even inside the interval.
     state.counters.flush(source, tx, true);
     end
+}
+
+fn ms_since(origin: Instant) -> u64 {
+    u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Runs the decoder's session, if it has one, to now: writes what it may send and tells the bed when the
+/// association came up or was lost.
+async fn talk<R: AsyncRead + Unpin, W: AsyncWrite + Unpin + ?Sized>(
+    framed: &mut FramedRead<R, AnyDecoder>,
+    writer: Option<&mut W>,
+    origin: Instant,
+    source: &SourceId,
+    tx: &mpsc::Sender<SourceEvent>,
+) -> Result<(), PumpEnd> {
+    let Some(session) = framed.decoder_mut().session() else { return Ok(()) };
+    let now = ms_since(origin);
+    session.poll(now);
+    if let Some(w) = writer {
+        while let Some(bytes) = session.take_outgoing(now) {
+            match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(&bytes)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(PumpEnd::WriteError(format!("cannot write to the monitor: {e}"))),
+                Err(_) => {
+                    return Err(PumpEnd::WriteError("monitor request not written within 5 s (line stalled)".into()))
+                }
+            }
+        }
+    }
+    if let Some(change) = session.take_link_change() {
+        let (state, reason) = match change {
+            LinkChange::Up => {
+                tracing::info!(source = %source, "intellivue association up");
+                (LinkState::Connected, None)
+            }
+            LinkChange::Down(reason) => {
+                tracing::warn!(source = %source, "intellivue association lost: {reason}");
+                (LinkState::Disconnected, Some(reason))
+            }
+        };
+        let event = SourceEvent::Link { source: source.clone(), state, reason, at: Utc::now() };
+        if tx.send(event).await.is_err() {
+            return Err(PumpEnd::ReceiverClosed);
+        }
+    }
+    Ok(())
 }
 
 /// Longest error text kept for a device (`last_error` on the dashboard and MQTT), bytes.

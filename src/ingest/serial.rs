@@ -14,7 +14,7 @@ use tokio_serial::{SerialPortBuilderExt, SerialStream};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{pump_with, AckWriter, AnyDecoder, IngestError, PumpEnd, PumpState, SourceEvent, SourceId};
+use super::{pump_with, AnyDecoder, DeviceWriter, IngestError, PumpEnd, PumpState, SourceEvent, SourceId};
 use crate::config::{DeviceKind, FlowControl, Parity, SourceConfig};
 use crate::event::LinkState;
 use crate::ingest::protocol::nonin::SELECT_FORMAT_8;
@@ -58,10 +58,11 @@ pub async fn run(
                         tracing::warn!(source = %source, "cannot send nonin format selection: {e}");
                     }
                 }
-                // HL7 over RS-232 is MLLP too: the monitor waits for an ACK per message.
-                let acks: Option<AckWriter<'_>> = (cfg.device == DeviceKind::Hl7).then_some(&mut writer);
-                let decoder = AnyDecoder::for_device_with_acks(cfg.device);
-                let end = pump_with(reader, decoder, &source, &tx, &cancel, &mut state, acks).await;
+                // HL7 over RS-232 is MLLP too: the monitor waits for an ACK per message; an IntelliVue waits to
+                // be asked (association, polls).
+                let decoder = AnyDecoder::for_device_talking(cfg.device);
+                let back: Option<DeviceWriter<'_>> = decoder.talks().then_some(&mut writer);
+                let end = pump_with(reader, decoder, &source, &tx, &cancel, &mut state, back).await;
                 match end {
                     PumpEnd::Cancelled => {
                         let _ = tx.try_send(link_event(&source, LinkState::Disconnected, Some(end.reason())));

@@ -131,6 +131,7 @@ pub enum DecodeError {
 }
 
 pub mod hl7;
+pub mod intellivue;
 pub mod masimo;
 pub mod mllp;
 pub mod nonin;
