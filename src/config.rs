@@ -302,6 +302,8 @@ pub enum DeviceKind {
     Hl7,
     /// GE Datex-Ohmeda S/5 Datex Record Interface (DRI) records.
     S5,
+    /// Philips IntelliVue Data Export over the MIB/RS-232 port (115200 8N1): Vigil associates and polls.
+    Intellivue,
 }
 
 impl DeviceKind {
@@ -312,6 +314,7 @@ impl DeviceKind {
             DeviceKind::Nonin => "nonin",
             DeviceKind::Hl7 => "hl7",
             DeviceKind::S5 => "s5",
+            DeviceKind::Intellivue => "intellivue",
         }
     }
 }
@@ -382,7 +385,7 @@ pub enum FlowControl {
 pub struct SourceConfig {
     /// `serial`, `tcp`, `mllp` or `simulated`.
     pub kind: SourceKind,
-    /// `masimo`, `nonin`, `hl7` or `s5`.
+    /// `masimo`, `nonin`, `hl7`, `s5` or `intellivue`.
     pub device: DeviceKind,
     /// serial: device path (`/dev/ttyUSB0`).
     #[serde(default)]
@@ -390,7 +393,8 @@ pub struct SourceConfig {
     /// tcp: the device server's `host:port` (a Moxa NPort's first port is 4001).
     #[serde(default)]
     pub address: Option<String>,
-    /// serial: baud rate. Default 19200 for s5, 9600 otherwise.
+    /// serial: baud rate. Default 19200 for s5, 115200 for intellivue (the MIB/RS-232 port's rate), 9600
+    /// otherwise.
     #[serde(default)]
     pub baud: Option<u32>,
     /// serial: parity. Default even for s5, none otherwise.
@@ -429,9 +433,10 @@ pub struct SourceConfig {
     pub patient: Option<usize>,
     /// serial, tcp and mllp: seconds without a frame (after the first one, or after the link came up) before the
     /// source counts as disconnected (`monitor_disconnected`). Default from the device's update period: 5 for
-    /// masimo and nonin (a frame a second), 10 for hl7, 15 for s5 (a record every 5 s). Set it high for a monitor
-    /// that only sends spot readings. A tcp source also reconnects after this long without a frame, and an s5
-    /// source repeats its requests.
+    /// masimo and nonin (a frame a second), 10 for hl7 and intellivue (polled every second, but an association
+    /// takes a few seconds to come up), 15 for s5 (a record every 5 s). Set it high for a monitor that only sends
+    /// spot readings. A tcp source also reconnects after this long without a frame, and an s5 source repeats its
+    /// requests.
     #[serde(default)]
     pub silence_alarm_s: Option<u64>,
 }
@@ -476,6 +481,13 @@ impl DeviceKind {
                 data_bits: 8,
                 flow_control: FlowControl::Hardware,
                 source: "the S/5 computer interface runs at 19200 (or 9600) 8E1 with RTS/CTS",
+            }),
+            DeviceKind::Intellivue => Some(DeviceLink {
+                bauds: &[115_200],
+                parity: Parity::None,
+                data_bits: 8,
+                flow_control: FlowControl::None,
+                source: "the IntelliVue MIB/RS-232 port runs at 115200 8N1 without flow control",
             }),
             DeviceKind::Hl7 => None,
         }
@@ -532,7 +544,8 @@ impl SourceConfig {
     pub fn baud(&self) -> u32 {
         self.baud.unwrap_or(match self.device {
             DeviceKind::S5 => 19200,
-            _ => 9600,
+            DeviceKind::Intellivue => 115_200,
+            DeviceKind::Masimo | DeviceKind::Nonin | DeviceKind::Hl7 => 9600,
         })
     }
     /// Parity with its per-device default.
@@ -553,7 +566,7 @@ impl SourceConfig {
     pub fn silence_alarm_s(&self) -> u64 {
         self.silence_alarm_s.unwrap_or(match self.device {
             DeviceKind::Masimo | DeviceKind::Nonin => 5,
-            DeviceKind::Hl7 => 10,
+            DeviceKind::Hl7 | DeviceKind::Intellivue => 10,
             DeviceKind::S5 => 15,
         })
     }
@@ -1040,6 +1053,12 @@ impl Config {
                 not_for("address", src.address.is_some())?;
                 not_for("peer", src.peer.is_some())?;
                 not_for("device_id", src.device_id.is_some())?;
+                if src.device == DeviceKind::Intellivue {
+                    return Err((
+                        format!("{at}.device"),
+                        "the in-process simulator has no intellivue personality: run `vigil-sim --device intellivue --output pty` and use a serial source".into(),
+                    ));
+                }
                 if let Some(speed) = src.speed {
                     if !(speed.is_finite() && speed > 0.0 && speed <= 1000.0) {
                         return Err((format!("{at}.speed"), format!("{speed} is not between 0 and 1000")));

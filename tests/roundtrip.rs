@@ -20,6 +20,7 @@ fn kind(device: Device) -> DeviceKind {
         Device::Nonin => DeviceKind::Nonin,
         Device::Hl7 => DeviceKind::Hl7,
         Device::S5 => DeviceKind::S5,
+        Device::Intellivue => DeviceKind::Intellivue,
     }
 }
 
@@ -76,7 +77,7 @@ fn round_trip(scenario: &str, device: Device, seed: u64) -> Compared {
             );
         }
         if let Some(values) = sample.nibp.and_then(|n| n.values) {
-            if device == Device::Hl7 {
+            if matches!(device, Device::Hl7 | Device::Intellivue) {
                 let sys = value(&frames, Parameter::NibpSys).unwrap_or_else(|| panic!("{at}: no NIBP"));
                 let dia = value(&frames, Parameter::NibpDia).unwrap();
                 let mean = value(&frames, Parameter::NibpMean).unwrap();
@@ -113,6 +114,35 @@ fn hl7_messages_from_the_simulator_decode_to_the_values_it_displayed_including_n
         let c = round_trip(scenario, Device::Hl7, 7);
         assert!(c.spo2 > 100 && c.pulse > 100 && c.nibp >= 4, "{scenario}: {c:?}");
     }
+}
+
+#[test]
+fn intellivue_poll_results_from_the_simulator_decode_to_the_values_it_displayed_including_nibp() {
+    for scenario in ["calm-session", "hypertensive-surge", "probe-off-and-artefacts"] {
+        let c = round_trip(scenario, Device::Intellivue, 7);
+        assert!(c.spo2 > 100 && c.pulse > 100 && c.nibp >= 4, "{scenario}: {c:?}");
+    }
+}
+
+#[test]
+fn the_simulated_intellivue_reports_its_own_spo2_low_alarm_while_spo2_is_below_90_and_ends_it_after() {
+    let mut decoder = AnyDecoder::for_device(DeviceKind::Intellivue);
+    let mut buf = BytesMut::new();
+    let (mut with_alarm, mut without) = (0, 0);
+    for tick in simulation("desaturation", Device::Intellivue, 7) {
+        let frames = decode(&mut decoder, &mut buf, &tick.bytes);
+        let lists: Vec<_> = frames.iter().filter_map(|f| f.device_alarms.as_ref()).collect();
+        assert_eq!(lists.len(), 1, "one alert result per second");
+        let low = lists[0].iter().any(|a| a.text == "SpO2 LOW" && a.parameter == Some(Parameter::Spo2));
+        let shown_low = tick.sample.shown.spo2.is_some_and(|v| v < 90) && tick.sample.sensor == SensorState::Ok;
+        assert_eq!(low, shown_low, "at {} s: SpO2 {:?}", tick.sample.offset_s, tick.sample.shown.spo2);
+        if low {
+            with_alarm += 1;
+        } else {
+            without += 1;
+        }
+    }
+    assert!(with_alarm > 10 && without > 100, "{with_alarm} / {without}");
 }
 
 #[test]

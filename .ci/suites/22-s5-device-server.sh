@@ -2,7 +2,8 @@
 # GE S/5 as a new user meets it, through the real binaries:
 # 1. `vigil-sim --device s5 --scenario desaturation --output tcp-listen:PORT` is a serial device server; a
 #    `kind = "tcp"` source with `device = "s5"` asks it for records and shows the chair's SpO2 and pulse on the
-#    dashboard API and on MQTT. The device server goes away: monitor_disconnected is raised; it comes back: cleared.
+#    dashboard API and on MQTT. The device server goes away: monitor_disconnected is raised; it comes back: cleared,
+#    and the monitor's own "SpO2 LOW" alarm record becomes a device alarm (source monitor) on the API and MQTT.
 # 2. The same monitor on a socat pty pair (the daemon opens its end at the S/5 default 19200 8E1 RTS/CTS).
 # 3. `vigil replay --format s5` over the simulator capture in tests/fixtures/captures runs the engine.
 set -euo pipefail
@@ -62,6 +63,8 @@ bed = next(b for b in json.load(sys.stdin)["beds"] if b["id"] == sys.argv[1])
 v = {x["parameter"]: x["value"] for x in (bed["vitals"] or {}).get("values", [])}
 link = next(iter(bed["devices"].values()))["link"] if bed["devices"] else "none"
 alarms = [a["condition"] for a in bed["alarms"]["alarms"] if a["state"] != "cleared"]
+alarms += ["monitor:" + a["evidence"]["text"].replace(" ", "_") for a in bed["alarms"]["alarms"]
+           if a.get("source") == "monitor" and a["state"] != "cleared"]
 print(v.get("spo2"), v.get("pr"), link, *alarms)' "$1"
 }
 wait_for() { # BED PYTHON-CONDITION-ON-s SECONDS WHAT
@@ -94,12 +97,25 @@ kill "$sim"; wait "$sim" 2>/dev/null || true; sim=
 wait_for chair-1 '"monitor_disconnected" in s[3:] and s[2] == "disconnected"' 20 "the device server went away but no monitor_disconnected"
 "$SIM" --scenario desaturation --device s5 --output "tcp-listen:127.0.0.1:$server" --speed 5 --seed 7 2>"$work/sim2.err" &
 sim2=$!
+mosquitto_sub -u ci -P ci-viewer -h 127.0.0.1 -p "$mqtt" -t 'vigil/v1/ci/s5/bed/chair-1/alarm' -W 60 >"$work/alarms.txt" &
+alarm_sub=$!
 wait_for chair-1 '"monitor_disconnected" not in s[3:] and s[2] == "connected"' 30 "the device server came back but monitor_disconnected stayed"
+# The simulated monitor desaturates from 60 s (12 s at --speed 5) and shows its own SpO2 LOW below 90 %.
+wait_for chair-1 '"monitor:SpO2_LOW" in s[3:]' 45 "the monitor's SpO2 LOW alarm record did not reach the dashboard API"
+for _ in $(seq 20); do grep -q '"source":"monitor"' "$work/alarms.txt" && break; sleep 0.5; done
+kill "$alarm_sub" 2>/dev/null || true
+python3 - "$work/alarms.txt" <<'PY'
+import json, sys
+events = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+mine = [e for e in events if e.get("source") == "monitor" and e["evidence"].get("text") == "SpO2 LOW"]
+assert mine and mine[0]["kind"] == "device" and mine[0]["parameter"]["name"] == "spo2", events
+print("the monitor's own alarm on MQTT:", mine[0]["message"], mine[0]["priority"])
+PY
 
 # 2. The same monitor on a pty: the simulator only talks once the daemon has asked.
 "$SIM" --scenario desaturation --device s5 --output "serial:$work/monitor" --speed 5 --seed 7 2>"$work/sim-serial.err" &
 sim=$!
-wait_for chair-2 's[0] != "None" and s[1] != "None"' 30 "no SpO2 and pulse for chair-2 over the pty"
+wait_for chair-2 's[0] != "None" and s[1] != "None" and "monitor_disconnected" not in s[3:]' 40 "no SpO2 and pulse for chair-2 over the pty (or its silence alarm stayed)"
 stop_vigil
 
 # 3. Replay of the capture.
@@ -110,4 +126,4 @@ s = json.loads(open(sys.argv[1]).read().splitlines()[-1])["summary"]
 assert s["by_condition"].get("spo2_low", 0) >= 1 and s["rows"] > 2000, s
 print("replay of the S/5 capture:", s["by_condition"])
 PY
-echo "s5 device server suite: 4 passed, 0 failed"
+echo "s5 device server suite: 5 passed, 0 failed"

@@ -24,7 +24,8 @@ struct Cli {
     /// Run your own scenario file instead of a bundled one (same TOML schema as simulator/scenarios/).
     #[arg(long, value_name = "PATH", conflicts_with = "scenario")]
     scenario_file: Option<std::path::PathBuf>,
-    /// Device personality: masimo, nonin, hl7 or s5.
+    /// Device personality: masimo, nonin, hl7, s5 or intellivue (answers association and polls on pty; on
+    /// stdout/file it writes what a monitor sends in a polled session, a capture).
     #[arg(long, default_value = "masimo")]
     device: Device,
     /// stdout, pty, serial:PATH, mllp:HOST:PORT, tcp-listen:[HOST:]PORT (bed K on PORT+K-1) or file:PATH.
@@ -55,6 +56,7 @@ const EXAMPLES: &str = "Examples:
   vigil-sim --list-scenarios
   vigil-sim --scenario desaturation --device masimo --output stdout --speed max --seed 7
   vigil-sim --scenario calm-session --device nonin --output pty
+  vigil-sim --scenario desaturation --device intellivue --output pty
   vigil-sim --scenario ward-of-six --device hl7 --output mllp:127.0.0.1:2575
   vigil-sim --scenario desaturation --device s5 --output tcp-listen:4001";
 

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::devices::{hl7, nonin, s5};
+use crate::devices::{hl7, intellivue, nonin, s5};
 use crate::{Device, Simulation, Speed};
 
 /// Output errors.
@@ -200,23 +200,28 @@ impl Pty {
         }
     }
 
-    /// Reads what the host sent (non-blocking) and answers it like the device does.
-    fn answer_host(&self, host: &mut HostLink) -> Result<(), OutputError> {
+    /// Reads what the host sent so far (non-blocking).
+    fn read_host(&self, received: &mut Vec<u8>) -> Result<(), OutputError> {
         use std::io::Read;
-        let mut buf = [0u8; 256];
+        let mut buf = [0u8; 512];
         loop {
             match (&self.master).read(&mut buf) {
                 Ok(0) => return Ok(()),
-                Ok(n) => {
-                    // A byte or two into a pty buffer that is drained every 2 s at worst: it does not block.
-                    let reply = host.hear(&buf[..n]);
-                    let _ = (&self.master).write(&reply);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(io(format!("reading from {}", self.path.display()))(e)),
             }
         }
+    }
+
+    /// Reads what the host sent (non-blocking) and answers it like the device does.
+    fn answer_host(&self, host: &mut HostLink, received: &mut Vec<u8>) -> Result<(), OutputError> {
+        self.read_host(received)?;
+        // A byte or two into a pty buffer that is drained every 2 s at worst: it does not block.
+        let reply = host.hear(received);
+        received.clear();
+        let _ = (&self.master).write(&reply);
         Ok(())
     }
 
@@ -225,17 +230,21 @@ impl Pty {
     /// would be 17 minutes of Nonin frames). At `Speed::Max` the simulator waits for the reader. A Nonin
     /// personality answers the host's format-select command (ACK for #8, NAK otherwise) within 50 ms.
     pub async fn run(mut self, sim: Simulation, speed: Speed) -> Result<(), OutputError> {
+        if sim.device() == Device::Intellivue {
+            return self.run_intellivue(sim, speed).await;
+        }
         let origin = Instant::now();
         let mut drained_at = Instant::now();
         let listens = HostLink::listens(sim.device());
         let mut host = HostLink::new(sim.device());
+        let mut received = Vec::new();
         for tick in sim {
             if listens {
                 // Poll for host commands while waiting for the next frame (at full speed: until the S/5 is asked).
                 let due = pace(origin, tick.sample.offset_s, speed);
                 tokio::pin!(due);
                 loop {
-                    self.answer_host(&mut host)?;
+                    self.answer_host(&mut host, &mut received)?;
                     tokio::select! {
                         _ = &mut due, if host.may_send() || speed != Speed::Max => break,
                         _ = tokio::time::sleep(HOST_POLL) => {}
@@ -305,7 +314,8 @@ impl HostLink {
                 self.s5.hear(bytes);
                 Vec::new()
             }
-            Device::Masimo | Device::Hl7 => Vec::new(),
+            // An IntelliVue on a pty runs its own session (`Pty::run_intellivue`); tcp-listen refuses it.
+            Device::Masimo | Device::Hl7 | Device::Intellivue => Vec::new(),
         }
     }
 
@@ -423,7 +433,62 @@ async fn read_client(
     }
 }
 
-/// How often a pty that listens to its host looks for host commands.
+impl Pty {
+    /// An IntelliVue on the pty: silent until the host associates, then answers each poll with the current
+    /// second's numerics or alarms (within [`IV_HOST_POLL`]). A scripted disconnect is a monitor restart: silent
+    /// for its duration, and the association is gone afterwards, so the host must associate again. Use a real-time
+    /// speed (`--speed 1` or a factor): the monitor only speaks when asked.
+    async fn run_intellivue(self, sim: Simulation, speed: Speed) -> Result<(), OutputError> {
+        let origin = Instant::now();
+        let mut monitor = intellivue::Monitor::new();
+        let mut received = Vec::new();
+        let mut current: Option<crate::Tick> = None;
+        for tick in sim {
+            let due = pace(origin, tick.sample.offset_s, speed);
+            tokio::pin!(due);
+            loop {
+                self.read_host(&mut received)?;
+                let frames = intellivue::host_frames(&mut received);
+                if let Some(now) = current.as_ref().filter(|t| t.sample.connected) {
+                    for request in frames {
+                        for reply in monitor.answer(&request, &now.sample, now.last_nibp.as_ref()) {
+                            self.write_dropping(&intellivue::frame(&reply))?;
+                        }
+                    }
+                }
+                tokio::select! {
+                    _ = &mut due => break,
+                    _ = tokio::time::sleep(IV_HOST_POLL) => {}
+                }
+            }
+            if !tick.sample.connected && monitor.associated() {
+                eprintln!("vigil-sim: intellivue on {} restarts (silent, association lost)", self.path.display());
+                monitor.restart();
+            }
+            current = Some(tick);
+        }
+        Ok(())
+    }
+
+    /// Writes what the port takes now; the rest is lost, as on a line whose reader stalls.
+    fn write_dropping(&self, bytes: &[u8]) -> Result<(), OutputError> {
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            match (&self.master).write(rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io(format!("writing to {}", self.path.display()))(e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How often an IntelliVue pty looks for host requests.
+const IV_HOST_POLL: Duration = Duration::from_millis(10);
+
+/// How often a pty that listens to its host (Nonin, S/5) looks for host commands.
 const HOST_POLL: Duration = Duration::from_millis(50);
 
 /// How long to wait for the receiver's ACK before warning.
@@ -533,10 +598,13 @@ async fn read_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Resul
 /// Whether a device can use an output: MLLP carries HL7 only.
 pub fn check_device(spec: &OutputSpec, device: Device) -> Result<(), String> {
     match (spec, device) {
-        (OutputSpec::Mllp(_), Device::Masimo | Device::Nonin | Device::S5) => Err(
+        (OutputSpec::Mllp(_), Device::Masimo | Device::Nonin | Device::S5 | Device::Intellivue) => Err(
             "mllp output carries HL7 only: use --device hl7 (serial devices go to pty, serial:PATH, stdout, file:PATH)"
                 .into(),
         ),
+        (OutputSpec::TcpListen { .. }, Device::Intellivue) => {
+            Err("tcp-listen does not run the intellivue session yet: use --output pty for an intellivue".into())
+        }
         _ => Ok(()),
     }
 }

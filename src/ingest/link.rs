@@ -1,5 +1,6 @@
 //! A reconnecting byte-stream link, shared by serial ports and TCP device servers: open, report `Connected`, pump
-//! with what the device needs said ([`Talk::for_source`]), report `Disconnected` with the reason, wait with
+//! with the decoder for the source ([`AnyDecoder::for_source`]: HL7 ACKs, the IntelliVue session, the S/5
+//! requests; the Nonin format selection when configured), report `Disconnected` with the reason, wait with
 //! exponential backoff capped at [`MAX_BACKOFF`], open again. A device that stays missing is reported once, not on
 //! every retry. Counters survive reconnects.
 
@@ -7,13 +8,14 @@ use std::future::Future;
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{pump_with, AnyDecoder, PumpEnd, PumpState, SourceEvent, SourceId, Talk};
-use crate::config::SourceConfig;
+use super::{pump_with, AnyDecoder, DeviceWriter, PumpEnd, PumpState, SourceEvent, SourceId};
+use crate::config::{DeviceKind, SourceConfig};
 use crate::event::LinkState;
+use crate::ingest::protocol::nonin::SELECT_FORMAT_8;
 
 /// First retry delay after a failed open or a disconnect.
 pub const MIN_BACKOFF: Duration = Duration::from_millis(250);
@@ -36,7 +38,10 @@ pub async fn run<S, F, Fut>(
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<S, String>>,
 {
-    let mut state = PumpState::default();
+    let mut state = PumpState {
+        give_up_after: give_up_when_silent.then(|| Duration::from_secs(cfg.silence_alarm_s())),
+        ..PumpState::default()
+    };
     let mut backoff = MIN_BACKOFF;
     // The last state and reason reported, so a device that stays missing is reported once.
     let mut reported: Option<(LinkState, String)> = None;
@@ -59,9 +64,17 @@ pub async fn run<S, F, Fut>(
                 }
                 backoff = MIN_BACKOFF;
                 let (reader, mut writer) = tokio::io::split(stream);
-                let talk = Talk::for_source(&cfg, &mut writer, give_up_when_silent);
-                let decoder = AnyDecoder::for_device_with_acks(cfg.device);
-                let end = pump_with(reader, decoder, &source, &tx, &cancel, &mut state, talk).await;
+                if cfg.device == DeviceKind::Nonin && cfg.nonin_select_format == Some(true) {
+                    // The reply (ACK/NAK) arrives in the data stream; the Nonin decoder picks it out.
+                    if let Err(e) = writer.write_all(&SELECT_FORMAT_8).await {
+                        tracing::warn!(source = %source, "cannot send nonin format selection: {e}");
+                    }
+                }
+                // HL7 over RS-232 is MLLP too: the monitor waits for an ACK per message; an IntelliVue waits to
+                // be associated and polled, an S/5 to be asked for its records.
+                let decoder = AnyDecoder::for_source(&cfg);
+                let back: Option<DeviceWriter<'_>> = decoder.talks().then_some(&mut writer);
+                let end = pump_with(reader, decoder, &source, &tx, &cancel, &mut state, back).await;
                 match end {
                     PumpEnd::Cancelled => {
                         let _ = tx.try_send(link_event(&source, LinkState::Disconnected, Some(end.reason())));

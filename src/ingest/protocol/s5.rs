@@ -62,7 +62,7 @@ use bytes::{Buf, BytesMut};
 use chrono::DateTime;
 use tokio_util::codec::Decoder;
 
-use super::{DecodeError, DeviceAlarm, DeviceAlarmPriority, Frame, Measurement};
+use super::{DecodeError, DeviceAlarm, DeviceAlarmPriority, Frame, Measurement, Talker};
 use crate::vitals::{Parameter, Timestamp, ValueStatus};
 
 /// Frame flag.
@@ -216,14 +216,57 @@ pub const DEFAULT_INTERVAL_S: i16 = 5;
 
 /// Everything the host sends when the link comes up, framed: the displayed-values request at each of
 /// [`REQUEST_LEVELS`], the alarm status request and differential alarm mode.
-pub fn start_requests(interval_s: i16) -> Vec<u8> {
-    let mut out = Vec::new();
-    for level in REQUEST_LEVELS {
-        out.extend(frame(&phdb_request(phdb::DISPLAYED, interval_s, level)));
-    }
-    out.extend(frame(&alarm_request(alarm::XMIT_STATUS)));
-    out.extend(frame(&alarm_request(alarm::ENTER_DIFFMODE)));
+pub fn start_requests(interval_s: i16) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> =
+        REQUEST_LEVELS.iter().map(|level| frame(&phdb_request(phdb::DISPLAYED, interval_s, *level))).collect();
+    out.push(frame(&alarm_request(alarm::XMIT_STATUS)));
+    out.push(frame(&alarm_request(alarm::ENTER_DIFFMODE)));
     out
+}
+
+/// Default time without a record before the requests go out again, ms (the default `silence_alarm_s` for s5).
+pub const DEFAULT_REPEAT_MS: u64 = 15_000;
+
+/// The host side of the S/5 link: [`start_requests`] when the connection opens, and again whenever
+/// `repeat_ms` pass without a good record (a monitor that restarted has forgotten them). At most one set of
+/// requests waits to be written.
+#[derive(Debug, Clone)]
+pub struct S5Requests {
+    repeat_ms: u64,
+    due: u64,
+    heard: bool,
+    outbox: std::collections::VecDeque<Vec<u8>>,
+}
+
+impl S5Requests {
+    /// Requests at once, then after `repeat_ms` without a record.
+    pub fn new(repeat_ms: u64) -> S5Requests {
+        S5Requests { repeat_ms: repeat_ms.max(1), due: 0, heard: false, outbox: Default::default() }
+    }
+}
+
+impl Talker for S5Requests {
+    fn poll(&mut self, now: u64) {
+        if std::mem::take(&mut self.heard) {
+            self.due = now.saturating_add(self.repeat_ms);
+        }
+        if now >= self.due {
+            self.outbox = start_requests(DEFAULT_INTERVAL_S).into();
+            self.due = now.saturating_add(self.repeat_ms);
+        }
+    }
+
+    fn take_outgoing(&mut self, _now: u64) -> Option<Vec<u8>> {
+        self.outbox.pop_front()
+    }
+
+    fn next_due(&self, now: u64) -> u64 {
+        if self.outbox.is_empty() {
+            self.due
+        } else {
+            now
+        }
+    }
 }
 
 fn i16_at(b: &[u8], at: usize) -> Option<i16> {
@@ -444,12 +487,28 @@ pub struct S5Decoder {
     garbage: usize,
     record: Vec<u8>,
     last_nibp: Option<[i16; 3]>,
+    talker: Option<S5Requests>,
 }
 
 impl S5Decoder {
-    /// A new decoder.
+    /// A decoder that only listens (captures, replay).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A decoder for a live link: it also asks for the records ([`S5Requests`]).
+    pub fn talking(repeat_ms: u64) -> Self {
+        S5Decoder { talker: Some(S5Requests::new(repeat_ms)), ..Self::default() }
+    }
+
+    /// Whether this decoder asks for the records (a live link).
+    pub fn talks(&self) -> bool {
+        self.talker.is_some()
+    }
+
+    /// The requests, on a live link.
+    pub fn talker_mut(&mut self) -> Option<&mut S5Requests> {
+        self.talker.as_mut()
     }
 
     fn finish(&mut self) -> Result<Frame, DecodeError> {
@@ -462,7 +521,11 @@ impl S5Decoder {
         if checksum(&record) != sum {
             return Err(malformed(format!("checksum {sum:#04x}, computed {:#04x}", checksum(&record))));
         }
-        parse_record(&record, &mut self.last_nibp)
+        let frame = parse_record(&record, &mut self.last_nibp)?;
+        if let Some(t) = self.talker.as_mut() {
+            t.heard = true;
+        }
+        Ok(frame)
     }
 }
 
@@ -660,6 +723,28 @@ mod tests {
         assert_eq!(&theirs[..2], &r[..2]);
         assert_eq!(&theirs[14..22], &r[14..22], "maintype and descriptors");
         assert_eq!(checksum(&theirs), 0xBF);
+    }
+
+    #[test]
+    fn the_requests_go_out_at_once_and_again_only_after_a_silence() {
+        let mut d = S5Decoder::talking(10_000);
+        let t = d.talker_mut().unwrap();
+        t.poll(0);
+        let first: Vec<Vec<u8>> = std::iter::from_fn(|| t.take_outgoing(0)).collect();
+        assert_eq!(first, start_requests(DEFAULT_INTERVAL_S));
+        assert_eq!(t.next_due(0), 10_000);
+        // A record at 8 s puts the next request off to 18 s.
+        let mut class = empty_class();
+        group(&mut class, phdb::SPO2_AT, LIVE, &[9500, 70, 0, 0]);
+        let mut buf = BytesMut::from(&frame(&phdb_record(1, phdb::DISPLAYED, &class))[..]);
+        assert!(d.decode(&mut buf).unwrap().unwrap().is_ok());
+        let t = d.talker_mut().unwrap();
+        t.poll(8_000);
+        assert!(t.take_outgoing(8_000).is_none());
+        t.poll(17_999);
+        assert!(t.take_outgoing(17_999).is_none());
+        t.poll(18_000);
+        assert_eq!(std::iter::from_fn(|| t.take_outgoing(18_000)).count(), 5);
     }
 
     #[test]
