@@ -133,6 +133,22 @@ pub enum IngestError {
     NoTcpAddress(SourceId),
 }
 
+/// Runs a `serial` or `tcp` source until `cancel` fires (other kinds return at once: the MLLP listener and the
+/// simulator run them).
+pub async fn run_source(
+    source: SourceId,
+    cfg: crate::config::SourceConfig,
+    tx: mpsc::Sender<SourceEvent>,
+    cancel: CancellationToken,
+) -> Result<(), IngestError> {
+    use crate::config::SourceKind;
+    match cfg.kind {
+        SourceKind::Serial => serial::run(source, cfg, tx, cancel).await,
+        SourceKind::Tcp => tcp::run(source, cfg, tx, cancel).await,
+        SourceKind::Mllp | SourceKind::Simulated => Ok(()),
+    }
+}
+
 /// Why a [`pump`] returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PumpEnd {

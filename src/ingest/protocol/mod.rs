@@ -161,6 +161,23 @@ pub enum DecodeError {
     TooLong(usize),
 }
 
+/// Test helper for the decoders: every item `d` gives for `bytes`, then at the end of the stream.
+#[cfg(test)]
+pub(crate) fn decode_all<D>(mut d: D, bytes: &[u8]) -> Vec<Result<Frame, DecodeError>>
+where
+    D: tokio_util::codec::Decoder<Item = Result<Frame, DecodeError>, Error = std::io::Error>,
+{
+    let mut buf = bytes::BytesMut::from(bytes);
+    let mut out = Vec::new();
+    while let Some(item) = d.decode(&mut buf).expect("decoders never fail the stream") {
+        out.push(item);
+    }
+    while let Some(item) = d.decode_eof(&mut buf).expect("decoders never fail the stream") {
+        out.push(item);
+    }
+    out
+}
+
 pub mod hl7;
 pub mod intellivue;
 pub mod masimo;

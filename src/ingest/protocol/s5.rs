@@ -292,17 +292,21 @@ pub struct Header {
     pub maintype: i16,
     /// (`sr_offset`, `sr_type`) up to the end-of-list marker.
     pub subrecords: Vec<(usize, u8)>,
+    /// `r_len`: the record's length, header included (the frame may be longer).
+    pub len: usize,
 }
 
-/// Parses and checks a record header against the record's length.
+/// Parses and checks a record header against the frame's length (which may exceed `r_len`, not fall short of it).
 pub fn parse_header(record: &[u8]) -> Result<Header, DecodeError> {
     if record.len() < HEADER_LEN {
         return Err(malformed(format!("record of {} bytes is shorter than its header", record.len())));
     }
     let r_len = i16_at(record, 0).unwrap_or(0);
-    if usize::try_from(r_len).ok() != Some(record.len()) {
-        return Err(malformed(format!("r_len {r_len} but the record has {} bytes", record.len())));
-    }
+    // `r_len` counts the header; a frame may carry padding after the record, never less than it claims.
+    let Some(len) = usize::try_from(r_len).ok().filter(|l| (HEADER_LEN..=record.len()).contains(l)) else {
+        return Err(malformed(format!("r_len {r_len} but the frame has {} bytes", record.len())));
+    };
+    let record = &record[..len];
     let time = u32_at(record, 6).filter(|t| *t != 0).and_then(|t| DateTime::from_timestamp(i64::from(t), 0));
     let maintype = i16_at(record, 14).unwrap_or(-1);
     let mut subrecords = Vec::new();
@@ -319,7 +323,7 @@ pub fn parse_header(record: &[u8]) -> Result<Header, DecodeError> {
         }
         subrecords.push((offset, ty));
     }
-    Ok(Header { time, maintype, subrecords })
+    Ok(Header { time, maintype, subrecords, len })
 }
 
 /// The bytes of sub-record `i`: from its offset to the next sub-record's (or the end of the record).
@@ -334,6 +338,7 @@ fn subrecord<'a>(record: &'a [u8], header: &Header, i: usize) -> &'a [u8] {
 /// when a new one is reported.
 pub fn parse_record(record: &[u8], last_nibp: &mut Option<[i16; 3]>) -> Result<Frame, DecodeError> {
     let header = parse_header(record)?;
+    let record = &record[..header.len];
     let mut frame = Frame { device_time: header.time, ..Frame::default() };
     match header.maintype {
         maintype::PHDB => {
@@ -687,16 +692,7 @@ mod tests {
     use super::*;
 
     fn decode_all(bytes: &[u8]) -> Vec<Result<Frame, DecodeError>> {
-        let mut d = S5Decoder::new();
-        let mut buf = BytesMut::from(bytes);
-        let mut out = Vec::new();
-        while let Some(item) = d.decode(&mut buf).unwrap() {
-            out.push(item);
-        }
-        while let Some(item) = d.decode_eof(&mut buf).unwrap() {
-            out.push(item);
-        }
-        out
+        super::super::decode_all(S5Decoder::new(), bytes)
     }
 
     fn values(f: &Frame) -> Vec<(Parameter, Option<f64>, ValueStatus)> {
@@ -851,6 +847,19 @@ mod tests {
         assert_eq!(oks.len(), 1, "{items:?}");
         assert_eq!(oks[0].measurements[0].value, Some(91.0));
         assert!(items.len() >= 4, "garbage, checksum, truncation and the end are each reported: {items:?}");
+    }
+
+    #[test]
+    fn a_frame_longer_than_its_record_is_read_to_r_len_and_a_shorter_one_is_malformed() {
+        let mut class = empty_class();
+        group(&mut class, phdb::SPO2_AT, LIVE, &[9700, 64, 0, 0]);
+        let record = phdb_record(1, phdb::DISPLAYED, &class);
+        let mut padded = record.clone();
+        padded.extend([0, 0, 0]);
+        let f = parse_record(&padded, &mut None).unwrap();
+        assert_eq!(f.measurements[0].value, Some(97.0));
+        let cut = &record[..record.len() - 1];
+        assert!(matches!(parse_record(cut, &mut None), Err(DecodeError::Malformed(m)) if m.contains("r_len")));
     }
 
     #[test]

@@ -5,16 +5,7 @@ use super::session::{Link, LinkChange, Session, ANSWER_TIMEOUT_MS, PACE_FRAMES, 
 use super::*;
 
 fn decode_all(bytes: &[u8]) -> Vec<Result<Frame, DecodeError>> {
-    let mut d = IntelliVueDecoder::new();
-    let mut buf = BytesMut::from(bytes);
-    let mut out = Vec::new();
-    while let Some(item) = d.decode(&mut buf).unwrap() {
-        out.push(item);
-    }
-    while let Some(item) = d.decode_eof(&mut buf).unwrap() {
-        out.push(item);
-    }
-    out
+    crate::ingest::protocol::decode_all(IntelliVueDecoder::new(), bytes)
 }
 
 /// A numerics poll result as an MP90 sends it: SpO2 85.0 (exponent −1), pleth pulse 72, NIBP 120/80 (93)
