@@ -129,3 +129,25 @@ fn an_s5_capture_from_the_simulator_replays_on_the_record_clock_and_raises_the_d
     let (events, _) = replay("damaged.bin", &damaged, "s5");
     assert!(starts(&events).iter().any(|(_, c, _)| c == "spo2_low"));
 }
+
+#[test]
+fn an_intellivue_capture_from_the_simulator_replays_through_the_data_export_decoder() {
+    // What an IntelliVue sends in a polled session, as `vigil-sim --device intellivue --output file:…` writes it.
+    use vigil_sim::{Device, FeedOptions, Simulation, Speed};
+    let opts = FeedOptions {
+        scenario: "desaturation".into(),
+        device: Device::Intellivue,
+        seed: 7,
+        speed: Speed::Max,
+        patient: 0,
+        device_id: None,
+    };
+    let capture: Vec<u8> =
+        Simulation::new(&opts, vigil_sim::fixed_epoch()).unwrap().take(600).flat_map(|t| t.bytes).collect();
+    assert!(!capture.is_empty(), "the simulator wrote a capture");
+    let (events, summary) = replay("intellivue.bin", &capture, "intellivue");
+    // The desaturation family starts as a falling trend and escalates to spo2_low as the nadir is reached.
+    let low = events.iter().find(|e| e["condition"] == "spo2_low").unwrap_or_else(|| panic!("{events:?}"));
+    assert_eq!(low["time"].as_str().unwrap().get(..16), Some("2026-01-01T08:01"), "on the capture's clock");
+    assert!(summary["rows"].as_u64().unwrap() > 500, "{summary}");
+}

@@ -10,8 +10,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::ReplayError;
 use crate::alarm::DeviceSignal;
+use crate::config::DeviceKind;
 use crate::event::Command;
-use crate::ingest::protocol::{hl7, masimo, mllp, nonin, s5, Frame};
+use crate::ingest::protocol::{hl7, masimo, mllp, s5, Frame};
+use crate::ingest::AnyDecoder;
 use crate::vitals::{BedId, Parameter, Timestamp, ValueStatus};
 
 /// How far back in time (seconds) a CSV row may be from the latest row read before it. Rows within the window are
@@ -133,8 +135,12 @@ pub fn open(path: &Path, start: Timestamp, format: &str, bed: &str) -> Result<In
                 "capture"
             }
         }
-        f @ ("csv" | "masimo" | "nonin" | "hl7" | "s5") => f,
-        other => return Err(unsupported(format!("unknown --format '{other}' (auto, csv, masimo, nonin, hl7, s5)"))),
+        f @ ("csv" | "masimo" | "nonin" | "hl7" | "s5" | "intellivue") => f,
+        other => {
+            return Err(unsupported(format!(
+                "unknown --format '{other}' (auto, csv, masimo, nonin, hl7, s5, intellivue)"
+            )))
+        }
     };
     if format == "csv" {
         let f = File::open(path).map_err(read_err)?;
@@ -179,26 +185,22 @@ fn decode_capture(bytes: &[u8], format: &str, start: Timestamp, bed: &str) -> Re
                 }
             }
         }
-        "nonin" => {
-            // The streaming decoder resynchronises on the status byte, as on the serial line.
+        "nonin" | "s5" | "intellivue" => {
+            // The daemon's streaming decoders, listening only: they resynchronise and skip bad frames as on the
+            // line. Nonin frames carry no time (one a second); S/5 records and IntelliVue results may.
             use tokio_util::codec::Decoder as _;
-            let mut decoder = nonin::NoninDecoder::default();
+            let device = match format {
+                "nonin" => DeviceKind::Nonin,
+                "s5" => DeviceKind::S5,
+                _ => DeviceKind::Intellivue,
+            };
+            let mut decoder = AnyDecoder::for_device(device);
             let mut buf = bytes::BytesMut::from(bytes);
             while let Ok(Some(item)) = decoder.decode(&mut buf) {
+                // A frame with only the monitor's own alarms (an S/5 alarm record, an IntelliVue alert list) has
+                // nothing for the engine, which replay feeds with numerics alone.
                 if let Ok(f) = item {
-                    frames.push((None, f));
-                }
-            }
-        }
-        "s5" => {
-            // The daemon's streaming decoder: bad frames are skipped as on the line; records carry their own time.
-            use tokio_util::codec::Decoder as _;
-            let mut decoder = s5::S5Decoder::new();
-            let mut buf = bytes::BytesMut::from(bytes);
-            while let Ok(Some(item)) = decoder.decode(&mut buf) {
-                if let Ok(f) = item {
-                    // Alarm records carry the monitor's alarms, which replay does not feed to the engine.
-                    if f.device_alarms.is_none() {
+                    if !(f.measurements.is_empty() && f.device_alarms.is_some()) {
                         frames.push((f.device_time, f));
                     }
                 }
