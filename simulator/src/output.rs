@@ -275,11 +275,15 @@ impl Pty {
             tokio::pin!(due);
             loop {
                 self.read_host(&mut received)?;
-                let frames = intellivue::host_frames(&mut received);
-                if let Some(now) = current.as_ref().filter(|t| t.sample.connected) {
-                    for request in frames {
-                        for reply in monitor.answer(&request, &now.sample, now.last_nibp.as_ref()) {
-                            self.write_dropping(&intellivue::frame(&reply))?;
+                match current.as_ref() {
+                    // Before the first second the request waits; while "restarting" the monitor hears nothing.
+                    None => {}
+                    Some(now) if !now.sample.connected => received.clear(),
+                    Some(now) => {
+                        for request in intellivue::host_frames(&mut received) {
+                            for reply in monitor.answer(&request, &now.sample, now.last_nibp.as_ref()) {
+                                self.write_dropping(&intellivue::frame(&reply))?;
+                            }
                         }
                     }
                 }

@@ -378,6 +378,8 @@ pub type DeviceWriter<'a> = &'a mut (dyn AsyncWrite + Unpin + Send);
 
 /// How long writing one ACK or request may take (a serial line with hardware flow control can stall).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a session message waits in the decoder before the session acts on it, ms.
+const SESSION_LOOK_MS: u64 = 20;
 /// How long the release at shutdown may take.
 const RELEASE_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -399,8 +401,13 @@ pub async fn pump_with<R: AsyncRead + Unpin>(
     let origin = Instant::now();
     let end = loop {
         let due = state.counters.due();
-        let talk_due =
-            framed.decoder_mut().session().map(|s| origin + Duration::from_millis(s.next_due(ms_since(origin))));
+        // The session hears the monitor inside the decoder, where no frame comes out for a session message (the
+        // accept, the MDS Create event), so it is looked at again within SESSION_LOOK_MS even when it expects
+        // nothing sooner.
+        let talk_due = framed.decoder_mut().session().map(|s| {
+            let now = ms_since(origin);
+            origin + Duration::from_millis(s.next_due(now).min(now + SESSION_LOOK_MS))
+        });
         let item = tokio::select! {
             biased;
             _ = cancel.cancelled() => break PumpEnd::Cancelled,
