@@ -10,6 +10,7 @@ pub mod bed;
 pub mod clock;
 pub mod config;
 pub mod dashboard;
+pub mod decode;
 pub mod event;
 pub mod health;
 pub mod hub;

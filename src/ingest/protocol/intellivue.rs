@@ -148,8 +148,10 @@ pub mod nom {
 pub mod physio {
     /// ECG heart rate.
     pub const ECG_CARD_BEAT_RATE: u16 = 0x4182;
-    /// Pulse rate from the pleth (SpO2).
+    /// Pulse rate from the pleth (SpO2), as IntelliVue monitors label it.
     pub const PLETH_PULS_RATE: u16 = 0x4822;
+    /// Pulse rate from the oximeter (`MDC_PULS_OXIM_PULS_RATE`).
+    pub const PULS_OXIM_PULS_RATE: u16 = 0x481A;
     /// NIBP (the compound object).
     pub const PRESS_BLD_NONINV: u16 = 0x4A04;
     /// NIBP systolic.
@@ -498,7 +500,7 @@ pub fn parameter_of(physio_id: u16) -> Option<Parameter> {
     use physio::*;
     Some(match physio_id {
         PULS_OXIM_SAT_O2 => Parameter::Spo2,
-        PLETH_PULS_RATE => Parameter::Pr,
+        PLETH_PULS_RATE | PULS_OXIM_PULS_RATE => Parameter::Pr,
         ECG_CARD_BEAT_RATE => Parameter::Hr,
         PRESS_BLD_NONINV_SYS => Parameter::NibpSys,
         PRESS_BLD_NONINV_DIA => Parameter::NibpDia,
