@@ -34,9 +34,6 @@ pub enum DecodeCliError {
     /// The format is not one Vigil decodes.
     #[error("unknown --format '{0}' (masimo, nonin, hl7, intellivue, s5)")]
     UnknownFormat(String),
-    /// The format exists in the issue but not in this build.
-    #[error("--format s5: the GE S/5 decoder is not built in this branch")]
-    NotBuilt,
     /// Writing the output failed (a closed pipe).
     #[error("cannot write the output: {0}")]
     Write(std::io::Error),
@@ -78,7 +75,7 @@ pub fn run(format: &str, path: &Path, out: &mut impl Write) -> Result<Summary, D
         "nonin" => DeviceKind::Nonin,
         "hl7" => DeviceKind::Hl7,
         "intellivue" => DeviceKind::Intellivue,
-        "s5" => return Err(DecodeCliError::NotBuilt),
+        "s5" => DeviceKind::S5,
         other => return Err(DecodeCliError::UnknownFormat(other.to_owned())),
     };
     let bytes =

@@ -148,6 +148,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                         }
                     });
                 }
+                SourceKind::Tcp => {
+                    let name = format!("source {id}");
+                    let run = ingest::tcp::run(id, src.clone(), source_tx.clone(), stop_sources.clone());
+                    health.spawn(&mut tasks, name, stop_sources.clone(), async move {
+                        if let Err(e) = run.await {
+                            tracing::error!(error = %e, "tcp source stopped");
+                        }
+                    });
+                }
                 SourceKind::Simulated => {
                     health.spawn(
                         &mut tasks,

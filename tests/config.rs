@@ -91,6 +91,24 @@ fn broken_configs() -> Vec<(&'static str, String, &'static str, &'static str)> {
             "9601 is not a standard rate",
         ),
         (
+            "tcp source without an address",
+            format!("{SITE}{}", bed("c1", "kind = \"tcp\"\ndevice = \"s5\"")),
+            "beds[0].sources[0].address",
+            "is required for kind = \"tcp\"",
+        ),
+        (
+            "tcp address without a port",
+            format!("{SITE}{}", bed("c1", "kind = \"tcp\"\ndevice = \"s5\"\naddress = \"10.1.2.40\"")),
+            "beds[0].sources[0].address",
+            "is not host:port",
+        ),
+        (
+            "serial settings on a tcp source",
+            format!("{SITE}{}", bed("c1", "kind = \"tcp\"\ndevice = \"s5\"\naddress = \"h:4001\"\nbaud = 19200")),
+            "beds[0].sources[0].baud",
+            "the device server's own settings",
+        ),
+        (
             "baud of the wrong type",
             format!("{SITE}{}", bed("c1", &format!("{MASIMO}\nbaud = \"fast\""))),
             "beds[0].sources[0].baud",
@@ -295,4 +313,34 @@ fn the_mqtt_password_may_come_from_a_file_or_the_environment_and_debug_output_hi
     assert_eq!(err.path(), "mqtt.password_file");
     let both = format!("{SITE}[mqtt]\nusername = \"vigil\"\npassword = \"x\"\npassword_env = \"VIGIL_TEST_MQTT_PW\"\n");
     assert_eq!(Config::parse(&both, "t.toml", dir.path()).unwrap_err().path(), "mqtt.password");
+}
+
+#[test]
+fn check_config_explains_a_parity_baud_or_flow_control_the_chosen_device_does_not_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{SITE}{}{}{}{}",
+        bed("c1", "kind = \"serial\"\ndevice = \"s5\"\npath = \"/dev/ttyUSB0\"\nparity = \"none\""),
+        bed(
+            "c2",
+            "kind = \"serial\"\ndevice = \"s5\"\npath = \"/dev/ttyUSB1\"\nbaud = 115200\nflow_control = \"none\""
+        ),
+        bed("c3", &format!("{MASIMO}\nparity = \"even\"")),
+        bed("c4", "kind = \"serial\"\ndevice = \"s5\"\npath = \"/dev/ttyUSB3\"\nbaud = 9600"),
+    );
+    let file = dir.path().join("links.toml");
+    std::fs::write(&file, text).unwrap();
+    let out = vigil().arg("check-config").arg(&file).output().unwrap();
+    assert!(out.status.success(), "link warnings do not stop the daemon");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    for expected in [
+        "warning: beds[0].sources[0].parity: parity = \"none\", but the S/5 computer interface runs at 19200 (or 9600) 8E1",
+        "warning: beds[1].sources[0].baud: 115200 is not a rate device = \"s5\" uses (19200 or 9600)",
+        "warning: beds[1].sources[0].flow_control: flow_control = \"none\", but the S/5",
+        "warning: beds[2].sources[0].parity: parity = \"even\", but Masimo serial ASCII 1 runs at 9600 8N1",
+    ] {
+        assert!(stdout.contains(expected), "missing '{expected}' in:\n{stdout}");
+    }
+    assert!(!stdout.contains("beds[3]"), "an S/5 set to 9600 is one of its rates: {stdout}");
+    assert!(stdout.contains("source serial s5: /dev/ttyUSB0 at 19200 baud"), "the S/5 default rate: {stdout}");
 }

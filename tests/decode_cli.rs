@@ -14,6 +14,8 @@ fn decode(format: &str, file: &Path) -> (i32, Vec<serde_json::Value>, String) {
 }
 
 const CAPTURE: &str = "tests/fixtures/intellivue/desaturation-150s.bin";
+/// From the s5 branch: `vigil-sim --scenario desaturation --device s5 --seed 7` (see its PROVENANCE).
+const S5_CAPTURE: &str = "tests/fixtures/captures/s5_desaturation.bin";
 
 #[test]
 fn decoding_an_intellivue_capture_prints_its_numerics_and_the_monitors_own_alarms_then_a_summary() {
@@ -60,13 +62,18 @@ fn a_damaged_capture_counts_its_bad_frames_and_still_decodes_the_good_ones() {
 }
 
 #[test]
-fn other_formats_decode_through_the_same_command_and_s5_says_it_is_not_built() {
+fn other_formats_decode_through_the_same_command_and_an_unknown_one_is_refused() {
     let (code, lines, _) = decode("masimo", Path::new("tests/fixtures/masimo/rad_serial_samples.txt"));
     assert_eq!(code, 0);
     assert!(lines.iter().any(|l| l["kind"] == "reading" && l["parameter"] == "spo2" && l["mdc"] == 150456));
-    let (code, _, stderr) = decode("s5", Path::new(CAPTURE));
-    assert_eq!(code, 65);
-    assert!(stderr.contains("not built in this branch"), "{stderr}");
+    let (code, lines, _) = decode("s5", Path::new(S5_CAPTURE));
+    assert_eq!(code, 0);
+    assert!(lines.iter().any(|l| l["kind"] == "reading" && l["parameter"] == "spo2"), "S/5 numerics");
+    assert!(lines.iter().any(|l| l["kind"] == "device_alarm"), "S/5 alarm records");
+    // An IntelliVue capture read as S/5 is all bad frames, said so, not a crash.
+    let (code, lines, _) = decode("s5", Path::new(CAPTURE));
+    assert_eq!(code, 0);
+    assert_eq!(lines.last().unwrap()["readings"], 0);
     let (code, _, stderr) = decode("philips", Path::new(CAPTURE));
     assert_eq!(code, 65);
     assert!(stderr.contains("unknown --format"), "{stderr}");

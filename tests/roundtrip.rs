@@ -19,6 +19,7 @@ fn kind(device: Device) -> DeviceKind {
         Device::Masimo => DeviceKind::Masimo,
         Device::Nonin => DeviceKind::Nonin,
         Device::Hl7 => DeviceKind::Hl7,
+        Device::S5 => DeviceKind::S5,
         Device::Intellivue => DeviceKind::Intellivue,
     }
 }
@@ -153,4 +154,64 @@ fn the_desaturation_scenario_decodes_below_88_percent_through_the_daemon_decoder
         .filter_map(|f| value(std::slice::from_ref(&f), Parameter::Spo2).and_then(|(v, _)| v))
         .fold(f64::MAX, f64::min);
     assert!(lowest < 88.0, "lowest decoded SpO2 {lowest}");
+}
+
+#[test]
+fn s5_records_from_the_simulator_decode_to_the_values_and_alarms_the_monitor_showed() {
+    use vigil_sim::devices::s5;
+    for scenario in ["desaturation", "hypertensive-surge", "probe-off-and-artefacts"] {
+        let mut decoder = AnyDecoder::for_device(DeviceKind::S5);
+        let mut buf = BytesMut::new();
+        let (mut records, mut alarms_seen, mut nibp) = (0, 0, 0);
+        let mut last_nibp = None;
+        for tick in simulation(scenario, Device::S5, 7) {
+            let sample = &tick.sample;
+            if let Some(values) = sample.nibp.and_then(|n| n.values) {
+                last_nibp = Some(values);
+            }
+            buf.extend_from_slice(&tick.bytes);
+            let mut frames = Vec::new();
+            while let Some(item) = decoder.decode(&mut buf).unwrap() {
+                // Line noise between records is one bad frame; the records themselves are well formed.
+                if let Ok(f) = item {
+                    frames.push(f);
+                }
+            }
+            let at = format!("{scenario} at {} s", sample.offset_s);
+            for f in &frames {
+                if let Some(list) = &f.device_alarms {
+                    let expected = s5::monitor_alarms(sample, last_nibp);
+                    let texts: Vec<&str> = list.iter().map(|a| a.text.as_str()).collect();
+                    let wanted: Vec<&str> = expected.iter().map(|(t, _)| t.as_str()).collect();
+                    assert_eq!(texts, wanted, "{at}: alarms");
+                    alarms_seen += usize::from(!list.is_empty());
+                    continue;
+                }
+                records += 1;
+                assert_eq!(f.device_time, Some(sample.device_time), "{at}: record time");
+                match sample.shown.spo2 {
+                    Some(spo2) if sample.sensor != SensorState::NoSensor => {
+                        assert_eq!(
+                            value(std::slice::from_ref(f), Parameter::Spo2),
+                            Some((Some(f64::from(spo2)), ValueStatus::Valid)),
+                            "{at}"
+                        )
+                    }
+                    _ => assert!(
+                        value(std::slice::from_ref(f), Parameter::Spo2).is_none_or(|(v, _)| v.is_none()),
+                        "{at}"
+                    ),
+                }
+                if let Some((Some(sys), _)) = value(std::slice::from_ref(f), Parameter::NibpSys) {
+                    assert_eq!(Some(sys), last_nibp.map(|n| f64::from(n.systolic)), "{at}: systolic");
+                    nibp += 1;
+                }
+            }
+        }
+        assert!(records > 100, "{scenario}: {records} records");
+        assert!(nibp >= 2, "{scenario}: {nibp} NIBP results");
+        if scenario != "hypertensive-surge" {
+            assert!(alarms_seen > 0, "{scenario}: the monitor never showed an alarm");
+        }
+    }
 }

@@ -42,6 +42,8 @@ pub enum Device {
     Nonin,
     /// HL7 v2 ORU^R01 (IHE PCD-01) in MLLP framing.
     Hl7,
+    /// GE Datex-Ohmeda S/5 DRI records (displayed values and alarms).
+    S5,
     /// Philips IntelliVue Data Export over the MIB/RS-232 port: answers association and polls.
     Intellivue,
 }
@@ -54,6 +56,7 @@ impl std::str::FromStr for Device {
             "masimo" => Ok(Device::Masimo),
             "nonin" => Ok(Device::Nonin),
             "hl7" => Ok(Device::Hl7),
+            "s5" => Ok(Device::S5),
             "intellivue" => Ok(Device::Intellivue),
             _ => Err(SimError::UnknownDevice(s.to_owned())),
         }
@@ -66,6 +69,7 @@ impl std::fmt::Display for Device {
             Device::Masimo => "masimo",
             Device::Nonin => "nonin",
             Device::Hl7 => "hl7",
+            Device::S5 => "s5",
             Device::Intellivue => "intellivue",
         })
     }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::devices::{hl7, intellivue, masimo, nonin};
+use crate::devices::{hl7, intellivue, masimo, nonin, s5};
 use crate::physiology::{normal, Patient, Vitals};
 use crate::scenario::{Event, Scenario, Session};
 use crate::{Device, FeedOptions, MarkerKind, SimError};
@@ -152,6 +152,7 @@ pub struct Simulation {
     device_id: String,
     control_id: u64,
     bed: usize,
+    s5: s5::S5State,
     last_nibp: Option<NibpReading>,
 }
 
@@ -207,6 +208,7 @@ impl Simulation {
             control_id: 0,
             last_nibp: None,
             bed: opts.patient + 1,
+            s5: s5::S5State::default(),
         })
     }
 
@@ -407,6 +409,16 @@ impl Simulation {
                 let msg = hl7::OruMessage::from_sample(s, &self.device_id, self.control_id, self.bed);
                 bytes.extend(hl7::encode_framed(&msg));
                 (bytes, 1)
+            }
+            Device::S5 => {
+                // Line noise never contains a flag, so it sits between frames as on a real line.
+                for b in &mut bytes {
+                    if *b == 0x7E {
+                        *b = 0x3F;
+                    }
+                }
+                bytes.extend(self.s5.encode(s));
+                (bytes, 0)
             }
         }
     }

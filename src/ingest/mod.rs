@@ -6,10 +6,12 @@
 //! values are counted and skipped, buffers are bounded by each decoder's maximum, and counters reach the bed at
 //! most about once a second, so a garbage flood on one port cannot flood that bed's inbox or slow other beds.
 
+pub mod link;
 pub mod mllp_listener;
 pub mod protocol;
 pub mod serial;
 pub mod sim;
+pub mod tcp;
 
 use std::fmt;
 use std::time::Duration;
@@ -29,11 +31,12 @@ use crate::config::DeviceKind;
 use crate::event::LinkState;
 use crate::vitals::{BedId, Timestamp};
 use protocol::hl7::{Hl7Decoder, PendingAck};
-use protocol::intellivue::session::{Link as IntelliVueLink, LinkChange, Session as IntelliVueSession};
+use protocol::intellivue::session::Link as IntelliVueLink;
 use protocol::intellivue::IntelliVueDecoder;
 use protocol::masimo::MasimoDecoder;
 use protocol::nonin::{HandshakeReply, NoninDecoder};
-use protocol::{mllp, plausibility, DecodeError, Frame};
+use protocol::s5::S5Decoder;
+use protocol::{mllp, plausibility, DecodeError, Frame, LinkChange, Talker};
 
 /// Which source of which bed: `chair-1/0` is the first source configured for `chair-1`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -125,6 +128,9 @@ pub enum IngestError {
     /// A serial source without a path.
     #[error("source {0}: a serial source needs a path")]
     NoSerialPath(SourceId),
+    /// A tcp source without an address.
+    #[error("source {0}: a tcp source needs an address")]
+    NoTcpAddress(SourceId),
 }
 
 /// Why a [`pump`] returned.
@@ -136,9 +142,12 @@ pub enum PumpEnd {
     Eof,
     /// Reading failed (for a serial port, a disconnect), with the error text.
     ReadError(String),
-    /// Writing back to the device (an HL7 ACK, an IntelliVue request) failed (for a serial port, a disconnect),
-    /// with the error text.
+    /// Writing back to the device (an HL7 ACK, an IntelliVue or S/5 request) failed (for a serial port, a
+    /// disconnect), with the error text.
     WriteError(String),
+    /// Nothing was decoded for this long: the pump gave up on the connection (a device server's socket that went
+    /// silent may be half-open).
+    Silent(Duration),
     /// The bed's inbox is gone: the bed task ended, so nobody listens.
     ReceiverClosed,
 }
@@ -151,6 +160,7 @@ impl PumpEnd {
             PumpEnd::Eof => "end of stream (device closed or unplugged)".into(),
             PumpEnd::ReadError(e) => format!("read error: {e}"),
             PumpEnd::WriteError(e) => format!("write error: {e}"),
+            PumpEnd::Silent(d) => format!("no frame for {} s (reconnecting)", d.as_secs()),
             PumpEnd::ReceiverClosed => "bed inbox closed".into(),
         }
     }
@@ -262,6 +272,10 @@ impl RateLimitedLog {
 pub struct PumpState {
     /// Counters and their send bookkeeping.
     pub counters: CounterState,
+    /// End a pump that has decoded no frame for this long ([`PumpEnd::Silent`]): the tcp transport reconnects
+    /// then, since a device server that lost power leaves a socket that never errors. `None`: wait forever (a
+    /// serial port; the bed raises `monitor_disconnected` for the silence either way).
+    pub give_up_after: Option<Duration>,
     log: RateLimitedLog,
 }
 
@@ -274,6 +288,8 @@ pub enum AnyDecoder {
     Nonin(NoninDecoder),
     /// HL7 in MLLP framing.
     Hl7(Hl7Decoder),
+    /// GE Datex-Ohmeda S/5 DRI records.
+    S5(S5Decoder),
     /// Philips IntelliVue Data Export.
     Intellivue(Box<IntelliVueDecoder>),
 }
@@ -286,19 +302,31 @@ impl AnyDecoder {
             DeviceKind::Masimo => AnyDecoder::Masimo(MasimoDecoder::new()),
             DeviceKind::Nonin => AnyDecoder::Nonin(NoninDecoder::new()),
             DeviceKind::Hl7 => AnyDecoder::Hl7(Hl7Decoder::new(mllp::DEFAULT_MAX)),
+            DeviceKind::S5 => AnyDecoder::S5(S5Decoder::new()),
             DeviceKind::Intellivue => AnyDecoder::Intellivue(Box::new(IntelliVueDecoder::new())),
         }
     }
 
     /// The decoder for a device on a two-way serial link: HL7 prepares the ACKs the device waits for, IntelliVue
-    /// runs its session (association, polls). Give [`pump_with`] a writer for what it has to send.
+    /// runs its session (association, polls), the S/5 asks for its records at the start and again after
+    /// [`protocol::s5::DEFAULT_REPEAT_MS`] without one. Give [`pump_with`] a writer for what it has to send.
     pub fn for_device_talking(device: DeviceKind) -> Self {
         match device {
             DeviceKind::Hl7 => AnyDecoder::Hl7(Hl7Decoder::with_acks(mllp::DEFAULT_MAX)),
             DeviceKind::Intellivue => {
                 AnyDecoder::Intellivue(Box::new(IntelliVueDecoder::with_session(IntelliVueLink::Serial)))
             }
+            DeviceKind::S5 => AnyDecoder::S5(S5Decoder::talking(protocol::s5::DEFAULT_REPEAT_MS)),
             other => Self::for_device(other),
+        }
+    }
+
+    /// [`AnyDecoder::for_device_talking`] for a configured source: an S/5 asks again after the source's
+    /// `silence_alarm_s` without a record (the bed has raised `monitor_disconnected` by then).
+    pub fn for_source(cfg: &crate::config::SourceConfig) -> Self {
+        match cfg.device {
+            DeviceKind::S5 => AnyDecoder::S5(S5Decoder::talking(cfg.silence_alarm_s().saturating_mul(1000))),
+            other => Self::for_device_talking(other),
         }
     }
 
@@ -308,13 +336,15 @@ impl AnyDecoder {
         match self {
             AnyDecoder::Hl7(d) => d.prepares_acks(),
             AnyDecoder::Intellivue(d) => d.has_session(),
+            AnyDecoder::S5(d) => d.talks(),
             AnyDecoder::Masimo(_) | AnyDecoder::Nonin(_) => false,
         }
     }
 
-    fn session(&mut self) -> Option<&mut IntelliVueSession> {
+    fn session(&mut self) -> Option<&mut dyn Talker> {
         match self {
-            AnyDecoder::Intellivue(d) => d.session_mut(),
+            AnyDecoder::Intellivue(d) => d.session_mut().map(|s| s as &mut dyn Talker),
+            AnyDecoder::S5(d) => d.talker_mut().map(|t| t as &mut dyn Talker),
             _ => None,
         }
     }
@@ -343,6 +373,7 @@ impl Decoder for AnyDecoder {
             AnyDecoder::Masimo(d) => d.decode(buf),
             AnyDecoder::Nonin(d) => d.decode(buf),
             AnyDecoder::Hl7(d) => d.decode(buf),
+            AnyDecoder::S5(d) => d.decode(buf),
             AnyDecoder::Intellivue(d) => d.decode(buf),
         }
     }
@@ -352,6 +383,7 @@ impl Decoder for AnyDecoder {
             AnyDecoder::Masimo(d) => d.decode_eof(buf),
             AnyDecoder::Nonin(d) => d.decode_eof(buf),
             AnyDecoder::Hl7(d) => d.decode_eof(buf),
+            AnyDecoder::S5(d) => d.decode_eof(buf),
             AnyDecoder::Intellivue(d) => d.decode_eof(buf),
         }
     }
@@ -370,10 +402,11 @@ pub async fn pump<R: AsyncRead + Unpin>(
     tx: &mpsc::Sender<SourceEvent>,
     cancel: &CancellationToken,
 ) -> PumpEnd {
-    pump_with(reader, AnyDecoder::for_device(device), source, tx, cancel, &mut PumpState::default(), None).await
+    let decoder = AnyDecoder::for_device(device);
+    pump_with(reader, decoder, source, tx, cancel, &mut PumpState::default(), None).await
 }
 
-/// Where a pump writes back to the device: HL7 ACKs (MLLP over serial), IntelliVue session requests.
+/// Where a pump writes back to the device: HL7 ACKs (MLLP over serial), IntelliVue session and S/5 requests.
 pub type DeviceWriter<'a> = &'a mut (dyn AsyncWrite + Unpin + Send);
 
 /// How long writing one ACK or request may take (a serial line with hardware flow control can stall).
@@ -385,9 +418,10 @@ const RELEASE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// [`pump`] with a chosen decoder, counters that outlive this stream (serial reconnects), and optionally a
 /// writer for what an [`AnyDecoder::for_device_talking`] decoder has to send: HL7 ACKs (AA only after the frame
-/// is in the bed's inbox, AE/AR at once), or the IntelliVue session's requests, paced by the session, whose
-/// association state reaches the bed as [`SourceEvent::Link`] (a lost association is `monitor_disconnected`)
-/// and which is released when `cancel` fires.
+/// is in the bed's inbox, AE/AR at once), or what its [`protocol::Talker`] says: the IntelliVue session's
+/// requests, paced by the session, whose association state reaches the bed as [`SourceEvent::Link`] (a lost
+/// association is `monitor_disconnected`) and which is released when `cancel` fires; the S/5 record requests.
+/// With [`PumpState::give_up_after`] set, a stream without a frame for that long ends as [`PumpEnd::Silent`].
 pub async fn pump_with<R: AsyncRead + Unpin>(
     reader: R,
     decoder: AnyDecoder,
@@ -399,18 +433,21 @@ pub async fn pump_with<R: AsyncRead + Unpin>(
 ) -> PumpEnd {
     let mut framed = FramedRead::with_capacity(reader, decoder, READ_CAPACITY);
     let origin = Instant::now();
+    let mut last_frame = Instant::now();
     let end = loop {
         let due = state.counters.due();
-        // The session hears the monitor inside the decoder, where no frame comes out for a session message (the
-        // accept, the MDS Create event), so it is looked at again within SESSION_LOOK_MS even when it expects
-        // nothing sooner.
+        // A talker hears the device inside the decoder, where no frame comes out for a session message (the
+        // IntelliVue accept, its MDS Create event), so it is looked at again within SESSION_LOOK_MS even when it
+        // expects nothing sooner.
         let talk_due = framed.decoder_mut().session().map(|s| {
             let now = ms_since(origin);
             origin + Duration::from_millis(s.next_due(now).min(now + SESSION_LOOK_MS))
         });
+        let give_up_at = state.give_up_after.map(|d| last_frame + d);
         let item = tokio::select! {
             biased;
             _ = cancel.cancelled() => break PumpEnd::Cancelled,
+            _ = sleep_until_opt(give_up_at) => break PumpEnd::Silent(state.give_up_after.unwrap_or_default()),
             _ = sleep_until_opt(due) => {
                 state.counters.flush(source, tx, false);
                 continue;
@@ -424,6 +461,9 @@ pub async fn pump_with<R: AsyncRead + Unpin>(
             }
             continue;
         };
+        if matches!(item, Some(Ok(Ok(_)))) {
+            last_frame = Instant::now();
+        }
         match item {
             None => break PumpEnd::Eof,
             Some(Err(e)) => break PumpEnd::ReadError(e.to_string()),
@@ -512,11 +552,11 @@ async fn talk<R: AsyncRead + Unpin, W: AsyncWrite + Unpin + ?Sized>(
     if let Some(change) = session.take_link_change() {
         let (state, reason) = match change {
             LinkChange::Up => {
-                tracing::info!(source = %source, "intellivue association up");
+                tracing::info!(source = %source, "monitor link up (association)");
                 (LinkState::Connected, None)
             }
             LinkChange::Down(reason) => {
-                tracing::warn!(source = %source, "intellivue association lost: {reason}");
+                tracing::warn!(source = %source, "monitor link lost (association): {reason}");
                 (LinkState::Disconnected, Some(reason))
             }
         };

@@ -11,7 +11,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::ReplayError;
 use crate::alarm::DeviceSignal;
 use crate::event::Command;
-use crate::ingest::protocol::{hl7, masimo, mllp, nonin, Frame};
+use crate::ingest::protocol::{hl7, masimo, mllp, nonin, s5, Frame};
 use crate::vitals::{BedId, Parameter, Timestamp, ValueStatus};
 
 /// How far back in time (seconds) a CSV row may be from the latest row read before it. Rows within the window are
@@ -133,8 +133,8 @@ pub fn open(path: &Path, start: Timestamp, format: &str, bed: &str) -> Result<In
                 "capture"
             }
         }
-        f @ ("csv" | "masimo" | "nonin" | "hl7") => f,
-        other => return Err(unsupported(format!("unknown --format '{other}' (auto, csv, masimo, nonin, hl7)"))),
+        f @ ("csv" | "masimo" | "nonin" | "hl7" | "s5") => f,
+        other => return Err(unsupported(format!("unknown --format '{other}' (auto, csv, masimo, nonin, hl7, s5)"))),
     };
     if format == "csv" {
         let f = File::open(path).map_err(read_err)?;
@@ -143,7 +143,9 @@ pub fn open(path: &Path, start: Timestamp, format: &str, bed: &str) -> Result<In
     let bytes = std::fs::read(path).map_err(read_err)?;
     let format = if format == "capture" {
         let t = std::str::from_utf8(&bytes).unwrap_or("");
-        if bytes.contains(&0x0b) || t.contains("MSH|") {
+        if bytes.first() == Some(&s5::FLAG) {
+            "s5"
+        } else if bytes.contains(&0x0b) || t.contains("MSH|") {
             "hl7"
         } else if t.contains("SPO2=") || t.contains("SpO2=") {
             "masimo"
@@ -185,6 +187,20 @@ fn decode_capture(bytes: &[u8], format: &str, start: Timestamp, bed: &str) -> Re
             while let Ok(Some(item)) = decoder.decode(&mut buf) {
                 if let Ok(f) = item {
                     frames.push((None, f));
+                }
+            }
+        }
+        "s5" => {
+            // The daemon's streaming decoder: bad frames are skipped as on the line; records carry their own time.
+            use tokio_util::codec::Decoder as _;
+            let mut decoder = s5::S5Decoder::new();
+            let mut buf = bytes::BytesMut::from(bytes);
+            while let Ok(Some(item)) = decoder.decode(&mut buf) {
+                if let Ok(f) = item {
+                    // Alarm records carry the monitor's alarms, which replay does not feed to the engine.
+                    if f.device_alarms.is_none() {
+                        frames.push((f.device_time, f));
+                    }
                 }
             }
         }

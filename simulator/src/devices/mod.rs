@@ -5,3 +5,4 @@ pub mod hl7;
 pub mod intellivue;
 pub mod masimo;
 pub mod nonin;
+pub mod s5;

@@ -43,14 +43,8 @@ pub enum Link {
     Lan,
 }
 
-/// What the bed should hear about the association.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LinkChange {
-    /// Associated, polls running.
-    Up,
-    /// Not associated, with why.
-    Down(String),
-}
+/// What the bed should hear about the association: `Up` associated and polling, `Down` not associated.
+pub use super::super::LinkChange;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -313,5 +307,23 @@ impl Session {
         } else {
             None
         }
+    }
+}
+
+impl super::super::Talker for Session {
+    fn poll(&mut self, now: u64) {
+        Session::poll(self, now);
+    }
+    fn take_outgoing(&mut self, now: u64) -> Option<Vec<u8>> {
+        Session::take_outgoing(self, now)
+    }
+    fn next_due(&self, now: u64) -> u64 {
+        Session::next_due(self, now)
+    }
+    fn take_link_change(&mut self) -> Option<LinkChange> {
+        Session::take_link_change(self)
+    }
+    fn release(&mut self) -> Option<Vec<u8>> {
+        Session::release(self)
     }
 }
