@@ -157,6 +157,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                         }
                     });
                 }
+                SourceKind::Udp => {
+                    let name = format!("source {id}");
+                    let run = ingest::udp::run(id, src.clone(), source_tx.clone(), stop_sources.clone());
+                    health.spawn(&mut tasks, name, stop_sources.clone(), async move {
+                        if let Err(e) = run.await {
+                            tracing::error!(error = %e, "udp source stopped");
+                        }
+                    });
+                }
                 SourceKind::Simulated => {
                     health.spawn(
                         &mut tasks,

@@ -229,6 +229,9 @@ fn check_config(path: &Path) -> ExitCode {
                 vigil::config::SourceKind::Tcp => {
                     format!("device server at {}", src.address.as_deref().unwrap_or("?"))
                 }
+                vigil::config::SourceKind::Udp => {
+                    format!("IntelliVue LAN at {}", src.address.as_deref().unwrap_or("?"))
+                }
                 vigil::config::SourceKind::Mllp => format!("device_id {}", src.device_id.as_deref().unwrap_or("?")),
                 vigil::config::SourceKind::Simulated => format!(
                     "scenario {} seed {} speed {}",

@@ -282,3 +282,33 @@ async fn the_simulated_intellivues_own_spo2_low_reaches_mqtt_and_the_dashboard_b
     tokio::time::timeout(Duration::from_secs(10), daemon).await.expect("stops").unwrap();
     simulator.abort();
 }
+
+fn udp_config(address: &str) -> SourceConfig {
+    toml::from_str(&format!("kind = \"udp\"\ndevice = \"intellivue\"\naddress = \"{address}\"")).expect("udp config")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_runs_over_udp_on_loopback_and_reassociates_after_a_monitor_restart() {
+    let port = free_udp_port();
+    let sim = tokio::spawn(vigil_sim::output::run_udp(simulation(RESTART, 2.0), Speed::Factor(2.0), port));
+    let source = SourceId::new("chair-1", 0);
+    let (tx, mut rx) = mpsc::channel(256);
+    let cancel = CancellationToken::new();
+    let cfg = udp_config(&format!("127.0.0.1:{port}"));
+    let task = tokio::spawn(vigil::ingest::udp::run(source, cfg, tx, cancel.clone()));
+
+    let spo2 = next(&mut rx, 4, "SpO2 over udp", |e| spo2_of(e).is_some()).await;
+    assert!((90.0..=100.0).contains(&spo2_of(&spo2).unwrap()));
+    let lost = next(&mut rx, 20, "a lost association", |e| link_reason(e, LinkState::Disconnected).is_some()).await;
+    assert!(link_reason(&lost, LinkState::Disconnected).unwrap().contains("no poll result"));
+    next(&mut rx, 20, "the association again", |e| link_reason(e, LinkState::Connected).is_some()).await;
+    next(&mut rx, 10, "SpO2 after the restart", |e| spo2_of(e).is_some()).await;
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops").unwrap().unwrap();
+    sim.abort();
+}
+
+/// A UDP port of 127.0.0.1 that was free a moment ago.
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}

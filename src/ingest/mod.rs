@@ -12,6 +12,7 @@ pub mod protocol;
 pub mod serial;
 pub mod sim;
 pub mod tcp;
+pub mod udp;
 
 use std::fmt;
 use std::time::Duration;
@@ -131,6 +132,9 @@ pub enum IngestError {
     /// A tcp source without an address.
     #[error("source {0}: a tcp source needs an address")]
     NoTcpAddress(SourceId),
+    /// A udp source without an address.
+    #[error("source {0}: a udp source needs an address")]
+    NoUdpAddress(SourceId),
 }
 
 /// Why a [`pump`] returned.
@@ -324,6 +328,9 @@ impl AnyDecoder {
     /// [`AnyDecoder::for_device_talking`] for a configured source: an S/5 asks again after the source's
     /// `silence_alarm_s` without a record (the bed has raised `monitor_disconnected` by then).
     pub fn for_source(cfg: &crate::config::SourceConfig) -> Self {
+        if cfg.kind == crate::config::SourceKind::Udp {
+            return AnyDecoder::Intellivue(Box::new(IntelliVueDecoder::with_session(IntelliVueLink::Lan)));
+        }
         match cfg.device {
             DeviceKind::S5 => AnyDecoder::S5(S5Decoder::talking(cfg.silence_alarm_s().saturating_mul(1000))),
             other => Self::for_device_talking(other),
