@@ -284,6 +284,8 @@ pub enum SourceKind {
     /// A serial device server (Moxa, Lantronix, Digi) in "TCP server" mode: the device's serial bytes over a raw
     /// TCP connection that Vigil opens to `address`.
     Tcp,
+    /// Philips IntelliVue Data Export over the monitor's LAN interface: UDP to `address` (port 24105).
+    Udp,
     /// HL7 over the shared MLLP listener, matched by `device_id`.
     Mllp,
     /// The bundled simulator, in-process.
@@ -325,6 +327,7 @@ impl SourceKind {
         match self {
             SourceKind::Serial => "serial",
             SourceKind::Tcp => "tcp",
+            SourceKind::Udp => "udp",
             SourceKind::Mllp => "mllp",
             SourceKind::Simulated => "simulated",
         }
@@ -390,7 +393,8 @@ pub struct SourceConfig {
     /// serial: device path (`/dev/ttyUSB0`).
     #[serde(default)]
     pub path: Option<String>,
-    /// tcp: the device server's `host:port` (a Moxa NPort's first port is 4001).
+    /// tcp: the device server's `host:port` (a Moxa NPort's first port is 4001). udp: the IntelliVue monitor's
+    /// `host:24105`.
     #[serde(default)]
     pub address: Option<String>,
     /// serial: baud rate. Default 19200 for s5, 115200 for intellivue (the MIB/RS-232 port's rate), 9600
@@ -1010,6 +1014,26 @@ impl Config {
                             ));
                         }
                     }
+                }
+            }
+            SourceKind::Udp => {
+                for (k, present) in serial_keys.into_iter().chain(sim_keys) {
+                    not_for(k, present)?;
+                }
+                not_for("peer", src.peer.is_some())?;
+                not_for("device_id", src.device_id.is_some())?;
+                if src.device != DeviceKind::Intellivue {
+                    return Err((
+                        format!("{at}.device"),
+                        "kind = \"udp\" is the IntelliVue LAN interface: use device = \"intellivue\"".into(),
+                    ));
+                }
+                let port = src.address.as_deref().and_then(|a| a.rsplit_once(':')).filter(|(h, _)| !h.is_empty());
+                if port.and_then(|(_, p)| p.parse::<u16>().ok()).is_none_or(|p| p == 0) {
+                    return Err((
+                        format!("{at}.address"),
+                        "is required for kind = \"udp\": the monitor's host:port, like 10.1.2.50:24105".into(),
+                    ));
                 }
             }
             SourceKind::Mllp => {

@@ -10,6 +10,7 @@ pub mod bed;
 pub mod clock;
 pub mod config;
 pub mod dashboard;
+pub mod decode;
 pub mod event;
 pub mod health;
 pub mod hub;
@@ -138,7 +139,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 silence.insert(id.to_string(), std::time::Duration::from_secs(src.silence_alarm_s()));
             }
             match src.kind {
-                SourceKind::Serial | SourceKind::Tcp => {
+                SourceKind::Serial | SourceKind::Tcp | SourceKind::Udp => {
                     let name = format!("source {id}");
                     let run = ingest::run_source(id, src.clone(), source_tx.clone(), stop_sources.clone());
                     health.spawn(&mut tasks, name, stop_sources.clone(), async move {

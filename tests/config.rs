@@ -103,6 +103,24 @@ fn broken_configs() -> Vec<(&'static str, String, &'static str, &'static str)> {
             "is not host:port",
         ),
         (
+            "udp source without an address",
+            format!("{SITE}{}", bed("c1", "kind = \"udp\"\ndevice = \"intellivue\"")),
+            "beds[0].sources[0].address",
+            "is required for kind = \"udp\"",
+        ),
+        (
+            "udp source for a device that has no LAN interface here",
+            format!("{SITE}{}", bed("c1", "kind = \"udp\"\ndevice = \"masimo\"\naddress = \"h:24105\"")),
+            "beds[0].sources[0].device",
+            "the IntelliVue LAN interface",
+        ),
+        (
+            "a simulated intellivue (it only speaks when associated)",
+            format!("{SITE}{}", bed("c1", "kind = \"simulated\"\ndevice = \"intellivue\"")),
+            "beds[0].sources[0].device",
+            "no intellivue personality",
+        ),
+        (
             "serial settings on a tcp source",
             format!("{SITE}{}", bed("c1", "kind = \"tcp\"\ndevice = \"s5\"\naddress = \"h:4001\"\nbaud = 19200")),
             "beds[0].sources[0].baud",

@@ -28,7 +28,8 @@ struct Cli {
     /// stdout/file it writes what a monitor sends in a polled session, a capture).
     #[arg(long, default_value = "masimo")]
     device: Device,
-    /// stdout, pty, serial:PATH, mllp:HOST:PORT, tcp-listen:[HOST:]PORT (bed K on PORT+K-1) or file:PATH.
+    /// stdout, pty, serial:PATH, mllp:HOST:PORT, tcp-listen:[HOST:]PORT (bed K on PORT+K-1), udp:PORT (an
+    /// IntelliVue's LAN interface on 127.0.0.1, bed K on PORT+K-1) or file:PATH.
     #[arg(long, default_value = "stdout")]
     output: OutputSpec,
     /// Number of beds (default: the scenario's own count; patients repeat with their own random streams).
@@ -217,6 +218,15 @@ async fn run(
             let _ = std::io::stdout().flush();
             for (pty, sim) in ptys {
                 tasks.spawn(pty.run(sim, speed));
+            }
+        }
+        OutputSpec::Udp(port) => {
+            for (i, (patient, sim)) in sims.into_iter().enumerate() {
+                let Some(port) = u16::try_from(i).ok().and_then(|i| port.checked_add(i)) else {
+                    return Err(output::OutputError::BadSpec(format!("udp: no port for bed {}", patient + 1)));
+                };
+                eprintln!("vigil-sim: bed {} ({device}) LAN interface on udp 127.0.0.1:{port}", patient + 1);
+                tasks.spawn(output::run_udp(sim, speed, port));
             }
         }
         OutputSpec::TcpListen { host, port } => {

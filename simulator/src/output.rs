@@ -22,7 +22,7 @@ use crate::{Device, Simulation, Speed};
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
     /// The `--output` value is not understood.
-    #[error("output '{0}' is not one of stdout, pty, serial:PATH, mllp:HOST:PORT, tcp-listen:[HOST:]PORT, file:PATH")]
+    #[error("output '{0}' is not one of stdout, pty, serial:PATH, mllp:HOST:PORT, tcp-listen:[HOST:]PORT, udp:PORT, file:PATH")]
     BadSpec(String),
     /// An I/O step failed.
     #[error("{what}: {source}")]
@@ -67,6 +67,8 @@ pub enum OutputSpec {
     Mllp(String),
     /// A file (one bed), truncated first.
     File(PathBuf),
+    /// UDP ports of 127.0.0.1, bed K on `port + K - 1`: an IntelliVue's LAN interface (its port is 24105).
+    Udp(u16),
     /// Listening TCP ports, bed K on `port + K - 1` (a device server's ports), on `host` (default 127.0.0.1).
     TcpListen {
         /// Address to listen on.
@@ -86,6 +88,7 @@ impl FromStr for OutputSpec {
             None if s == "pty" => Ok(OutputSpec::Pty),
             Some(("serial", p)) if !p.is_empty() => Ok(OutputSpec::Serial(p.into())),
             Some(("file", p)) if !p.is_empty() => Ok(OutputSpec::File(p.into())),
+            Some(("udp", port)) => Ok(OutputSpec::Udp(port.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad)?)),
             Some(("tcp-listen", addr)) => {
                 let (host, port) = addr.rsplit_once(':').unwrap_or(("127.0.0.1", addr));
                 let port = port.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad)?;
@@ -360,6 +363,41 @@ pub async fn run_duplex<R: tokio::io::AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// Runs one IntelliVue's LAN interface on `127.0.0.1:port`: each datagram of a host is answered to its sender
+/// like the monitor does, with the current second's data; a scripted disconnect is a restart, as on a pty.
+pub async fn run_udp(sim: Simulation, speed: Speed, port: u16) -> Result<(), OutputError> {
+    let addr = format!("127.0.0.1:{port}");
+    let socket = tokio::net::UdpSocket::bind(&addr).await.map_err(io(format!("binding udp {addr}")))?;
+    let origin = Instant::now();
+    let mut monitor = intellivue::Monitor::new();
+    let mut current: Option<crate::Tick> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    for tick in sim {
+        let due = pace(origin, tick.sample.offset_s, speed);
+        tokio::pin!(due);
+        loop {
+            tokio::select! {
+                _ = &mut due => break,
+                r = socket.recv_from(&mut buf) => {
+                    // A host that went away can make the next receive report its ICMP error: not the monitor's.
+                    let Ok((n, peer)) = r else { continue };
+                    if let Some(now) = current.as_ref().filter(|t| t.sample.connected) {
+                        for reply in monitor.answer(&buf[..n], &now.sample, now.last_nibp.as_ref()) {
+                            let _ = socket.send_to(&reply, peer).await;
+                        }
+                    }
+                }
+            }
+        }
+        if !tick.sample.connected && monitor.associated() {
+            eprintln!("vigil-sim: intellivue on udp {addr} restarts (silent, association lost)");
+            monitor.restart();
+        }
+        current = Some(tick);
+    }
+    Ok(())
+}
+
 /// How long a write to a tcp-listen client may take before the client counts as gone.
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -448,11 +486,15 @@ impl Pty {
             tokio::pin!(due);
             loop {
                 self.read_host(&mut received)?;
-                let frames = intellivue::host_frames(&mut received);
-                if let Some(now) = current.as_ref().filter(|t| t.sample.connected) {
-                    for request in frames {
-                        for reply in monitor.answer(&request, &now.sample, now.last_nibp.as_ref()) {
-                            self.write_dropping(&intellivue::frame(&reply))?;
+                match current.as_ref() {
+                    // Before the first second the request waits; while "restarting" the monitor hears nothing.
+                    None => {}
+                    Some(now) if !now.sample.connected => received.clear(),
+                    Some(now) => {
+                        for request in intellivue::host_frames(&mut received) {
+                            for reply in monitor.answer(&request, &now.sample, now.last_nibp.as_ref()) {
+                                self.write_dropping(&intellivue::frame(&reply))?;
+                            }
                         }
                     }
                 }
@@ -602,6 +644,9 @@ pub fn check_device(spec: &OutputSpec, device: Device) -> Result<(), String> {
             "mllp output carries HL7 only: use --device hl7 (serial devices go to pty, serial:PATH, stdout, file:PATH)"
                 .into(),
         ),
+        (OutputSpec::Udp(_), d) if d != Device::Intellivue => {
+            Err("udp output is the IntelliVue LAN interface: use --device intellivue".into())
+        }
         (OutputSpec::TcpListen { .. }, Device::Intellivue) => {
             Err("tcp-listen does not run the intellivue session yet: use --output pty for an intellivue".into())
         }

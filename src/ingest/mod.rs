@@ -12,6 +12,7 @@ pub mod protocol;
 pub mod serial;
 pub mod sim;
 pub mod tcp;
+pub mod udp;
 
 use std::fmt;
 use std::time::Duration;
@@ -131,9 +132,12 @@ pub enum IngestError {
     /// A tcp source without an address.
     #[error("source {0}: a tcp source needs an address")]
     NoTcpAddress(SourceId),
+    /// A udp source without an address.
+    #[error("source {0}: a udp source needs an address")]
+    NoUdpAddress(SourceId),
 }
 
-/// Runs a `serial` or `tcp` source until `cancel` fires (other kinds return at once: the MLLP listener and the
+/// Runs a `serial`, `tcp` or `udp` source until `cancel` fires (other kinds return at once: the MLLP listener and the
 /// simulator run them).
 pub async fn run_source(
     source: SourceId,
@@ -145,6 +149,7 @@ pub async fn run_source(
     match cfg.kind {
         SourceKind::Serial => serial::run(source, cfg, tx, cancel).await,
         SourceKind::Tcp => tcp::run(source, cfg, tx, cancel).await,
+        SourceKind::Udp => udp::run(source, cfg, tx, cancel).await,
         SourceKind::Mllp | SourceKind::Simulated => Ok(()),
     }
 }
@@ -340,6 +345,9 @@ impl AnyDecoder {
     /// [`AnyDecoder::for_device_talking`] for a configured source: an S/5 asks again after the source's
     /// `silence_alarm_s` without a record (the bed has raised `monitor_disconnected` by then).
     pub fn for_source(cfg: &crate::config::SourceConfig) -> Self {
+        if cfg.kind == crate::config::SourceKind::Udp {
+            return AnyDecoder::Intellivue(Box::new(IntelliVueDecoder::with_session(IntelliVueLink::Lan)));
+        }
         match cfg.device {
             DeviceKind::S5 => AnyDecoder::S5(S5Decoder::talking(cfg.silence_alarm_s().saturating_mul(1000))),
             other => Self::for_device_talking(other),
@@ -427,6 +435,8 @@ pub type DeviceWriter<'a> = &'a mut (dyn AsyncWrite + Unpin + Send);
 
 /// How long writing one ACK or request may take (a serial line with hardware flow control can stall).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a session message waits in the decoder before the session acts on it, ms.
+const SESSION_LOOK_MS: u64 = 20;
 /// How long the release at shutdown may take.
 const RELEASE_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -450,8 +460,13 @@ pub async fn pump_with<R: AsyncRead + Unpin>(
     let mut last_frame = Instant::now();
     let end = loop {
         let due = state.counters.due();
-        let talk_due =
-            framed.decoder_mut().session().map(|s| origin + Duration::from_millis(s.next_due(ms_since(origin))));
+        // A talker hears the device inside the decoder, where no frame comes out for a session message (the
+        // IntelliVue accept, its MDS Create event), so it is looked at again within SESSION_LOOK_MS even when it
+        // expects nothing sooner.
+        let talk_due = framed.decoder_mut().session().map(|s| {
+            let now = ms_since(origin);
+            origin + Duration::from_millis(s.next_due(now).min(now + SESSION_LOOK_MS))
+        });
         let give_up_at = state.give_up_after.map(|d| last_frame + d);
         let item = tokio::select! {
             biased;

@@ -148,8 +148,10 @@ pub mod nom {
 pub mod physio {
     /// ECG heart rate.
     pub const ECG_CARD_BEAT_RATE: u16 = 0x4182;
-    /// Pulse rate from the pleth (SpO2).
+    /// Pulse rate from the pleth (SpO2), as IntelliVue monitors label it.
     pub const PLETH_PULS_RATE: u16 = 0x4822;
+    /// Pulse rate from the oximeter (`MDC_PULS_OXIM_PULS_RATE`).
+    pub const PULS_OXIM_PULS_RATE: u16 = 0x481A;
     /// NIBP (the compound object).
     pub const PRESS_BLD_NONINV: u16 = 0x4A04;
     /// NIBP systolic.
@@ -498,7 +500,7 @@ pub fn parameter_of(physio_id: u16) -> Option<Parameter> {
     use physio::*;
     Some(match physio_id {
         PULS_OXIM_SAT_O2 => Parameter::Spo2,
-        PLETH_PULS_RATE => Parameter::Pr,
+        PLETH_PULS_RATE | PULS_OXIM_PULS_RATE => Parameter::Pr,
         ECG_CARD_BEAT_RATE => Parameter::Hr,
         PRESS_BLD_NONINV_SYS => Parameter::NibpSys,
         PRESS_BLD_NONINV_DIA => Parameter::NibpDia,
@@ -1075,6 +1077,8 @@ type NibpSeen = (Parameter, Option<f64>, Option<Timestamp>);
 #[derive(Debug, Default)]
 pub struct IntelliVueDecoder {
     deframer: Deframer,
+    /// LAN: the byte stream is datagrams one after the other, unframed; each message's own length splits them.
+    lan: bool,
     session: Option<session::Session>,
     patient: Vec<DeviceAlarm>,
     technical: Vec<DeviceAlarm>,
@@ -1090,7 +1094,43 @@ impl IntelliVueDecoder {
 
     /// A decoder that talks: it associates with the monitor and polls it ([`session::Session`]).
     pub fn with_session(link: session::Link) -> IntelliVueDecoder {
-        IntelliVueDecoder { session: Some(session::Session::new(link)), ..IntelliVueDecoder::default() }
+        IntelliVueDecoder {
+            session: Some(session::Session::new(link)),
+            lan: link == session::Link::Lan,
+            ..IntelliVueDecoder::default()
+        }
+    }
+
+    /// The next LAN message from `buf` (datagrams back to back, as [`crate::ingest::udp`] delivers them),
+    /// split by the message's own length. Anything else drops what is buffered: UDP keeps no order to resync on.
+    fn next_lan(buf: &mut BytesMut) -> Option<Result<Vec<u8>, DecodeError>> {
+        let need = match *buf.first()? {
+            spdu::DATA if buf.len() < 8 => return None,
+            spdu::DATA => 8 + usize::from(u16::from_be_bytes([buf[6], buf[7]])),
+            spdu::CONNECT | spdu::ACCEPT | spdu::REFUSE | spdu::FINISH | spdu::DISCONNECT | spdu::ABORT => {
+                match buf.get(1) {
+                    None => return None,
+                    Some(0xFF) if buf.len() < 4 => return None,
+                    Some(0xFF) => 4 + usize::from(u16::from_be_bytes([buf[2], buf[3]])),
+                    Some(n) => 2 + usize::from(*n),
+                }
+            }
+            other => {
+                let n = buf.len();
+                buf.clear();
+                return Some(Err(DecodeError::Malformed(format!(
+                    "intellivue: datagram of {n} bytes starts with {other:02X}, not a Data Export message"
+                ))));
+            }
+        };
+        if need > MAX_PAYLOAD {
+            buf.clear();
+            return Some(Err(DecodeError::TooLong(need)));
+        }
+        if buf.len() < need {
+            return None;
+        }
+        Some(Ok(buf.split_to(need).to_vec()))
     }
 
     /// Whether this decoder talks (has a session).
@@ -1168,7 +1208,8 @@ impl Decoder for IntelliVueDecoder {
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
         loop {
-            match self.deframer.next(buf) {
+            let next = if self.lan { Self::next_lan(buf) } else { self.deframer.next(buf) };
+            match next {
                 None => return Ok(None),
                 Some(Err(e)) => return Ok(Some(Err(e))),
                 Some(Ok(payload)) => {
@@ -1183,6 +1224,11 @@ impl Decoder for IntelliVueDecoder {
     fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
         if let Some(item) = self.decode(buf)? {
             return Ok(Some(item));
+        }
+        if self.lan && !buf.is_empty() {
+            let n = buf.len();
+            buf.clear();
+            return Ok(Some(Err(DecodeError::Malformed(format!("intellivue: {n} bytes of a cut message")))));
         }
         Ok(self.deframer.finish_stream().map(Err))
     }
