@@ -2,6 +2,8 @@
 //! source at the S/5 defaults (19200 8E1 RTS/CTS), and `kind = "tcp"` sources against real TCP servers on
 //! loopback (a hand-written server that drops and comes back, and the simulator's own `tcp-listen` output).
 
+mod ingest_support;
+use ingest_support::{is_link, next, spo2_of};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -18,32 +20,6 @@ use vigil::ingest::protocol::s5::{self, build};
 use vigil::ingest::{serial, tcp, SourceEvent, SourceId};
 use vigil::vitals::Parameter;
 use vigil_sim::{Device, FeedOptions, Simulation, Speed};
-
-async fn next(rx: &mut mpsc::Receiver<SourceEvent>, what: &str, pred: impl Fn(&SourceEvent) -> bool) -> SourceEvent {
-    tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let e = rx.recv().await.expect("the source keeps its inbox open");
-            if pred(&e) {
-                return e;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no {what} within 30 s"))
-}
-
-fn is_link(state: LinkState) -> impl Fn(&SourceEvent) -> bool {
-    move |e| matches!(e, SourceEvent::Link { state: s, .. } if *s == state)
-}
-
-fn spo2_of(e: &SourceEvent) -> Option<f64> {
-    match e {
-        SourceEvent::Frame { frame, .. } => {
-            frame.measurements.iter().find(|m| m.parameter == Parameter::Spo2).and_then(|m| m.value)
-        }
-        _ => None,
-    }
-}
 
 fn config(text: &str) -> SourceConfig {
     toml::from_str(text).expect("source config")
