@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Fuzzes every decoder briefly: masimo, nonin, hl7, mllp (targets in fuzz/fuzz_targets/).
+# Fuzzes every decoder briefly: masimo, nonin, hl7, mllp, s5, intellivue (targets in fuzz/fuzz_targets/).
 #
 # The toolchain here is stable; cargo-fuzz needs nightly flags (-Zsanitizer), which RUSTC_BOOTSTRAP=1 allows.
 # FUZZ_SECONDS sets the time per target (default 10 s). Measured here: instrumented build about 1-2 min (it
-# compiles only the decoder sources, see fuzz/Cargo.toml), then 4 x 10 s of fuzzing; 20 s incremental.
+# compiles only the decoder sources, see fuzz/Cargo.toml), then 6 x 10 s of fuzzing; 20 s incremental.
 # A crash leaves its input in fuzz/artifacts/<target>/ and fails this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +18,7 @@ export RUSTC_BOOTSTRAP=1
 unset CARGO_TARGET_DIR
 
 cd fuzz
-targets=(masimo nonin hl7 mllp)
+targets=(masimo nonin hl7 mllp s5 intellivue)
 cargo fuzz build
 status=0
 for t in "${targets[@]}"; do

@@ -1,5 +1,6 @@
 //! Decode throughput per format (issue #4 targets per core: 1 M Masimo lines/s, 1 M Nonin frames/s, 200 k HL7
-//! messages/s). Inputs are the real samples from `tests/fixtures/`. Figures: `docs/performance.md`.
+//! messages/s; S/5 DRI records without a target). Inputs are the real samples from `tests/fixtures/`; S/5 records
+//! are built by the decoder's record builder (no real capture exists). Figures: `docs/performance.md`.
 //!
 //! Every benchmark runs twice: `decode/…` in wall-clock time (criterion's default) and `decode_cpu/…` in the
 //! benchmark thread's CPU time. On a shared machine the wall clock also counts time the thread spent waiting for
@@ -19,6 +20,7 @@ use vigil::ingest::protocol::masimo::MasimoDecoder;
 use vigil::ingest::protocol::mllp;
 use vigil::ingest::protocol::nonin::{self, NoninDecoder};
 use vigil::ingest::protocol::plausibility;
+use vigil::ingest::protocol::s5::{self, S5Decoder};
 
 const BATCH: usize = 1000;
 
@@ -33,6 +35,21 @@ fn mindray() -> Vec<u8> {
         .collect::<Vec<_>>()
         .join("\r")
         .into_bytes()
+}
+
+/// `n` displayed-values records as an S/5 frames them (ECG, NIBP and SpO2 groups live, SpO2 varying so the NIBP
+/// repeats but the frames differ), built with the decoder's own record builder.
+fn s5_records(n: usize) -> Vec<u8> {
+    let live = s5::status::EXISTS | s5::status::ACTIVE;
+    (0..n)
+        .flat_map(|i| {
+            let mut class = s5::build::empty_class();
+            s5::build::group(&mut class, s5::phdb::ECG_AT, live, &[72, 0, 0, 0, 14]);
+            s5::build::group(&mut class, s5::phdb::NIBP_AT, live, &[12000, 8000, 9333, 70]);
+            s5::build::group(&mut class, s5::phdb::SPO2_AT, live, &[9000 + (i % 900) as i16, 71, 0, 0]);
+            s5::frame(&s5::build::phdb_record(1_767_254_400 + 5 * i as u32, s5::phdb::DISPLAYED, &class))
+        })
+        .collect()
 }
 
 /// Decodes a whole buffer, as the pump does after a read, and checks every item decoded. The buffer is filled
@@ -82,6 +99,16 @@ fn decode<M: Measurement>(c: &mut Criterion<M>, name: &str) {
         b.iter_batched(
             || BytesMut::from(&hl7_wire[..]),
             |buf| assert_eq!(drain(&mut Hl7Decoder::new(mllp::DEFAULT_MAX), black_box(buf)), BATCH),
+            BatchSize::LargeInput,
+        )
+    });
+
+    // Displayed-values records (about 320 bytes framed each).
+    let s5_wire = s5_records(BATCH);
+    g.bench_function("s5_records", |b| {
+        b.iter_batched(
+            || BytesMut::from(&s5_wire[..]),
+            |buf| assert_eq!(drain(&mut S5Decoder::new(), black_box(buf)), BATCH),
             BatchSize::LargeInput,
         )
     });

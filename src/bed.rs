@@ -176,6 +176,7 @@ impl BedTask {
             seq: if start { 1 } else { 2 },
             bed_seq,
             kind: AlarmKind::Technical,
+            source: crate::event::AlarmSource::Vigil,
             condition: BED_UNMONITORED.into(),
             parameter: None,
             priority: Priority::High,
@@ -337,6 +338,11 @@ impl BedTask {
                 if !frame.measurements.is_empty() {
                     let name = state.name.get_or_insert_with(|| key.as_str().into()).clone();
                     self.observe_frame(&frame, &name, received, latest, &mut events);
+                }
+                // After the readings, so a monitor alarm links the reading that explains it.
+                if let Some(alarms) = frame.device_alarms {
+                    let signal = DeviceSignal::MonitorAlarms { source: key.clone(), alarms };
+                    events.extend(self.engine.device(&signal, clock::now()));
                 }
                 self.emit(events).await;
             }

@@ -316,6 +316,11 @@ impl BedConfig {
 pub enum SourceKind {
     /// A serial port (RS-232, USB adapter, pty).
     Serial,
+    /// A serial device server (Moxa, Lantronix, Digi) in "TCP server" mode: the device's serial bytes over a raw
+    /// TCP connection that Vigil opens to `address`.
+    Tcp,
+    /// Philips IntelliVue Data Export over the monitor's LAN interface: UDP to `address` (port 24105).
+    Udp,
     /// HL7 over the shared MLLP listener, matched by `device_id`.
     Mllp,
     /// The bundled simulator, in-process.
@@ -332,6 +337,10 @@ pub enum DeviceKind {
     Nonin,
     /// HL7 v2 ORU^R01 (IHE PCD-01), MLLP-framed.
     Hl7,
+    /// GE Datex-Ohmeda S/5 Datex Record Interface (DRI) records.
+    S5,
+    /// Philips IntelliVue Data Export over the MIB/RS-232 port (115200 8N1): Vigil associates and polls.
+    Intellivue,
 }
 
 impl DeviceKind {
@@ -341,6 +350,8 @@ impl DeviceKind {
             DeviceKind::Masimo => "masimo",
             DeviceKind::Nonin => "nonin",
             DeviceKind::Hl7 => "hl7",
+            DeviceKind::S5 => "s5",
+            DeviceKind::Intellivue => "intellivue",
         }
     }
 }
@@ -350,6 +361,8 @@ impl SourceKind {
     pub const fn name(self) -> &'static str {
         match self {
             SourceKind::Serial => "serial",
+            SourceKind::Tcp => "tcp",
+            SourceKind::Udp => "udp",
             SourceKind::Mllp => "mllp",
             SourceKind::Simulated => "simulated",
         }
@@ -369,6 +382,28 @@ pub enum Parity {
     Odd,
 }
 
+impl Parity {
+    /// Config name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Parity::None => "none",
+            Parity::Even => "even",
+            Parity::Odd => "odd",
+        }
+    }
+}
+
+impl FlowControl {
+    /// Config name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            FlowControl::None => "none",
+            FlowControl::Software => "software",
+            FlowControl::Hardware => "hardware",
+        }
+    }
+}
+
 /// Serial flow control.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -386,17 +421,22 @@ pub enum FlowControl {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
-    /// `serial`, `mllp` or `simulated`.
+    /// `serial`, `tcp`, `mllp` or `simulated`.
     pub kind: SourceKind,
-    /// `masimo`, `nonin` or `hl7`.
+    /// `masimo`, `nonin`, `hl7`, `s5` or `intellivue`.
     pub device: DeviceKind,
     /// serial: device path (`/dev/ttyUSB0`).
     #[serde(default)]
     pub path: Option<String>,
-    /// serial: baud rate. Default 9600.
+    /// tcp: the device server's `host:port` (a Moxa NPort's first port is 4001). udp: the IntelliVue monitor's
+    /// `host:24105`.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// serial: baud rate. Default 19200 for s5, 115200 for intellivue (the MIB/RS-232 port's rate), 9600
+    /// otherwise.
     #[serde(default)]
     pub baud: Option<u32>,
-    /// serial: parity. Default none.
+    /// serial: parity. Default even for s5, none otherwise.
     #[serde(default)]
     pub parity: Option<Parity>,
     /// serial: data bits, 5 to 8. Default 8.
@@ -405,7 +445,7 @@ pub struct SourceConfig {
     /// serial: stop bits, 1 or 2. Default 1.
     #[serde(default)]
     pub stop_bits: Option<u8>,
-    /// serial: flow control. Default none.
+    /// serial: flow control. Default hardware (RTS/CTS) for s5, none otherwise.
     #[serde(default)]
     pub flow_control: Option<FlowControl>,
     /// serial + nonin: send the format-selection handshake for data format #8 at open. Default false.
@@ -430,11 +470,108 @@ pub struct SourceConfig {
     /// simulated: which patient of a multi-bed scenario this bed plays. Default 0.
     #[serde(default)]
     pub patient: Option<usize>,
-    /// serial and mllp: seconds without a frame (after the first one, or after the link came up) before the
+    /// serial, tcp and mllp: seconds without a frame (after the first one, or after the link came up) before the
     /// source counts as disconnected (`monitor_disconnected`). Default from the device's update period: 5 for
-    /// masimo and nonin (a frame a second), 10 for hl7. Set it high for a monitor that only sends spot readings.
+    /// masimo and nonin (a frame a second), 10 for hl7 and intellivue (polled every second, but an association
+    /// takes a few seconds to come up), 15 for s5 (a record every 5 s). Set it high for a monitor that only sends
+    /// spot readings. A tcp source also reconnects after this long without a frame, and an s5 source repeats its
+    /// requests.
     #[serde(default)]
     pub silence_alarm_s: Option<u64>,
+}
+
+/// The serial link a device kind is known to use: baud rates, parity, data bits and flow control, with the
+/// source of the fact, for `check-config`'s warnings. `None` where the device sets no fixed link (HL7 over RS-232
+/// is whatever the gateway is set to).
+pub struct DeviceLink {
+    /// Baud rates the device offers.
+    pub bauds: &'static [u32],
+    /// Parity.
+    pub parity: Parity,
+    /// Data bits.
+    pub data_bits: u8,
+    /// Flow control.
+    pub flow_control: FlowControl,
+    /// Where the settings come from, for the warning text.
+    pub source: &'static str,
+}
+
+impl DeviceKind {
+    /// The device's serial link (docs/devices.md), if it has a fixed one.
+    pub const fn link(self) -> Option<DeviceLink> {
+        match self {
+            DeviceKind::Masimo => Some(DeviceLink {
+                bauds: &[9600],
+                parity: Parity::None,
+                data_bits: 8,
+                flow_control: FlowControl::None,
+                source: "Masimo serial ASCII 1 runs at 9600 8N1 without flow control",
+            }),
+            DeviceKind::Nonin => Some(DeviceLink {
+                bauds: &[9600],
+                parity: Parity::None,
+                data_bits: 8,
+                flow_control: FlowControl::None,
+                source: "Nonin data format #8 runs at 9600 8N1 without flow control",
+            }),
+            DeviceKind::S5 => Some(DeviceLink {
+                bauds: &[19200, 9600],
+                parity: Parity::Even,
+                data_bits: 8,
+                flow_control: FlowControl::Hardware,
+                source: "the S/5 computer interface runs at 19200 (or 9600) 8E1 with RTS/CTS",
+            }),
+            DeviceKind::Intellivue => Some(DeviceLink {
+                bauds: &[115_200],
+                parity: Parity::None,
+                data_bits: 8,
+                flow_control: FlowControl::None,
+                source: "the IntelliVue MIB/RS-232 port runs at 115200 8N1 without flow control",
+            }),
+            DeviceKind::Hl7 => None,
+        }
+    }
+}
+
+/// Warnings for a serial source whose link settings differ from what its device uses: the port opens, but the
+/// bytes arrive garbled (wrong baud or parity) or not at all (flow control), and the source only ever counts bad
+/// frames.
+pub fn link_warnings(at: &str, src: &SourceConfig) -> Vec<(String, String)> {
+    let Some(link) = src.device.link() else { return Vec::new() };
+    let device = src.device.name();
+    let mut out = Vec::new();
+    if !link.bauds.contains(&src.baud()) {
+        let expected: Vec<String> = link.bauds.iter().map(u32::to_string).collect();
+        out.push((
+            format!("{at}.baud"),
+            format!(
+                "{} is not a rate device = \"{device}\" uses ({}): {}",
+                src.baud(),
+                expected.join(" or "),
+                link.source
+            ),
+        ));
+    }
+    if src.parity() != link.parity {
+        out.push((
+            format!("{at}.parity"),
+            format!(
+                "parity = \"{}\", but {}: bytes would fail the parity check or decode wrong",
+                src.parity().name(),
+                link.source
+            ),
+        ));
+    }
+    if src.data_bits.unwrap_or(8) != link.data_bits {
+        out.push((format!("{at}.data_bits"), format!("{} data bits, but {}", src.data_bits.unwrap_or(8), link.source)));
+    }
+    if src.flow_control() != link.flow_control {
+        out.push((
+            format!("{at}.flow_control"),
+            format!("flow_control = \"{}\", but {}", src.flow_control().name(), link.source),
+        ));
+    }
+    out
 }
 
 /// Serial baud rates a monitor can use.
@@ -442,15 +579,34 @@ pub const STANDARD_BAUD_RATES: [u32; 12] =
     [300, 600, 1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200, 230400];
 
 impl SourceConfig {
-    /// Baud rate with its default.
+    /// Baud rate with its per-device default.
     pub fn baud(&self) -> u32 {
-        self.baud.unwrap_or(9600)
+        self.baud.unwrap_or(match self.device {
+            DeviceKind::S5 => 19200,
+            DeviceKind::Intellivue => 115_200,
+            DeviceKind::Masimo | DeviceKind::Nonin | DeviceKind::Hl7 => 9600,
+        })
+    }
+    /// Parity with its per-device default.
+    pub fn parity(&self) -> Parity {
+        self.parity.unwrap_or(match self.device {
+            DeviceKind::S5 => Parity::Even,
+            _ => Parity::None,
+        })
+    }
+    /// Flow control with its per-device default.
+    pub fn flow_control(&self) -> FlowControl {
+        self.flow_control.unwrap_or(match self.device {
+            DeviceKind::S5 => FlowControl::Hardware,
+            _ => FlowControl::None,
+        })
     }
     /// Seconds of silence before `monitor_disconnected`, with its per-device default.
     pub fn silence_alarm_s(&self) -> u64 {
         self.silence_alarm_s.unwrap_or(match self.device {
             DeviceKind::Masimo | DeviceKind::Nonin => 5,
-            DeviceKind::Hl7 => 10,
+            DeviceKind::Hl7 | DeviceKind::Intellivue => 10,
+            DeviceKind::S5 => 15,
         })
     }
     /// Seed with its default.
@@ -735,6 +891,13 @@ impl Config {
                 }
             }
         }
+        for (b, bed) in self.beds.iter().enumerate() {
+            for (s, src) in bed.sources.iter().enumerate() {
+                if src.kind == SourceKind::Serial {
+                    out.extend(link_warnings(&format!("beds[{b}].sources[{s}]"), src));
+                }
+            }
+        }
         out
     }
 
@@ -879,6 +1042,7 @@ impl Config {
                 for (k, present) in sim_keys {
                     not_for(k, present)?;
                 }
+                not_for("address", src.address.is_some())?;
                 not_for("peer", src.peer.is_some())?;
                 not_for("device_id", src.device_id.is_some() && src.device != DeviceKind::Hl7)?;
                 match &src.path {
@@ -905,10 +1069,57 @@ impl Config {
                     return Err((format!("{at}.nonin_select_format"), "applies to device = \"nonin\" only".into()));
                 }
             }
+            SourceKind::Tcp => {
+                for (k, present) in serial_keys.into_iter().chain(sim_keys) {
+                    if present {
+                        return Err((
+                            format!("{at}.{k}"),
+                            "does not apply to kind = \"tcp\" (the device server's own settings hold the serial \
+                             side; see docs/devices.md)"
+                                .into(),
+                        ));
+                    }
+                }
+                not_for("peer", src.peer.is_some())?;
+                not_for("device_id", src.device_id.is_some() && src.device != DeviceKind::Hl7)?;
+                match src.address.as_deref() {
+                    None => return Err((format!("{at}.address"), "is required for kind = \"tcp\" (host:port)".into())),
+                    Some(a) => {
+                        let port = a.rsplit_once(':').and_then(|(h, p)| (!h.is_empty()).then_some(p));
+                        if port.and_then(|p| p.parse::<u16>().ok()).is_none_or(|p| p == 0) {
+                            return Err((
+                                format!("{at}.address"),
+                                format!("'{a}' is not host:port like 10.1.2.40:4001"),
+                            ));
+                        }
+                    }
+                }
+            }
+            SourceKind::Udp => {
+                for (k, present) in serial_keys.into_iter().chain(sim_keys) {
+                    not_for(k, present)?;
+                }
+                not_for("peer", src.peer.is_some())?;
+                not_for("device_id", src.device_id.is_some())?;
+                if src.device != DeviceKind::Intellivue {
+                    return Err((
+                        format!("{at}.device"),
+                        "kind = \"udp\" is the IntelliVue LAN interface: use device = \"intellivue\"".into(),
+                    ));
+                }
+                let port = src.address.as_deref().and_then(|a| a.rsplit_once(':')).filter(|(h, _)| !h.is_empty());
+                if port.and_then(|(_, p)| p.parse::<u16>().ok()).is_none_or(|p| p == 0) {
+                    return Err((
+                        format!("{at}.address"),
+                        "is required for kind = \"udp\": the monitor's host:port, like 10.1.2.50:24105".into(),
+                    ));
+                }
+            }
             SourceKind::Mllp => {
                 for (k, present) in serial_keys.into_iter().chain(sim_keys) {
                     not_for(k, present)?;
                 }
+                not_for("address", src.address.is_some())?;
                 if src.device != DeviceKind::Hl7 {
                     return Err((
                         format!("{at}.device"),
@@ -942,8 +1153,15 @@ impl Config {
                 for (k, present) in serial_keys {
                     not_for(k, present)?;
                 }
+                not_for("address", src.address.is_some())?;
                 not_for("peer", src.peer.is_some())?;
                 not_for("device_id", src.device_id.is_some())?;
+                if src.device == DeviceKind::Intellivue {
+                    return Err((
+                        format!("{at}.device"),
+                        "the in-process simulator has no intellivue personality: run `vigil-sim --device intellivue --output pty` and use a serial source".into(),
+                    ));
+                }
                 if let Some(speed) = src.speed {
                     if !(speed.is_finite() && speed > 0.0 && speed <= 1000.0) {
                         return Err((format!("{at}.speed"), format!("{speed} is not between 0 and 1000")));

@@ -59,6 +59,20 @@ pub enum AlarmKind {
     Technical,
     /// Advisory only (NEWS2): low priority, never escalates.
     Advisory,
+    /// Raised by the monitor itself (an IntelliVue alert, an S/5 alarm record), mirrored with the monitor's
+    /// priority and text: `source` is `monitor`. Vigil's own rules on the same numerics stay separate alarms.
+    Device,
+}
+
+/// Who decided an alarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AlarmSource {
+    /// Vigil's own engine.
+    #[default]
+    Vigil,
+    /// The bedside monitor (kind `device`): Vigil only shows and announces it.
+    Monitor,
 }
 
 /// Where in its life an alarm event sits (IHE ACM).
@@ -109,7 +123,11 @@ pub struct AlarmEvent {
     pub bed_seq: u64,
     /// The rule family.
     pub kind: AlarmKind,
-    /// Stable machine name of the condition, e.g. `spo2_low`, `nibp_sys_high`, `nibp_rise`, `monitor_disconnected`.
+    /// Who decided it: `vigil` (its engine) or `monitor` (the device's own alarm, kind `device`).
+    #[serde(default)]
+    pub source: AlarmSource,
+    /// Stable machine name of the condition, e.g. `spo2_low`, `nibp_sys_high`, `nibp_rise`, `monitor_disconnected`,
+    /// `monitor_alarm` (a monitor's own alarm).
     pub condition: String,
     /// The parameter concerned, if any.
     pub parameter: Option<Parameter>,

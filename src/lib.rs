@@ -10,6 +10,7 @@ pub mod bed;
 pub mod clock;
 pub mod config;
 pub mod dashboard;
+pub mod decode;
 pub mod event;
 pub mod health;
 pub mod hub;
@@ -150,12 +151,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 silence.insert(id.to_string(), std::time::Duration::from_secs(src.silence_alarm_s()));
             }
             match src.kind {
-                SourceKind::Serial => {
+                SourceKind::Serial | SourceKind::Tcp | SourceKind::Udp => {
                     let name = format!("source {id}");
-                    let run = ingest::serial::run(id, src.clone(), source_tx.clone(), stop_sources.clone());
+                    let run = ingest::run_source(id, src.clone(), source_tx.clone(), stop_sources.clone());
                     health.spawn(&mut tasks, name, stop_sources.clone(), async move {
                         if let Err(e) = run.await {
-                            tracing::error!(error = %e, "serial source stopped");
+                            tracing::error!(error = %e, "source stopped");
                         }
                     });
                 }

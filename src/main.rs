@@ -5,7 +5,7 @@
 //! - 1: the daemon failed while running (a port in use, the store unwritable, …): the message says what to change
 //! - 2: bad command-line arguments
 //! - 64: the configuration is invalid (file, key path and reason are printed)
-//! - 65: `replay` could not read its input
+//! - 65: `replay` or `decode` could not read its input
 
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -60,6 +60,15 @@ enum Command {
     PrintDefaultConfig,
     /// Run the alarm engine over a recording and print every alarm event as JSON lines.
     Replay(vigil::replay::ReplayArgs),
+    /// Decode a raw device capture and print one JSON line per reading and per device alarm, then a summary of
+    /// frames good and bad.
+    Decode {
+        /// masimo, nonin, hl7, intellivue (the MIB/RS-232 byte stream from the monitor) or s5.
+        #[arg(long)]
+        format: String,
+        /// The capture.
+        file: PathBuf,
+    },
     /// Read a password on standard input and print its argon2 hash for `[[users]] password_hash`.
     HashPassword,
     /// Print the Mosquitto ACL that gives an external broker Vigil's topic rights (nurses and admins publish
@@ -87,6 +96,17 @@ fn main() -> ExitCode {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("vigil replay: {e}");
+                    ExitCode::from(EXIT_DATA)
+                }
+            }
+        }
+        Command::Decode { format, file } => {
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            match vigil::decode::run(&format, &file, &mut out) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vigil decode: {e}");
                     ExitCode::from(EXIT_DATA)
                 }
             }
@@ -218,6 +238,12 @@ fn check_config(path: &Path) -> ExitCode {
             let detail = match src.kind {
                 vigil::config::SourceKind::Serial => {
                     format!("{} at {} baud", src.path.as_deref().unwrap_or("?"), src.baud())
+                }
+                vigil::config::SourceKind::Tcp => {
+                    format!("device server at {}", src.address.as_deref().unwrap_or("?"))
+                }
+                vigil::config::SourceKind::Udp => {
+                    format!("IntelliVue LAN at {}", src.address.as_deref().unwrap_or("?"))
                 }
                 vigil::config::SourceKind::Mllp => format!("device_id {}", src.device_id.as_deref().unwrap_or("?")),
                 vigil::config::SourceKind::Simulated => format!(

@@ -91,6 +91,42 @@ fn broken_configs() -> Vec<(&'static str, String, &'static str, &'static str)> {
             "9601 is not a standard rate",
         ),
         (
+            "tcp source without an address",
+            format!("{SITE}{}", bed("c1", "kind = \"tcp\"\ndevice = \"s5\"")),
+            "beds[0].sources[0].address",
+            "is required for kind = \"tcp\"",
+        ),
+        (
+            "tcp address without a port",
+            format!("{SITE}{}", bed("c1", "kind = \"tcp\"\ndevice = \"s5\"\naddress = \"10.1.2.40\"")),
+            "beds[0].sources[0].address",
+            "is not host:port",
+        ),
+        (
+            "udp source without an address",
+            format!("{SITE}{}", bed("c1", "kind = \"udp\"\ndevice = \"intellivue\"")),
+            "beds[0].sources[0].address",
+            "is required for kind = \"udp\"",
+        ),
+        (
+            "udp source for a device that has no LAN interface here",
+            format!("{SITE}{}", bed("c1", "kind = \"udp\"\ndevice = \"masimo\"\naddress = \"h:24105\"")),
+            "beds[0].sources[0].device",
+            "the IntelliVue LAN interface",
+        ),
+        (
+            "a simulated intellivue (it only speaks when associated)",
+            format!("{SITE}{}", bed("c1", "kind = \"simulated\"\ndevice = \"intellivue\"")),
+            "beds[0].sources[0].device",
+            "no intellivue personality",
+        ),
+        (
+            "serial settings on a tcp source",
+            format!("{SITE}{}", bed("c1", "kind = \"tcp\"\ndevice = \"s5\"\naddress = \"h:4001\"\nbaud = 19200")),
+            "beds[0].sources[0].baud",
+            "the device server's own settings",
+        ),
+        (
             "baud of the wrong type",
             format!("{SITE}{}", bed("c1", &format!("{MASIMO}\nbaud = \"fast\""))),
             "beds[0].sources[0].baud",
@@ -249,6 +285,20 @@ fn run_with_a_missing_config_file_exits_64() {
     assert_eq!(out.status.code(), Some(64), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Runs `vigil check-config` on `text` (written into `dir`), checks it succeeds (warnings never stop the daemon)
+/// and prints every `expected` line; returns its output.
+fn check_config_warns(dir: &Path, text: &str, expected: &[&str]) -> String {
+    let file = dir.join("checked.toml");
+    std::fs::write(&file, text).unwrap();
+    let out = vigil().arg("check-config").arg(&file).output().unwrap();
+    assert!(out.status.success(), "warnings do not stop the daemon");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    for e in expected {
+        assert!(stdout.contains(e), "missing '{e}' in:\n{stdout}");
+    }
+    stdout
+}
+
 #[test]
 fn check_config_warns_about_weak_and_example_hashes_plaintext_credentials_and_open_listeners() {
     let dir = tempfile::tempdir().unwrap();
@@ -260,20 +310,17 @@ fn check_config_warns_about_weak_and_example_hashes_plaintext_credentials_and_op
          [[users]]\nname = \"a\"\nrole = \"nurse\"\npassword_hash = \"{weak}\"\n\
          [[users]]\nname = \"b\"\nrole = \"nurse\"\npassword_hash = \"{example}\"\n"
     );
-    let file = dir.path().join("weak.toml");
-    std::fs::write(&file, text).unwrap();
-    let out = vigil().arg("check-config").arg(&file).output().unwrap();
-    assert!(out.status.success(), "warnings do not stop the daemon");
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    for expected in [
-        "warning: users[0].password_hash: argon2 parameters m=64 KiB, t=1",
-        "warning: users[1].password_hash: is the documented example hash",
-        "warning: mqtt.tls: Vigil's MQTT password goes to 10.0.0.12 in plaintext",
-        "warning: dashboard.allowed_hosts:",
-        "warning: mllp.allow: MLLP listens on 0.0.0.0:2575 without an allow-list",
-    ] {
-        assert!(stdout.contains(expected), "missing '{expected}' in:\n{stdout}");
-    }
+    let stdout = check_config_warns(
+        dir.path(),
+        &text,
+        &[
+            "warning: users[0].password_hash: argon2 parameters m=64 KiB, t=1",
+            "warning: users[1].password_hash: is the documented example hash",
+            "warning: mqtt.tls: Vigil's MQTT password goes to 10.0.0.12 in plaintext",
+            "warning: dashboard.allowed_hosts:",
+            "warning: mllp.allow: MLLP listens on 0.0.0.0:2575 without an allow-list",
+        ],
+    );
     assert!(!stdout.contains("pw\""), "the password is never printed");
     let shipped = vigil().arg("check-config").arg("config/vigil.toml").output().unwrap();
     assert!(!String::from_utf8(shipped.stdout).unwrap().contains("warning:"), "the shipped config is clean");
@@ -295,4 +342,31 @@ fn the_mqtt_password_may_come_from_a_file_or_the_environment_and_debug_output_hi
     assert_eq!(err.path(), "mqtt.password_file");
     let both = format!("{SITE}[mqtt]\nusername = \"vigil\"\npassword = \"x\"\npassword_env = \"VIGIL_TEST_MQTT_PW\"\n");
     assert_eq!(Config::parse(&both, "t.toml", dir.path()).unwrap_err().path(), "mqtt.password");
+}
+
+#[test]
+fn check_config_explains_a_parity_baud_or_flow_control_the_chosen_device_does_not_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{SITE}{}{}{}{}",
+        bed("c1", "kind = \"serial\"\ndevice = \"s5\"\npath = \"/dev/ttyUSB0\"\nparity = \"none\""),
+        bed(
+            "c2",
+            "kind = \"serial\"\ndevice = \"s5\"\npath = \"/dev/ttyUSB1\"\nbaud = 115200\nflow_control = \"none\""
+        ),
+        bed("c3", &format!("{MASIMO}\nparity = \"even\"")),
+        bed("c4", "kind = \"serial\"\ndevice = \"s5\"\npath = \"/dev/ttyUSB3\"\nbaud = 9600"),
+    );
+    let stdout = check_config_warns(
+        dir.path(),
+        &text,
+        &[
+            "warning: beds[0].sources[0].parity: parity = \"none\", but the S/5 computer interface runs at 19200 (or 9600) 8E1",
+            "warning: beds[1].sources[0].baud: 115200 is not a rate device = \"s5\" uses (19200 or 9600)",
+            "warning: beds[1].sources[0].flow_control: flow_control = \"none\", but the S/5",
+            "warning: beds[2].sources[0].parity: parity = \"even\", but Masimo serial ASCII 1 runs at 9600 8N1",
+        ],
+    );
+    assert!(!stdout.contains("beds[3]"), "an S/5 set to 9600 is one of its rates: {stdout}");
+    assert!(stdout.contains("source serial s5: /dev/ttyUSB0 at 19200 baud"), "the S/5 default rate: {stdout}");
 }

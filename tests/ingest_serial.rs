@@ -2,6 +2,8 @@
 //! exactly as it would open `/dev/ttyUSB0`; the test plays the monitor on the master side. A symlink stands for
 //! the device path so that "replugging" can bring a new pty up at the same path.
 
+mod ingest_support;
+use ingest_support::{is_link, next, spo2_of};
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -37,34 +39,6 @@ fn point(link: &Path, target: &Path) {
 fn source_config(device: &str, path: &Path) -> SourceConfig {
     toml::from_str(&format!("kind = \"serial\"\ndevice = \"{device}\"\npath = \"{}\"", path.display()))
         .expect("source config")
-}
-
-/// The next event that matches, skipping others (counters, repeated link states). The timeout only guards
-/// against a hung test; nothing here measures speed.
-async fn next(rx: &mut mpsc::Receiver<SourceEvent>, what: &str, pred: impl Fn(&SourceEvent) -> bool) -> SourceEvent {
-    tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let e = rx.recv().await.expect("the source keeps its inbox open");
-            if pred(&e) {
-                return e;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no {what} within 30 s"))
-}
-
-fn is_link(state: LinkState) -> impl Fn(&SourceEvent) -> bool {
-    move |e| matches!(e, SourceEvent::Link { state: s, .. } if *s == state)
-}
-
-fn spo2_of(e: &SourceEvent) -> Option<f64> {
-    match e {
-        SourceEvent::Frame { frame, .. } => {
-            frame.measurements.iter().find(|m| m.parameter == Parameter::Spo2).and_then(|m| m.value)
-        }
-        _ => None,
-    }
 }
 
 const LINE: &[u8] = b"02/22/16 22:47:45 SN=0000056661 SPO2=098% BPM=097 PI=03.60% SPCO=--.-% SPMET=--.-% DESAT=-- \

@@ -54,6 +54,7 @@ fn spo2_low(seq: u32, bed_seq: u64, state: AlarmState) -> AlarmEvent {
         seq,
         bed_seq,
         kind: AlarmKind::Threshold,
+        source: vigil::event::AlarmSource::Vigil,
         condition: "spo2_low".into(),
         parameter: Some(Parameter::Spo2),
         priority: Priority::High,

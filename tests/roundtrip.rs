@@ -19,6 +19,8 @@ fn kind(device: Device) -> DeviceKind {
         Device::Masimo => DeviceKind::Masimo,
         Device::Nonin => DeviceKind::Nonin,
         Device::Hl7 => DeviceKind::Hl7,
+        Device::S5 => DeviceKind::S5,
+        Device::Intellivue => DeviceKind::Intellivue,
     }
 }
 
@@ -75,7 +77,7 @@ fn round_trip(scenario: &str, device: Device, seed: u64) -> Compared {
             );
         }
         if let Some(values) = sample.nibp.and_then(|n| n.values) {
-            if device == Device::Hl7 {
+            if matches!(device, Device::Hl7 | Device::Intellivue) {
                 let sys = value(&frames, Parameter::NibpSys).unwrap_or_else(|| panic!("{at}: no NIBP"));
                 let dia = value(&frames, Parameter::NibpDia).unwrap();
                 let mean = value(&frames, Parameter::NibpMean).unwrap();
@@ -115,6 +117,35 @@ fn hl7_messages_from_the_simulator_decode_to_the_values_it_displayed_including_n
 }
 
 #[test]
+fn intellivue_poll_results_from_the_simulator_decode_to_the_values_it_displayed_including_nibp() {
+    for scenario in ["calm-session", "hypertensive-surge", "probe-off-and-artefacts"] {
+        let c = round_trip(scenario, Device::Intellivue, 7);
+        assert!(c.spo2 > 100 && c.pulse > 100 && c.nibp >= 4, "{scenario}: {c:?}");
+    }
+}
+
+#[test]
+fn the_simulated_intellivue_reports_its_own_spo2_low_alarm_while_spo2_is_below_90_and_ends_it_after() {
+    let mut decoder = AnyDecoder::for_device(DeviceKind::Intellivue);
+    let mut buf = BytesMut::new();
+    let (mut with_alarm, mut without) = (0, 0);
+    for tick in simulation("desaturation", Device::Intellivue, 7) {
+        let frames = decode(&mut decoder, &mut buf, &tick.bytes);
+        let lists: Vec<_> = frames.iter().filter_map(|f| f.device_alarms.as_ref()).collect();
+        assert_eq!(lists.len(), 1, "one alert result per second");
+        let low = lists[0].iter().any(|a| a.text == "SpO2 LOW" && a.parameter == Some(Parameter::Spo2));
+        let shown_low = tick.sample.shown.spo2.is_some_and(|v| v < 90) && tick.sample.sensor == SensorState::Ok;
+        assert_eq!(low, shown_low, "at {} s: SpO2 {:?}", tick.sample.offset_s, tick.sample.shown.spo2);
+        if low {
+            with_alarm += 1;
+        } else {
+            without += 1;
+        }
+    }
+    assert!(with_alarm > 10 && without > 100, "{with_alarm} / {without}");
+}
+
+#[test]
 fn the_desaturation_scenario_decodes_below_88_percent_through_the_daemon_decoder() {
     let mut decoder = AnyDecoder::for_device(DeviceKind::Masimo);
     let mut buf = BytesMut::new();
@@ -123,4 +154,64 @@ fn the_desaturation_scenario_decodes_below_88_percent_through_the_daemon_decoder
         .filter_map(|f| value(std::slice::from_ref(&f), Parameter::Spo2).and_then(|(v, _)| v))
         .fold(f64::MAX, f64::min);
     assert!(lowest < 88.0, "lowest decoded SpO2 {lowest}");
+}
+
+#[test]
+fn s5_records_from_the_simulator_decode_to_the_values_and_alarms_the_monitor_showed() {
+    use vigil_sim::devices::s5;
+    for scenario in ["desaturation", "hypertensive-surge", "probe-off-and-artefacts"] {
+        let mut decoder = AnyDecoder::for_device(DeviceKind::S5);
+        let mut buf = BytesMut::new();
+        let (mut records, mut alarms_seen, mut nibp) = (0, 0, 0);
+        let mut last_nibp = None;
+        for tick in simulation(scenario, Device::S5, 7) {
+            let sample = &tick.sample;
+            if let Some(values) = sample.nibp.and_then(|n| n.values) {
+                last_nibp = Some(values);
+            }
+            buf.extend_from_slice(&tick.bytes);
+            let mut frames = Vec::new();
+            while let Some(item) = decoder.decode(&mut buf).unwrap() {
+                // Line noise between records is one bad frame; the records themselves are well formed.
+                if let Ok(f) = item {
+                    frames.push(f);
+                }
+            }
+            let at = format!("{scenario} at {} s", sample.offset_s);
+            for f in &frames {
+                if let Some(list) = &f.device_alarms {
+                    let expected = s5::monitor_alarms(sample, last_nibp);
+                    let texts: Vec<&str> = list.iter().map(|a| a.text.as_str()).collect();
+                    let wanted: Vec<&str> = expected.iter().map(|(t, _)| t.as_str()).collect();
+                    assert_eq!(texts, wanted, "{at}: alarms");
+                    alarms_seen += usize::from(!list.is_empty());
+                    continue;
+                }
+                records += 1;
+                assert_eq!(f.device_time, Some(sample.device_time), "{at}: record time");
+                match sample.shown.spo2 {
+                    Some(spo2) if sample.sensor != SensorState::NoSensor => {
+                        assert_eq!(
+                            value(std::slice::from_ref(f), Parameter::Spo2),
+                            Some((Some(f64::from(spo2)), ValueStatus::Valid)),
+                            "{at}"
+                        )
+                    }
+                    _ => assert!(
+                        value(std::slice::from_ref(f), Parameter::Spo2).is_none_or(|(v, _)| v.is_none()),
+                        "{at}"
+                    ),
+                }
+                if let Some((Some(sys), _)) = value(std::slice::from_ref(f), Parameter::NibpSys) {
+                    assert_eq!(Some(sys), last_nibp.map(|n| f64::from(n.systolic)), "{at}: systolic");
+                    nibp += 1;
+                }
+            }
+        }
+        assert!(records > 100, "{scenario}: {records} records");
+        assert!(nibp >= 2, "{scenario}: {nibp} NIBP results");
+        if scenario != "hypertensive-surge" {
+            assert!(alarms_seen > 0, "{scenario}: the monitor never showed an alarm");
+        }
+    }
 }

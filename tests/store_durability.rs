@@ -21,6 +21,7 @@ fn alarm(bed: &str, bed_seq: u64, seq: u32, time: Timestamp) -> AlarmEvent {
         seq,
         bed_seq,
         kind: AlarmKind::Threshold,
+        source: vigil::event::AlarmSource::Vigil,
         condition: "spo2_low".into(),
         parameter: Some(Parameter::Spo2),
         priority: Priority::High,

@@ -34,7 +34,7 @@ PARAMETER = {
 ALARM_EVENT = {
     "type": "object",
     "required": [
-        "schema_version", "time", "bed", "alarm_id", "seq", "bed_seq", "kind", "condition", "parameter",
+        "schema_version", "time", "bed", "alarm_id", "seq", "bed_seq", "kind", "source", "condition", "parameter",
         "priority", "phase", "state", "value", "limit", "evidence", "message",
     ],
     "additionalProperties": False,
@@ -46,8 +46,12 @@ ALARM_EVENT = {
         "seq": {"type": "integer", "minimum": 1, "description": "1 for start, +1 per event of this alarm."},
         "bed_seq": {"type": "integer", "minimum": 1,
                     "description": "Per-bed alarm event number: contiguous, never repeats, survives restarts."},
-        "kind": {"enum": ["threshold", "trend", "technical", "advisory"]},
-        "condition": {"type": "string", "description": "e.g. spo2_low, nibp_sys_high, nibp_rise, no_data."},
+        "kind": {"enum": ["threshold", "trend", "technical", "advisory", "device"],
+                 "description": "device: an alarm the monitor itself raised (source monitor)."},
+        "source": {"enum": ["vigil", "monitor"],
+                   "description": "Who decided the alarm: Vigil's engine, or the bedside monitor (kind device)."},
+        "condition": {"type": "string",
+                      "description": "e.g. spo2_low, nibp_sys_high, nibp_rise, no_data, monitor_alarm."},
         "parameter": {"oneOf": [{"type": "null"}, {"$ref": "#/$defs/parameter"}]},
         "priority": {"enum": ["low", "medium", "high"]},
         "phase": {"enum": ["start", "update", "escalate", "de-escalate", "end"]},

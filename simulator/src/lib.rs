@@ -42,6 +42,10 @@ pub enum Device {
     Nonin,
     /// HL7 v2 ORU^R01 (IHE PCD-01) in MLLP framing.
     Hl7,
+    /// GE Datex-Ohmeda S/5 DRI records (displayed values and alarms).
+    S5,
+    /// Philips IntelliVue Data Export over the MIB/RS-232 port: answers association and polls.
+    Intellivue,
 }
 
 impl std::str::FromStr for Device {
@@ -52,6 +56,8 @@ impl std::str::FromStr for Device {
             "masimo" => Ok(Device::Masimo),
             "nonin" => Ok(Device::Nonin),
             "hl7" => Ok(Device::Hl7),
+            "s5" => Ok(Device::S5),
+            "intellivue" => Ok(Device::Intellivue),
             _ => Err(SimError::UnknownDevice(s.to_owned())),
         }
     }
@@ -63,6 +69,8 @@ impl std::fmt::Display for Device {
             Device::Masimo => "masimo",
             Device::Nonin => "nonin",
             Device::Hl7 => "hl7",
+            Device::S5 => "s5",
+            Device::Intellivue => "intellivue",
         })
     }
 }
@@ -162,7 +170,7 @@ pub enum SimError {
     #[error(transparent)]
     Scenario(#[from] ScenarioError),
     /// Unknown device name.
-    #[error("unknown device '{0}' (known: masimo, nonin, hl7)")]
+    #[error("unknown device '{0}' (known: masimo, nonin, hl7, intellivue)")]
     UnknownDevice(String),
     /// Speed is not a positive number or `max`.
     #[error("speed '{0}' must be a number above 0 and at most 100000, or 'max'")]

@@ -10,7 +10,8 @@ use vigil_sim::{scenario, Device, FeedOptions, Simulation, Speed};
 /// Exit code for bad command-line input (BSD EX_USAGE), as the daemon uses for a bad configuration.
 const EXIT_USAGE: u8 = 64;
 
-/// A bedside-monitor simulator speaking real device protocols (Masimo ASCII 1, Nonin #8, HL7 PCD-01 over MLLP).
+/// A bedside-monitor simulator speaking real device protocols (Masimo ASCII 1, Nonin #8, HL7 PCD-01 over MLLP,
+/// GE Datex-Ohmeda S/5 DRI).
 #[derive(Debug, Parser)]
 #[command(name = "vigil-sim", version, about, after_help = EXAMPLES)]
 struct Cli {
@@ -23,10 +24,12 @@ struct Cli {
     /// Run your own scenario file instead of a bundled one (same TOML schema as simulator/scenarios/).
     #[arg(long, value_name = "PATH", conflicts_with = "scenario")]
     scenario_file: Option<std::path::PathBuf>,
-    /// Device personality: masimo, nonin or hl7.
+    /// Device personality: masimo, nonin, hl7, s5 or intellivue (answers association and polls on pty; on
+    /// stdout/file it writes what a monitor sends in a polled session, a capture).
     #[arg(long, default_value = "masimo")]
     device: Device,
-    /// stdout, pty, serial:PATH, mllp:HOST:PORT or file:PATH.
+    /// stdout, pty, serial:PATH, mllp:HOST:PORT, tcp-listen:[HOST:]PORT (bed K on PORT+K-1), udp:PORT (an
+    /// IntelliVue's LAN interface on 127.0.0.1, bed K on PORT+K-1) or file:PATH.
     #[arg(long, default_value = "stdout")]
     output: OutputSpec,
     /// Number of beds (default: the scenario's own count; patients repeat with their own random streams).
@@ -54,7 +57,9 @@ const EXAMPLES: &str = "Examples:
   vigil-sim --list-scenarios
   vigil-sim --scenario desaturation --device masimo --output stdout --speed max --seed 7
   vigil-sim --scenario calm-session --device nonin --output pty
-  vigil-sim --scenario ward-of-six --device hl7 --output mllp:127.0.0.1:2575";
+  vigil-sim --scenario desaturation --device intellivue --output pty
+  vigil-sim --scenario ward-of-six --device hl7 --output mllp:127.0.0.1:2575
+  vigil-sim --scenario desaturation --device s5 --output tcp-listen:4001";
 
 fn usage(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("vigil-sim: {msg}");
@@ -160,7 +165,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.output, cli.device, cli.speed, sims)) {
+    let result = runtime.block_on(run(cli.output, cli.device, cli.speed, sims));
+    // A serial port's reader may still wait for the host in a blocking thread: do not wait for it at exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vigil-sim: {e}");
@@ -193,8 +201,8 @@ async fn run(
         }
         OutputSpec::Serial(path) => {
             for (_, sim) in sims {
-                let port = output::open_serial(&path).await?;
-                output::run_writer(sim, speed, port).await?;
+                let (reader, writer) = output::open_serial(&path).await?;
+                output::run_duplex(sim, speed, reader, writer).await?;
             }
         }
         OutputSpec::Pty => {
@@ -210,6 +218,24 @@ async fn run(
             let _ = std::io::stdout().flush();
             for (pty, sim) in ptys {
                 tasks.spawn(pty.run(sim, speed));
+            }
+        }
+        OutputSpec::Udp(port) => {
+            for (i, (patient, sim)) in sims.into_iter().enumerate() {
+                let Some(port) = u16::try_from(i).ok().and_then(|i| port.checked_add(i)) else {
+                    return Err(output::OutputError::BadSpec(format!("udp: no port for bed {}", patient + 1)));
+                };
+                eprintln!("vigil-sim: bed {} ({device}) LAN interface on udp 127.0.0.1:{port}", patient + 1);
+                tasks.spawn(output::run_udp(sim, speed, port));
+            }
+        }
+        OutputSpec::TcpListen { host, port } => {
+            for (i, (patient, sim)) in sims.into_iter().enumerate() {
+                let Some(port) = u16::try_from(i).ok().and_then(|i| port.checked_add(i)) else {
+                    return Err(output::OutputError::BadSpec(format!("tcp-listen: no port for bed {}", patient + 1)));
+                };
+                let label = format!("bed {} ({device})", patient + 1);
+                tasks.spawn(output::run_tcp_listen(sim, speed, format!("{host}:{port}"), label));
             }
         }
         OutputSpec::Mllp(addr) => {

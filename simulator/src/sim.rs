@@ -5,7 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::devices::{hl7, masimo, nonin};
+use crate::devices::{hl7, intellivue, masimo, nonin, s5};
 use crate::physiology::{normal, Patient, Vitals};
 use crate::scenario::{Event, Scenario, Session};
 use crate::{Device, FeedOptions, MarkerKind, SimError};
@@ -99,6 +99,9 @@ pub struct Tick {
     pub bytes: Vec<u8>,
     /// Complete HL7 messages inside `bytes` (each expects an MLLP ACK); 0 for serial devices.
     pub messages: u32,
+    /// The last successful NIBP measurement so far (a monitor shows it until the next; IntelliVue polls report
+    /// it every second).
+    pub last_nibp: Option<NibpReading>,
 }
 
 #[derive(Debug, Clone)]
@@ -149,6 +152,8 @@ pub struct Simulation {
     device_id: String,
     control_id: u64,
     bed: usize,
+    s5: s5::S5State,
+    last_nibp: Option<NibpReading>,
 }
 
 impl Simulation {
@@ -201,7 +206,9 @@ impl Simulation {
             masimo_serial,
             device_id,
             control_id: 0,
+            last_nibp: None,
             bed: opts.patient + 1,
+            s5: s5::S5State::default(),
         })
     }
 
@@ -347,8 +354,11 @@ impl Simulation {
         let device_time = self.start + Duration::seconds(i64::from(t));
         let sample = Sample { offset_s: t, device_time, truth, shown, sensor, nibp, connected, demo, garbage, markers };
         let noise: Vec<u8> = (0..garbage).map(|_| self.noise_rng.random()).collect();
+        if let Some(n) = sample.nibp.filter(|n| n.values.is_some()) {
+            self.last_nibp = Some(n);
+        }
         let (bytes, messages) = if connected { self.encode(&sample, noise) } else { (Vec::new(), 0) };
-        Tick { sample, bytes, messages }
+        Tick { sample, bytes, messages, last_nibp: self.last_nibp }
     }
 
     fn nibp_at(&mut self, t: u32, truth: &Vitals) -> Option<NibpReading> {
@@ -382,6 +392,12 @@ impl Simulation {
                 bytes.extend(nonin::encode(&nonin::NoninFrame::from_sample(s)));
                 (bytes, 0)
             }
+            Device::Intellivue => {
+                self.control_id += 1;
+                let n = self.control_id as u16;
+                bytes.extend(intellivue::second_of_output(s, self.last_nibp.as_ref(), n));
+                (bytes, 0)
+            }
             Device::Hl7 => {
                 // MLLP noise: keep the framing bytes out so the noise sits between frames, as on a real line.
                 for b in &mut bytes {
@@ -393,6 +409,16 @@ impl Simulation {
                 let msg = hl7::OruMessage::from_sample(s, &self.device_id, self.control_id, self.bed);
                 bytes.extend(hl7::encode_framed(&msg));
                 (bytes, 1)
+            }
+            Device::S5 => {
+                // Line noise never contains a flag, so it sits between frames as on a real line.
+                for b in &mut bytes {
+                    if *b == 0x7E {
+                        *b = 0x3F;
+                    }
+                }
+                bytes.extend(self.s5.encode(s));
+                (bytes, 0)
             }
         }
     }

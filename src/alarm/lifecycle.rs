@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta};
 use serde_json::{Map, Value};
 
-use crate::event::{AlarmEvent, AlarmKind, AlarmPhase, AlarmState, BedAlarms, Event, Priority};
+use crate::event::{AlarmEvent, AlarmKind, AlarmPhase, AlarmSource, AlarmState, BedAlarms, Event, Priority};
 use crate::vitals::{BedId, Parameter, Timestamp};
 
 /// Which side of the normal range a threshold guards.
@@ -64,6 +64,8 @@ pub enum Key {
     LimitOff(Parameter, Dir),
     /// One alarm for one clinical episode: the rules of a family are its members.
     Group(Family),
+    /// The monitor's own alarm, per source and the device's key for it.
+    Monitor(Arc<str>, Arc<str>),
 }
 
 /// Families of rules that describe one clinical episode: a nurse sees one alarm whose evidence lists every
@@ -517,6 +519,7 @@ impl Lifecycle {
             a.last.value = d.value;
         }
         a.last.kind = d.kind;
+        a.last.source = source_of(d.kind);
         a.last.condition.clone_from(&d.condition);
         a.last.parameter = d.parameter;
         a.last.limit = d.limit;
@@ -559,6 +562,7 @@ impl Lifecycle {
                 seq: 0,
                 bed_seq: 0,
                 kind: d.kind,
+                source: source_of(d.kind),
                 condition: d.condition.clone(),
                 parameter: d.parameter,
                 priority: band,
@@ -776,6 +780,34 @@ impl Lifecycle {
         self.finish(idx, now, out);
     }
 
+    /// The device keys of the live monitor alarms of `source`.
+    pub fn monitor_keys(&self, source: &str) -> Vec<Arc<str>> {
+        self.alarms
+            .iter()
+            .filter_map(|a| match &a.key {
+                Key::Monitor(s, k) if &**s == source => Some(k.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Changes the words of the live rule `key` with `change`; when it says the change is worth announcing, the
+    /// alarm speaks again with an `update` event (a monitor alarm whose link was lost, or is back); otherwise the
+    /// words go with its next event (the `end`).
+    pub fn amend(&mut self, key: &Key, now: i64, change: impl FnOnce(&mut Detail) -> bool, out: &mut Vec<Event>) {
+        let Some((idx, mi)) = self.find(key) else { return };
+        let announce = change(&mut self.alarms[idx].members[mi].detail);
+        Self::apply_top(&mut self.alarms[idx]);
+        if announce {
+            self.emit(idx, AlarmPhase::Update, now, None, out);
+        }
+    }
+
+    /// The words of the live rule `key`.
+    pub fn detail(&self, key: &Key) -> Option<&Detail> {
+        self.find(key).map(|(idx, mi)| &self.alarms[idx].members[mi].detail)
+    }
+
     /// Audio-pause expiry, time escalation, reminders for acknowledged alarms that persist, and escalation of
     /// unanswered technical alarms that blind surveillance during an infusion.
     pub fn tick(&mut self, now: i64, out: &mut Vec<Event>) {
@@ -957,6 +989,17 @@ impl Detail {
     }
 }
 
+/// The condition name of a monitor's own alarm.
+pub const MONITOR_ALARM: &str = "monitor_alarm";
+
+/// Who decides alarms of this kind.
+pub const fn source_of(kind: AlarmKind) -> AlarmSource {
+    match kind {
+        AlarmKind::Device => AlarmSource::Monitor,
+        _ => AlarmSource::Vigil,
+    }
+}
+
 /// A small evidence map builder.
 pub fn evidence<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
     let mut m = Map::new();
@@ -1003,6 +1046,7 @@ fn key_of_condition(c: &str, evidence: &Map<String, Value>, parameter: Option<Pa
         "low_battery" => Key::LowBattery(source()?),
         "monitor_disconnected" => Key::Disconnected(source()?),
         "input_errors" => Key::InputErrors(source()?),
+        MONITOR_ALARM => Key::Monitor(source()?, evidence.get("device_key").and_then(Value::as_str)?.into()),
         _ => {
             if let Some(p) = per_param("_no_data") {
                 Key::NoData(p)

@@ -25,10 +25,11 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use crate::event::{AlarmKind, BedAlarms, Command, Event, Priority, SessionEvent, SessionPhase};
+use crate::ingest::protocol::{DeviceAlarm, DeviceAlarmPriority};
 use crate::session::{Session, SessionError};
 use crate::vitals::{BedId, Parameter, Reading, Timestamp, ValueStatus};
 
-use lifecycle::{evidence, secs, Detail, Dir, Key, Lifecycle, Obs, Refusal, Settings};
+use lifecycle::{evidence, secs, Detail, Dir, Key, Lifecycle, Obs, Refusal, Settings, MONITOR_ALARM};
 use limits::Threshold;
 use satseconds::{SatSeconds, Trigger};
 use technical::{sensor_problem, SensorProblem, SourceState};
@@ -1269,6 +1270,7 @@ impl Engine {
                 }
                 self.end_if_live(&Key::SensorOff(name.clone()), t, &mut out);
                 self.end_if_live(&Key::PulseSearch(name.clone()), t, &mut out);
+                self.monitor_link_lost(&name, t, &mut out);
                 let reason = reason.clone();
                 self.lc.raise(
                     Key::Disconnected(name.clone()),
@@ -1340,6 +1342,7 @@ impl Engine {
                     self.clear_if_live(&Key::Demo(DEMO.into()), t, &mut out);
                 }
             }
+            DeviceSignal::MonitorAlarms { alarms, .. } => self.monitor_alarms(&name, alarms, t, &mut out),
             DeviceSignal::InputErrors { bad, total, .. } => {
                 let cfg = self.profile.technical;
                 let rate = self.sources[k].record_counters(t, *bad, *total, secs(cfg.input_error_window_s));
@@ -1377,6 +1380,104 @@ impl Engine {
             }
         }
         out
+    }
+
+    /// The monitor's complete current alarm list from `source`: each alarm in it starts (or goes on, with the
+    /// monitor's priority) as a `device` alarm with source `monitor`; each live one missing from it ends, with
+    /// `ended_by: monitor`. Vigil's own rules are not touched: a monitor's "SpO2 low" and Vigil's `spo2_low`
+    /// are two alarms. At most [`MAX_MONITOR_ALARMS`] per source are mirrored.
+    fn monitor_alarms(&mut self, source: &Arc<str>, alarms: &[DeviceAlarm], t: i64, out: &mut Vec<Event>) {
+        let alarms = &alarms[..alarms.len().min(MAX_MONITOR_ALARMS)];
+        for live in self.lc.monitor_keys(source) {
+            if !alarms.iter().any(|a| *a.key == *live) {
+                let key = Key::Monitor(source.clone(), live);
+                self.lc.amend(
+                    &key,
+                    t,
+                    |d| {
+                        d.evidence.insert("ended_by".into(), Value::from("monitor"));
+                        false
+                    },
+                    out,
+                );
+                self.lc.end(&key, t, out);
+            }
+        }
+        for a in alarms {
+            let key = Key::Monitor(source.clone(), a.key.as_str().into());
+            let band = match a.priority {
+                DeviceAlarmPriority::High => Priority::High,
+                DeviceAlarmPriority::Medium => Priority::Medium,
+                DeviceAlarmPriority::Low | DeviceAlarmPriority::Info => Priority::Low,
+            };
+            // Back after a lost link: the monitor still reports it, so it is current again.
+            self.lc.amend(
+                &key,
+                t,
+                |d| {
+                    d.evidence.remove("link").is_some() && {
+                        d.message = monitor_message(a);
+                        true
+                    }
+                },
+                out,
+            );
+            let reading = a.parameter.and_then(|p| {
+                let ps = &self.params[p as usize];
+                ps.seen.then(|| (p, ps.value, self.lc.label(ps.last_t)))
+            });
+            let name = source.clone();
+            self.lc.raise(
+                key,
+                band,
+                Obs::default(),
+                t,
+                || {
+                    let mut ev = evidence([
+                        ("source", Value::from(&*name)),
+                        ("device_key", Value::from(a.key.clone())),
+                        ("device_priority", Value::from(device_priority_name(a.priority))),
+                        ("technical", Value::from(a.technical)),
+                        ("text", Value::from(a.text.clone())),
+                    ]);
+                    if let Some((p, v, at)) = reading {
+                        ev.insert("reading".into(), json!({"parameter": p.name(), "value": num(v), "time": at}));
+                    }
+                    Detail {
+                        kind: AlarmKind::Device,
+                        condition: MONITOR_ALARM.into(),
+                        parameter: a.parameter,
+                        value: reading.map(|(_, v, _)| round1(v)),
+                        limit: None,
+                        evidence: ev,
+                        message: monitor_message(a),
+                    }
+                },
+                out,
+            );
+        }
+    }
+
+    /// The link to `source` is lost: its monitor alarms stay (the monitor most likely still shows them, and
+    /// nobody can tell it stopped), marked `link: lost` in an `update` event, until the link is back and the
+    /// monitor's next list confirms or ends them. `monitor_disconnected` sounds beside them.
+    fn monitor_link_lost(&mut self, source: &Arc<str>, t: i64, out: &mut Vec<Event>) {
+        for live in self.lc.monitor_keys(source) {
+            let key = Key::Monitor(source.clone(), live);
+            self.lc.amend(
+                &key,
+                t,
+                |d| {
+                    if d.evidence.contains_key("link") {
+                        return false;
+                    }
+                    d.evidence.insert("link".into(), Value::from("lost"));
+                    d.message = format!("{} (link to the monitor lost: last reported state)", d.message);
+                    true
+                },
+                out,
+            );
+        }
     }
 
     /// A person's command. A refused command changes nothing and says why.
@@ -1567,6 +1668,22 @@ impl Engine {
         }
         self.lc.restore(alarms)
     }
+}
+
+/// Most monitor alarms mirrored per source (a monitor shows far fewer; a decoder bug must not flood the bed).
+pub const MAX_MONITOR_ALARMS: usize = 32;
+
+fn device_priority_name(p: DeviceAlarmPriority) -> &'static str {
+    match p {
+        DeviceAlarmPriority::High => "high",
+        DeviceAlarmPriority::Medium => "medium",
+        DeviceAlarmPriority::Low => "low",
+        DeviceAlarmPriority::Info => "info",
+    }
+}
+
+fn monitor_message(a: &DeviceAlarm) -> String {
+    format!("Monitor: {}", a.text)
 }
 
 /// Reads an overridable profile number: `Some(None)` for an unset optional limit, `None` for an unknown key.

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::ingest::protocol::SensorFlags;
+use crate::ingest::protocol::{DeviceAlarm, SensorFlags};
 
 /// What a bed task tells the engine about a source (link, sensor, demo mode, error counters).
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +36,13 @@ pub enum DeviceSignal {
         /// Demo on.
         on: bool,
     },
+    /// The complete list of alarms the monitor shows now ([`crate::ingest::protocol::Frame::device_alarms`]).
+    MonitorAlarms {
+        /// Source name.
+        source: String,
+        /// The monitor's alarms (empty: none).
+        alarms: Vec<DeviceAlarm>,
+    },
     /// Cumulative frame counters of the source (they may restart at 0 after a reconnect).
     InputErrors {
         /// Source name.
@@ -55,6 +62,7 @@ impl DeviceSignal {
             | DeviceSignal::Disconnected { source, .. }
             | DeviceSignal::Sensor { source, .. }
             | DeviceSignal::Demo { source, .. }
+            | DeviceSignal::MonitorAlarms { source, .. }
             | DeviceSignal::InputErrors { source, .. } => source,
         }
     }

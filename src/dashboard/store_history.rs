@@ -86,6 +86,7 @@ mod tests {
             seq: 1,
             bed_seq: store.next_bed_seq("chair-1").unwrap(),
             kind: AlarmKind::Threshold,
+            source: crate::event::AlarmSource::Vigil,
             condition: "spo2_low".into(),
             parameter: Some(Parameter::Spo2),
             priority: Priority::High,

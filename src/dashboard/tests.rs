@@ -141,6 +141,7 @@ fn alarm(bed: &str, state: AlarmState, phase: AlarmPhase) -> AlarmEvent {
         seq: 1,
         bed_seq: 1,
         kind: AlarmKind::Threshold,
+        source: crate::event::AlarmSource::Vigil,
         condition: "spo2_low".into(),
         parameter: Some(Parameter::Spo2),
         priority: Priority::High,

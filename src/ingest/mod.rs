@@ -6,10 +6,13 @@
 //! values are counted and skipped, buffers are bounded by each decoder's maximum, and counters reach the bed at
 //! most about once a second, so a garbage flood on one port cannot flood that bed's inbox or slow other beds.
 
+pub mod link;
 pub mod mllp_listener;
 pub mod protocol;
 pub mod serial;
 pub mod sim;
+pub mod tcp;
+pub mod udp;
 
 use std::fmt;
 use std::time::Duration;
@@ -29,9 +32,12 @@ use crate::config::DeviceKind;
 use crate::event::LinkState;
 use crate::vitals::{BedId, Timestamp};
 use protocol::hl7::{Hl7Decoder, PendingAck};
+use protocol::intellivue::session::Link as IntelliVueLink;
+use protocol::intellivue::IntelliVueDecoder;
 use protocol::masimo::MasimoDecoder;
 use protocol::nonin::{HandshakeReply, NoninDecoder};
-use protocol::{mllp, plausibility, DecodeError, Frame};
+use protocol::s5::S5Decoder;
+use protocol::{mllp, plausibility, DecodeError, Frame, LinkChange, Talker};
 
 /// Which source of which bed: `chair-1/0` is the first source configured for `chair-1`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -123,6 +129,29 @@ pub enum IngestError {
     /// A serial source without a path.
     #[error("source {0}: a serial source needs a path")]
     NoSerialPath(SourceId),
+    /// A tcp source without an address.
+    #[error("source {0}: a tcp source needs an address")]
+    NoTcpAddress(SourceId),
+    /// A udp source without an address.
+    #[error("source {0}: a udp source needs an address")]
+    NoUdpAddress(SourceId),
+}
+
+/// Runs a `serial`, `tcp` or `udp` source until `cancel` fires (other kinds return at once: the MLLP listener and the
+/// simulator run them).
+pub async fn run_source(
+    source: SourceId,
+    cfg: crate::config::SourceConfig,
+    tx: mpsc::Sender<SourceEvent>,
+    cancel: CancellationToken,
+) -> Result<(), IngestError> {
+    use crate::config::SourceKind;
+    match cfg.kind {
+        SourceKind::Serial => serial::run(source, cfg, tx, cancel).await,
+        SourceKind::Tcp => tcp::run(source, cfg, tx, cancel).await,
+        SourceKind::Udp => udp::run(source, cfg, tx, cancel).await,
+        SourceKind::Mllp | SourceKind::Simulated => Ok(()),
+    }
 }
 
 /// Why a [`pump`] returned.
@@ -134,8 +163,12 @@ pub enum PumpEnd {
     Eof,
     /// Reading failed (for a serial port, a disconnect), with the error text.
     ReadError(String),
-    /// Writing an HL7 ACK back failed (for a serial port, a disconnect), with the error text.
+    /// Writing back to the device (an HL7 ACK, an IntelliVue or S/5 request) failed (for a serial port, a
+    /// disconnect), with the error text.
     WriteError(String),
+    /// Nothing was decoded for this long: the pump gave up on the connection (a device server's socket that went
+    /// silent may be half-open).
+    Silent(Duration),
     /// The bed's inbox is gone: the bed task ended, so nobody listens.
     ReceiverClosed,
 }
@@ -148,6 +181,7 @@ impl PumpEnd {
             PumpEnd::Eof => "end of stream (device closed or unplugged)".into(),
             PumpEnd::ReadError(e) => format!("read error: {e}"),
             PumpEnd::WriteError(e) => format!("write error: {e}"),
+            PumpEnd::Silent(d) => format!("no frame for {} s (reconnecting)", d.as_secs()),
             PumpEnd::ReceiverClosed => "bed inbox closed".into(),
         }
     }
@@ -259,6 +293,10 @@ impl RateLimitedLog {
 pub struct PumpState {
     /// Counters and their send bookkeeping.
     pub counters: CounterState,
+    /// End a pump that has decoded no frame for this long ([`PumpEnd::Silent`]): the tcp transport reconnects
+    /// then, since a device server that lost power leaves a socket that never errors. `None`: wait forever (a
+    /// serial port; the bed raises `monitor_disconnected` for the silence either way).
+    pub give_up_after: Option<Duration>,
     log: RateLimitedLog,
 }
 
@@ -271,23 +309,67 @@ pub enum AnyDecoder {
     Nonin(NoninDecoder),
     /// HL7 in MLLP framing.
     Hl7(Hl7Decoder),
+    /// GE Datex-Ohmeda S/5 DRI records.
+    S5(S5Decoder),
+    /// Philips IntelliVue Data Export.
+    Intellivue(Box<IntelliVueDecoder>),
 }
 
 impl AnyDecoder {
-    /// The decoder for a device kind, with default limits (HL7: 1 MiB, the `[mllp]` default).
+    /// The decoder for a device kind that only listens (captures, replay, `vigil decode`), with default limits
+    /// (HL7: 1 MiB, the `[mllp]` default).
     pub fn for_device(device: DeviceKind) -> Self {
         match device {
             DeviceKind::Masimo => AnyDecoder::Masimo(MasimoDecoder::new()),
             DeviceKind::Nonin => AnyDecoder::Nonin(NoninDecoder::new()),
             DeviceKind::Hl7 => AnyDecoder::Hl7(Hl7Decoder::new(mllp::DEFAULT_MAX)),
+            DeviceKind::S5 => AnyDecoder::S5(S5Decoder::new()),
+            DeviceKind::Intellivue => AnyDecoder::Intellivue(Box::new(IntelliVueDecoder::new())),
         }
     }
 
-    /// The decoder for a device kind that also prepares HL7 ACKs (for links where the device waits for them).
-    pub fn for_device_with_acks(device: DeviceKind) -> Self {
+    /// The decoder for a device on a two-way serial link: HL7 prepares the ACKs the device waits for, IntelliVue
+    /// runs its session (association, polls), the S/5 asks for its records at the start and again after
+    /// [`protocol::s5::DEFAULT_REPEAT_MS`] without one. Give [`pump_with`] a writer for what it has to send.
+    pub fn for_device_talking(device: DeviceKind) -> Self {
         match device {
             DeviceKind::Hl7 => AnyDecoder::Hl7(Hl7Decoder::with_acks(mllp::DEFAULT_MAX)),
+            DeviceKind::Intellivue => {
+                AnyDecoder::Intellivue(Box::new(IntelliVueDecoder::with_session(IntelliVueLink::Serial)))
+            }
+            DeviceKind::S5 => AnyDecoder::S5(S5Decoder::talking(protocol::s5::DEFAULT_REPEAT_MS)),
             other => Self::for_device(other),
+        }
+    }
+
+    /// [`AnyDecoder::for_device_talking`] for a configured source: an S/5 asks again after the source's
+    /// `silence_alarm_s` without a record (the bed has raised `monitor_disconnected` by then).
+    pub fn for_source(cfg: &crate::config::SourceConfig) -> Self {
+        if cfg.kind == crate::config::SourceKind::Udp {
+            return AnyDecoder::Intellivue(Box::new(IntelliVueDecoder::with_session(IntelliVueLink::Lan)));
+        }
+        match cfg.device {
+            DeviceKind::S5 => AnyDecoder::S5(S5Decoder::talking(cfg.silence_alarm_s().saturating_mul(1000))),
+            other => Self::for_device_talking(other),
+        }
+    }
+
+    /// Whether the device needs to hear from Vigil on this link (an ACK, a request): the transport passes a
+    /// writer only then.
+    pub fn talks(&self) -> bool {
+        match self {
+            AnyDecoder::Hl7(d) => d.prepares_acks(),
+            AnyDecoder::Intellivue(d) => d.has_session(),
+            AnyDecoder::S5(d) => d.talks(),
+            AnyDecoder::Masimo(_) | AnyDecoder::Nonin(_) => false,
+        }
+    }
+
+    fn session(&mut self) -> Option<&mut dyn Talker> {
+        match self {
+            AnyDecoder::Intellivue(d) => d.session_mut().map(|s| s as &mut dyn Talker),
+            AnyDecoder::S5(d) => d.talker_mut().map(|t| t as &mut dyn Talker),
+            _ => None,
         }
     }
 
@@ -315,6 +397,8 @@ impl Decoder for AnyDecoder {
             AnyDecoder::Masimo(d) => d.decode(buf),
             AnyDecoder::Nonin(d) => d.decode(buf),
             AnyDecoder::Hl7(d) => d.decode(buf),
+            AnyDecoder::S5(d) => d.decode(buf),
+            AnyDecoder::Intellivue(d) => d.decode(buf),
         }
     }
 
@@ -323,6 +407,8 @@ impl Decoder for AnyDecoder {
             AnyDecoder::Masimo(d) => d.decode_eof(buf),
             AnyDecoder::Nonin(d) => d.decode_eof(buf),
             AnyDecoder::Hl7(d) => d.decode_eof(buf),
+            AnyDecoder::S5(d) => d.decode_eof(buf),
+            AnyDecoder::Intellivue(d) => d.decode_eof(buf),
         }
     }
 }
@@ -341,18 +427,26 @@ pub async fn pump<R: AsyncRead + Unpin>(
     tx: &mpsc::Sender<SourceEvent>,
     cancel: &CancellationToken,
 ) -> PumpEnd {
-    pump_with(reader, AnyDecoder::for_device(device), source, tx, cancel, &mut PumpState::default(), None).await
+    let decoder = AnyDecoder::for_device(device);
+    pump_with(reader, decoder, source, tx, cancel, &mut PumpState::default(), None).await
 }
 
-/// Where a pump writes HL7 ACKs back to the device (MLLP over serial).
-pub type AckWriter<'a> = &'a mut (dyn AsyncWrite + Unpin + Send);
+/// Where a pump writes back to the device: HL7 ACKs (MLLP over serial), IntelliVue session and S/5 requests.
+pub type DeviceWriter<'a> = &'a mut (dyn AsyncWrite + Unpin + Send);
 
-/// How long writing one ACK may take (a serial line with hardware flow control can stall).
-const ACK_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long writing one ACK or request may take (a serial line with hardware flow control can stall).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a session message waits in the decoder before the session acts on it, ms.
+const SESSION_LOOK_MS: u64 = 20;
+/// How long the release at shutdown may take.
+const RELEASE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// [`pump`] with a chosen decoder, counters that outlive this stream (serial reconnects), and optionally a
-/// writer for the ACKs an [`AnyDecoder::for_device_with_acks`] HL7 decoder prepares: AA only after the frame is
-/// in the bed's inbox, AE/AR at once.
+/// writer for what an [`AnyDecoder::for_device_talking`] decoder has to send: HL7 ACKs (AA only after the frame
+/// is in the bed's inbox, AE/AR at once), or what its [`protocol::Talker`] says: the IntelliVue session's
+/// requests, paced by the session, whose association state reaches the bed as [`SourceEvent::Link`] (a lost
+/// association is `monitor_disconnected`) and which is released when `cancel` fires; the S/5 record requests.
+/// With [`PumpState::give_up_after`] set, a stream without a frame for that long ends as [`PumpEnd::Silent`].
 pub async fn pump_with<R: AsyncRead + Unpin>(
     reader: R,
     decoder: AnyDecoder,
@@ -360,20 +454,41 @@ pub async fn pump_with<R: AsyncRead + Unpin>(
     tx: &mpsc::Sender<SourceEvent>,
     cancel: &CancellationToken,
     state: &mut PumpState,
-    mut acks: Option<AckWriter<'_>>,
+    mut writer: Option<DeviceWriter<'_>>,
 ) -> PumpEnd {
     let mut framed = FramedRead::with_capacity(reader, decoder, READ_CAPACITY);
+    let origin = Instant::now();
+    let mut last_frame = Instant::now();
     let end = loop {
         let due = state.counters.due();
+        // A talker hears the device inside the decoder, where no frame comes out for a session message (the
+        // IntelliVue accept, its MDS Create event), so it is looked at again within SESSION_LOOK_MS even when it
+        // expects nothing sooner.
+        let talk_due = framed.decoder_mut().session().map(|s| {
+            let now = ms_since(origin);
+            origin + Duration::from_millis(s.next_due(now).min(now + SESSION_LOOK_MS))
+        });
+        let give_up_at = state.give_up_after.map(|d| last_frame + d);
         let item = tokio::select! {
             biased;
             _ = cancel.cancelled() => break PumpEnd::Cancelled,
+            _ = sleep_until_opt(give_up_at) => break PumpEnd::Silent(state.give_up_after.unwrap_or_default()),
             _ = sleep_until_opt(due) => {
                 state.counters.flush(source, tx, false);
                 continue;
             }
-            item = framed.next() => item,
+            _ = sleep_until_opt(talk_due) => None,
+            item = framed.next() => Some(item),
         };
+        let Some(item) = item else {
+            if let Err(end) = talk(&mut framed, writer.as_deref_mut(), origin, source, tx).await {
+                break end;
+            }
+            continue;
+        };
+        if matches!(item, Some(Ok(Ok(_)))) {
+            last_frame = Instant::now();
+        }
         match item {
             None => break PumpEnd::Eof,
             Some(Err(e)) => break PumpEnd::ReadError(e.to_string()),
@@ -400,9 +515,12 @@ pub async fn pump_with<R: AsyncRead + Unpin>(
                 }
             }
         }
-        if let (Some(ack), Some(w)) = (framed.decoder_mut().take_ack(), acks.as_deref_mut()) {
+        if let Err(end) = talk(&mut framed, writer.as_deref_mut(), origin, source, tx).await {
+            break end;
+        }
+        if let (Some(ack), Some(w)) = (framed.decoder_mut().take_ack(), writer.as_deref_mut()) {
             let bytes = mllp::frame(&ack.build(Utc::now()));
-            match tokio::time::timeout(ACK_WRITE_TIMEOUT, w.write_all(&bytes)).await {
+            match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(&bytes)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => break PumpEnd::WriteError(format!("cannot write ACK: {e}")),
                 Err(_) => note_error(state, source, "ACK not written within 5 s (line stalled)".into()),
@@ -420,9 +538,59 @@ pub async fn pump_with<R: AsyncRead + Unpin>(
         }
         state.counters.flush(source, tx, false);
     };
+    if let (Some(release), Some(w)) = (framed.decoder_mut().session().and_then(|s| s.release()), writer) {
+        // A clean end frees the monitor's interface at once; a stalled line must not hold up the shutdown.
+        let _ = tokio::time::timeout(RELEASE_TIMEOUT, w.write_all(&release)).await;
+    }
     // The final counts of this stream are worth one extra event even inside the interval.
     state.counters.flush(source, tx, true);
     end
+}
+
+fn ms_since(origin: Instant) -> u64 {
+    u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Runs the decoder's session, if it has one, to now: writes what it may send and tells the bed when the
+/// association came up or was lost.
+async fn talk<R: AsyncRead + Unpin, W: AsyncWrite + Unpin + ?Sized>(
+    framed: &mut FramedRead<R, AnyDecoder>,
+    writer: Option<&mut W>,
+    origin: Instant,
+    source: &SourceId,
+    tx: &mpsc::Sender<SourceEvent>,
+) -> Result<(), PumpEnd> {
+    let Some(session) = framed.decoder_mut().session() else { return Ok(()) };
+    let now = ms_since(origin);
+    session.poll(now);
+    if let Some(w) = writer {
+        while let Some(bytes) = session.take_outgoing(now) {
+            match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(&bytes)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(PumpEnd::WriteError(format!("cannot write to the monitor: {e}"))),
+                Err(_) => {
+                    return Err(PumpEnd::WriteError("monitor request not written within 5 s (line stalled)".into()))
+                }
+            }
+        }
+    }
+    if let Some(change) = session.take_link_change() {
+        let (state, reason) = match change {
+            LinkChange::Up => {
+                tracing::info!(source = %source, "monitor link up (association)");
+                (LinkState::Connected, None)
+            }
+            LinkChange::Down(reason) => {
+                tracing::warn!(source = %source, "monitor link lost (association): {reason}");
+                (LinkState::Disconnected, Some(reason))
+            }
+        };
+        let event = SourceEvent::Link { source: source.clone(), state, reason, at: Utc::now() };
+        if tx.send(event).await.is_err() {
+            return Err(PumpEnd::ReceiverClosed);
+        }
+    }
+    Ok(())
 }
 
 /// Longest error text kept for a device (`last_error` on the dashboard and MQTT), bytes.

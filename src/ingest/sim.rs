@@ -43,6 +43,12 @@ async fn run_once(
         DeviceKind::Masimo => Device::Masimo,
         DeviceKind::Nonin => Device::Nonin,
         DeviceKind::Hl7 => Device::Hl7,
+        DeviceKind::S5 => Device::S5,
+        // Refused by the config check: an IntelliVue only speaks when associated (use vigil-sim's pty output).
+        DeviceKind::Intellivue => {
+            tracing::error!(source = %source, "the in-process simulator has no intellivue personality");
+            return false;
+        }
     };
     let opts = FeedOptions {
         scenario: cfg.scenario.clone().unwrap_or_else(|| "calm-session".into()),

@@ -10,8 +10,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::ReplayError;
 use crate::alarm::DeviceSignal;
+use crate::config::DeviceKind;
 use crate::event::Command;
-use crate::ingest::protocol::{hl7, masimo, mllp, nonin, Frame};
+use crate::ingest::protocol::{hl7, masimo, mllp, s5, Frame};
+use crate::ingest::AnyDecoder;
 use crate::vitals::{BedId, Parameter, Timestamp, ValueStatus};
 
 /// How far back in time (seconds) a CSV row may be from the latest row read before it. Rows within the window are
@@ -133,8 +135,12 @@ pub fn open(path: &Path, start: Timestamp, format: &str, bed: &str) -> Result<In
                 "capture"
             }
         }
-        f @ ("csv" | "masimo" | "nonin" | "hl7") => f,
-        other => return Err(unsupported(format!("unknown --format '{other}' (auto, csv, masimo, nonin, hl7)"))),
+        f @ ("csv" | "masimo" | "nonin" | "hl7" | "s5" | "intellivue") => f,
+        other => {
+            return Err(unsupported(format!(
+                "unknown --format '{other}' (auto, csv, masimo, nonin, hl7, s5, intellivue)"
+            )))
+        }
     };
     if format == "csv" {
         let f = File::open(path).map_err(read_err)?;
@@ -143,7 +149,9 @@ pub fn open(path: &Path, start: Timestamp, format: &str, bed: &str) -> Result<In
     let bytes = std::fs::read(path).map_err(read_err)?;
     let format = if format == "capture" {
         let t = std::str::from_utf8(&bytes).unwrap_or("");
-        if bytes.contains(&0x0b) || t.contains("MSH|") {
+        if bytes.first() == Some(&s5::FLAG) {
+            "s5"
+        } else if bytes.contains(&0x0b) || t.contains("MSH|") {
             "hl7"
         } else if t.contains("SPO2=") || t.contains("SpO2=") {
             "masimo"
@@ -177,14 +185,24 @@ fn decode_capture(bytes: &[u8], format: &str, start: Timestamp, bed: &str) -> Re
                 }
             }
         }
-        "nonin" => {
-            // The streaming decoder resynchronises on the status byte, as on the serial line.
+        "nonin" | "s5" | "intellivue" => {
+            // The daemon's streaming decoders, listening only: they resynchronise and skip bad frames as on the
+            // line. Nonin frames carry no time (one a second); S/5 records and IntelliVue results may.
             use tokio_util::codec::Decoder as _;
-            let mut decoder = nonin::NoninDecoder::default();
+            let device = match format {
+                "nonin" => DeviceKind::Nonin,
+                "s5" => DeviceKind::S5,
+                _ => DeviceKind::Intellivue,
+            };
+            let mut decoder = AnyDecoder::for_device(device);
             let mut buf = bytes::BytesMut::from(bytes);
             while let Ok(Some(item)) = decoder.decode(&mut buf) {
+                // A frame with only the monitor's own alarms (an S/5 alarm record, an IntelliVue alert list) has
+                // nothing for the engine, which replay feeds with numerics alone.
                 if let Ok(f) = item {
-                    frames.push((None, f));
+                    if !(f.measurements.is_empty() && f.device_alarms.is_some()) {
+                        frames.push((f.device_time, f));
+                    }
                 }
             }
         }

@@ -57,8 +57,10 @@ pub struct ReplayArgs {
     /// Print only the summary lines, not every event.
     #[arg(long)]
     pub summary_only: bool,
-    /// Input format: `auto` (CSV, HL7 with or without MLLP framing, or Masimo ASCII, by content), `csv`,
-    /// `masimo`, `nonin` (format #8 binary, one frame per second) or `hl7`.
+    /// Input format: `auto` (CSV, HL7 with or without MLLP framing, Masimo ASCII or an S/5 DRI capture, by
+    /// content), `csv`, `masimo`, `nonin` (format #8 binary, one frame per second), `hl7`, `s5` (DRI records
+    /// as the monitor sends them; times from the records) or `intellivue` (Data Export as the monitor sends it,
+    /// e.g. `vigil-sim --device intellivue --output file:…`).
     #[arg(long, default_value = "auto")]
     pub format: String,
 }

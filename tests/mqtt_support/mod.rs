@@ -199,6 +199,7 @@ pub fn alarm_event(bed: &str, alarm_id: &str, seq: u32, bed_seq: u64) -> AlarmEv
         seq,
         bed_seq,
         kind: AlarmKind::Threshold,
+        source: vigil::event::AlarmSource::Vigil,
         condition: "spo2_low".into(),
         parameter: Some(Parameter::Spo2),
         priority: Priority::High,

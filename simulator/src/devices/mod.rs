@@ -2,5 +2,7 @@
 //! No I/O and no randomness here, so round-trip tests can feed a model value through an encoder and a decoder.
 
 pub mod hl7;
+pub mod intellivue;
 pub mod masimo;
 pub mod nonin;
+pub mod s5;

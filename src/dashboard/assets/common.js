@@ -299,11 +299,15 @@ const Vigil = (() => {
     const vs = (bed.vitals && bed.vitals.values) || [];
     return vs.find((v) => v.parameter === param) || null;
   }
+  /** A technical alarm: Vigil's own, or an INOP the monitor reports (source monitor, evidence.technical). */
+  function isTech(a) {
+    return a.kind === 'technical' || (a.source === 'monitor' && !!(a.evidence && a.evidence.technical));
+  }
   /** Which alarm (if any) concerns this parameter. */
   function paramAlarm(bed, params) {
     let best = null;
     for (const a of alarmsOf(bed)) {
-      if (!a.parameter || !params.includes(a.parameter) || a.kind === 'technical') continue;
+      if (!a.parameter || !params.includes(a.parameter) || isTech(a)) continue;
       if (!best || PRIORITY_RANK[a.priority] > PRIORITY_RANK[best.priority]) best = a;
     }
     return best;
@@ -343,9 +347,9 @@ const Vigil = (() => {
     if (live.lost) classes.push('not-live');
     if (phase === 'idle' || phase === 'ended') classes.push('idle');
 
-    const physio = alarmsOf(bed).filter((a) => a.kind !== 'technical')
+    const physio = alarmsOf(bed).filter((a) => !isTech(a))
       .sort((x, y) => PRIORITY_RANK[y.priority] - PRIORITY_RANK[x.priority])[0];
-    const tech = alarmsOf(bed).filter((a) => a.kind === 'technical');
+    const tech = alarmsOf(bed).filter(isTech);
     let alarmLine;
     if (physio) {
       alarmLine = el('div', { class: `tile-alarm text-${physio.priority}` },
@@ -418,7 +422,8 @@ const Vigil = (() => {
         el('span', { class: 'marker', text: MARKER[a.priority] }),
         el('span', { class: 'bed', text: bed.label }),
         el('span', { class: 'msg', text: a.message }),
-        a.kind === 'technical' ? el('span', { class: 'kind', text: 'INOP' }) : null),
+        isTech(a) ? el('span', { class: 'kind', text: 'INOP' }) : null,
+        a.source === 'monitor' ? el('span', { class: 'kind monitor', title: "The monitor's own alarm", text: 'MONITOR' }) : null),
       el('div', { class: 'a-meta' },
         `${startKnown(a) ? 'Since' : 'Last change'} ${fmtClock(Date.parse(startOf(a)))} · `, el('strong', { text: stateText(a) })),
       actions);

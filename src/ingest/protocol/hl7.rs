@@ -722,6 +722,11 @@ impl Hl7Decoder {
         Hl7Decoder { acks: true, ..Self::new(max_message_bytes) }
     }
 
+    /// Whether this decoder prepares ACKs.
+    pub fn prepares_acks(&self) -> bool {
+        self.acks
+    }
+
     /// The ACK owed for the item just returned, if any (none for bytes between frames).
     pub fn take_ack(&mut self) -> Option<PendingAck> {
         self.pending.take().map(|b| *b)

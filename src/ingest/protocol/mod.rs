@@ -119,6 +119,37 @@ impl SensorFlags {
     }
 }
 
+/// What the bed should hear about a protocol-level link (an IntelliVue association), beyond the transport's own
+/// connect and disconnect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkChange {
+    /// Up: the device answers (associated, polls running).
+    Up,
+    /// Down, with why.
+    Down(String),
+}
+
+/// The host side of a protocol in which Vigil has to speak (the IntelliVue session, the S/5 record requests), as
+/// a pure state machine the pump runs: time in ([`Talker::poll`], milliseconds since the connection opened),
+/// bytes out ([`Talker::take_outgoing`]). The decoder that owns it sees the device's frames, so the talker knows
+/// what the device has said.
+pub trait Talker: Send {
+    /// Advances to `now` (ms): queues what has come due.
+    fn poll(&mut self, now: u64);
+    /// The next message to write now, if any.
+    fn take_outgoing(&mut self, now: u64) -> Option<Vec<u8>>;
+    /// When [`Talker::poll`] next has something to do (ms).
+    fn next_due(&self, now: u64) -> u64;
+    /// A change of the protocol-level link for the bed, once.
+    fn take_link_change(&mut self) -> Option<LinkChange> {
+        None
+    }
+    /// What to send at a clean end (the IntelliVue release), if anything.
+    fn release(&mut self) -> Option<Vec<u8>> {
+        None
+    }
+}
+
 /// Why a frame could not be decoded.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DecodeError {
@@ -130,8 +161,27 @@ pub enum DecodeError {
     TooLong(usize),
 }
 
+/// Test helper for the decoders: every item `d` gives for `bytes`, then at the end of the stream.
+#[cfg(test)]
+pub(crate) fn decode_all<D>(mut d: D, bytes: &[u8]) -> Vec<Result<Frame, DecodeError>>
+where
+    D: tokio_util::codec::Decoder<Item = Result<Frame, DecodeError>, Error = std::io::Error>,
+{
+    let mut buf = bytes::BytesMut::from(bytes);
+    let mut out = Vec::new();
+    while let Some(item) = d.decode(&mut buf).expect("decoders never fail the stream") {
+        out.push(item);
+    }
+    while let Some(item) = d.decode_eof(&mut buf).expect("decoders never fail the stream") {
+        out.push(item);
+    }
+    out
+}
+
 pub mod hl7;
+pub mod intellivue;
 pub mod masimo;
 pub mod mllp;
 pub mod nonin;
 pub mod plausibility;
+pub mod s5;
