@@ -228,6 +228,7 @@ impl BedTask {
                     None => self.idle_until_cancelled(cancel).await,
                 },
                 _ = clock.tick() => {
+                    self.hub.beat(&self.bed);
                     let now = clock::now();
                     let mut events = self.engine.tick(now);
                     self.check_silence(&mut sources, now, &mut events);
@@ -265,6 +266,7 @@ impl BedTask {
                 _ = cancel.cancelled() => return,
                 Some(cmd) = self.commands.recv() => self.command(cmd).await,
                 _ = clock.tick() => {
+                    self.hub.beat(&self.bed);
                     let events = self.engine.tick(clock::now());
                     self.emit(events).await;
                 }

@@ -82,6 +82,9 @@ pub struct Config {
     /// The chairs.
     #[serde(default)]
     pub beds: Vec<BedConfig>,
+    /// Prometheus metrics (`GET /metrics`) and who may read them.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// The directory relative paths are resolved against (the config file's directory). Not a TOML key.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -232,6 +235,26 @@ pub struct StoreConfig {
     /// Days of vitals, events and sessions kept. Default 30.
     #[serde(default = "default_retention_days")]
     pub retention_days: u32,
+}
+
+/// Prometheus metrics. `GET /metrics` is served on the dashboard listener, and on `listen` when set. Counts,
+/// link states and alarm conditions per bed are operational data, not patient data, but they tell an outsider
+/// how busy the ward is: only peers in `allow` may read them without a token.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A second address serving only `/metrics`, `/healthz` and `/readyz` (for a scraper on another network than
+    /// the nurses'), e.g. `"10.1.9.4:9464"`. Default: none (the dashboard listener serves them).
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Peers that may read `/metrics` without a token: addresses (`"10.1.9.20"`) and CIDR blocks
+    /// (`"10.1.9.0/24"`). Default: loopback only.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// A file (relative to the config file) holding a bearer token: a scraper outside `allow` that sends
+    /// `Authorization: Bearer <token>` may read `/metrics` too. Default: none (outside `allow` gets 403).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 /// HL7/MLLP listener.
@@ -949,6 +972,12 @@ impl Config {
                 "dashboard.session_max_s".into(),
                 format!("{} is not between session_idle_s ({}) and 86400", d.session_max_s, d.session_idle_s),
             ));
+        }
+        if let Some(l) = &self.metrics.listen {
+            socket_addr("metrics.listen", l)?;
+        }
+        for (i, a) in self.metrics.allow.iter().enumerate() {
+            parse_peer_block(a).map_err(|reason| (format!("metrics.allow[{i}]"), reason))?;
         }
         if let Some(m) = &self.mllp {
             socket_addr("mllp.listen", &m.listen)?;

@@ -16,6 +16,32 @@ use tokio_util::sync::CancellationToken;
 use crate::store::StoreHealth;
 use crate::vitals::Timestamp;
 
+/// A task's proof of life: it beats on every turn of its loop; a reader sees how long ago it last did. A task
+/// that is wedged (blocked in a call, stuck on an await) stops beating while it still counts as running.
+/// Uses tokio's clock, so tests can pause time.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    last: Arc<std::sync::Mutex<tokio::time::Instant>>,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Heartbeat { last: Arc::new(std::sync::Mutex::new(tokio::time::Instant::now())) }
+    }
+}
+
+impl Heartbeat {
+    /// The task is alive now.
+    pub fn beat(&self) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
+    }
+
+    /// How long ago the last beat was (the creation counts as one).
+    pub fn age(&self) -> std::time::Duration {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).elapsed()
+    }
+}
+
 /// One supervised task's state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TaskStatus {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::event::{BedAlarms, CommandRequest, DeviceStatus, Event, SessionEvent, VitalsUpdate};
+use crate::event::{AlarmPhase, BedAlarms, CommandRequest, DeviceStatus, Event, SessionEvent, VitalsUpdate};
 use crate::vitals::BedId;
 
 /// How many recent events the hub keeps for resuming clients.
@@ -103,6 +103,8 @@ struct State {
     /// session, devices): what a lagging subscriber needs to catch up on without copying the whole ward.
     retained_changed: Vec<u64>,
     index: HashMap<BedId, usize>,
+    /// Per bed, in the order of `beds`: what it announced since start, for `/metrics`.
+    tallies: Vec<BedTally>,
 }
 
 /// A bed's retained state (everything but vitals), for a subscriber catching up after a lag.
@@ -118,6 +120,22 @@ pub struct RetainedView {
     pub devices: BTreeMap<String, DeviceStatus>,
 }
 
+/// What one bed announced through the hub since start, and when its task last showed it is alive. Read by
+/// `/metrics`, `/readyz` and the systemd watchdog.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BedTally {
+    /// Vitals updates announced.
+    pub vitals_updates: u64,
+    /// Alarm events announced, by phase, in the order of [`ALARM_PHASES`].
+    pub alarm_events: [u64; 5],
+    /// When the bed task last beat ([`Hub::beat`]); `None` before its first beat.
+    pub last_beat: Option<tokio::time::Instant>,
+}
+
+/// The alarm phases in the order [`BedTally::alarm_events`] counts them.
+pub const ALARM_PHASES: [AlarmPhase; 5] =
+    [AlarmPhase::Start, AlarmPhase::Update, AlarmPhase::Escalate, AlarmPhase::DeEscalate, AlarmPhase::End];
+
 /// The hub. Share it as `Arc<Hub>`.
 pub struct Hub {
     site: String,
@@ -131,6 +149,7 @@ impl Hub {
     /// A hub for these beds.
     pub fn new(site: &str, ward: &str, beds: Vec<BedInfo>) -> Arc<Hub> {
         let index = beds.iter().enumerate().map(|(i, b)| (b.id.clone(), i)).collect();
+        let tallies = vec![BedTally::default(); beds.len()];
         let beds = beds
             .into_iter()
             .map(|info| BedView { info, vitals: None, alarms: None, session: None, devices: BTreeMap::new() })
@@ -146,6 +165,7 @@ impl Hub {
                 beds,
                 retained_changed,
                 index,
+                tallies,
             }),
             events,
             commands: Mutex::new(HashMap::new()),
@@ -185,6 +205,16 @@ impl Hub {
             };
             if retained {
                 st.retained_changed[i] = id;
+            }
+            let tally = &mut st.tallies[i];
+            match &event {
+                Event::Vitals(_) => tally.vitals_updates += 1,
+                Event::Alarm(a) => {
+                    if let Some(p) = ALARM_PHASES.iter().position(|p| *p == a.phase) {
+                        tally.alarm_events[p] += 1;
+                    }
+                }
+                _ => {}
             }
         }
         let ev = Arc::new(HubEvent { id, event });
@@ -252,6 +282,20 @@ impl Hub {
     /// The configured beds.
     pub fn beds(&self) -> Vec<BedInfo> {
         self.lock().beds.iter().map(|b| b.info.clone()).collect()
+    }
+
+    /// Each bed's tally, in configuration order.
+    pub fn tallies(&self) -> Vec<(BedId, BedTally)> {
+        let st = self.lock();
+        st.beds.iter().zip(&st.tallies).map(|(b, t)| (b.info.id.clone(), t.clone())).collect()
+    }
+
+    /// A bed task shows it is alive (it does so on every clock tick); a task that stops beating is wedged.
+    pub fn beat(&self, bed: &str) {
+        let mut st = self.lock();
+        if let Some(&i) = st.index.get(bed) {
+            st.tallies[i].last_beat = Some(tokio::time::Instant::now());
+        }
     }
 
     /// Connects a bed task's command inbox.

@@ -16,8 +16,10 @@ pub mod health;
 pub mod hub;
 pub mod ingest;
 pub mod listen;
+pub mod metrics;
 pub mod mqtt;
 pub mod replay;
+pub mod service;
 pub mod session;
 pub mod store;
 pub mod tls;
@@ -58,6 +60,14 @@ pub enum RunError {
     /// A listener's TLS certificate or key cannot be used (`dashboard.tls`, `mllp.tls`).
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// The metrics listener could not listen.
+    #[error("metrics.listen: cannot listen on {addr}: {reason} (set metrics.listen to a free address)")]
+    Metrics {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
     /// The dashboard could not listen.
     #[error("dashboard.listen: cannot listen on {addr}: {reason} (set dashboard.listen to a free address)")]
     Dashboard {
@@ -107,6 +117,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let dashboard_addr = dashboard_listener
         .local_addr()
         .map_err(|e| RunError::Dashboard { addr: config.dashboard.listen.clone(), reason: e.to_string() })?;
+    let metrics_listener = match &config.metrics.listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| RunError::Metrics { addr: addr.clone(), reason: e.to_string() })?,
+        ),
+        None => None,
+    };
     let mllp = match &config.mllp {
         Some(m) => Some(ingest::mllp_listener::MllpListener::bind(m)?),
         None => None,
@@ -203,8 +221,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     }
     let retention = store::run_retention(store.clone(), config.store.retention_days, stop_rest.clone());
     health.spawn(&mut tasks, "store-retention".into(), stop_rest.clone(), retention);
-    let (mqtt_addr, mqtt_link) = if config.mqtt.mode == MqttMode::Disabled {
-        (None, None)
+    let (mqtt_addr, mqtt_link, mqtt_beat) = if config.mqtt.mode == MqttMode::Disabled {
+        (None, None, None)
     } else {
         let mqtt = mqtt::spawn(config.clone(), hub.clone(), store.clone(), stop_rest.clone())?;
         let task = mqtt.task;
@@ -215,12 +233,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 }
             }
         });
-        (Some(format!("{}:{}", config.mqtt.host, config.mqtt.port)), Some(mqtt.link))
+        (Some(format!("{}:{}", config.mqtt.host, config.mqtt.port)), Some(mqtt.link), Some(mqtt.heartbeat))
     };
     let history: Arc<dyn dashboard::history::History> = Arc::new(store.clone());
     let mut dash_state = dashboard::DashboardState::new(hub.clone(), config.clone(), history)
         .map_err(|e| RunError::Dashboard { addr: config.dashboard.listen.clone(), reason: e.to_string() })?;
-    if let Some(link) = mqtt_link {
+    if let Some(link) = mqtt_link.clone() {
         dash_state = dash_state.with_mqtt_link(link);
     }
     dash_state = dash_state.with_health(health.clone());
@@ -230,8 +248,33 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     if let Some(failed) = mllp_failed_handshakes {
         dash_state = dash_state.with_mllp_failed_handshakes(failed);
     }
-    if let Some(refused) = mllp_refused {
+    if let Some(refused) = mllp_refused.clone() {
         dash_state = dash_state.with_mllp_refused(refused);
+    }
+    let mqtt_probe = mqtt_link.zip(mqtt_beat);
+    let probes = service::Probes {
+        hub: hub.clone(),
+        health: health.clone(),
+        store: store.clone(),
+        mqtt: mqtt_probe.clone(),
+        stall: service::STALL,
+    };
+    let exporter = metrics::Exporter::new(metrics::Sources {
+        hub: hub.clone(),
+        health: health.clone(),
+        store: store.clone(),
+        mqtt: mqtt_probe,
+        sse_clients: dash_state.sse_clients(),
+        mllp_refused,
+    });
+    dash_state = dash_state.with_metrics(Arc::new(exporter)).with_probes(probes.clone());
+    if let Some(listener) = metrics_listener {
+        let (state, cancel) = (dash_state.clone(), stop_rest.clone());
+        tasks.spawn(async move {
+            if let Err(e) = dashboard::ops::serve(listener, state, cancel).await {
+                tracing::error!(error = %e, "metrics listener stopped");
+            }
+        });
     }
     let dash_cancel = stop_rest.clone();
     tasks.spawn(async move {
@@ -248,6 +291,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         "Vigil is running: dashboard {scheme}://{dashboard_addr}, MQTT broker {}",
         mqtt_addr.as_deref().unwrap_or("disabled")
     );
+    service::notify_ready(&format!("{} beds, dashboard http://{dashboard_addr}", config.beds.len()));
+    // Fed only after READY=1 (systemd ignores a watchdog ping before readiness, and tools expect READY first).
+    if let Some(interval) = service::watchdog_interval() {
+        tracing::info!(?interval, "systemd watchdog enabled: fed while beds, publisher and store writer are alive");
+        tasks.spawn(service::run_watchdog(probes, interval, service::feed_systemd, stop_rest.clone()));
+    }
     Ok(Running {
         dashboard: dashboard_addr,
         mqtt: mqtt_addr,
@@ -292,6 +341,7 @@ impl Running {
     /// Waits for the shutdown token, then stops in order: sources, beds (draining), publisher and dashboard.
     pub async fn wait(mut self) {
         self.shutdown.cancelled().await;
+        service::notify_stopping();
         self.stop_sources.cancel();
         // Give the beds a moment to take what the sources had in flight before they stop.
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;

@@ -71,6 +71,14 @@ enum Command {
     },
     /// Read a password on standard input and print its argon2 hash for `[[users]] password_hash`.
     HashPassword,
+    /// Write the manual pages (vigil.1, vigil-run.1, …) and shell completions (bash, zsh, fish) into a directory.
+    /// Used to make `packaging/man/` and `packaging/completions/`.
+    #[command(hide = true)]
+    Man {
+        /// Where to write them (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print the Mosquitto ACL that gives an external broker Vigil's topic rights (nurses and admins publish
     /// commands only on cmd/{bed}/{their name}); the commands that make its password file go to stderr.
     MosquittoAcl {
@@ -112,6 +120,13 @@ fn main() -> ExitCode {
             }
         }
         Command::HashPassword => hash_password(),
+        Command::Man { out } => match write_manuals(&out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("vigil man: {}: {e}", out.display());
+                ExitCode::FAILURE
+            }
+        },
         Command::MosquittoAcl { path } => match load(Some(&path)) {
             Ok(config) => {
                 print!("{}", vigil::mqtt::acl::mosquitto_acl(&config, &path.display().to_string()));
@@ -122,6 +137,19 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
     }
+}
+
+/// Manual pages from the clap definitions (one per visible subcommand) and completion scripts.
+fn write_manuals(out: &Path) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(out)?;
+    clap_mangen::generate_to(Cli::command(), out)?;
+    let completions = out.join("completions");
+    std::fs::create_dir_all(&completions)?;
+    for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+        clap_complete::generate_to(shell, &mut Cli::command(), "vigil", &completions)?;
+    }
+    Ok(())
 }
 
 fn init_tracing(format: LogFormat) {
@@ -170,6 +198,7 @@ fn run(path: Option<PathBuf>) -> ExitCode {
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         let signals = shutdown.clone();
+        tokio::spawn(explain_sighup(path.clone()));
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("stop requested: draining and publishing offline status");
@@ -190,6 +219,36 @@ fn run(path: Option<PathBuf>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// SIGHUP does not reload: users, profiles and limits are read at start. It says so, checks the file on disk
+/// (so an operator knows whether a restart would succeed) and changes nothing. See docs/operations.md.
+async fn explain_sighup(path: Option<PathBuf>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            let verdict = match &path {
+                None => "the built-in demo has no file to check".to_owned(),
+                Some(p) => {
+                    let p = p.clone();
+                    match tokio::task::spawn_blocking(move || Config::load(&p)).await {
+                        Ok(Ok(_)) => "the file on disk is valid: a restart would take it".to_owned(),
+                        Ok(Err(e)) => format!("the file on disk is INVALID, a restart would fail: {e}"),
+                        Err(e) => format!("could not check the file: {e}"),
+                    }
+                }
+            };
+            tracing::warn!(
+                "SIGHUP: configuration is not reloaded while running (users, profiles, limits, beds are read at \
+                 start); restart to apply changes (`systemctl restart vigil`: live alarms, sessions and bed_seq come \
+                 back from the store); {verdict}"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 async fn wait_for_signal() {

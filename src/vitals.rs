@@ -1,6 +1,6 @@
 //! Domain types for vital signs: what a parameter is, and what one reading of it says.
 //!
-//! Codes and units come from `shared/CLINICAL.md` ("Codes and units"): IEEE 11073 MDC codes, UCUM units and
+//! Codes and units come from docs/sources.md ("Codes and units"): IEEE 11073 MDC codes, UCUM units and
 //! LOINC codes, so that every payload Vigil emits names its parameter in the vocabularies integrators use.
 
 use std::fmt;
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 pub type BedId = Arc<str>;
 
 /// A moment in time. Alarm timing always uses the receive time, never a device clock (device clocks are often
-/// wrong: `shared/data/README.md`).
+/// wrong: docs/sources.md, "Devices and data").
 pub type Timestamp = DateTime<Utc>;
 
 /// A vital-sign parameter. The serde name (`hr`, `spo2`, `nibp_sys`, …) is the one used everywhere: config,

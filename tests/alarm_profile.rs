@@ -78,3 +78,20 @@ fn errors_name_the_file_the_key_path_and_the_reason() {
     assert!(matches!(err, ProfileError::NotFound { .. }), "{err}");
     assert!(err.to_string().contains("no-such-profile.toml"), "{err}");
 }
+
+#[test]
+fn a_named_profile_is_found_in_the_system_directory_when_the_config_directory_has_none_and_the_config_directory_wins() {
+    let config_dir = tempfile::tempdir().unwrap();
+    let system = tempfile::tempdir().unwrap();
+    let strict = std::fs::read_to_string("config/profiles/ketamine-chair-strict.toml").unwrap();
+    let ward = strict.replace("name = \"ketamine-chair-strict\"", "name = \"ward-special\"");
+    std::fs::write(system.path().join("ward-special.toml"), &ward).unwrap();
+    let found = Profile::resolve_in("ward-special", config_dir.path(), system.path()).unwrap();
+    assert_eq!(found.name, "ward-special");
+    let mine = ward.replace("name = \"ward-special\"", "name = \"ward-special-local\"");
+    write(config_dir.path(), "ward-special.toml", &mine);
+    let found = Profile::resolve_in("ward-special", config_dir.path(), system.path()).unwrap();
+    assert_eq!(found.name, "ward-special-local", "the copy next to the config file wins");
+    let err = Profile::resolve_in("nowhere", config_dir.path(), system.path()).unwrap_err().to_string();
+    assert!(err.contains(&system.path().join("nowhere.toml").display().to_string()), "{err}");
+}

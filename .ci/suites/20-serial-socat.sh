@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A socat pseudo-terminal pair stands in for a serial cable: real Masimo lines (shared/data/masimo) written into one
+# A socat pseudo-terminal pair stands in for a serial cable: real Masimo lines (tests/fixtures/masimo/) written into one
 # end reach MQTT as the bed's SpO2 and pulse; 200 kB of random bytes on the line leave the daemon running and the
 # simulated neighbour bed unaffected; valid lines after the flood are decoded again.
 set -euo pipefail

@@ -19,7 +19,7 @@ struct Cli {
     #[arg(long)]
     list_scenarios: bool,
     /// Scenario to run (see --list-scenarios).
-    #[arg(long, value_name = "NAME", required_unless_present_any = ["list_scenarios", "scenario_file"])]
+    #[arg(long, value_name = "NAME", required_unless_present_any = ["list_scenarios", "scenario_file", "man"])]
     scenario: Option<String>,
     /// Run your own scenario file instead of a bundled one (same TOML schema as simulator/scenarios/).
     #[arg(long, value_name = "PATH", conflicts_with = "scenario")]
@@ -48,6 +48,9 @@ struct Cli {
     /// 2026-01-01T08:00:00Z so the output is identical byte for byte from run to run.
     #[arg(long, value_name = "RFC3339")]
     start_time: Option<String>,
+    /// Write the manual page (vigil-sim.1) and shell completions into DIR and exit (for the Debian package).
+    #[arg(long, value_name = "DIR", hide = true)]
+    man: Option<std::path::PathBuf>,
     /// HL7 MSH-3 EUI-64 for a single bed (default: derived from the bed and --seed, or from seed 0 without --seed).
     #[arg(long, value_name = "EUI64")]
     device_id: Option<String>,
@@ -66,8 +69,30 @@ fn usage(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
+/// The manual page from the clap definition, and completion scripts (bash, zsh, fish).
+fn write_manuals(dir: &std::path::Path) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir)?;
+    clap_mangen::Man::new(Cli::command()).generate_to(dir)?;
+    let completions = dir.join("completions");
+    std::fs::create_dir_all(&completions)?;
+    for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+        clap_complete::generate_to(shell, &mut Cli::command(), "vigil-sim", &completions)?;
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(dir) = &cli.man {
+        return match write_manuals(dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("vigil-sim: --man {}: {e}", dir.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
     if cli.list_scenarios {
         return match vigil_sim::scenario_descriptions() {
             Ok(list) => {

@@ -7,7 +7,7 @@ use common::{opts, ticks};
 use vigil_sim::devices::{hl7, nonin};
 use vigil_sim::{Device, SensorState};
 
-/// A Rad-8 ASCII 1 line, field by field, as in the capture in shared/data/masimo [A] and the OpenICE regex.
+/// A Rad-8 ASCII 1 line, field by field, as in the capture in tests/fixtures/masimo/rad_serial_samples.txt [A] and the OpenICE regex.
 fn parse_masimo(line: &str) -> (Option<u8>, Option<u16>, u32) {
     let fields: Vec<&str> = line.split(' ').collect();
     assert_eq!(fields.len(), 12, "{line}");

@@ -1,12 +1,12 @@
 //! The pure alarm engine: no I/O, no tokio, no wall clock. Readings, device signals, commands and time in;
 //! alarm and session events out. One [`Engine`] per bed.
 //!
-//! Semantics and their sources: `docs/alarms.md` and `shared/CLINICAL.md`. In short:
+//! Semantics and their sources: `docs/alarms.md` and the clinical reference (docs/sources.md). In short:
 //! - threshold alarms take their priority from the limit band, clear with hysteresis, and wait out the
 //!   profile's condition delay for continuous parameters; NIBP spot readings are never delayed;
 //! - SpO2's medium band uses SatSeconds with a three-crossings safety net; a deep drop alarms high at once;
 //! - only `Valid` readings raise physiological alarms, and a value of 0 is "no value" (monitors export 0 for
-//!   missing HR/SpO2: `shared/data/README.md`), never asystole or desaturation;
+//!   missing HR/SpO2: docs/sources.md, "Devices and data"), never asystole or desaturation;
 //! - trend alarms: rise from the session baseline, robust slopes, heart-rate CUSUM drift;
 //! - technical alarms: no data, NIBP overdue, sensor off / pulse search, disconnected, demo, input errors;
 //! - advisory NEWS2, low priority, never escalates;

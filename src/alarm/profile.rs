@@ -1,6 +1,6 @@
 //! Alarm profiles: the limits, delays and lifecycle settings a clinic reviews and signs off.
 //!
-//! Profiles are TOML (`config/profiles/<name>.toml`). The defaults come from `shared/CLINICAL.md` ("Default
+//! Profiles are TOML (`config/profiles/<name>.toml`). The defaults come from docs/sources.md ("Default
 //! ketamine-chair profile"); every number in the shipped files carries a comment naming its source. Unknown keys
 //! are errors, so a misspelt limit can never silently fall back to a default.
 
@@ -19,6 +19,10 @@ pub const KETAMINE_CHAIR_STRICT: &str = include_str!("../../config/profiles/keta
 /// Built-in profiles by name.
 pub const BUILT_IN: [(&str, &str); 2] =
     [("ketamine-chair", KETAMINE_CHAIR), ("ketamine-chair-strict", KETAMINE_CHAIR_STRICT)];
+
+/// Where the Debian package installs the shipped profiles (`config/profiles/`); searched after the profiles
+/// next to the config file.
+pub const SYSTEM_PROFILE_DIR: &str = "/usr/share/vigil/profiles";
 
 /// Why a profile could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -429,8 +433,14 @@ pub struct News2Config {
 
 impl Profile {
     /// Resolves a profile: a path ending in `.toml` is loaded as is; a name is looked up in
-    /// `<base_dir>/profiles/<name>.toml`, then among the built-in profiles.
+    /// `<base_dir>/profiles/<name>.toml` (next to the config file: `/etc/vigil/profiles/` when installed), then in
+    /// [`SYSTEM_PROFILE_DIR`] (the Debian package's copies), then among the built-in profiles.
     pub fn resolve(name_or_path: &str, base_dir: &Path) -> Result<Profile, ProfileError> {
+        Profile::resolve_in(name_or_path, base_dir, Path::new(SYSTEM_PROFILE_DIR))
+    }
+
+    /// [`Profile::resolve`] with another system directory (tests).
+    pub fn resolve_in(name_or_path: &str, base_dir: &Path, system_dir: &Path) -> Result<Profile, ProfileError> {
         if name_or_path.ends_with(".toml") {
             let path = PathBuf::from(name_or_path);
             let path = if path.is_relative() && !path.exists() { base_dir.join(path) } else { path };
@@ -440,10 +450,15 @@ impl Profile {
         if candidate.exists() {
             return Profile::load(&candidate);
         }
+        let system = system_dir.join(format!("{name_or_path}.toml"));
+        if system.exists() {
+            return Profile::load(&system);
+        }
         match BUILT_IN.iter().find(|(n, _)| *n == name_or_path) {
             Some((n, text)) => Profile::from_toml(text, &format!("(built-in {n}.toml)")),
             None => {
-                Err(ProfileError::NotFound { name: name_or_path.to_owned(), searched: candidate.display().to_string() })
+                let searched = format!("{}, {}", candidate.display(), system.display());
+                Err(ProfileError::NotFound { name: name_or_path.to_owned(), searched })
             }
         }
     }

@@ -7,6 +7,7 @@ pub mod client;
 mod export;
 pub mod history;
 mod https;
+pub mod ops;
 mod profile_limits;
 pub mod sse;
 mod store_history;
@@ -63,6 +64,12 @@ pub enum DashboardError {
     /// The `Host` header names another site (DNS rebinding, or a proxy that does not pass the host through).
     #[error("this dashboard does not answer for host '{0}' (dashboard.allowed_hosts)")]
     MisdirectedHost(String),
+    /// The metrics file (`metrics.token_file`) could not be read.
+    #[error("metrics.token_file: {0}")]
+    MetricsToken(String),
+    /// The peer may not read `/metrics` (not in `metrics.allow`, no valid bearer token).
+    #[error("metrics are for peers in metrics.allow or with the bearer token from metrics.token_file")]
+    MetricsRefused,
     /// Too many sign-ins at once.
     #[error("the server is busy checking other sign-ins; try again")]
     Busy,
@@ -84,7 +91,9 @@ impl IntoResponse for DashboardError {
     fn into_response(self) -> Response {
         let status = match &self {
             DashboardError::Unauthorized => StatusCode::UNAUTHORIZED,
-            DashboardError::Forbidden(_) | DashboardError::Csrf => StatusCode::FORBIDDEN,
+            DashboardError::Forbidden(_) | DashboardError::Csrf | DashboardError::MetricsRefused => {
+                StatusCode::FORBIDDEN
+            }
             DashboardError::LockedOut => StatusCode::TOO_MANY_REQUESTS,
             DashboardError::MisdirectedHost(_) => StatusCode::MISDIRECTED_REQUEST,
             DashboardError::Busy => StatusCode::SERVICE_UNAVAILABLE,
@@ -94,9 +103,10 @@ impl IntoResponse for DashboardError {
             DashboardError::Command(CommandError::Unavailable(_)) | DashboardError::History(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            DashboardError::BadListen(_) | DashboardError::DemoActionsOffLoopback(_) | DashboardError::Io(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            DashboardError::BadListen(_)
+            | DashboardError::DemoActionsOffLoopback(_)
+            | DashboardError::Io(_)
+            | DashboardError::MetricsToken(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         (status, Json(json!({ "error": self.to_string() }))).into_response()
     }
@@ -154,6 +164,10 @@ pub struct DashboardState {
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     /// `dashboard.trusted_proxies`.
     proxies: Arc<Vec<ipnet::IpNet>>,
+    sse_clients: Arc<std::sync::atomic::AtomicUsize>,
+    metrics: Option<Arc<crate::metrics::Exporter>>,
+    probes: Option<crate::service::Probes>,
+    metrics_access: Arc<ops::MetricsAccess>,
 }
 
 impl DashboardState {
@@ -183,6 +197,7 @@ impl DashboardState {
         );
         let proxies =
             config.dashboard.trusted_proxies.iter().filter_map(|p| crate::config::parse_peer_block(p).ok()).collect();
+        let metrics_access = Arc::new(ops::MetricsAccess::from_config(&config)?);
         Ok(DashboardState {
             hub,
             config,
@@ -200,6 +215,10 @@ impl DashboardState {
             listen: addr,
             tls: None,
             proxies: Arc::new(proxies),
+            sse_clients: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            metrics: None,
+            probes: None,
+            metrics_access,
         })
     }
 
@@ -238,6 +257,23 @@ impl DashboardState {
     pub fn with_mllp_failed_handshakes(mut self, failed: Arc<std::sync::atomic::AtomicU64>) -> Self {
         self.mllp_failed_handshakes = Some(failed);
         self
+    }
+
+    /// Serves `GET /metrics` from this exporter.
+    pub fn with_metrics(mut self, exporter: Arc<crate::metrics::Exporter>) -> Self {
+        self.metrics = Some(exporter);
+        self
+    }
+
+    /// Answers `/readyz` with these probes.
+    pub fn with_probes(mut self, probes: crate::service::Probes) -> Self {
+        self.probes = Some(probes);
+        self
+    }
+
+    /// The count of open event streams (for the metrics).
+    pub fn sse_clients(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        self.sse_clients.clone()
     }
 
     /// Publishes a bed's limits to the chair view, replacing those read from its profile at construction.
@@ -306,7 +342,9 @@ pub fn app(state: DashboardState) -> Router {
         .route("/chair/:bed", get(chair_page))
         .route("/chair/:bed/print", get(print_page))
         .route("/assets/:name", get(asset))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
         .route("/api/me", get(me))
         .route("/api/session", post(sign_in).delete(sign_out))
         .route("/api/snapshot", get(snapshot))
@@ -558,6 +596,11 @@ async fn events(
     let header_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let last_id = header_id.or(q.last_id);
     let stream = sse::stream(state.hub.clone(), state.epoch.clone(), last_id.as_deref(), state.streams.clone(), scrub);
+    let open = ops::StreamCount::open(state.sse_clients.clone());
+    let stream = futures::StreamExt::map(stream, move |e| {
+        let _counted = &open;
+        e
+    });
     let mut res = Sse::new(stream).into_response();
     // Tell reverse proxies not to buffer, or heartbeats arrive in bursts and the page flaps.
     res.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));

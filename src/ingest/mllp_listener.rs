@@ -1,5 +1,5 @@
 //! The HL7 MLLP listener (`[mllp] listen`, default TCP 2575): monitors and gateways push ORU^R01 and get an ACK
-//! for each message (`shared/data/README.md`, hl7).
+//! for each message (docs/sources.md, "Devices and data").
 //!
 //! One task per connection, so a slow or hostile peer never blocks the others; a connection silent for
 //! `idle_timeout_s` is closed; a message over `max_message_bytes` is dropped and answered AE. Messages are

@@ -1,7 +1,9 @@
 //! Transports: bytes from serial ports, the MLLP listener and the in-process simulator become [`SourceEvent`]s
 //! for a bed's inbox. Decoding lives in [`protocol`].
 //!
-//! Every transport ends in the same [`pump`]: read, decode, check plausibility, count, log rate-limited, emit.
+//! The serial and simulated transports end in the same [`pump`]: read, decode, check plausibility, count, log
+//! rate-limited, emit. The MLLP listener has its own loop per connection ([`mllp_listener`]: it routes each
+//! message to a bed by device id and answers ACKs), under the same rules.
 //! Nothing a device sends can end a pump except the end of its byte stream: malformed frames and impossible
 //! values are counted and skipped, buffers are bounded by each decoder's maximum, and counters reach the bed at
 //! most about once a second, so a garbage flood on one port cannot flood that bed's inbox or slow other beds.

@@ -104,6 +104,12 @@ pub struct DeliveryCounters {
     pub replies_dropped: u64,
     /// Publishes waiting for room right now (retained state, replies, vitals; bounded).
     pub parked: u64,
+    /// Connections to a broker made since start (the first one included: reconnects are this minus one).
+    pub connections: u64,
+    /// Publishes handed to the network since start (every topic, every QoS).
+    pub publishes: u64,
+    /// Outbox events (alarms, sessions) the broker acknowledged since start.
+    pub acknowledged: u64,
 }
 
 /// A running MQTT publisher.
@@ -112,6 +118,8 @@ pub struct Mqtt {
     pub task: JoinHandle<()>,
     /// The broker link's status, for the dashboard.
     pub link: watch::Receiver<LinkStatus>,
+    /// Beats once a second while the publisher's loop turns (the systemd watchdog reads it).
+    pub heartbeat: crate::health::Heartbeat,
 }
 
 /// Starts the publisher (not the broker: call [`broker::start`] first when `mqtt.mode = "embedded"`). Returns

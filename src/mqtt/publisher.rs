@@ -39,6 +39,7 @@ use super::topics::Topics;
 use super::{DeliveryCounters, LinkState, LinkStatus, Mqtt, MqttError};
 use crate::config::{Config, MqttMode};
 use crate::event::{DeviceStatus, Event};
+use crate::health::Heartbeat;
 use crate::hub::{Hub, HubEvent};
 use crate::store::{Store, StoreError};
 
@@ -224,7 +225,7 @@ pub(super) fn spawn(
     let (link_tx, link) = watch::channel(first);
     if config.mqtt.mode == MqttMode::Disabled {
         tracing::info!("MQTT is disabled (mqtt.mode = \"disabled\")");
-        return Ok(Mqtt { task: tokio::spawn(async {}), link });
+        return Ok(Mqtt { task: tokio::spawn(async {}), link, heartbeat: Heartbeat::default() });
     }
     if config.mqtt.keep_alive_s == 0 || config.mqtt.keep_alive_s > 3600 {
         return Err(MqttError::Config { key: "mqtt.keep_alive_s", reason: "must be between 1 and 3600".into() });
@@ -286,6 +287,7 @@ pub(super) fn spawn(
         let h5 = Handler { replies: tx5, ..handler.clone() };
         tokio::spawn(intake5::run(link, topics.clone(), h5, rx5, tracker.clone(), cancel.clone()))
     });
+    let heartbeat = Heartbeat::default();
     let main = Main {
         client,
         topics,
@@ -311,9 +313,10 @@ pub(super) fn spawn(
         retained_hash: HashMap::new(),
         hub_seen: 0,
         counters: DeliveryCounters::default(),
+        heartbeat: heartbeat.clone(),
     };
     let task = tokio::spawn(main.run(net_rx, replies_rx, net, intake, stop_net, cancel));
-    Ok(Mqtt { task, link })
+    Ok(Mqtt { task, link, heartbeat })
 }
 
 fn describe(error: &ConnectionError, broker: &str) -> (String, bool) {
@@ -442,6 +445,8 @@ struct Main {
     hub_seen: u64,
     /// Counters shown in the link status.
     counters: DeliveryCounters,
+    /// Beaten on every tick of the loop.
+    heartbeat: Heartbeat,
 }
 
 impl Main {
@@ -508,6 +513,7 @@ impl Main {
                     self.flush_backlog();
                 }
                 _ = tick.tick() => {
+                    self.heartbeat.beat();
                     self.drain();
                     self.flush_backlog();
                     self.publish_counters();
@@ -649,6 +655,7 @@ impl Main {
         match n {
             Net::Connected { broker, seq, session_present } => {
                 self.connected = true;
+                self.counters.connections += 1;
                 self.birth_seq = seq;
                 self.set_link(LinkState::Connected, Some(broker), None);
                 let birth = Status { state: "online", seq, time: Utc::now(), reason: None, ..self.status.clone() };
@@ -663,27 +670,31 @@ impl Main {
                 self.drain();
                 self.flush_backlog();
             }
-            Net::Sent(pkid) => match self.fifo.pop_front() {
-                Some(Track::Outbox(id)) if pkid != 0 => {
-                    self.inflight.insert(pkid, id);
-                }
-                Some(Track::Offline) => self.offline_pkid = Some(pkid),
-                Some(_) => {}
-                None => {
-                    if !self.warned_fifo {
-                        tracing::warn!(
-                            pkid,
-                            "MQTT publish without a queued entry (delivery tracking resets on reconnect)"
-                        );
-                        self.warned_fifo = true;
+            Net::Sent(pkid) => {
+                self.counters.publishes += 1;
+                match self.fifo.pop_front() {
+                    Some(Track::Outbox(id)) if pkid != 0 => {
+                        self.inflight.insert(pkid, id);
+                    }
+                    Some(Track::Offline) => self.offline_pkid = Some(pkid),
+                    Some(_) => {}
+                    None => {
+                        if !self.warned_fifo {
+                            tracing::warn!(
+                                pkid,
+                                "MQTT publish without a queued entry (delivery tracking resets on reconnect)"
+                            );
+                            self.warned_fifo = true;
+                        }
                     }
                 }
-            },
+            }
             Net::PubAck(pkid) => {
                 if self.offline_pkid == Some(pkid) {
                     self.offline_acked = true;
                 }
                 if let Some(id) = self.inflight.remove(&pkid) {
+                    self.counters.acknowledged += 1;
                     self.acked.push(id);
                     self.unacked.remove(&id);
                 }

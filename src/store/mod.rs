@@ -38,7 +38,7 @@ pub mod writer;
 
 pub use export::HistoryRecord;
 
-pub use writer::StoreHealth;
+pub use writer::{StoreHealth, WriterStats};
 
 /// Schema version written to `PRAGMA user_version`: 1 is `schema.sql`, each later one is a step in
 /// [`MIGRATIONS`].
@@ -304,6 +304,29 @@ impl Store {
             [],
             |r| r.get::<_, i64>(0),
         )? as u64)
+    }
+
+    /// How many outbox rows wait for a broker's acknowledgement, and when the oldest of them was written (for
+    /// `/metrics`: an outbox that ages is a broker that does not take alarms).
+    pub fn outbox_backlog(&self) -> Result<(u64, Option<Timestamp>), StoreError> {
+        let conn = self.lock();
+        let (count, oldest) = conn.query_row(
+            "SELECT COUNT(*), MIN(created_ms) FROM outbox WHERE delivered_ms IS NULL AND quarantined_ms IS NULL",
+            [],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?)),
+        )?;
+        Ok((count as u64, oldest.map(from_ms)))
+    }
+
+    /// The writer thread's own figures: jobs waiting, commit durations.
+    pub fn writer_stats(&self) -> Arc<WriterStats> {
+        self.writer.stats()
+    }
+
+    /// Resolves once a no-op job went through the writer thread: proof that it is alive and not wedged (the
+    /// systemd watchdog asks this). It says nothing about the disk: [`Store::health`] does.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.writer.write_async(Box::new(|_| Ok(()))).await
     }
 
     /// Sets an outbox row aside that the broker can never take (e.g. larger than its packet limit): it is no

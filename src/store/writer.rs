@@ -58,9 +58,30 @@ pub struct StoreHealth {
     pub background_dropped: u64,
 }
 
+/// The writer thread's figures, for `/metrics`.
+#[derive(Debug)]
+pub struct WriterStats {
+    /// Jobs sent and not yet taken into a commit (alarm events, vitals history, delivery marks).
+    pub queued: AtomicUsize,
+    /// How long each group commit took, seconds (the transaction with all its jobs, and its fsync).
+    pub commit_seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for WriterStats {
+    fn default() -> Self {
+        // 0.25 ms .. ~4 s: an fsync on a healthy SSD is well under 10 ms; seconds mean a failing disk.
+        let buckets = prometheus_client::metrics::histogram::exponential_buckets(0.00025, 2.0, 15);
+        WriterStats {
+            queued: AtomicUsize::new(0),
+            commit_seconds: prometheus_client::metrics::histogram::Histogram::new(buckets),
+        }
+    }
+}
+
 /// The sending side, shared by every clone of the store.
 pub(super) struct Writer {
     tx: mpsc::Sender<Job>,
+    stats: Arc<WriterStats>,
     background: Arc<AtomicUsize>,
     dropped: Arc<AtomicU64>,
     health: watch::Receiver<StoreHealth>,
@@ -75,8 +96,12 @@ impl Writer {
         let (health_tx, health) =
             watch::channel(StoreHealth { ok: true, last_error: None, since: Utc::now(), background_dropped: 0 });
         let (bg, dr) = (background.clone(), dropped.clone());
+        let stats = Arc::new(WriterStats::default());
+        let thread_stats = stats.clone();
         std::thread::Builder::new().name("vigil-store-writer".into()).spawn(move || {
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(conn, rx, bg, dr, &health_tx)));
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run(conn, rx, bg, dr, &health_tx, &thread_stats)
+            }));
             if outcome.is_err() {
                 // Every later write fails with "the store writer has stopped"; say so where people look.
                 tracing::error!("the store writer thread died; nothing more can be stored");
@@ -87,7 +112,21 @@ impl Writer {
                 });
             }
         })?;
-        Ok(Writer { tx, background, dropped, health })
+        Ok(Writer { tx, stats, background, dropped, health })
+    }
+
+    /// Queues a job, counted in [`WriterStats::queued`] (before it is sent, so the thread never counts below 0).
+    fn send(&self, job: Job) -> Result<(), StoreError> {
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        self.tx.send(job).map_err(|_| {
+            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+            Self::closed()
+        })
+    }
+
+    /// The thread's figures.
+    pub fn stats(&self) -> Arc<WriterStats> {
+        self.stats.clone()
     }
 
     fn closed() -> StoreError {
@@ -97,14 +136,14 @@ impl Writer {
     /// Runs `work` in the next group commit and blocks this thread until it is durable.
     pub fn write(&self, work: Work) -> Result<(), StoreError> {
         let (done, rx) = mpsc::channel();
-        self.tx.send(Job { work, done: Done::Sync(done) }).map_err(|_| Self::closed())?;
+        self.send(Job { work, done: Done::Sync(done) })?;
         rx.recv().map_err(|_| Self::closed())?
     }
 
     /// Runs `work` in the next group commit; resolves once it is durable.
     pub async fn write_async(&self, work: Work) -> Result<(), StoreError> {
         let (done, rx) = oneshot::channel();
-        self.tx.send(Job { work, done: Done::Async(done) }).map_err(|_| Self::closed())?;
+        self.send(Job { work, done: Done::Async(done) })?;
         rx.await.map_err(|_| Self::closed())?
     }
 
@@ -115,7 +154,7 @@ impl Writer {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if self.tx.send(Job { work, done: Done::Background }).is_err() {
+        if self.send(Job { work, done: Done::Background }).is_err() {
             self.background.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -132,6 +171,7 @@ fn run(
     background: Arc<AtomicUsize>,
     dropped: Arc<AtomicU64>,
     health: &watch::Sender<StoreHealth>,
+    stats: &WriterStats,
 ) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -141,8 +181,11 @@ fn run(
                 Err(_) => break,
             }
         }
+        stats.queued.fetch_sub(jobs.len(), Ordering::Relaxed);
         let done_background = jobs.iter().filter(|j| matches!(j.done, Done::Background)).count();
+        let started = std::time::Instant::now();
         let (answers, result) = commit(&mut conn, jobs);
+        stats.commit_seconds.observe(started.elapsed().as_secs_f64());
         background.fetch_sub(done_background, Ordering::Relaxed);
         let dropped_now = dropped.load(Ordering::Relaxed);
         health.send_if_modified(|h| {

@@ -1,5 +1,5 @@
 //! HL7 v2.6 ORU^R01 (IHE PCD-01) in MLLP framing, shaped like the Mindray VS-900 message in
-//! `shared/data/hl7/pcd01_samples.txt` (sample 1): EUI-64 in MSH-3, MDC codes and MDC unit codes, NIBP under the cuff
+//! `tests/fixtures/hl7/pcd01_samples.txt` (sample 1): EUI-64 in MSH-3, MDC codes and MDC unit codes, NIBP under the cuff
 //! family (150301/02/03) with the measurement time in OBX-14, `DEMO` in OBX-8 in demo mode, and -999 for an
 //! invalid value as the Mindray XH80X "golden" message (sample 4) does.
 

@@ -1,6 +1,6 @@
 //! Masimo Rad-8 / Radical-7 serial "ASCII 1": one text line per second, CR LF, 9600 8N1.
 //!
-//! Layout copied from the live Rad-8 capture in `shared/data/masimo/rad_serial_samples.txt` (source A):
+//! Layout copied from the live Rad-8 capture in `tests/fixtures/masimo/rad_serial_samples.txt` (source A):
 //! `02/22/16 22:47:45 SN=0000056661 SPO2=098% BPM=097 PI=03.60% SPCO=--.-% SPMET=--.-% DESAT=-- PIDELTA=+--
 //! ALARM=0000 EXC=000800`. Dashes mean "no value" (the no-sensor line, source B: `SPO2=---% BPM=---`).
 
@@ -8,7 +8,7 @@ use chrono::NaiveDateTime;
 
 use crate::sim::{Sample, SensorState};
 
-/// EXC bits (hex) as the Rad-8 manual defines them (`shared/data/README.md`).
+/// EXC bits (hex) as the Rad-8 manual defines them (docs/sources.md, "Devices and data").
 pub mod exc {
     /// No sensor connected.
     pub const NO_SENSOR: u32 = 0x001;
@@ -32,7 +32,7 @@ pub mod exc {
     pub const SET: u32 = 0x800;
 }
 
-/// ALARM bits as observed in captures (Masimo does not document them; `shared/data/README.md`).
+/// ALARM bits as observed in captures (Masimo does not document them; docs/sources.md, "Devices and data").
 pub mod alarm {
     /// SpO2 above the high limit.
     pub const SPO2_HIGH: u16 = 0x01;

@@ -1,9 +1,9 @@
 //! HL7 v2 ORU^R01 (IHE PCD-01) from multiparameter monitors and gateways, and the ACK Vigil answers with.
 //!
-//! What real messages do (`shared/data/README.md`, hl7; samples in `shared/data/hl7/pcd01_samples.txt`): NIBP
+//! What real messages do (docs/sources.md, "Devices and data"; samples in `tests/fixtures/hl7/pcd01_samples.txt`): NIBP
 //! under two MDC code families; units as MDC codes or UCUM; OBX-8 `DEMO` in demo mode; invalid values sent as
 //! numbers (-999, -99.9, -100); device alarm limits in OBX-7; a per-observation time in OBX-14; an empty OBX-1;
-//! a mistyped code whose OBX-4 sub-id is right. Codes and units: `shared/CLINICAL.md`, "Codes and units".
+//! a mistyped code whose OBX-4 sub-id is right. Codes and units: docs/sources.md, "Codes and units".
 //!
 //! The parser works on bytes and converts only the fields it uses, so a patient name in another character set
 //! cannot make the vital signs unreadable.

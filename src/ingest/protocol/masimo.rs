@@ -1,8 +1,8 @@
 //! Masimo Rad-8 / Radical-7 serial ASCII output ("ASCII 1" live lines and the "ASCII 2" trend download).
 //!
-//! One text line per second at 9600 8N1, no handshake (`shared/CLINICAL.md`, "Device protocols"). Field sets
+//! One text line per second at 9600 8N1, no handshake (docs/sources.md, "Device protocols"). Field sets
 //! differ by model and software version, so the line is read as `KEY=value` tokens in any order, never as fixed
-//! columns (`shared/data/README.md`, masimo). Examples:
+//! columns (docs/sources.md, "Devices and data"). Examples:
 //!
 //! ```text
 //! 02/22/16 22:47:45 SN=0000056661 SPO2=098% BPM=097 PI=03.60% SPCO=--.-% ... ALARM=0000 EXC=000800
@@ -20,7 +20,7 @@ use crate::vitals::{Parameter, Timestamp, ValueStatus};
 /// anything longer is noise, and dropping it bounds the buffer.
 pub const MAX_LINE: usize = 512;
 
-/// EXC bits from the Rad-8 manual (`shared/data/README.md`).
+/// EXC bits from the Rad-8 manual (docs/sources.md, "Devices and data").
 pub mod exc {
     /// No sensor.
     pub const NO_SENSOR: u32 = 0x001;
@@ -108,7 +108,7 @@ pub fn parse_line(line: &[u8]) -> Result<Frame, DecodeError> {
 }
 
 /// A value becomes a measurement. An oximeter SpO2 or pulse of 0 is "no value" (probe off, searching), never a
-/// desaturation or asystole (`shared/data/README.md`); the trend download writes exactly that (`SpO2=000`).
+/// desaturation or asystole (docs/sources.md, "Devices and data"); the trend download writes exactly that (`SpO2=000`).
 fn measurement(parameter: Parameter, value: Option<f64>, sensor: SensorFlags) -> Measurement {
     let value = value.filter(|v| *v != 0.0);
     let (value, status) = match value {

@@ -1,4 +1,4 @@
-//! MLLP framing (HL7 minimal lower layer protocol): `0x0B` message `0x1C 0x0D` (`shared/data/README.md`, hl7).
+//! MLLP framing (HL7 minimal lower layer protocol): `0x0B` message `0x1C 0x0D` (docs/sources.md, "Devices and data").
 //!
 //! The codec yields message payloads; HL7 parsing is [`super::hl7`]. Bytes outside a frame are skipped (CR/LF
 //! silently, anything else reported once per run), a frame larger than the maximum is dropped with

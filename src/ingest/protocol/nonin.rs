@@ -1,4 +1,4 @@
-//! Nonin data format #8 (9560, OEM III modules): 4 bytes once per second, 9600 8N1 (`shared/CLINICAL.md`,
+//! Nonin data format #8 (9560, OEM III modules): 4 bytes once per second, 9600 8N1 (the clinical reference (docs/sources.md),
 //! "Device protocols").
 //!
 //! | byte | content |
@@ -99,7 +99,7 @@ pub fn parse_frame(frame: [u8; FRAME_LEN]) -> Result<Frame, DecodeError> {
     Ok(Frame { measurements, sensor, ..Frame::default() })
 }
 
-/// 0 from an oximeter is "no value", never a desaturation or asystole (`shared/data/README.md`). The Nonin
+/// 0 from an oximeter is "no value", never a desaturation or asystole (docs/sources.md, "Devices and data"). The Nonin
 /// "heart rate" is the oximeter's pulse rate, hence [`Parameter::Pr`].
 fn measurement(parameter: Parameter, value: Option<f64>, sensor: SensorFlags) -> Measurement {
     let (value, status) = match value.filter(|v| *v != 0.0) {
