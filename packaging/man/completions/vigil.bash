@@ -19,6 +19,9 @@ _vigil() {
             vigil,check-config)
                 cmd="vigil__subcmd__check__subcmd__config"
                 ;;
+            vigil,decode)
+                cmd="vigil__subcmd__decode"
+                ;;
             vigil,hash-password)
                 cmd="vigil__subcmd__hash__subcmd__password"
                 ;;
@@ -42,6 +45,9 @@ _vigil() {
                 ;;
             vigil__subcmd__help,check-config)
                 cmd="vigil__subcmd__help__subcmd__check__subcmd__config"
+                ;;
+            vigil__subcmd__help,decode)
+                cmd="vigil__subcmd__help__subcmd__decode"
                 ;;
             vigil__subcmd__help,hash-password)
                 cmd="vigil__subcmd__help__subcmd__hash__subcmd__password"
@@ -71,7 +77,7 @@ _vigil() {
 
     case "${cmd}" in
         vigil)
-            opts="-h -V --log-format --help --version run check-config print-default-config replay hash-password man mosquitto-acl help"
+            opts="-h -V --log-format --help --version run check-config print-default-config replay decode hash-password man mosquitto-acl help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -106,6 +112,28 @@ _vigil() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        vigil__subcmd__decode)
+            opts="-h --format --log-format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --format)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         vigil__subcmd__hash__subcmd__password)
             opts="-h --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -125,7 +153,7 @@ _vigil() {
             return 0
             ;;
         vigil__subcmd__help)
-            opts="run check-config print-default-config replay hash-password man mosquitto-acl help"
+            opts="run check-config print-default-config replay decode hash-password man mosquitto-acl help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -139,6 +167,20 @@ _vigil() {
             return 0
             ;;
         vigil__subcmd__help__subcmd__check__subcmd__config)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vigil__subcmd__help__subcmd__decode)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -32,6 +32,7 @@ complete -c vigil -n "__fish_vigil_needs_command" -f -a "run" -d 'Run the daemon
 complete -c vigil -n "__fish_vigil_needs_command" -f -a "check-config" -d 'Validate a configuration file and print its beds and sources'
 complete -c vigil -n "__fish_vigil_needs_command" -f -a "print-default-config" -d 'Print the embedded default configuration'
 complete -c vigil -n "__fish_vigil_needs_command" -f -a "replay" -d 'Run the alarm engine over a recording and print every alarm event as JSON lines'
+complete -c vigil -n "__fish_vigil_needs_command" -f -a "decode" -d 'Decode a raw device capture and print one JSON line per reading and per device alarm, then a summary of frames good and bad'
 complete -c vigil -n "__fish_vigil_needs_command" -f -a "hash-password" -d 'Read a password on standard input and print its argon2 hash for `[[users]] password_hash`'
 complete -c vigil -n "__fish_vigil_needs_command" -f -a "man" -d 'Write the manual pages (vigil.1, vigil-run.1, …) and shell completions (bash, zsh, fish) into a directory. Used to make `packaging/man/` and `packaging/completions/`'
 complete -c vigil -n "__fish_vigil_needs_command" -f -a "mosquitto-acl" -d 'Print the Mosquitto ACL that gives an external broker Vigil\'s topic rights (nurses and admins publish commands only on cmd/{bed}/{their name}); the commands that make its password file go to stderr'
@@ -51,11 +52,15 @@ complete -c vigil -n "__fish_vigil_using_subcommand replay" -l compare -d 'A sec
 complete -c vigil -n "__fish_vigil_using_subcommand replay" -l bed -d 'Only replay this bed (default: every bed named in the file)' -r
 complete -c vigil -n "__fish_vigil_using_subcommand replay" -l profile-dir -d 'Directory whose `profiles/` folder is searched for profile names' -r -F
 complete -c vigil -n "__fish_vigil_using_subcommand replay" -l start -d 'Wall-clock time of second 0 when timestamps are seconds from start (RFC 3339)' -r
-complete -c vigil -n "__fish_vigil_using_subcommand replay" -l format -d 'Input format: `auto` (CSV, HL7 with or without MLLP framing, or Masimo ASCII, by content), `csv`, `masimo`, `nonin` (format #8 binary, one frame per second) or `hl7`' -r
+complete -c vigil -n "__fish_vigil_using_subcommand replay" -l format -d 'Input format: `auto` (CSV, HL7 with or without MLLP framing, Masimo ASCII or an S/5 DRI capture, by content), `csv`, `masimo`, `nonin` (format #8 binary, one frame per second), `hl7`, `s5` (DRI records as the monitor sends them; times from the records) or `intellivue` (Data Export as the monitor sends it, e.g. `vigil-sim --device intellivue --output file:…`)' -r
 complete -c vigil -n "__fish_vigil_using_subcommand replay" -l log-format -d 'Log format on stderr' -r -f -a "text\t''
 json\t''"
 complete -c vigil -n "__fish_vigil_using_subcommand replay" -l summary-only -d 'Print only the summary lines, not every event'
 complete -c vigil -n "__fish_vigil_using_subcommand replay" -s h -l help -d 'Print help'
+complete -c vigil -n "__fish_vigil_using_subcommand decode" -l format -d 'masimo, nonin, hl7, intellivue (the MIB/RS-232 byte stream from the monitor) or s5' -r
+complete -c vigil -n "__fish_vigil_using_subcommand decode" -l log-format -d 'Log format on stderr' -r -f -a "text\t''
+json\t''"
+complete -c vigil -n "__fish_vigil_using_subcommand decode" -s h -l help -d 'Print help'
 complete -c vigil -n "__fish_vigil_using_subcommand hash-password" -l log-format -d 'Log format on stderr' -r -f -a "text\t''
 json\t''"
 complete -c vigil -n "__fish_vigil_using_subcommand hash-password" -s h -l help -d 'Print help'
@@ -66,11 +71,12 @@ complete -c vigil -n "__fish_vigil_using_subcommand man" -s h -l help -d 'Print 
 complete -c vigil -n "__fish_vigil_using_subcommand mosquitto-acl" -l log-format -d 'Log format on stderr' -r -f -a "text\t''
 json\t''"
 complete -c vigil -n "__fish_vigil_using_subcommand mosquitto-acl" -s h -l help -d 'Print help'
-complete -c vigil -n "__fish_vigil_using_subcommand help; and not __fish_seen_subcommand_from run check-config print-default-config replay hash-password man mosquitto-acl help" -f -a "run" -d 'Run the daemon (the default)'
-complete -c vigil -n "__fish_vigil_using_subcommand help; and not __fish_seen_subcommand_from run check-config print-default-config replay hash-password man mosquitto-acl help" -f -a "check-config" -d 'Validate a configuration file and print its beds and sources'
-complete -c vigil -n "__fish_vigil_using_subcommand help; and not __fish_seen_subcommand_from run check-config print-default-config replay hash-password man mosquitto-acl help" -f -a "print-default-config" -d 'Print the embedded default configuration'
-complete -c vigil -n "__fish_vigil_using_subcommand help; and not __fish_seen_subcommand_from run check-config print-default-config replay hash-password man mosquitto-acl help" -f -a "replay" -d 'Run the alarm engine over a recording and print every alarm event as JSON lines'
-complete -c vigil -n "__fish_vigil_using_subcommand help; and not __fish_seen_subcommand_from run check-config print-default-config replay hash-password man mosquitto-acl help" -f -a "hash-password" -d 'Read a password on standard input and print its argon2 hash for `[[users]] password_hash`'
-complete -c vigil -n "__fish_vigil_using_subcommand help; and not __fish_seen_subcommand_from run check-config print-default-config replay hash-password man mosquitto-acl help" -f -a "man" -d 'Write the manual pages (vigil.1, vigil-run.1, …) and shell completions (bash, zsh, fish) into a directory. Used to make `packaging/man/` and `packaging/completions/`'
-complete -c vigil -n "__fish_vigil_using_subcommand help; and not __fish_seen_subcommand_from run check-config print-default-config replay hash-password man mosquitto-acl help" -f -a "mosquitto-acl" -d 'Print the Mosquitto ACL that gives an external broker Vigil\'s topic rights (nurses and admins publish commands only on cmd/{bed}/{their name}); the commands that make its password file go to stderr'
-complete -c vigil -n "__fish_vigil_using_subcommand help; and not __fish_seen_subcommand_from run check-config print-default-config replay hash-password man mosquitto-acl help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c vigil -n "__fish_vigil_using_subcommand help; and not __fish_seen_subcommand_from run check-config print-default-config replay decode hash-password man mosquitto-acl help" -f -a "run" -d 'Run the daemon (the default)'
+complete -c vigil -n "__fish_vigil_using_subcommand help; and not __fish_seen_subcommand_from run check-config print-default-config replay decode hash-password man mosquitto-acl help" -f -a "check-config" -d 'Validate a configuration file and print its beds and sources'
+complete -c vigil -n "__fish_vigil_using_subcommand help; and not __fish_seen_subcommand_from run check-config print-default-config replay decode hash-password man mosquitto-acl help" -f -a "print-default-config" -d 'Print the embedded default configuration'
+complete -c vigil -n "__fish_vigil_using_subcommand help; and not __fish_seen_subcommand_from run check-config print-default-config replay decode hash-password man mosquitto-acl help" -f -a "replay" -d 'Run the alarm engine over a recording and print every alarm event as JSON lines'
+complete -c vigil -n "__fish_vigil_using_subcommand help; and not __fish_seen_subcommand_from run check-config print-default-config replay decode hash-password man mosquitto-acl help" -f -a "decode" -d 'Decode a raw device capture and print one JSON line per reading and per device alarm, then a summary of frames good and bad'
+complete -c vigil -n "__fish_vigil_using_subcommand help; and not __fish_seen_subcommand_from run check-config print-default-config replay decode hash-password man mosquitto-acl help" -f -a "hash-password" -d 'Read a password on standard input and print its argon2 hash for `[[users]] password_hash`'
+complete -c vigil -n "__fish_vigil_using_subcommand help; and not __fish_seen_subcommand_from run check-config print-default-config replay decode hash-password man mosquitto-acl help" -f -a "man" -d 'Write the manual pages (vigil.1, vigil-run.1, …) and shell completions (bash, zsh, fish) into a directory. Used to make `packaging/man/` and `packaging/completions/`'
+complete -c vigil -n "__fish_vigil_using_subcommand help; and not __fish_seen_subcommand_from run check-config print-default-config replay decode hash-password man mosquitto-acl help" -f -a "mosquitto-acl" -d 'Print the Mosquitto ACL that gives an external broker Vigil\'s topic rights (nurses and admins publish commands only on cmd/{bed}/{their name}); the commands that make its password file go to stderr'
+complete -c vigil -n "__fish_vigil_using_subcommand help; and not __fish_seen_subcommand_from run check-config print-default-config replay decode hash-password man mosquitto-acl help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
