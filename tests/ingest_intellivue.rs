@@ -189,36 +189,8 @@ async fn garbage_on_the_line_is_counted_and_a_shutdown_releases_the_association(
 }
 
 fn daemon_config(port: u16, dir: &Path, pty: &Path) -> Config {
-    let text = format!(
-        r#"
-[site]
-name = "test-site"
-ward = "test-ward"
-[mqtt]
-mode = "embedded"
-host = "127.0.0.1"
-port = {port}
-client_id = "vigil-test-{port}"
-[dashboard]
-listen = "127.0.0.1:0"
-[store]
-path = "{db}"
-[[users]]
-name = "victor"
-role = "viewer"
-password_hash = "{hash}"
-[[beds]]
-id = "chair-1"
-[[beds.sources]]
-kind = "serial"
-device = "intellivue"
-path = "{pty}"
-"#,
-        db = dir.join("vigil.db").display(),
-        pty = pty.display(),
-        hash = vigil::auth::hash_password("rotciv").unwrap()
-    );
-    Config::parse(&text, "test.toml", dir).unwrap()
+    let source = format!("kind = \"serial\"\ndevice = \"intellivue\"\npath = \"{}\"", pty.display());
+    common::one_bed_config("embedded", port, dir, &source)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
