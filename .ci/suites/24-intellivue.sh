@@ -67,17 +67,7 @@ alarms = ["monitor:" + a["evidence"]["text"].replace(" ", "_") for a in bed["ala
           if a.get("source") == "monitor" and a["state"] != "cleared"]
 print(v.get("spo2"), v.get("pr"), *alarms)' "$1"
 }
-wait_for() { # BED PYTHON-CONDITION-ON-s SECONDS WHAT
-  local deadline=$(( $(date +%s) + $3 )) s=
-  while [ "$(date +%s)" -lt "$deadline" ]; do
-    s=$(bed_state "$1" || true)
-    if python3 -c "import sys; s = sys.argv[1].split(); sys.exit(0 if ($2) else 1)" "$s" 2>/dev/null; then
-      echo "$1: $s"; return 0
-    fi
-    sleep 0.5
-  done
-  tail -20 "$work/vigil.log"; fail "$4 (last state: $s)"
-}
+LOG="$work/vigil.log"
 # 1. The pty: SpO2 and pulse, then (desaturation from 60 s, 12 s at --speed 5) the monitor's own SpO2 LOW.
 wait_for chair-1 's[0] != "None" and s[1] != "None"' 30 "no SpO2 and pulse for chair-1 from the IntelliVue on the pty"
 wait_for chair-1 '"monitor:SpO2_LOW" in s[2:]' 60 "the monitor's SpO2 LOW did not reach the dashboard API"
