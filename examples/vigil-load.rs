@@ -53,10 +53,16 @@ fn device_id(j: usize) -> String {
     format!("00A03700{j:08X}")
 }
 
-fn config(a: &Args, dir: &std::path::Path, mqtt: u16, mllp: u16) -> String {
+/// The subscriber's account: the embedded broker is closed by default, so the harness signs in as a viewer.
+const USER: &str = "load";
+const PASSWORD: &str = "load-harness-password";
+
+fn config(a: &Args, dir: &std::path::Path, mqtt: u16, mllp: u16, http: u16) -> String {
+    let hash = vigil::auth::hash_password(PASSWORD).expect("hash the harness password");
     let mut s = format!(
         "[site]\nname = \"load\"\nward = \"w\"\n[mqtt]\nmode = \"embedded\"\nhost = \"127.0.0.1\"\nport = {mqtt}\n\
-         client_id = \"vigil-load\"\n[dashboard]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n",
+         client_id = \"vigil-load\"\n[dashboard]\nlisten = \"127.0.0.1:{http}\"\n[store]\npath = \"{}\"\n\
+         [[users]]\nname = \"{USER}\"\nrole = \"viewer\"\npassword_hash = \"{hash}\"\n",
         dir.join("vigil.db").display()
     );
     if a.hl7 > 0 {
@@ -158,13 +164,13 @@ impl Drop for Stop {
 async fn main() {
     let a = args();
     let dir = tempfile::tempdir().unwrap();
-    let (mqtt, mllp) = (free_port(), free_port());
+    let (mqtt, mllp, http) = (free_port(), free_port(), free_port());
     let cfg = dir.path().join("load.toml");
-    std::fs::write(&cfg, config(&a, dir.path(), mqtt, mllp)).unwrap();
+    std::fs::write(&cfg, config(&a, dir.path(), mqtt, mllp, http)).unwrap();
     let child = Command::new(&a.bin)
         .args(["run", "--config"])
         .arg(&cfg)
-        .env("RUST_LOG", "warn,rumqttd=off")
+        .env("RUST_LOG", std::env::var("VIGIL_LOAD_LOG").unwrap_or_else(|_| "warn,rumqttd=off".into()))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -186,7 +192,7 @@ async fn main() {
     }
 
     let mut o = MqttOptions::new("vigil-load-sub", "127.0.0.1", mqtt);
-    o.set_keep_alive(Duration::from_secs(30)).set_max_packet_size(1 << 20, 1 << 20);
+    o.set_keep_alive(Duration::from_secs(30)).set_max_packet_size(1 << 20, 1 << 20).set_credentials(USER, PASSWORD);
     let (client, mut el) = AsyncClient::new(o, 1000);
     client.subscribe("vigil/v1/load/w/bed/+/vitals", QoS::AtMostOnce).await.unwrap();
     let measuring = Arc::new(Mutex::new(false));
@@ -210,13 +216,18 @@ async fn main() {
                     s.1.insert(p.topic.clone());
                     s.2 += 1;
                 }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => eprintln!("subscribed: {:?}", ack.return_codes),
                 Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(e) => {
+                    eprintln!("subscriber: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
             }
         }
     });
 
     tokio::time::sleep(Duration::from_secs(a.warmup)).await;
+    let delivery0 = delivery(http).await;
     let acks0 = *acks.lock().unwrap();
     let ticks0 = cpu_ticks(pid);
     let t0 = Instant::now();
@@ -224,6 +235,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(a.seconds)).await;
     *measuring.lock().unwrap() = false;
     let elapsed = t0.elapsed().as_secs_f64();
+    let delivery1 = delivery(http).await;
     let ticks = cpu_ticks(pid) - ticks0;
     let acks = *acks.lock().unwrap() - acks0;
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
@@ -251,4 +263,24 @@ async fn main() {
         lat.last().copied().unwrap_or(f64::NAN),
         acks as f64 / elapsed,
     );
+    // Where missing vitals went: shed by the publisher (counted), or lost after it (broker, subscriber).
+    for key in ["vitals_shed", "hub_events_missed", "quarantined"] {
+        let moved = delivery1[key].as_u64().unwrap_or(0).saturating_sub(delivery0[key].as_u64().unwrap_or(0));
+        println!("publisher {key} during the window: {moved} ({:.0}/s)", moved as f64 / elapsed);
+    }
+}
+
+/// The publisher's delivery counters from the daemon's `/api/status` (`mqtt.delivery`), `null` if unreadable.
+async fn delivery(port: u16) -> serde_json::Value {
+    let get = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let req = format!("GET /api/status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut body = Vec::new();
+        s.read_to_end(&mut body).await.ok()?;
+        let text = String::from_utf8_lossy(&body);
+        let json: serde_json::Value = serde_json::from_str(text.split_once("\r\n\r\n")?.1).ok()?;
+        Some(json["mqtt"]["delivery"].clone())
+    };
+    tokio::time::timeout(Duration::from_secs(10), get).await.ok().flatten().unwrap_or_default()
 }

@@ -189,6 +189,37 @@ pub struct DashboardConfig {
     /// names nurses type (`["vigil.ward.example"]`) when the dashboard listens on the network. Default empty.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+    /// Serve HTTPS instead of HTTP: the certificate and key files (PEM). With it the session cookie is `Secure`.
+    /// Default: none (plain HTTP; check-config warns when `listen` is not loopback).
+    #[serde(default)]
+    pub tls: Option<ListenerTlsConfig>,
+    /// Reverse proxies (addresses or CIDR blocks) whose `X-Forwarded-For` and `X-Forwarded-Proto` headers are
+    /// believed: the client address for the sign-in lockout, and whether the browser used HTTPS (then the session
+    /// cookie is `Secure`). From any other peer both headers are ignored. Default empty (none believed).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// A session with no request for this long ends (sign in again), seconds. Default 1800 (30 min, the NIST SP
+    /// 800-63B AAL2 inactivity limit; docs/sources.md). Between 60 and 43200.
+    #[serde(default = "default_session_idle_s")]
+    pub session_idle_s: u64,
+    /// A session ends this long after sign-in whatever the activity, seconds. Default 43200 (12 h, one long
+    /// clinical shift and the NIST SP 800-63B AAL2 limit). At least `session_idle_s`, at most 86400.
+    #[serde(default = "default_session_max_s")]
+    pub session_max_s: u64,
+}
+
+/// TLS for one of Vigil's own listeners (`dashboard.tls`, `mllp.tls`). Paths are relative to the config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsConfig {
+    /// PEM certificate chain, the listener's own certificate first.
+    pub cert_file: PathBuf,
+    /// PEM private key of that certificate (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM CA certificates. When set, every client must present a certificate signed by one of them (mutual
+    /// TLS): for MLLP, the monitors' or gateway's certificates. Default: no client certificate asked for.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// Store settings.
@@ -225,6 +256,10 @@ pub struct MllpConfig {
     /// exhaust file descriptors. Each holds at most `max_message_bytes` of buffer. Default 1024, at most 65536.
     #[serde(default = "default_mllp_max_connections")]
     pub max_connections: usize,
+    /// MLLP over TLS: the listener's certificate and key, and optionally `client_ca_file` to require client
+    /// certificates from the monitors. The peer allow-list still applies, before the handshake. Default: none.
+    #[serde(default)]
+    pub tls: Option<ListenerTlsConfig>,
 }
 
 /// A role: what a user may do.
@@ -602,6 +637,12 @@ fn default_keep_alive_s() -> u64 {
 fn default_dashboard_listen() -> String {
     "127.0.0.1:8080".into()
 }
+fn default_session_idle_s() -> u64 {
+    1800
+}
+fn default_session_max_s() -> u64 {
+    12 * 3600
+}
 fn default_true() -> bool {
     true
 }
@@ -672,6 +713,10 @@ impl Default for DashboardConfig {
             read_only_without_sign_in: true,
             demo_actions_without_sign_in: false,
             allowed_hosts: Vec::new(),
+            tls: None,
+            trusted_proxies: Vec::new(),
+            session_idle_s: default_session_idle_s(),
+            session_max_s: default_session_max_s(),
         }
     }
 }
@@ -690,6 +735,7 @@ impl Default for MllpConfig {
             max_message_bytes: default_mllp_max_message(),
             idle_timeout_s: default_mllp_idle_timeout_s(),
             max_connections: default_mllp_max_connections(),
+            tls: None,
         }
     }
 }
@@ -806,6 +852,15 @@ impl Config {
                     ),
                 ));
             }
+            if !addr.ip().is_loopback() && self.dashboard.tls.is_none() {
+                out.push((
+                    "dashboard.tls".into(),
+                    format!(
+                        "the dashboard listens on {addr} without TLS: passwords and session cookies cross the network \
+                         in clear; set [dashboard.tls] or keep it on loopback behind a TLS proxy (docs/security.md)"
+                    ),
+                ));
+            }
             if !addr.ip().is_loopback() && self.dashboard.read_only_without_sign_in {
                 out.push((
                     "dashboard.read_only_without_sign_in".into(),
@@ -819,6 +874,14 @@ impl Config {
                     out.push((
                         "mllp.allow".into(),
                         format!("MLLP listens on {addr} without an allow-list: only loopback peers are accepted"),
+                    ));
+                }
+            }
+            if let Ok(addr) = mllp.listen.parse::<SocketAddr>() {
+                if !addr.ip().is_loopback() && mllp.tls.is_none() {
+                    out.push((
+                        "mllp.tls".into(),
+                        format!("MLLP listens on {addr} without TLS: vitals cross the network in clear"),
                     ));
                 }
             }
@@ -871,6 +934,22 @@ impl Config {
             }
         }
         socket_addr("dashboard.listen", &self.dashboard.listen)?;
+        let d = &self.dashboard;
+        for (i, p) in d.trusted_proxies.iter().enumerate() {
+            parse_peer_block(p).map_err(|reason| (format!("dashboard.trusted_proxies[{i}]"), reason))?;
+        }
+        if !(60..=43_200).contains(&d.session_idle_s) {
+            return Err((
+                "dashboard.session_idle_s".into(),
+                format!("{} is not between 60 and 43200", d.session_idle_s),
+            ));
+        }
+        if !(d.session_idle_s..=86_400).contains(&d.session_max_s) {
+            return Err((
+                "dashboard.session_max_s".into(),
+                format!("{} is not between session_idle_s ({}) and 86400", d.session_max_s, d.session_idle_s),
+            ));
+        }
         if let Some(m) = &self.mllp {
             socket_addr("mllp.listen", &m.listen)?;
             for (i, a) in m.allow.iter().enumerate() {

@@ -99,7 +99,23 @@ struct State {
     next_id: u64,
     recent: VecDeque<Arc<HubEvent>>,
     beds: Vec<BedView>,
+    /// Per bed (same order as `beds`), the id of the last event that changed its retained state (alarms,
+    /// session, devices): what a lagging subscriber needs to catch up on without copying the whole ward.
+    retained_changed: Vec<u64>,
     index: HashMap<BedId, usize>,
+}
+
+/// A bed's retained state (everything but vitals), for a subscriber catching up after a lag.
+#[derive(Debug, Clone)]
+pub struct RetainedView {
+    /// Bed id.
+    pub bed: BedId,
+    /// Present alarms.
+    pub alarms: Option<BedAlarms>,
+    /// Latest session event.
+    pub session: Option<SessionEvent>,
+    /// Each source's status, by source id.
+    pub devices: BTreeMap<String, DeviceStatus>,
 }
 
 /// The hub. Share it as `Arc<Hub>`.
@@ -118,12 +134,19 @@ impl Hub {
         let beds = beds
             .into_iter()
             .map(|info| BedView { info, vitals: None, alarms: None, session: None, devices: BTreeMap::new() })
-            .collect();
+            .collect::<Vec<_>>();
+        let retained_changed = vec![0; beds.len()];
         let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
         Arc::new(Hub {
             site: site.to_owned(),
             ward: ward.to_owned(),
-            state: Mutex::new(State { next_id: 1, recent: VecDeque::with_capacity(RESUME_WINDOW), beds, index }),
+            state: Mutex::new(State {
+                next_id: 1,
+                recent: VecDeque::with_capacity(RESUME_WINDOW),
+                beds,
+                retained_changed,
+                index,
+            }),
             events,
             commands: Mutex::new(HashMap::new()),
         })
@@ -141,14 +164,27 @@ impl Hub {
         st.next_id += 1;
         if let Some(&i) = st.index.get(event.bed()) {
             let view = &mut st.beds[i];
-            match &event {
-                Event::Vitals(v) => view.vitals = Some(v.clone()),
-                Event::Alarms(a) => view.alarms = Some(a.clone()),
-                Event::Session(s) => view.session = Some(s.clone()),
+            let retained = match &event {
+                Event::Vitals(v) => {
+                    view.vitals = Some(v.clone());
+                    false
+                }
+                Event::Alarms(a) => {
+                    view.alarms = Some(a.clone());
+                    true
+                }
+                Event::Session(s) => {
+                    view.session = Some(s.clone());
+                    true
+                }
                 Event::Device(d) => {
                     view.devices.insert(d.source.clone(), d.clone());
+                    true
                 }
-                Event::Alarm(_) => {}
+                Event::Alarm(_) => false,
+            };
+            if retained {
+                st.retained_changed[i] = id;
             }
         }
         let ev = Arc::new(HubEvent { id, event });
@@ -189,6 +225,26 @@ impl Hub {
         self.snapshot_of(&st)
     }
 
+    /// The retained state of every bed that changed after event `after`, and the id of the last event it
+    /// includes. Copies only the beds that changed, so a subscriber that lagged catches up in proportion to what
+    /// it missed, not to the size of the ward.
+    pub fn retained_since(&self, after: u64) -> (Vec<RetainedView>, u64) {
+        let st = self.lock();
+        let changed = st
+            .beds
+            .iter()
+            .zip(&st.retained_changed)
+            .filter(|(_, &changed)| changed > after)
+            .map(|(b, _)| RetainedView {
+                bed: b.info.id.clone(),
+                alarms: b.alarms.clone(),
+                session: b.session.clone(),
+                devices: b.devices.clone(),
+            })
+            .collect();
+        (changed, st.next_id - 1)
+    }
+
     fn snapshot_of(&self, st: &State) -> Snapshot {
         Snapshot { last_id: st.next_id - 1, site: self.site.clone(), ward: self.ward.clone(), beds: st.beds.clone() }
     }
@@ -216,5 +272,53 @@ impl Hub {
         let (reply, answer) = oneshot::channel();
         inbox.send(BedCommand { request, reply }).await.map_err(|_| CommandError::Unavailable(bed.to_string()))?;
         answer.await.map_err(|_| CommandError::Unavailable(bed.to_string()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::LinkState;
+    use chrono::Utc;
+
+    fn hub(beds: &[&str]) -> Arc<Hub> {
+        let info = beds
+            .iter()
+            .map(|b| BedInfo { id: (*b).into(), label: (*b).into(), profile: "ketamine-chair".into() })
+            .collect();
+        Hub::new("site", "ward", info)
+    }
+
+    fn device(bed: &str) -> Event {
+        Event::Device(DeviceStatus {
+            bed: bed.into(),
+            source: format!("{bed}/0"),
+            kind: "simulated".into(),
+            device: "masimo".into(),
+            link: LinkState::Connected,
+            frames_ok: 1,
+            frames_bad: 0,
+            values_rejected: 0,
+            last_error: None,
+            last_frame: None,
+            time: Utc::now(),
+        })
+    }
+
+    #[test]
+    fn retained_since_gives_only_the_beds_whose_retained_state_changed_and_never_for_vitals() {
+        let hub = hub(&["a", "b", "c"]);
+        hub.publish(device("a"));
+        let (all, upto) = hub.retained_since(0);
+        assert_eq!(all.iter().map(|v| v.bed.as_ref()).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(upto, 1);
+
+        hub.publish(Event::Vitals(VitalsUpdate { bed: "b".into(), time: Utc::now(), values: Vec::new() }));
+        hub.publish(device("c"));
+        let (since, upto) = hub.retained_since(upto);
+        assert_eq!(since.iter().map(|v| v.bed.as_ref()).collect::<Vec<_>>(), ["c"], "b only sent vitals");
+        assert_eq!(since[0].devices.len(), 1);
+        assert_eq!(upto, 3);
+        assert!(hub.retained_since(upto).0.is_empty(), "nothing changed since");
     }
 }

@@ -15,10 +15,12 @@ pub mod event;
 pub mod health;
 pub mod hub;
 pub mod ingest;
+pub mod listen;
 pub mod mqtt;
 pub mod replay;
 pub mod session;
 pub mod store;
+pub mod tls;
 pub mod vitals;
 
 use std::collections::HashMap;
@@ -53,6 +55,9 @@ pub enum RunError {
     /// The MLLP listener could not start.
     #[error(transparent)]
     Ingest(#[from] ingest::IngestError),
+    /// A listener's TLS certificate or key cannot be used (`dashboard.tls`, `mllp.tls`).
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     /// The dashboard could not listen.
     #[error("dashboard.listen: cannot listen on {addr}: {reason} (set dashboard.listen to a free address)")]
     Dashboard {
@@ -106,8 +111,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         Some(m) => Some(ingest::mllp_listener::MllpListener::bind(m)?),
         None => None,
     };
+    let (dashboard_tls, mllp_tls) = load_tls(&config).await?;
+    let mllp = match mllp_tls {
+        Some(tls) => mllp.map(|l| l.with_tls(tls)),
+        None => mllp,
+    };
     let mllp_addr = mllp.as_ref().map(|l| l.local_addr());
     let mllp_refused = mllp.as_ref().map(|l| l.refused_peers());
+    let mllp_failed_handshakes =
+        mllp.as_ref().filter(|_| config.mllp.as_ref().is_some_and(|m| m.tls.is_some())).map(|l| l.failed_handshakes());
 
     let infos = config
         .beds
@@ -230,6 +242,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         dash_state = dash_state.with_mqtt_link(link);
     }
     dash_state = dash_state.with_health(health.clone());
+    if let Some(tls) = dashboard_tls {
+        dash_state = dash_state.with_tls(tls);
+    }
+    if let Some(failed) = mllp_failed_handshakes {
+        dash_state = dash_state.with_mllp_failed_handshakes(failed);
+    }
     if let Some(refused) = mllp_refused {
         dash_state = dash_state.with_mllp_refused(refused);
     }
@@ -239,12 +257,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             tracing::error!(error = %e, "dashboard stopped");
         }
     });
+    let scheme = if config.dashboard.tls.is_some() { "https" } else { "http" };
     tracing::info!(
-        dashboard = %format!("http://{dashboard_addr}"),
+        dashboard = %format!("{scheme}://{dashboard_addr}"),
         mqtt = %mqtt_addr.as_deref().unwrap_or("disabled"),
         mllp = %mllp_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
         beds = config.beds.len(),
-        "Vigil is running: dashboard http://{dashboard_addr}, MQTT broker {}",
+        "Vigil is running: dashboard {scheme}://{dashboard_addr}, MQTT broker {}",
         mqtt_addr.as_deref().unwrap_or("disabled")
     );
     Ok(Running {
@@ -260,6 +279,31 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown,
         _broker: broker,
     })
+}
+
+type ServerTls = Option<Arc<tokio_rustls::rustls::ServerConfig>>;
+
+/// Reads `dashboard.tls` and `mllp.tls` on a blocking thread (file I/O stays off the async workers).
+async fn load_tls(config: &Arc<Config>) -> Result<(ServerTls, ServerTls), RunError> {
+    let config = config.clone();
+    let loaded = tokio::task::spawn_blocking(move || -> Result<(ServerTls, ServerTls), tls::TlsError> {
+        let dashboard = config
+            .dashboard
+            .tls
+            .as_ref()
+            .map(|t| tls::load_server_config(&config, "dashboard.tls", t, &[b"http/1.1"]))
+            .transpose()?;
+        let mllp = config
+            .mllp
+            .as_ref()
+            .and_then(|m| m.tls.as_ref())
+            .map(|t| tls::load_server_config(&config, "mllp.tls", t, &[]))
+            .transpose()?;
+        Ok((dashboard, mllp))
+    })
+    .await
+    .map_err(|e| tls::TlsError::Invalid { key: "tls".into(), reason: format!("reading the TLS files failed: {e}") })?;
+    Ok(loaded?)
 }
 
 impl Running {

@@ -181,6 +181,10 @@ fn run(path: Option<PathBuf>) -> ExitCode {
     runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ vigil::RunError::Tls(_)) => {
+            eprintln!("vigil: invalid configuration: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
         Err(e) => {
             eprintln!("vigil: {e}");
             ExitCode::FAILURE
@@ -215,6 +219,15 @@ fn check_config(path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // The listeners' TLS files are read as `vigil run` would read them, so a bad certificate or key shows here.
+    let dashboard_tls = config.dashboard.tls.as_ref().map(|t| ("dashboard.tls", t));
+    let mllp_tls = config.mllp.as_ref().and_then(|m| m.tls.as_ref()).map(|t| ("mllp.tls", t));
+    for (at, tls) in dashboard_tls.into_iter().chain(mllp_tls) {
+        if let Err(e) = vigil::tls::load_server_config(&config, at, tls, &[]) {
+            eprintln!("vigil: invalid configuration: {}: {e}", path.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
     println!("{}: ok (site {}, ward {})", path.display(), config.site.name, config.site.ward);
     for (key, why) in config.warnings() {
         println!("warning: {key}: {why}");

@@ -95,7 +95,7 @@ async fn a_nurses_acknowledge_without_a_password_reaches_the_bed_as_her_and_the_
     let mut seen = fake_bed(hub.clone(), store.clone(), "chair-1");
     let cancel = CancellationToken::new();
     let m = mqtt::spawn(cfg, hub.clone(), store.clone(), cancel.clone()).unwrap();
-    let mut sub = Subscriber::connect_as(port, "it-e2", &format!("{BASE}/#"), false, VICTOR).await;
+    let mut sub = Subscriber::connect_as(port, "it-e2", &format!("{BASE}/#"), false, NINA).await;
     sub.expect("/status", T, |m| m.json["state"] == "online").await;
     emit_alarm(&store, &hub, "chair-1", "chair-1-a1", 1);
     sub.expect("/bed/chair-1/alarm", T, |_| true).await;
@@ -140,7 +140,7 @@ async fn unauthorised_and_malformed_commands_are_refused_with_a_reason_and_never
     let mut seen = fake_bed(hub.clone(), store.clone(), "chair-1");
     let cancel = CancellationToken::new();
     let m = mqtt::spawn(cfg, hub.clone(), store.clone(), cancel.clone()).unwrap();
-    let mut sub = Subscriber::connect_as(port, "it-e3", &format!("{BASE}/reply/#"), false, VICTOR).await;
+    let mut sub = Subscriber::connect_as(port, "it-e3", &format!("{BASE}/reply/#"), false, NINA).await;
     // (sender, payload, reason): the sender publishes on cmd/chair-1/{sender}.
     let cases = [
         (ADA, r#"{"command":"acknowledge","user":"nina","request_id":"claims-other"}"#, "'user' is 'nina'"),
@@ -222,7 +222,7 @@ async fn session_events_go_out_retained_from_the_outbox_and_commands_the_bed_ref
     let _seen = fake_bed(hub.clone(), store.clone(), "chair-1");
     let cancel = CancellationToken::new();
     let m = mqtt::spawn(cfg, hub.clone(), store.clone(), cancel.clone()).unwrap();
-    let mut sub = Subscriber::connect_as(port, "it-e4", &format!("{BASE}/#"), false, VICTOR).await;
+    let mut sub = Subscriber::connect_as(port, "it-e4", &format!("{BASE}/#"), false, NINA).await;
     sub.expect("/status", T, |m| m.json["state"] == "online").await;
     let s = session("chair-1", "session_start");
     store.append(&[Event::Session(s.clone())]).unwrap();
@@ -400,7 +400,7 @@ async fn a_retained_command_replayed_by_the_broker_is_refused_and_never_reaches_
     })
     .await
     .unwrap();
-    let mut sub = Subscriber::connect_as(port, "it-e7", &format!("{BASE}/reply/#"), false, VICTOR).await;
+    let mut sub = Subscriber::connect_as(port, "it-e7", &format!("{BASE}/reply/#"), false, NINA).await;
 
     let store = Store::open(&dir.path().join("vigil.db")).unwrap();
     let hub = hub();

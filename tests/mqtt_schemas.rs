@@ -41,7 +41,7 @@ async fn every_published_payload_kind_validates_against_its_json_schema() {
     let _bed = fake_bed(hub.clone(), store.clone(), "chair-1");
     let cancel = CancellationToken::new();
     let m = mqtt::spawn(cfg, hub.clone(), store.clone(), cancel.clone()).unwrap();
-    let mut sub = Subscriber::connect_as(port, "it-schema", &format!("{BASE}/#"), false, VICTOR).await;
+    let mut sub = Subscriber::connect_as(port, "it-schema", &format!("{BASE}/#"), false, NINA).await;
     let online = sub.expect("/status", T, |m| m.json["state"] == "online").await;
     assert_valid("vigil-status.schema.json", &online.json);
 

@@ -1,9 +1,16 @@
-//! Sign-in sessions: users are checked by `crate::auth` (argon2, shared with MQTT command intake), then get a server-side session behind an HttpOnly SameSite=Strict cookie, and a per-session CSRF token that every state-changing request must echo in `X-CSRF-Token`.
+//! Sign-in sessions: users are checked by `crate::auth` (argon2, shared with MQTT command intake), then get a
+//! server-side session behind an `HttpOnly; SameSite=Strict` cookie (`Secure` when the browser's connection is
+//! HTTPS), and a per-session CSRF token that every state-changing request must echo in `X-CSRF-Token`.
+//! A session ends after `dashboard.session_idle_s` without a request that carries its cookie, and
+//! `dashboard.session_max_s` after sign-in whatever the activity. An open event stream is not activity: a screen
+//! left watching the ward keeps showing it, but acting needs a fresh sign-in after the idle time.
 //! Sessions live in memory: a daemon restart signs everyone out, which is the safe direction.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use axum::http::HeaderMap;
 use rand::RngCore;
@@ -15,8 +22,6 @@ use crate::config::Role;
 pub const COOKIE: &str = "vigil_session";
 /// Header carrying the CSRF token.
 pub const CSRF_HEADER: &str = "x-csrf-token";
-/// A session lasts one long clinical shift, then the nurse signs in again.
-pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -41,13 +46,15 @@ impl Principal {
 
 struct Session {
     principal: Principal,
-    expires: Instant,
+    last_seen: Instant,
+    ends: Instant,
 }
 
 /// The signed-in sessions and the sign-in throttle.
-#[derive(Default)]
 pub struct Sessions {
     sessions: Mutex<HashMap<String, Session>>,
+    idle: Duration,
+    max: Duration,
     /// Failed sign-ins per name and address, shared rules with the embedded broker's gate.
     pub lockout: crate::auth::Lockout,
 }
@@ -60,9 +67,14 @@ pub fn random_token() -> String {
 }
 
 impl Sessions {
-    /// New, empty.
-    pub fn new() -> Arc<Sessions> {
-        Arc::new(Sessions::default())
+    /// New, empty: sessions end after `idle` without a request, and `max` after sign-in.
+    pub fn new(idle: Duration, max: Duration) -> Arc<Sessions> {
+        Arc::new(Sessions { sessions: Mutex::default(), idle, max, lockout: Default::default() })
+    }
+
+    /// How long a session lasts at most (the cookie's `Max-Age`).
+    pub fn max(&self) -> Duration {
+        self.max
     }
 
     /// Opens a session; returns its id (the cookie value).
@@ -71,15 +83,26 @@ impl Sessions {
         let principal = Principal { name: name.to_owned(), role, csrf: random_token(), signed_in: true };
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        sessions.retain(|_, s| s.expires > now);
-        sessions.insert(id.clone(), Session { principal: principal.clone(), expires: now + SESSION_TTL });
+        sessions.retain(|_, s| self.live(s, now));
+        sessions.insert(id.clone(), Session { principal: principal.clone(), last_seen: now, ends: now + self.max });
         (id, principal)
     }
 
-    /// The principal of a live session.
+    fn live(&self, s: &Session, now: Instant) -> bool {
+        now < s.ends && now.duration_since(s.last_seen) < self.idle
+    }
+
+    /// The principal of a live session; the request counts as activity. An expired session is forgotten.
     pub fn get(&self, id: &str) -> Option<Principal> {
-        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        sessions.get(id).filter(|s| s.expires > Instant::now()).map(|s| s.principal.clone())
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let s = sessions.get_mut(id)?;
+        if !self.live(s, now) {
+            sessions.remove(id);
+            return None;
+        }
+        s.last_seen = now;
+        Some(s.principal.clone())
     }
 
     /// Ends a session.
@@ -100,14 +123,17 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-/// `Set-Cookie` for a new session.
-pub fn set_cookie(id: &str) -> String {
-    format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}", SESSION_TTL.as_secs())
+/// `Set-Cookie` for a new session that lasts at most `max`; `secure` when the browser's connection is HTTPS (the
+/// browser then never sends it over plain HTTP).
+pub fn set_cookie(id: &str, max: Duration, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}", max.as_secs())
 }
 
 /// `Set-Cookie` that removes the session cookie.
-pub fn clear_cookie() -> String {
-    format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+pub fn clear_cookie(secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}")
 }
 
 /// Compares tokens without an early exit, so response timing says nothing about how much matched.
@@ -152,4 +178,45 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
     let host = headers.get(axum::http::header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
     let origin_host = origin.split_once("://").map(|(_, rest)| rest).unwrap_or(origin);
     !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_ends_after_the_idle_time_without_requests_and_at_its_absolute_lifetime_whatever_the_activity() {
+        let min = |m: u64| Duration::from_secs(60 * m);
+        let sessions = Sessions::new(min(30), min(12 * 60));
+        let (idle, _) = sessions.open("nina", Role::Nurse);
+        let (busy, _) = sessions.open("ada", Role::Nurse);
+        // Each request restarts the idle clock.
+        for _ in 0..3 {
+            tokio::time::advance(min(29)).await;
+            assert!(sessions.get(&idle).is_some());
+        }
+        // Thirty minutes without a request: gone, and it stays gone.
+        tokio::time::advance(min(30)).await;
+        assert!(sessions.get(&idle).is_none());
+        assert!(sessions.get(&idle).is_none());
+        // A session used every 20 minutes still ends 12 hours after sign-in.
+        let (busy2, _) = sessions.open("ada", Role::Nurse);
+        let mut used = Duration::ZERO;
+        while used + min(20) < min(12 * 60) {
+            tokio::time::advance(min(20)).await;
+            used += min(20);
+            assert!(sessions.get(&busy2).is_some(), "ended early, after {used:?}");
+        }
+        tokio::time::advance(min(20)).await;
+        assert!(sessions.get(&busy2).is_none(), "outlived its 12 h");
+        assert!(sessions.get(&busy).is_none());
+    }
+
+    #[test]
+    fn the_cookie_is_http_only_same_site_strict_and_secure_only_over_https() {
+        let plain = set_cookie("abc", Duration::from_secs(600), false);
+        assert_eq!(plain, "vigil_session=abc; Path=/; HttpOnly; SameSite=Strict; Max-Age=600");
+        assert!(set_cookie("abc", Duration::from_secs(600), true).ends_with("; Secure"));
+        assert!(clear_cookie(true).contains("Max-Age=0; Secure"));
+    }
 }

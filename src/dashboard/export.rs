@@ -2,10 +2,17 @@
 //! JSON). By default both cover the bed's latest session; `from`/`to` choose another window, at most
 //! [`MAX_WINDOW_H`] hours. Both need a signed-in user whenever `[[users]]` are configured; the store is read off
 //! the async runtime.
+//!
+//! The CSV is streamed: a blocking thread reads the records in time order from a read connection of its own
+//! ([`History::for_each_record`]) and hands the rows on in chunks of about [`CHUNK_BYTES`] through a channel of
+//! [`CHANNEL_CHUNKS`], so an export holds at most about 128 KiB of rows whatever its window, its first bytes leave
+//! before the query has finished, and a client that stops reading for [`SEND_TIMEOUT`] (or goes away) ends the
+//! query. At most [`MAX_EXPORTS`] exports run at once in the process (more get 503).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
@@ -13,7 +20,7 @@ use axum::Json;
 use chrono::{Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::history::{ActionRecord, History, SessionSummary};
+use super::history::{ActionRecord, History, HistoryRecord, SessionSummary};
 use super::{DashboardError, DashboardState};
 use crate::event::{AlarmEvent, SessionEvent, VitalValue};
 use crate::vitals::{Parameter, Timestamp};
@@ -24,8 +31,17 @@ const MAX_POINTS: usize = 1200;
 const DEFAULT_WINDOW_H: i64 = 2;
 /// Context kept before a session's start (readings taken while the patient settled in).
 const LEAD_IN_MIN: i64 = 2;
-/// The longest window one request may ask for: bounds the rows read and the memory of one response.
+/// The longest window one request may ask for: bounds the rows read and the memory of one JSON response.
 pub const MAX_WINDOW_H: i64 = 24;
+/// The CSV goes out in chunks of about this many bytes.
+pub const CHUNK_BYTES: usize = 16 * 1024;
+/// Chunks of one export waiting for the client at most.
+pub const CHANNEL_CHUNKS: usize = 8;
+/// A client that takes no chunk for this long loses its export (the read transaction is not held for ever).
+pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// CSV exports running at once in the process.
+pub const MAX_EXPORTS: usize = 4;
+static EXPORTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_EXPORTS);
 
 #[derive(Deserialize)]
 pub(super) struct Window {
@@ -50,31 +66,54 @@ struct HistoryDoc {
     actions: Vec<ActionRecord>,
 }
 
+/// The window a request covers and the bed's latest session.
+struct Span {
+    from: Timestamp,
+    to: Timestamp,
+    now: Timestamp,
+    session: Option<SessionSummary>,
+}
+
+/// Resolves a request's window (blocking: asks the store for the latest session).
+fn span(
+    history: &dyn History,
+    bed: &str,
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+) -> Result<Span, DashboardError> {
+    let now = Utc::now();
+    let session = history.latest_session(bed)?;
+    let (from, to) = match (from, to, &session) {
+        (Some(f), Some(t), _) => (f, t),
+        (Some(f), None, _) => (f, now),
+        (None, to, Some(s)) => (s.started - Duration::minutes(LEAD_IN_MIN), to.or(s.ended).unwrap_or(now)),
+        (None, to, None) => {
+            let to = to.unwrap_or(now);
+            (to - Duration::hours(DEFAULT_WINDOW_H), to)
+        }
+    };
+    if from > to {
+        return Err(DashboardError::BadRequest("from is after to".into()));
+    }
+    if to - from > Duration::hours(MAX_WINDOW_H) {
+        return Err(DashboardError::BadRequest(format!(
+            "the window from {from} to {to} is longer than {MAX_WINDOW_H} h: ask for less"
+        )));
+    }
+    Ok(Span { from, to, now, session })
+}
+
+fn join_error(e: tokio::task::JoinError) -> DashboardError {
+    DashboardError::Io(std::io::Error::other(e))
+}
+
 async fn load(state: &DashboardState, bed: &str, w: &Window, full: bool) -> Result<HistoryDoc, DashboardError> {
     let info = state.bed_exists(bed)?;
     let history: Arc<dyn History> = state.history.clone();
     let bed = bed.to_owned();
     let (from, to) = (w.from, w.to);
     tokio::task::spawn_blocking(move || {
-        let now = Utc::now();
-        let session = history.latest_session(&bed)?;
-        let (from, to) = match (from, to, &session) {
-            (Some(f), Some(t), _) => (f, t),
-            (Some(f), None, _) => (f, now),
-            (None, to, Some(s)) => (s.started - Duration::minutes(LEAD_IN_MIN), to.or(s.ended).unwrap_or(now)),
-            (None, to, None) => {
-                let to = to.unwrap_or(now);
-                (to - Duration::hours(DEFAULT_WINDOW_H), to)
-            }
-        };
-        if from > to {
-            return Err(DashboardError::BadRequest("from is after to".into()));
-        }
-        if to - from > Duration::hours(MAX_WINDOW_H) {
-            return Err(DashboardError::BadRequest(format!(
-                "the window from {from} to {to} is longer than {MAX_WINDOW_H} h: ask for less"
-            )));
-        }
+        let Span { from, to, now, session } = span(&*history, &bed, from, to)?;
         let mut vitals = history.vitals(&bed, from, to)?;
         if !full {
             vitals = thin(vitals, MAX_POINTS);
@@ -94,7 +133,7 @@ async fn load(state: &DashboardState, bed: &str, w: &Window, full: bool) -> Resu
         })
     })
     .await
-    .map_err(|e| DashboardError::Io(std::io::Error::other(e)))?
+    .map_err(join_error)?
 }
 
 /// Keeps at most about `max` points per continuous parameter by keeping each bucket's lowest and highest value,
@@ -181,11 +220,10 @@ fn snake<T: Serialize>(v: &T) -> String {
     serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
-/// One chronological log: vitals, alarm events, session events and actions, one per row.
-fn csv(doc: &HistoryDoc) -> String {
-    let mut rows: Vec<(Timestamp, u8, String)> = Vec::new();
-    for v in &doc.vitals {
-        let row = [
+/// One CSV row (with its newline) for a record of the chronological log.
+fn csv_row(record: &HistoryRecord, out: &mut String) {
+    let row = match record {
+        HistoryRecord::Vital(v) => [
             v.time.to_rfc3339(),
             "vital".into(),
             v.parameter.name().into(),
@@ -195,11 +233,8 @@ fn csv(doc: &HistoryDoc) -> String {
             String::new(),
             String::new(),
             String::new(),
-        ];
-        rows.push((v.time, 0, row.map(|f| field(&f)).join(",")));
-    }
-    for a in &doc.alarms {
-        let row = [
+        ],
+        HistoryRecord::Alarm(a) => [
             a.time.to_rfc3339(),
             "alarm".into(),
             a.parameter.map(|p| p.name().to_owned()).unwrap_or_default(),
@@ -209,54 +244,87 @@ fn csv(doc: &HistoryDoc) -> String {
             a.message.clone(),
             a.by.clone().unwrap_or_default(),
             a.alarm_id.clone(),
-        ];
-        rows.push((a.time, 1, row.map(|f| field(&f)).join(",")));
-    }
-    for s in &doc.session_events {
-        let baseline = s.baseline.map(|b| format!("baseline {}/{}", b.sys, b.dia)).unwrap_or_default();
-        let row = [
-            s.time.to_rfc3339(),
-            "session".into(),
-            String::new(),
-            String::new(),
-            String::new(),
-            snake(&s.phase),
-            format!("{} {baseline}", s.action).trim().to_owned(),
-            s.by.clone().unwrap_or_default(),
-            s.session_id.clone(),
-        ];
-        rows.push((s.time, 2, row.map(|f| field(&f)).join(",")));
-    }
-    for a in &doc.actions {
-        let outcome = if a.ok { String::from("ok") } else { format!("refused: {}", a.reason.as_deref().unwrap_or("")) };
-        let row = [
-            a.time.to_rfc3339(),
-            "action".into(),
-            String::new(),
-            String::new(),
-            String::new(),
-            outcome,
-            a.request.clone(),
-            a.actor.clone(),
-            String::new(),
-        ];
-        rows.push((a.time, 3, row.map(|f| field(&f)).join(",")));
-    }
-    rows.sort_by_key(|r| (r.0, r.1));
-    let mut out = format!(
+        ],
+        HistoryRecord::Session(s) => {
+            let baseline = s.baseline.map(|b| format!("baseline {}/{}", b.sys, b.dia)).unwrap_or_default();
+            [
+                s.time.to_rfc3339(),
+                "session".into(),
+                String::new(),
+                String::new(),
+                String::new(),
+                snake(&s.phase),
+                format!("{} {baseline}", s.action).trim().to_owned(),
+                s.by.clone().unwrap_or_default(),
+                s.session_id.clone(),
+            ]
+        }
+        HistoryRecord::Action(a) => {
+            let outcome =
+                if a.ok { String::from("ok") } else { format!("refused: {}", a.reason.as_deref().unwrap_or("")) };
+            [
+                a.time.to_rfc3339(),
+                "action".into(),
+                String::new(),
+                String::new(),
+                String::new(),
+                outcome,
+                a.request.clone(),
+                a.actor.clone(),
+                String::new(),
+            ]
+        }
+    };
+    out.push_str(&row.map(|f| field(&f)).join(","));
+    out.push('\n');
+}
+
+fn csv_header(bed: &str, span: &Span) -> String {
+    format!(
         "# Vigil session export (secondary notification system; the bedside monitor is the primary record)\n\
          # bed {}, {} to {}, generated {}\n\
          time,kind,parameter,value,unit,status,detail,by,ref\n",
-        field(&doc.bed),
-        doc.from.to_rfc3339(),
-        doc.to.to_rfc3339(),
-        doc.generated.to_rfc3339()
-    );
-    for (_, _, row) in rows {
-        out.push_str(&row);
-        out.push('\n');
+        field(bed),
+        span.from.to_rfc3339(),
+        span.to.to_rfc3339(),
+        span.now.to_rfc3339()
+    )
+}
+
+/// Runs on a blocking thread: reads the records and sends the CSV in chunks until done, the client is gone, or it
+/// stalls for [`SEND_TIMEOUT`]. A store error ends the body with an error, so the client sees a broken download
+/// rather than a short file that looks complete.
+fn stream_csv(
+    history: &dyn History,
+    bed: &str,
+    span: &Span,
+    staff: bool,
+    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    runtime: tokio::runtime::Handle,
+) {
+    let send = |chunk: String| {
+        let sent = runtime.block_on(tokio::time::timeout(SEND_TIMEOUT, tx.send(Ok(bytes::Bytes::from(chunk)))));
+        matches!(sent, Ok(Ok(())))
+    };
+    let mut chunk = csv_header(bed, span);
+    let mut open = true;
+    let result = history.for_each_record(bed, span.from, span.to, staff, &mut |record| {
+        csv_row(&record, &mut chunk);
+        if chunk.len() >= CHUNK_BYTES {
+            open = send(std::mem::replace(&mut chunk, String::with_capacity(CHUNK_BYTES + 1024)));
+        }
+        open
+    });
+    match result {
+        Ok(_) if open => {
+            send(chunk);
+        }
+        Ok(_) => tracing::info!(bed, "dashboard: export ended early: the client stopped reading"),
+        Err(e) => {
+            tracing::error!(bed, error = %e, "dashboard: export failed");
+            let _ = runtime.block_on(tokio::time::timeout(SEND_TIMEOUT, tx.send(Err(std::io::Error::other(e)))));
+        }
     }
-    out
 }
 
 pub(super) async fn history_csv(
@@ -266,21 +334,33 @@ pub(super) async fn history_csv(
     Query(w): Query<Window>,
 ) -> Result<Response, DashboardError> {
     let staff = require_history(&state, &headers)?;
-    let doc = load(&state, &bed, &w, true).await?;
-    let doc = if staff { doc } else { for_anonymous(doc) };
-    let name = match &doc.session {
-        Some(s) if w.from.is_none() => format!("vigil-{}-{}.csv", doc.bed, s.session_id),
-        _ => format!("vigil-{}-{}.csv", doc.bed, doc.from.format("%Y%m%dT%H%M%SZ")),
+    let info = state.bed_exists(&bed)?;
+    let permit = EXPORTS.try_acquire().map_err(|_| DashboardError::Busy)?;
+    let history: Arc<dyn History> = state.history.clone();
+    let (from, to) = (w.from, w.to);
+    let id = bed.clone();
+    let (span, history) = tokio::task::spawn_blocking(move || span(&*history, &id, from, to).map(|s| (s, history)))
+        .await
+        .map_err(join_error)??;
+    let name = match &span.session {
+        Some(s) if w.from.is_none() => format!("vigil-{}-{}.csv", info.id, s.session_id),
+        _ => format!("vigil-{}-{}.csv", info.id, span.from.format("%Y%m%dT%H%M%SZ")),
     };
     let name: String =
         name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+    let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_CHUNKS);
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        stream_csv(&*history, &bed, &span, staff, tx, runtime);
+    });
     Ok((
         [
             (header::CONTENT_TYPE, String::from("text/csv; charset=utf-8")),
             (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
             (header::CACHE_CONTROL, String::from("no-store")),
         ],
-        csv(&doc),
+        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
     )
         .into_response())
 }

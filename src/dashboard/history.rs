@@ -12,6 +12,8 @@ use crate::event::{AlarmEvent, Event, SessionEvent, SessionPhase, VitalValue};
 use crate::hub::Hub;
 /// One command a person sent and what came of it: the store's audit-trail record.
 pub use crate::store::ActionRecord;
+/// One record of any kind, for the streamed export.
+pub use crate::store::HistoryRecord;
 use crate::vitals::Timestamp;
 
 /// Why a history query failed.
@@ -48,6 +50,33 @@ pub trait History: Send + Sync {
     fn actions(&self, bed: &str, from: Timestamp, to: Timestamp) -> Result<Vec<ActionRecord>, HistoryError>;
     /// The bed's most recent session (running or ended), if it ever had one.
     fn latest_session(&self, bed: &str) -> Result<Option<SessionSummary>, HistoryError>;
+    /// Every record of a bed in the range in time order (at equal times: vitals, alarms, session events,
+    /// actions), actions only when `actions`, each passed to `each` until it returns false; returns how many were
+    /// passed. This default collects the four lists first; the store streams them from its own connection.
+    fn for_each_record(
+        &self,
+        bed: &str,
+        from: Timestamp,
+        to: Timestamp,
+        actions: bool,
+        each: &mut dyn FnMut(HistoryRecord) -> bool,
+    ) -> Result<u64, HistoryError> {
+        let mut all: Vec<HistoryRecord> = self.vitals(bed, from, to)?.into_iter().map(HistoryRecord::Vital).collect();
+        all.extend(self.alarm_events(bed, from, to)?.into_iter().map(HistoryRecord::Alarm));
+        all.extend(self.session_events(bed, from, to)?.into_iter().map(HistoryRecord::Session));
+        if actions {
+            all.extend(self.actions(bed, from, to)?.into_iter().map(HistoryRecord::Action));
+        }
+        all.sort_by_key(|r| (r.time(), r.rank()));
+        let mut passed = 0;
+        for record in all {
+            passed += 1;
+            if !each(record) {
+                break;
+            }
+        }
+        Ok(passed)
+    }
 }
 
 /// How many records per kind and bed [`MemoryHistory`] keeps: about 3 h of one value per parameter per second.

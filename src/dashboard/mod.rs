@@ -3,8 +3,10 @@
 //! keeps its alarms when the broker is down. See `docs/dashboard.md`.
 
 pub mod auth;
+pub mod client;
 mod export;
 pub mod history;
+mod https;
 mod profile_limits;
 pub mod sse;
 mod store_history;
@@ -146,7 +148,12 @@ pub struct DashboardState {
     mqtt_link: Option<watch::Receiver<crate::mqtt::LinkStatus>>,
     health: Option<crate::health::Health>,
     mllp_refused: Option<Arc<std::sync::atomic::AtomicU64>>,
+    mllp_failed_handshakes: Option<Arc<std::sync::atomic::AtomicU64>>,
     listen: SocketAddr,
+    /// `dashboard.tls`, read at start-up; `None` serves plain HTTP.
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// `dashboard.trusted_proxies`.
+    proxies: Arc<Vec<ipnet::IpNet>>,
 }
 
 impl DashboardState {
@@ -169,12 +176,19 @@ impl DashboardState {
                     .map(|p| (bed.id.clone(), ChairLimits::from_profile(&p)))
             })
             .collect();
+        let d = &config.dashboard;
+        let sessions = Sessions::new(
+            std::time::Duration::from_secs(d.session_idle_s),
+            std::time::Duration::from_secs(d.session_max_s),
+        );
+        let proxies =
+            config.dashboard.trusted_proxies.iter().filter_map(|p| crate::config::parse_peer_block(p).ok()).collect();
         Ok(DashboardState {
             hub,
             config,
             history,
             limits: Arc::new(limits),
-            sessions: Sessions::new(),
+            sessions,
             demo_actions,
             demo_csrf: auth::random_token().into(),
             epoch: auth::random_token()[..8].into(),
@@ -182,7 +196,10 @@ impl DashboardState {
             mqtt_link: None,
             health: None,
             mllp_refused: None,
+            mllp_failed_handshakes: None,
             listen: addr,
+            tls: None,
+            proxies: Arc::new(proxies),
         })
     }
 
@@ -202,6 +219,24 @@ impl DashboardState {
     /// Shows how many MLLP connections were refused because their peer is not in `mllp.allow`.
     pub fn with_mllp_refused(mut self, refused: Arc<std::sync::atomic::AtomicU64>) -> Self {
         self.mllp_refused = Some(refused);
+        self
+    }
+
+    /// Serves HTTPS with this TLS configuration (`dashboard.tls`, read by [`crate::tls::load_server_config`]).
+    pub fn with_tls(mut self, tls: Arc<tokio_rustls::rustls::ServerConfig>) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The client of a request from `peer`, believing forwarded headers only from `dashboard.trusted_proxies`.
+    fn client(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> client::Client {
+        client::client(peer, headers, &self.proxies, self.tls.is_some())
+    }
+
+    /// Shows how many MLLP TLS handshakes failed (`mllp.tls`: a monitor without a valid client certificate, plain
+    /// MLLP to the TLS port), so a monitor that cannot get in is visible on the status page.
+    pub fn with_mllp_failed_handshakes(mut self, failed: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        self.mllp_failed_handshakes = Some(failed);
         self
     }
 
@@ -314,8 +349,17 @@ pub async fn serve(
     if state.demo_actions {
         tracing::warn!(%addr, "dashboard: DEMO MODE: actions are allowed without sign-in (loopback only)");
     }
-    tracing::info!(%addr, "dashboard listening on http://{addr}");
     let streams = state.streams.clone();
+    if let Some(tls) = state.tls.clone() {
+        tracing::info!(%addr, "dashboard listening on https://{addr}");
+        let end_streams = async {
+            cancel.cancelled().await;
+            streams.cancel();
+        };
+        tokio::join!(https::serve(listener, tls, app(state), cancel.clone()), end_streams);
+        return Ok(());
+    }
+    tracing::info!(%addr, "dashboard listening on http://{addr}");
     axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
             cancel.cancelled().await;
@@ -423,7 +467,8 @@ async fn sign_in(
     if body.name.len() > 128 || body.password.len() > 1024 {
         return Err(DashboardError::BadRequest("name or password too long".into()));
     }
-    let ip = peer.map(|c| c.0.ip()).unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let client = state.client(peer.map(|c| c.0), &headers);
+    let ip = client.ip;
     // Sign-in names are attacker-chosen: logged escaped and shortened, so they cannot forge log lines.
     let shown: String = body.name.chars().take(64).flat_map(char::escape_debug).collect();
     // Counted before hashing, under one lock: parallel guesses cannot all get through.
@@ -449,12 +494,16 @@ async fn sign_in(
     attempt.succeeded();
     let (id, principal) = state.sessions.open(&body.name, role);
     tracing::info!(user = %shown, ?role, "dashboard: signed in");
-    let cookie =
-        HeaderValue::from_str(&auth::set_cookie(&id)).map_err(|e| DashboardError::BadRequest(e.to_string()))?;
+    let cookie = HeaderValue::from_str(&auth::set_cookie(&id, state.sessions.max(), client.https))
+        .map_err(|e| DashboardError::BadRequest(e.to_string()))?;
     Ok(([(header::SET_COOKIE, cookie)], Json(me_of(&state, Some(&principal)))).into_response())
 }
 
-async fn sign_out(State(state): State<DashboardState>, headers: HeaderMap) -> Result<Response, DashboardError> {
+async fn sign_out(
+    State(state): State<DashboardState>,
+    peer: Option<axum::extract::ConnectInfo<SocketAddr>>,
+    headers: HeaderMap,
+) -> Result<Response, DashboardError> {
     let id = auth::session_cookie(&headers).ok_or(DashboardError::Unauthorized)?;
     let p = state.sessions.get(&id).ok_or(DashboardError::Unauthorized)?;
     let sent = headers.get(auth::CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -463,7 +512,11 @@ async fn sign_out(State(state): State<DashboardState>, headers: HeaderMap) -> Re
     }
     state.sessions.close(&id);
     let after = state.principal(&HeaderMap::new());
-    Ok(([(header::SET_COOKIE, auth::clear_cookie())], Json(me_of(&state, after.as_ref()))).into_response())
+    Ok((
+        [(header::SET_COOKIE, auth::clear_cookie(state.client(peer.map(|c| c.0), &headers).https))],
+        Json(me_of(&state, after.as_ref())),
+    )
+        .into_response())
 }
 
 async fn snapshot(State(state): State<DashboardState>, headers: HeaderMap) -> Result<Response, DashboardError> {
@@ -479,8 +532,14 @@ async fn status(State(state): State<DashboardState>, headers: HeaderMap) -> Resu
     let mqtt = state.mqtt_link.as_ref().map(|l| l.borrow().clone());
     let health = state.health.as_ref().map(|h| h.snapshot());
     let (tasks, store) = health.map(|h| (Some(h.tasks), h.store)).unwrap_or_default();
-    let mllp =
-        state.mllp_refused.as_ref().map(|r| json!({ "refused_peers": r.load(std::sync::atomic::Ordering::Relaxed) }));
+    let load = |c: &Arc<std::sync::atomic::AtomicU64>| c.load(std::sync::atomic::Ordering::Relaxed);
+    let mllp = state.mllp_refused.as_ref().map(|r| {
+        let mut m = json!({ "refused_peers": load(r) });
+        if let Some(f) = &state.mllp_failed_handshakes {
+            m["failed_tls_handshakes"] = json!(load(f));
+        }
+        m
+    });
     Ok(Json(json!({ "mqtt": mqtt, "tasks": tasks, "store": store, "mllp": mllp })).into_response())
 }
 

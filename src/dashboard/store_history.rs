@@ -1,6 +1,6 @@
 //! The dashboard's history queries answered by the durable store.
 
-use super::history::{ActionRecord, History, HistoryError, SessionSummary};
+use super::history::{ActionRecord, History, HistoryError, HistoryRecord, SessionSummary};
 use crate::event::{AlarmEvent, SessionEvent, VitalValue};
 use crate::store::{Store, StoreError};
 use crate::vitals::Timestamp;
@@ -30,6 +30,17 @@ impl History for Store {
     fn actions(&self, bed: &str, from: Timestamp, to: Timestamp) -> Result<Vec<ActionRecord>, HistoryError> {
         // Malformed requests are kept too: the audit trail shows what was attempted, not only what parsed.
         Ok(Store::actions(self, bed, from, to)?)
+    }
+
+    fn for_each_record(
+        &self,
+        bed: &str,
+        from: Timestamp,
+        to: Timestamp,
+        actions: bool,
+        each: &mut dyn FnMut(HistoryRecord) -> bool,
+    ) -> Result<u64, HistoryError> {
+        Ok(Store::for_each_record(self, bed, from, to, actions, each)?)
     }
 
     fn latest_session(&self, bed: &str) -> Result<Option<SessionSummary>, HistoryError> {

@@ -657,3 +657,103 @@ async fn the_status_endpoint_reports_the_mqtt_broker_link_so_its_loss_is_visible
     assert_eq!(json["mqtt"]["state"], "connecting");
     assert_eq!(json["mqtt"]["last_error"], "mqtt.host: connection refused");
 }
+
+use crate::vitals::Timestamp;
+
+/// The real store, counting the records it hands to the export.
+struct CountingStore {
+    store: crate::store::Store,
+    passed: std::sync::atomic::AtomicU64,
+}
+
+impl History for CountingStore {
+    fn vitals(&self, bed: &str, from: Timestamp, to: Timestamp) -> Result<Vec<VitalValue>, HistoryError> {
+        History::vitals(&self.store, bed, from, to)
+    }
+    fn alarm_events(&self, bed: &str, from: Timestamp, to: Timestamp) -> Result<Vec<AlarmEvent>, HistoryError> {
+        History::alarm_events(&self.store, bed, from, to)
+    }
+    fn session_events(
+        &self,
+        bed: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<crate::event::SessionEvent>, HistoryError> {
+        History::session_events(&self.store, bed, from, to)
+    }
+    fn actions(&self, bed: &str, from: Timestamp, to: Timestamp) -> Result<Vec<ActionRecord>, HistoryError> {
+        History::actions(&self.store, bed, from, to)
+    }
+    fn latest_session(&self, bed: &str) -> Result<Option<SessionSummary>, HistoryError> {
+        History::latest_session(&self.store, bed)
+    }
+    fn for_each_record(
+        &self,
+        bed: &str,
+        from: Timestamp,
+        to: Timestamp,
+        actions: bool,
+        each: &mut dyn FnMut(history::HistoryRecord) -> bool,
+    ) -> Result<u64, HistoryError> {
+        History::for_each_record(&self.store, bed, from, to, actions, &mut |r| {
+            self.passed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            each(r)
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_export_streams_through_a_bounded_channel_and_its_first_bytes_arrive_before_the_query_ends() {
+    use std::sync::atomic::Ordering;
+    const ROWS: u64 = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::Store::open(&dir.path().join("vigil.db")).unwrap();
+    let now = Utc::now();
+    let start = now - chrono::Duration::seconds(ROWS as i64 / 4 + 10);
+    let events: Vec<Event> = (0..ROWS as i64 / 4)
+        .map(|i| {
+            let time = start + chrono::Duration::seconds(i);
+            let value = |parameter, v| VitalValue { parameter, value: Some(v), status: ValueStatus::Valid, time };
+            Event::Vitals(VitalsUpdate {
+                bed: "chair-1".into(),
+                time,
+                values: vec![
+                    value(Parameter::Spo2, 97.0),
+                    value(Parameter::Pr, 71.0),
+                    value(Parameter::Hr, 72.0),
+                    value(Parameter::Rr, 14.0),
+                ],
+            })
+        })
+        .collect();
+    store.append(&events).unwrap();
+    store.flush().unwrap();
+    let history = Arc::new(CountingStore { store, passed: Default::default() });
+    let hub = hub();
+    let state = DashboardState::new(hub, config(true, false, "127.0.0.1:8080"), history.clone()).unwrap();
+    let (_, cookie, _) = sign_in(&state, "vic", "viewer-pass").await;
+    let window = |t: Timestamp| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let path = format!("/api/beds/chair-1/export.csv?from={}&to={}", window(start), window(now));
+    let req = Request::get(path).header(header::COOKIE, cookie_pair(&cookie.unwrap())).body(Body::empty()).unwrap();
+    let res = send(&state, req).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut body = res.into_body().into_data_stream();
+    let first = body.next().await.unwrap().unwrap();
+    assert!(first.starts_with(b"# Vigil session export"), "{:?}", &first[..40]);
+
+    // The reader holds the first chunk and reads no more: the store thread can be at most the channel's chunks,
+    // the one it is sending and the one it is filling ahead, far fewer than the export's rows.
+    let per_chunk = (super::export::CHUNK_BYTES / 40 + 1) as u64;
+    let bound = (super::export::CHANNEL_CHUNKS as u64 + 3) * per_chunk;
+    let passed = history.passed.load(Ordering::SeqCst);
+    assert!(bound < ROWS, "the test needs more rows than the channel holds ({bound})");
+    assert!(passed <= bound, "{passed} rows read with only the first chunk taken (bound {bound})");
+
+    // The rest arrives in full.
+    let mut lines = first.iter().filter(|b| **b == b'\n').count() as u64;
+    while let Some(chunk) = body.next().await {
+        lines += chunk.unwrap().iter().filter(|b| **b == b'\n').count() as u64;
+    }
+    assert_eq!(lines, ROWS + 3, "three header lines and one per vital");
+    assert_eq!(history.passed.load(Ordering::SeqCst), ROWS);
+}

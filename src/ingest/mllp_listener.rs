@@ -10,6 +10,11 @@
 //! Peers: only addresses in `mllp.allow` (default: loopback) may connect; others are closed at accept, counted
 //! ([`MllpListener::refused_peers`]) and logged (rate-limited). A device with a pinned `peer` address is accepted
 //! only from that address: its messages from elsewhere are answered AR and counted against the device.
+//!
+//! TLS (`mllp.tls`): the handshake runs in the connection's own task after the peer check, within
+//! [`HANDSHAKE_TIMEOUT`]; with `client_ca_file` a monitor without a certificate from that CA fails it. A failed
+//! handshake (including plain MLLP sent to a TLS listener) closes that connection only, and is counted
+//! ([`MllpListener::failed_handshakes`]) and logged rate-limited.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -20,7 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::Utc;
 use futures::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -43,6 +48,8 @@ pub type Routes = HashMap<String, (SourceId, mpsc::Sender<SourceEvent>)>;
 const INBOX_WAIT: Duration = Duration::from_secs(5);
 /// How long writing an ACK may take before the peer is considered gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A TLS handshake must finish within this.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A bound, not yet running, MLLP listener.
 #[derive(Debug)]
@@ -55,6 +62,8 @@ pub struct MllpListener {
     allow: Vec<ipnet::IpNet>,
     pins: HashMap<String, IpAddr>,
     refused: Arc<AtomicU64>,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    failed_handshakes: Arc<AtomicU64>,
 }
 
 /// Whether `peer` is in `allow` (empty: loopback only). IPv4-mapped IPv6 peers count as their IPv4 address.
@@ -89,6 +98,8 @@ impl MllpListener {
             allow,
             pins: HashMap::new(),
             refused: Arc::new(AtomicU64::new(0)),
+            tls: None,
+            failed_handshakes: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -96,6 +107,17 @@ impl MllpListener {
     pub fn with_pins(mut self, pins: HashMap<String, IpAddr>) -> Self {
         self.pins = pins.into_iter().map(|(id, ip)| (id.trim().to_ascii_uppercase(), ip.to_canonical())).collect();
         self
+    }
+
+    /// Speaks MLLP over TLS with this configuration (`mllp.tls`, read by [`crate::tls::load_server_config`]).
+    pub fn with_tls(mut self, tls: Arc<tokio_rustls::rustls::ServerConfig>) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// How many TLS handshakes failed (no or a wrong client certificate, plain MLLP to the TLS port, timeouts).
+    pub fn failed_handshakes(&self) -> Arc<AtomicU64> {
+        self.failed_handshakes.clone()
     }
 
     /// How many connections were refused because their peer is not in `mllp.allow`.
@@ -129,24 +151,14 @@ impl MllpListener {
                 .collect(),
         );
         let mut refusals = RateLimitedLog::new();
+        let handshake_log = Arc::new(Mutex::new(RateLimitedLog::new()));
+        let acceptor = self.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         let tracker = TaskTracker::new();
         tracker.spawn(flush_counters(routes.clone(), cancel.clone()));
         // `mllp.max_connections`: more are closed at once, so a connection storm cannot exhaust file descriptors.
         let slots = Arc::new(Semaphore::new(self.max_connections));
         tracing::info!(addr = %self.addr, "mllp listener ready");
-        loop {
-            let (stream, peer) = tokio::select! {
-                _ = cancel.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait a little rather than spin.
-                        tracing::warn!("mllp accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
+        while let Some((stream, peer)) = crate::listen::accept_until(&listener, &cancel, "mllp").await {
             if !peer_allowed(&self.allow, peer.ip()) {
                 let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
                 if let Some(suppressed) = refusals.allow() {
@@ -168,8 +180,18 @@ impl MllpListener {
                 log: RateLimitedLog::new(),
             };
             let cancel = cancel.clone();
+            let tls = acceptor.clone();
+            let (failed, log) = (self.failed_handshakes.clone(), handshake_log.clone());
             tracker.spawn(async move {
-                conn.serve(stream, cancel).await;
+                let _ = stream.set_nodelay(true);
+                match tls {
+                    None => conn.serve(stream, cancel).await,
+                    Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => conn.serve(tls, cancel).await,
+                        Ok(Err(e)) => handshake_failed(&failed, &log, peer, &e.to_string()),
+                        Err(_) => handshake_failed(&failed, &log, peer, "no TLS handshake within 10 s"),
+                    },
+                }
                 drop(permit);
             });
         }
@@ -254,10 +276,22 @@ struct Connection {
     log: RateLimitedLog,
 }
 
+/// Counts a failed TLS handshake and logs it rate-limited.
+fn handshake_failed(failed: &AtomicU64, log: &Mutex<RateLimitedLog>, peer: SocketAddr, why: &str) {
+    let n = failed.fetch_add(1, Ordering::Relaxed) + 1;
+    let allowed = log.lock().unwrap_or_else(|e| e.into_inner()).allow();
+    if let Some(suppressed) = allowed {
+        let why = bounded(why, MAX_ERROR_BYTES);
+        tracing::warn!(%peer, failed_total = n, suppressed, "mllp: TLS handshake failed: {why}");
+    }
+}
+
 impl Connection {
-    async fn serve(mut self, stream: TcpStream, cancel: CancellationToken) {
-        let _ = stream.set_nodelay(true);
-        let (read, write) = stream.into_split();
+    async fn serve<S>(mut self, stream: S, cancel: CancellationToken)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
+        let (read, write) = tokio::io::split(stream);
         let mut reader = FramedRead::new(read, MllpCodec::new(self.max));
         let mut writer = FramedWrite::new(write, MllpCodec::new(self.max));
         tracing::debug!(peer = %self.peer, "mllp connection");

@@ -13,7 +13,8 @@
 //!   username is refused (CONNACK 5, "not authorised") unless Vigil runs as the loopback demo
 //!   (`dashboard.demo_actions_without_sign_in`, embedded broker, loopback `mqtt.host`);
 //! - rewrites the CONNECT before passing it on: the password becomes the private secret, and the client id gets
-//!   the prefix `u:{user}:`, so no client can take over Vigil's own client id (a client id with `/`, `+`, `#` or
+//!   the prefix `u:{user}:` (an empty client id, which asks the server for one, becomes a random `auto-…`), so no
+//!   client can take over Vigil's own client id (a client id with `/`, `+`, `#` or
 //!   `$`, which rumqttd would refuse in a way that breaks later connections with that id, is refused here);
 //! - checks every PUBLISH (and the CONNECT's last will) against the topic rights below, and closes the connection
 //!   of a client that publishes where it may not. The message never reaches the broker, so no subscriber gets it.
@@ -25,8 +26,13 @@
 //!   identity. Which command a role may send is Vigil's rule (`crate::auth::required_role`), answered on `reply/`.
 //! - `viewer` may publish nothing.
 //! - The loopback demo's anonymous clients may publish only on `{base}/cmd/{bed}` (they act as user `demo`).
-//! - Every signed-in client may subscribe to any filter. Reading is not restricted per topic: commands carry no
-//!   password any more, so what a subscriber can read is what the dashboard shows.
+//! - Reading ([`Policy::readable`]): every account reads `{base}/status` and `{base}/bed/#`; `nurse` and `admin`
+//!   (who send commands) and the demo's anonymous clients also read `{base}/reply/#`; nobody but Vigil reads
+//!   `{base}/cmd/#` (who sent what) or anything outside `{base}`. A SUBSCRIBE filter that cannot match any
+//!   readable topic gets the SUBACK failure code 0x80 (the others in the same SUBSCRIBE are granted as usual); a
+//!   broader filter (`{base}/#`) is granted, and each message the broker sends on it is delivered only when its
+//!   topic is readable: the gate acknowledges the others to the broker itself (PUBACK, or PUBREC then PUBCOMP), so
+//!   the client never sees them.
 //!
 //! Limits: at most [`MAX_CLIENTS`] client connections at once (more are closed at accept, so Vigil's own
 //! connection, which never waits for a slot, keeps working); packets over [`super::broker::MAX_PAYLOAD_BYTES`] plus
@@ -42,6 +48,7 @@ use std::time::Duration;
 
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
@@ -113,6 +120,18 @@ impl Policy {
         }
     }
 
+    /// The filters an account may read through (`None`: everything, Vigil itself).
+    pub fn readable(&self, rights: &Rights) -> Option<Vec<String>> {
+        let base = &self.base;
+        let mut filters = vec![format!("{base}/status"), format!("{base}/bed/#")];
+        match rights {
+            Rights::Service => return None,
+            Rights::User { role, .. } if *role < Role::Nurse => {}
+            Rights::User { .. } | Rights::Demo => filters.push(format!("{base}/reply/#")),
+        }
+        Some(filters)
+    }
+
     fn service(&self, user: &str, password: &[u8]) -> bool {
         // Compare every account in constant time; a match anywhere wins.
         let mut found = false;
@@ -133,6 +152,8 @@ pub struct GateStats {
     pub refused_publishes: AtomicU64,
     /// Connections closed at accept because [`MAX_CLIENTS`] were open.
     pub refused_full: AtomicU64,
+    /// Subscription filters refused (SUBACK 0x80) because they cannot match any topic the account may read.
+    pub refused_subscriptions: AtomicU64,
 }
 
 struct Gate {
@@ -351,10 +372,21 @@ impl Gate {
                 return self.refuse(&mut socket, peer, connect.username.as_deref(), NOT_AUTHORISED, why).await;
             }
         }
+        // An empty client id asks the server for one (MQTT 3.1.1, 3.1.3.1; mosquitto_pub and mosquitto_sub send
+        // it): each such connection gets its own random id, or two of them would take over each other's session.
+        let own_id = if connect.client_id.is_empty() {
+            if connect.flags & 0x02 == 0 {
+                let why = "an empty client id needs a clean session";
+                return self.refuse(&mut socket, peer, connect.username.as_deref(), IDENTIFIER_REJECTED, why).await;
+            }
+            format!("auto-{}", &crate::dashboard::auth::random_token()[..16])
+        } else {
+            connect.client_id.clone()
+        };
         let (client_id, username) = match &rights {
             Rights::Service => (connect.client_id.clone(), connect.username.clone().unwrap_or_default()),
-            Rights::User { name, .. } => (format!("u:{name}:{}", connect.client_id), name.clone()),
-            Rights::Demo => (format!("u:demo:{}", connect.client_id), "demo".to_owned()),
+            Rights::User { name, .. } => (format!("u:{name}:{own_id}"), name.clone()),
+            Rights::Demo => (format!("u:demo:{own_id}"), "demo".to_owned()),
         };
         let who = match &rights {
             Rights::Service => "vigil".to_owned(),
@@ -367,10 +399,17 @@ impl Gate {
         if rights != Rights::Service {
             tracing::info!(%peer, user = %printable(&who), "MQTT client signed in");
         }
-        let (from_client, mut to_client) = socket.into_split();
+        let readable = self.policy.readable(&rights);
+        let (from_client, to_client) = socket.into_split();
         let mut from_client = tokio::io::BufReader::new(from_client);
-        let (mut from_broker, mut to_broker) = inner.into_split();
-        let downstream = tokio::io::copy(&mut from_broker, &mut to_client);
+        let (from_broker, to_broker) = inner.into_split();
+        let relay = Relay {
+            to_client: tokio::sync::Mutex::new(to_client),
+            to_broker: tokio::sync::Mutex::new(to_broker),
+            readable,
+            held: std::sync::Mutex::new(Held::default()),
+        };
+        let downstream = relay.downstream(tokio::io::BufReader::new(from_broker));
         let upstream = async {
             while let Some((header, body)) = read_packet(&mut from_client).await? {
                 match header >> 4 {
@@ -388,14 +427,31 @@ impl Gate {
                             return Ok(());
                         }
                     }
+                    8 => {
+                        let Some(subscribe) = relay.subscribe(&body) else {
+                            return Err(io::Error::new(io::ErrorKind::InvalidData, "malformed SUBSCRIBE"));
+                        };
+                        if !subscribe.refused.is_empty() {
+                            self.stats
+                                .refused_subscriptions
+                                .fetch_add(subscribe.refused.len() as u64, Ordering::Relaxed);
+                            let shown: Vec<String> = subscribe.refused.iter().map(|f| printable(f)).collect();
+                            tracing::warn!(%peer, user = %printable(&who), filters = ?shown, "MQTT gate: subscription refused (no right to read these topics)");
+                        }
+                        match subscribe.forward {
+                            Some(body) => relay.to_broker.lock().await.write_all(&frame(header, &body)).await?,
+                            None => relay.to_client.lock().await.write_all(&subscribe.suback).await?,
+                        }
+                        continue;
+                    }
                     _ => {}
                 }
-                to_broker.write_all(&frame(header, &body)).await?;
+                relay.to_broker.lock().await.write_all(&frame(header, &body)).await?;
             }
             Ok::<(), io::Error>(())
         };
         tokio::select! {
-            r = downstream => r.map(|_| ()),
+            r = downstream => r,
             r = upstream => r,
         }
     }
@@ -445,6 +501,130 @@ impl Gate {
                 Err((BAD_CREDENTIALS, "unknown user or wrong password"))
             }
         }
+    }
+}
+
+/// What the gate holds back for one connection.
+#[derive(Default)]
+struct Held {
+    /// SUBSCRIBEs forwarded without some of their filters: packet id → for each filter of the original, `true`
+    /// where it was refused (its SUBACK code becomes 0x80).
+    partial: std::collections::HashMap<u16, Vec<bool>>,
+    /// QoS 2 messages withheld from the client, whose PUBREL the gate answers itself.
+    withheld_qos2: HashSet<u16>,
+}
+
+/// One client connection's two directions, with the read rights applied.
+struct Relay {
+    to_client: tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>,
+    to_broker: tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>,
+    /// `None`: reads everything.
+    readable: Option<Vec<String>>,
+    held: std::sync::Mutex<Held>,
+}
+
+/// A SUBSCRIBE after the read rights: what to forward (`None`: nothing is granted, answer `suback` at once).
+struct Subscribe {
+    forward: Option<Vec<u8>>,
+    suback: Vec<u8>,
+    refused: Vec<String>,
+}
+
+impl Relay {
+    fn may_read(&self, topic: &str) -> bool {
+        self.readable.as_ref().is_none_or(|r| r.iter().any(|f| super::filter::matches(f, topic)))
+    }
+
+    fn may_subscribe(&self, filter: &str) -> bool {
+        self.readable.as_ref().is_none_or(|r| r.iter().any(|f| super::filter::overlap(f, filter)))
+    }
+
+    /// Splits a SUBSCRIBE body into granted and refused filters; `None` when it is malformed.
+    fn subscribe(&self, body: &[u8]) -> Option<Subscribe> {
+        let mut c = Cursor(body);
+        let id = c.u16()?;
+        let mut granted = id.to_be_bytes().to_vec();
+        let (mut mask, mut refused) = (Vec::new(), Vec::new());
+        while !c.0.is_empty() {
+            let filter = c.string()?;
+            let qos = c.u8()?;
+            let ok = self.may_subscribe(&filter);
+            mask.push(!ok);
+            if ok {
+                put_bytes(&mut granted, filter.as_bytes());
+                granted.push(qos);
+            } else {
+                refused.push(filter);
+            }
+        }
+        if mask.is_empty() {
+            return None;
+        }
+        let mut codes = id.to_be_bytes().to_vec();
+        codes.extend(mask.iter().map(|_| 0x80));
+        let suback = frame(0x90, &codes);
+        if refused.len() == mask.len() {
+            return Some(Subscribe { forward: None, suback, refused });
+        }
+        if !refused.is_empty() {
+            self.held.lock().unwrap_or_else(|e| e.into_inner()).partial.insert(id, mask);
+        }
+        Some(Subscribe { forward: Some(granted), suback, refused })
+    }
+
+    /// Broker to client, packet by packet: messages on unreadable topics are acknowledged here and dropped, and
+    /// SUBACKs of partly refused SUBSCRIBEs get their 0x80 codes back.
+    /// Forwards the broker's packets to the client, minus what it may not read. rumqttd sets no TCP_NODELAY on
+    /// its sockets, so each small publish after the first waits for this side's ACK; acknowledging at once
+    /// (TCP_QUICKACK, which the kernel clears again after a while, hence after every packet) keeps that wait at
+    /// a loopback round trip instead of the delayed-ACK timer's 40 ms.
+    async fn downstream(&self, mut from_broker: tokio::io::BufReader<OwnedReadHalf>) -> io::Result<()> {
+        while let Some((header, body)) = read_packet(&mut from_broker).await? {
+            let _ = socket2::SockRef::from(from_broker.get_ref().as_ref()).set_tcp_quickack(true);
+            match header >> 4 {
+                3 if !self.may_read(publish_topic(&body).unwrap_or("")) => {
+                    let qos = (header >> 1) & 0x03;
+                    let topic_len = body.get(..2).map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])));
+                    let id = body.get(2 + topic_len..4 + topic_len).map(|b| [b[0], b[1]]);
+                    match (qos, id) {
+                        (1, Some(id)) => self.to_broker.lock().await.write_all(&[0x40, 0x02, id[0], id[1]]).await?,
+                        (2, Some(id)) => {
+                            self.held
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .withheld_qos2
+                                .insert(u16::from_be_bytes(id));
+                            self.to_broker.lock().await.write_all(&[0x50, 0x02, id[0], id[1]]).await?;
+                        }
+                        _ => {}
+                    }
+                    continue;
+                }
+                6 if body.len() == 2 => {
+                    let id = u16::from_be_bytes([body[0], body[1]]);
+                    if self.held.lock().unwrap_or_else(|e| e.into_inner()).withheld_qos2.remove(&id) {
+                        self.to_broker.lock().await.write_all(&[0x70, 0x02, body[0], body[1]]).await?;
+                        continue;
+                    }
+                }
+                9 if body.len() >= 2 => {
+                    let id = u16::from_be_bytes([body[0], body[1]]);
+                    let mask = self.held.lock().unwrap_or_else(|e| e.into_inner()).partial.remove(&id);
+                    if let Some(mask) = mask {
+                        let mut granted = body[2..].iter();
+                        let mut codes = body[..2].to_vec();
+                        codes.extend(
+                            mask.iter().map(|refused| if *refused { 0x80 } else { *granted.next().unwrap_or(&0x80) }),
+                        );
+                        self.to_client.lock().await.write_all(&frame(header, &codes)).await?;
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            self.to_client.lock().await.write_all(&frame(header, &body)).await?;
+        }
+        Ok(())
     }
 }
 

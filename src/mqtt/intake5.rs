@@ -41,6 +41,10 @@ impl Link {
         if let Some((u, p)) = &self.credentials {
             o.set_credentials(u.clone(), p.clone());
         }
+        // Replies are small writes that must leave at once (see the publisher's TCP_NODELAY).
+        let mut network = o.network_options();
+        network.set_tcp_nodelay(true);
+        o.set_network_options(network);
         o
     }
 }

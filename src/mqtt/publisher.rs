@@ -263,7 +263,10 @@ pub(super) fn spawn(
         );
     }
     let last_seq = store.counter(BIRTH_COUNTER)?;
-    let (client, eventloop) = AsyncClient::new(connector.options(0, last_seq + 1), CHANNEL);
+    let (client, mut eventloop) = AsyncClient::new(connector.options(0, last_seq + 1), CHANNEL);
+    // Alarm events are small writes that must leave at once: without TCP_NODELAY each waits for the broker's
+    // delayed ACK of the previous one (tens of milliseconds per hop).
+    eventloop.network_options.set_tcp_nodelay(true);
     let (net_tx, net_rx) = mpsc::unbounded_channel();
     let stop_net = CancellationToken::new();
     let net = tokio::spawn(network(eventloop, connector.clone(), store.clone(), last_seq, net_tx, stop_net.clone()));
@@ -306,6 +309,7 @@ pub(super) fn spawn(
         warned_fifo: false,
         backlog: Backlog::default(),
         retained_hash: HashMap::new(),
+        hub_seen: 0,
         counters: DeliveryCounters::default(),
     };
     let task = tokio::spawn(main.run(net_rx, replies_rx, net, intake, stop_net, cancel));
@@ -434,6 +438,8 @@ struct Main {
     /// A hash of the last payload parked per retained topic: after a lag, only topics whose state changed are
     /// parked again (a lag never republishes every bed).
     retained_hash: HashMap<String, u64>,
+    /// The id of the last hub event taken into account: after a lag, only beds changed since are re-parked.
+    hub_seen: u64,
     /// Counters shown in the link status.
     counters: DeliveryCounters,
 }
@@ -452,6 +458,7 @@ impl Main {
         // so the broker publishes the last will (`offline`, `connection-lost`) and the death is visible on MQTT.
         let _net_guard = stop_net.clone().drop_guard();
         let (snapshot, mut events) = self.hub.subscribe();
+        self.hub_seen = snapshot.last_id;
         for bed in &snapshot.beds {
             let map = self.devices.entry(bed.info.id.to_string()).or_default();
             for d in self.store.latest_devices(&bed.info.id).unwrap_or_default() {
@@ -556,15 +563,17 @@ impl Main {
 
     /// The publisher fell behind the hub and missed `n` events. Alarm and session events are not lost (they are
     /// in the outbox); missed vitals are shed (the next second brings new ones); retained state is re-parked only
-    /// for the topics whose state differs from what was last parked, taken from the hub's in-memory snapshot. Never
+    /// for the beds whose state changed since the last event seen ([`Hub::retained_since`]) and only where it
+    /// differs from what was last parked. Never
     /// a republish of every bed, never a store read per bed: that is what made a lag feed on itself.
     fn lagged(&mut self, n: u64) {
         self.counters.hub_events_missed += n;
         self.backlog.vitals_shed += n;
         tracing::warn!(missed = n, "MQTT publisher lagged behind the hub; re-sending only changed retained state");
-        let snapshot = self.hub.snapshot();
-        for bed in snapshot.beds {
-            let id = bed.info.id.to_string();
+        let (changed, upto) = self.hub.retained_since(self.hub_seen);
+        self.hub_seen = upto;
+        for bed in changed {
+            let id = bed.bed.to_string();
             if let Some(a) = &bed.alarms {
                 self.park_retained_json(self.topics.alarms(&id), &payload::alarms(a), true);
             }
@@ -714,6 +723,7 @@ impl Main {
     }
 
     fn on_hub(&mut self, ev: &HubEvent) {
+        self.hub_seen = self.hub_seen.max(ev.id);
         match &ev.event {
             Event::Vitals(v) => {
                 // Only while connected: vitals are of the moment, a reconnect does not want old ones.

@@ -33,7 +33,10 @@ use tokio_util::sync::CancellationToken;
 use crate::event::{AlarmEvent, BedAlarms, Command, DeviceStatus, Event, SessionEvent};
 use crate::vitals::{Parameter, Timestamp, ValueStatus};
 
+mod export;
 pub mod writer;
+
+pub use export::HistoryRecord;
 
 pub use writer::StoreHealth;
 

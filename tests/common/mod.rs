@@ -139,3 +139,36 @@ pub mod mosquitto {
         Some(Mosquitto { port, child, _dir: dir })
     }
 }
+
+/// Sample [1] of `tests/fixtures/hl7/pcd01_samples.txt`: the real Mindray VS-900 ORU^R01 (device id
+/// 00A0370098007A80), segments joined with CR as on the wire.
+pub fn mindray() -> String {
+    include_str!("../fixtures/hl7/pcd01_samples.txt")
+        .lines()
+        .skip_while(|l| !l.starts_with("MSH|^~\\&|MINDRAY_VS900^00A0370098007A80"))
+        .take_while(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\r")
+}
+
+/// A daemon started with `vigil::start`, stopped (and waited for) by [`Daemon::stop`].
+pub struct Daemon {
+    /// Its addresses and hub.
+    pub running: vigil::Running,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl Daemon {
+    /// Starts the daemon with `config`; panics when it cannot start.
+    pub async fn start(config: vigil::config::Config) -> Daemon {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let running = vigil::start(config, shutdown.clone()).await.unwrap();
+        Daemon { running, shutdown }
+    }
+
+    /// Stops it, failing the test unless it stops within 10 s.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.running.wait()).await.unwrap();
+    }
+}
