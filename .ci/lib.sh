@@ -35,3 +35,19 @@ stop_vigil() {
 }
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
+
+# wait_for BED PYTHON-CONDITION SECONDS WHAT: polls the suite's own `bed_state BED` (a line of words, seen by the
+# condition as the list `s`) until the condition holds, or fails with WHAT and the last state. Set LOG to a file
+# whose tail is shown on failure.
+wait_for() {
+  local deadline=$(( $(date +%s) + $3 )) s=
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    s=$(bed_state "$1" || true)
+    if python3 -c "import sys; s = sys.argv[1].split(); sys.exit(0 if ($2) else 1)" "$s" 2>/dev/null; then
+      echo "$1: $s"; return 0
+    fi
+    sleep 0.5
+  done
+  [ -n "${LOG:-}" ] && tail -20 "$LOG"
+  fail "$4 (last state: $s)"
+}

@@ -11,36 +11,12 @@ use tokio_util::sync::CancellationToken;
 use vigil::config::Config;
 
 fn config(mqtt: &str, port: u16, dir: &std::path::Path) -> Config {
-    let text = format!(
-        r#"
-[site]
-name = "test-site"
-ward = "test-ward"
-[mqtt]
-mode = "{mqtt}"
-host = "127.0.0.1"
-port = {port}
-client_id = "vigil-test-{port}"
-[dashboard]
-listen = "127.0.0.1:0"
-[store]
-path = "{db}"
-[[users]]
-name = "victor"
-role = "viewer"
-password_hash = "{hash}"
-[[beds]]
-id = "chair-1"
-[[beds.sources]]
-kind = "simulated"
-device = "masimo"
-scenario = "calm-session"
-seed = 11
-"#,
-        db = dir.join("vigil.db").display(),
-        hash = vigil::auth::hash_password("rotciv").unwrap()
-    );
-    Config::parse(&text, "test.toml", dir).unwrap()
+    common::one_bed_config(
+        mqtt,
+        port,
+        dir,
+        "kind = \"simulated\"\ndevice = \"masimo\"\nscenario = \"calm-session\"\nseed = 11",
+    )
 }
 
 async fn subscriber(port: u16, topic: &str) -> (AsyncClient, rumqttc::EventLoop) {

@@ -189,36 +189,8 @@ async fn garbage_on_the_line_is_counted_and_a_shutdown_releases_the_association(
 }
 
 fn daemon_config(port: u16, dir: &Path, pty: &Path) -> Config {
-    let text = format!(
-        r#"
-[site]
-name = "test-site"
-ward = "test-ward"
-[mqtt]
-mode = "embedded"
-host = "127.0.0.1"
-port = {port}
-client_id = "vigil-test-{port}"
-[dashboard]
-listen = "127.0.0.1:0"
-[store]
-path = "{db}"
-[[users]]
-name = "victor"
-role = "viewer"
-password_hash = "{hash}"
-[[beds]]
-id = "chair-1"
-[[beds.sources]]
-kind = "serial"
-device = "intellivue"
-path = "{pty}"
-"#,
-        db = dir.join("vigil.db").display(),
-        pty = pty.display(),
-        hash = vigil::auth::hash_password("rotciv").unwrap()
-    );
-    Config::parse(&text, "test.toml", dir).unwrap()
+    let source = format!("kind = \"serial\"\ndevice = \"intellivue\"\npath = \"{}\"", pty.display());
+    common::one_bed_config("embedded", port, dir, &source)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -311,4 +283,31 @@ async fn the_session_runs_over_udp_on_loopback_and_reassociates_after_a_monitor_
 /// A UDP port of 127.0.0.1 that was free a moment ago.
 fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_runs_through_a_device_server_to_a_tcp_source() {
+    let port = free_port();
+    let sim = simulation(RESTART, 2.0);
+    let server = tokio::spawn(vigil_sim::output::run_tcp_listen(
+        sim,
+        Speed::Factor(2.0),
+        format!("127.0.0.1:{port}"),
+        "bed 1 (intellivue)".into(),
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let source = SourceId::new("chair-1", 0);
+    let (tx, mut rx) = mpsc::channel(256);
+    let cancel = CancellationToken::new();
+    let cfg: SourceConfig =
+        toml::from_str(&format!("kind = \"tcp\"\ndevice = \"intellivue\"\naddress = \"127.0.0.1:{port}\"")).unwrap();
+    let task = tokio::spawn(vigil::ingest::tcp::run(source, cfg, tx, cancel.clone()));
+    let spo2 = next(&mut rx, 4, "SpO2 through the device server", |e| spo2_of(e).is_some()).await;
+    assert!((90.0..=100.0).contains(&spo2_of(&spo2).unwrap()));
+    let lost = next(&mut rx, 20, "a lost association", |e| link_reason(e, LinkState::Disconnected).is_some()).await;
+    assert!(link_reason(&lost, LinkState::Disconnected).is_some());
+    next(&mut rx, 30, "SpO2 after the restart", |e| spo2_of(e).is_some()).await;
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops").unwrap().unwrap();
+    server.abort();
 }

@@ -293,17 +293,43 @@ pub struct HostLink {
     device: Device,
     received: Vec<u8>,
     s5: s5::HostRequests,
+    iv: intellivue::Monitor,
+    /// An IntelliVue's current second (none while it restarts), which its answers report.
+    iv_now: Option<(crate::Sample, Option<crate::NibpReading>)>,
 }
 
 impl HostLink {
     /// A fresh link (nothing heard yet).
     pub fn new(device: Device) -> HostLink {
-        HostLink { device, received: Vec::new(), s5: s5::HostRequests::default() }
+        HostLink {
+            device,
+            received: Vec::new(),
+            s5: s5::HostRequests::default(),
+            iv: intellivue::Monitor::new(),
+            iv_now: None,
+        }
     }
 
     /// Whether this device listens to the host at all.
     pub fn listens(device: Device) -> bool {
-        matches!(device, Device::Nonin | Device::S5)
+        matches!(device, Device::Nonin | Device::S5 | Device::Intellivue)
+    }
+
+    /// The device's second `tick`: an IntelliVue answers polls with it, and a scripted disconnect is its
+    /// restart (silent meanwhile, the association gone afterwards).
+    pub fn see(&mut self, tick: &crate::Tick) {
+        if self.device != Device::Intellivue {
+            return;
+        }
+        if tick.sample.connected {
+            self.iv_now = Some((tick.sample.clone(), tick.last_nibp));
+        } else {
+            if self.iv.associated() {
+                eprintln!("vigil-sim: intellivue restarts (silent, association lost)");
+            }
+            self.iv.restart();
+            self.iv_now = None;
+        }
     }
 
     /// Takes bytes from the host; returns the device's immediate replies.
@@ -317,14 +343,31 @@ impl HostLink {
                 self.s5.hear(bytes);
                 Vec::new()
             }
-            // An IntelliVue on a pty runs its own session (`Pty::run_intellivue`); tcp-listen refuses it.
-            Device::Masimo | Device::Hl7 | Device::Intellivue => Vec::new(),
+            Device::Intellivue => {
+                let Some((sample, nibp)) = &self.iv_now else {
+                    self.received.clear();
+                    return Vec::new();
+                };
+                self.received.extend_from_slice(bytes);
+                let mut out = Vec::new();
+                for request in intellivue::host_frames(&mut self.received) {
+                    for reply in self.iv.answer(&request, sample, nibp.as_ref()) {
+                        out.extend(intellivue::frame(&reply));
+                    }
+                }
+                out
+            }
+            Device::Masimo | Device::Hl7 => Vec::new(),
         }
     }
 
-    /// Whether the device sends its data now.
+    /// Whether the device sends its data now (an IntelliVue only answers, see [`HostLink::hear`]).
     pub fn may_send(&self) -> bool {
-        self.device != Device::S5 || self.s5.transmitting
+        match self.device {
+            Device::S5 => self.s5.transmitting,
+            Device::Intellivue => false,
+            _ => true,
+        }
     }
 }
 
@@ -340,6 +383,7 @@ pub async fn run_duplex<R: tokio::io::AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     let mut host = HostLink::new(sim.device());
     let mut buf = [0u8; 256];
     for tick in sim {
+        host.see(&tick);
         let due = pace(origin, tick.sample.offset_s, speed);
         tokio::pin!(due);
         loop {
@@ -415,6 +459,7 @@ pub async fn run_tcp_listen(sim: Simulation, speed: Speed, addr: String, label: 
     let mut client: Option<(tokio::net::tcp::OwnedReadHalf, tokio::net::tcp::OwnedWriteHalf)> = None;
     let mut buf = [0u8; 256];
     for tick in sim {
+        host.see(&tick);
         let due = pace(origin, tick.sample.offset_s, speed);
         tokio::pin!(due);
         loop {
@@ -427,6 +472,7 @@ pub async fn run_tcp_listen(sim: Simulation, speed: Speed, addr: String, label: 
                         let _ = stream.set_nodelay(true);
                         client = Some(stream.into_split());
                         host = HostLink::new(device);
+                        host.see(&tick);
                     }
                 }
                 r = read_client(&mut client, &mut buf), if client.is_some() => {
@@ -646,9 +692,6 @@ pub fn check_device(spec: &OutputSpec, device: Device) -> Result<(), String> {
         ),
         (OutputSpec::Udp(_), d) if d != Device::Intellivue => {
             Err("udp output is the IntelliVue LAN interface: use --device intellivue".into())
-        }
-        (OutputSpec::TcpListen { .. }, Device::Intellivue) => {
-            Err("tcp-listen does not run the intellivue session yet: use --output pty for an intellivue".into())
         }
         _ => Ok(()),
     }

@@ -33,6 +33,39 @@ pub async fn wait_for_publish(
     }
 }
 
+/// A one-bed daemon configuration for tests: MQTT in `mqtt` mode on `port`, the dashboard on a free loopback port,
+/// the store in `dir`, the viewer `victor` (password `rotciv`), and bed `chair-1` with `source` (the TOML keys of
+/// its one `[[beds.sources]]` entry).
+pub fn one_bed_config(mqtt: &str, port: u16, dir: &std::path::Path, source: &str) -> vigil::config::Config {
+    let text = format!(
+        r#"
+[site]
+name = "test-site"
+ward = "test-ward"
+[mqtt]
+mode = "{mqtt}"
+host = "127.0.0.1"
+port = {port}
+client_id = "vigil-test-{port}"
+[dashboard]
+listen = "127.0.0.1:0"
+[store]
+path = "{db}"
+[[users]]
+name = "victor"
+role = "viewer"
+password_hash = "{hash}"
+[[beds]]
+id = "chair-1"
+[[beds.sources]]
+{source}
+"#,
+        db = dir.join("vigil.db").display(),
+        hash = vigil::auth::hash_password("rotciv").unwrap()
+    );
+    vigil::config::Config::parse(&text, "test.toml", dir).unwrap()
+}
+
 /// A plain HTTP/1.1 GET; returns the whole response as text.
 pub async fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();

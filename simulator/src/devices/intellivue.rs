@@ -359,7 +359,7 @@ pub fn second_of_output(s: &Sample, nibp: Option<&crate::sim::NibpReading>, n: u
 }
 
 /// The monitor's side of the session.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Monitor {
     associated: bool,
     invoke_id: u16,
