@@ -26,23 +26,25 @@ struct Args {
     bin: PathBuf,
 }
 
-fn args() -> Args {
+/// The command line, or why it is wrong (the caller prints it and exits 2).
+fn args() -> Result<Args, String> {
     let mut a = Args { chairs: 100, hl7: 0, warmup: 10, seconds: 30, bin: PathBuf::new() };
-    let exe = std::env::current_exe().expect("current exe");
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
     a.bin = exe.parent().and_then(|d| d.parent()).map(|d| d.join("vigil")).unwrap_or_default();
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
-        let v = it.next().unwrap_or_else(|| panic!("{k} needs a value"));
+        let v = it.next().ok_or_else(|| format!("{k} needs a value"))?;
+        let number = |what: &str| v.parse::<u64>().map_err(|_| format!("{k} takes {what}, not '{v}'"));
         match k.as_str() {
-            "--chairs" => a.chairs = v.parse().expect("--chairs N"),
-            "--hl7" => a.hl7 = v.parse().expect("--hl7 N"),
-            "--warmup" => a.warmup = v.parse().expect("--warmup S"),
-            "--seconds" => a.seconds = v.parse().expect("--seconds S"),
+            "--chairs" => a.chairs = number("a number of chairs")? as usize,
+            "--hl7" => a.hl7 = number("a number of monitors")? as usize,
+            "--warmup" => a.warmup = number("seconds")?,
+            "--seconds" => a.seconds = number("seconds")?,
             "--bin" => a.bin = v.into(),
-            _ => panic!("unknown argument {k}"),
+            _ => return Err(format!("unknown argument {k} (--chairs, --hl7, --warmup, --seconds, --bin)")),
         }
     }
-    a
+    Ok(a)
 }
 
 fn free_port() -> u16 {
@@ -162,7 +164,13 @@ impl Drop for Stop {
 
 #[tokio::main]
 async fn main() {
-    let a = args();
+    let a = match args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("vigil-load: {e}");
+            std::process::exit(2);
+        }
+    };
     let dir = tempfile::tempdir().unwrap();
     let (mqtt, mllp, http) = (free_port(), free_port(), free_port());
     let cfg = dir.path().join("load.toml");

@@ -617,20 +617,20 @@ impl Lifecycle {
         // Back within the hold-off: the same alarm goes on, nothing to announce.
         a.clearing_since = None;
         let top_before = a.top();
-        let mut detail = Some(detail);
-        let (mi, joined) = match a.member(&key) {
+        // A new member takes its detail now; a known one keeps the closure for `speak`, which builds it only if
+        // the member speaks.
+        let (mi, joined, mut detail) = match a.member(&key) {
             Some(i) => {
                 let family = a.members.len() > 1;
                 let m = &mut a.members[i];
                 let joined = !m.present;
                 m.present = true;
                 m.band = band;
-                (i, joined && a.present && family)
+                (i, joined && a.present && family, Some(detail))
             }
             None => {
-                let d = detail.take().map(|f| f()).expect("not taken yet");
-                a.members.push(Member { key, present: true, band, detail: d });
-                (a.members.len() - 1, a.present)
+                a.members.push(Member { key, present: true, band, detail: detail() });
+                (a.members.len() - 1, a.present, None)
             }
         };
         let top = a.top();

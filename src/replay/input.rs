@@ -274,9 +274,11 @@ fn hl7_messages(bytes: &[u8]) -> Vec<Vec<u8>> {
         {
             continue;
         }
-        let msg = out.last_mut().expect("pushed on MSH");
-        msg.extend_from_slice(line.as_bytes());
-        msg.push(b'\r');
+        // `out` has a message here: lines before the first MSH were skipped above.
+        if let Some(msg) = out.last_mut() {
+            msg.extend_from_slice(line.as_bytes());
+            msg.push(b'\r');
+        }
     }
     out
 }
