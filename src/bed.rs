@@ -644,7 +644,7 @@ mod tests {
         let task = test_task(profile, store, hub.clone(), sources, commands, silence);
         let cancel = CancellationToken::new();
         let running = tokio::spawn(task.run(cancel.clone()));
-        let frame = || SourceEvent::Frame { source: source.clone(), frame: Frame::default(), received: Utc::now() };
+        let frame = || SourceEvent::Frame { source: source.clone(), frame: Box::default(), received: Utc::now() };
         source_tx.send(frame()).await.unwrap();
         let heard = std::time::Instant::now();
 
@@ -669,7 +669,7 @@ mod tests {
             tokio::spawn(async move {
                 loop {
                     let frame =
-                        SourceEvent::Frame { source: source.clone(), frame: Frame::default(), received: Utc::now() };
+                        SourceEvent::Frame { source: source.clone(), frame: Box::default(), received: Utc::now() };
                     if tx.send(frame).await.is_err() {
                         return;
                     }

@@ -65,8 +65,9 @@ pub struct BedView {
     pub alarms: Option<BedAlarms>,
     /// Latest session event.
     pub session: Option<SessionEvent>,
-    /// Each source's status, by source id.
-    pub devices: BTreeMap<String, DeviceStatus>,
+    /// Each source's status, by source id. Shared (`Arc`), because the publisher keeps the same statuses and a
+    /// `BTreeMap` node holds eleven values whatever the count: by value that is 2 KB per bed per copy.
+    pub devices: BTreeMap<String, Arc<DeviceStatus>>,
 }
 
 /// The events a resuming client missed, and its subscription to what follows.
@@ -89,8 +90,8 @@ pub enum CommandError {
 /// A command on its way to a bed task, with the channel for its answer.
 #[derive(Debug)]
 pub struct BedCommand {
-    /// The request.
-    pub request: CommandRequest,
+    /// The request, boxed so the bed's inbox (blocks of 32 slots, one inbox per bed) stays small.
+    pub request: Box<CommandRequest>,
     /// The bed's answer: the events the command caused, or why it was refused.
     pub reply: oneshot::Sender<Result<Vec<Event>, CommandError>>,
 }
@@ -117,7 +118,7 @@ pub struct RetainedView {
     /// Latest session event.
     pub session: Option<SessionEvent>,
     /// Each source's status, by source id.
-    pub devices: BTreeMap<String, DeviceStatus>,
+    pub devices: BTreeMap<String, Arc<DeviceStatus>>,
 }
 
 /// What one bed announced through the hub since start, and when its task last showed it is alive. Read by
@@ -198,7 +199,7 @@ impl Hub {
                     true
                 }
                 Event::Device(d) => {
-                    view.devices.insert(d.source.clone(), d.clone());
+                    view.devices.insert(d.source.clone(), Arc::new(d.clone()));
                     true
                 }
                 Event::Alarm(_) => false,
@@ -314,7 +315,10 @@ impl Hub {
             .cloned()
             .ok_or_else(|| CommandError::UnknownBed(bed.to_string()))?;
         let (reply, answer) = oneshot::channel();
-        inbox.send(BedCommand { request, reply }).await.map_err(|_| CommandError::Unavailable(bed.to_string()))?;
+        inbox
+            .send(BedCommand { request: Box::new(request), reply })
+            .await
+            .map_err(|_| CommandError::Unavailable(bed.to_string()))?;
         answer.await.map_err(|_| CommandError::Unavailable(bed.to_string()))?
     }
 }

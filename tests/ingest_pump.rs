@@ -18,7 +18,7 @@ fn drain(rx: &mut mpsc::Receiver<SourceEvent>) -> Vec<SourceEvent> {
 }
 
 fn frames(events: &[SourceEvent]) -> Vec<&vigil::ingest::protocol::Frame> {
-    events.iter().filter_map(|e| if let SourceEvent::Frame { frame, .. } = e { Some(frame) } else { None }).collect()
+    events.iter().filter_map(|e| if let SourceEvent::Frame { frame, .. } = e { Some(&**frame) } else { None }).collect()
 }
 
 fn last_counters(events: &[SourceEvent]) -> (u64, u64, u64, Option<String>) {

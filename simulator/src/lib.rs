@@ -12,11 +12,12 @@ pub mod physiology;
 pub mod scenario;
 pub mod sim;
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use chrono::{DateTime, SubsecRound, TimeZone, Utc};
-use tokio::io::{AsyncRead, AsyncWriteExt, DuplexStream, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::mpsc;
 
 pub use physiology::Vitals;
@@ -205,48 +206,100 @@ pub fn timeline(opts: &FeedOptions) -> Result<impl Iterator<Item = Sample>, SimE
 pub struct Feed {
     /// The device's bytes in (scaled) real time; EOF when the scenario ends.
     pub reader: FeedReader,
-    /// Scripted moments as they pass.
+    /// Scripted moments as they pass (as the reader is read: the simulation steps when it is).
     pub markers: mpsc::UnboundedReceiver<Marker>,
 }
 
-/// The byte stream of a [`Feed`].
-#[derive(Debug)]
-pub struct FeedReader(DuplexStream);
+/// The byte stream of a [`Feed`]. It has no task of its own: the simulation steps when the consumer reads, and a
+/// tick waits for its due time inside `poll_read`, so a simulated chair costs one task (the consumer's), not two.
+pub struct FeedReader {
+    sim: Simulation,
+    speed: Speed,
+    origin: tokio::time::Instant,
+    markers: mpsc::UnboundedSender<Marker>,
+    /// Bytes of the current tick not yet read, from `at`.
+    bytes: Vec<u8>,
+    at: usize,
+    /// A tick waiting for its due time, and the timer it waits on (created on first use, then reset).
+    held: Option<Tick>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
 
-impl AsyncRead for FeedReader {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+impl std::fmt::Debug for FeedReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeedReader").field("speed", &self.speed).field("unread", &(self.bytes.len() - self.at)).finish()
     }
 }
 
-/// Pipe size between the simulation task and the reader. Small, so at [`Speed::Max`] the markers run at most a few
-/// frames ahead of the bytes the consumer has read.
-const FEED_BUFFER: usize = 2048;
+impl FeedReader {
+    /// Announces a tick's markers and makes its bytes the next to read.
+    fn release(&mut self, tick: Tick) {
+        for kind in &tick.sample.markers {
+            // A consumer that stopped listening for markers may still want the bytes.
+            let _ = self.markers.send(Marker { offset_s: f64::from(tick.sample.offset_s), kind: *kind });
+        }
+        self.bytes = tick.bytes;
+        self.at = 0;
+    }
+}
 
-/// Starts a simulated device on the current tokio runtime. The device clock starts now. The task stops at the end
-/// of the scenario (the reader then returns EOF) or when the reader is dropped.
-pub fn feed(opts: FeedOptions) -> Result<Feed, SimError> {
-    let handle = tokio::runtime::Handle::try_current().map_err(|_| SimError::NoRuntime)?;
-    let speed = opts.speed.validated()?;
-    let sim = Simulation::new(&opts, Utc::now().trunc_subsecs(0))?;
-    let (mut writer, reader) = tokio::io::duplex(FEED_BUFFER);
-    let (tx, rx) = mpsc::unbounded_channel();
-    handle.spawn(async move {
-        let origin = tokio::time::Instant::now();
-        for tick in sim {
-            if let Speed::Factor(f) = speed {
-                let due = origin + std::time::Duration::from_secs_f64(f64::from(tick.sample.offset_s) / f);
-                tokio::time::sleep_until(due).await;
+impl AsyncRead for FeedReader {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if this.at < this.bytes.len() {
+                let n = buf.remaining().min(this.bytes.len() - this.at);
+                buf.put_slice(&this.bytes[this.at..this.at + n]);
+                this.at += n;
+                return Poll::Ready(Ok(()));
             }
-            for kind in &tick.sample.markers {
-                // A consumer that stopped listening for markers may still want the bytes.
-                let _ = tx.send(Marker { offset_s: f64::from(tick.sample.offset_s), kind: *kind });
+            if let Some(tick) = this.held.take() {
+                let Some(sleep) = this.sleep.as_mut() else {
+                    this.release(tick);
+                    continue;
+                };
+                if sleep.as_mut().poll(cx).is_pending() {
+                    this.held = Some(tick);
+                    return Poll::Pending;
+                }
+                this.release(tick);
+                continue;
             }
-            if !tick.bytes.is_empty() && writer.write_all(&tick.bytes).await.is_err() {
-                return; // the reader is gone
+            let Some(tick) = this.sim.next() else {
+                return Poll::Ready(Ok(())); // the scenario ended: EOF
+            };
+            match this.speed {
+                Speed::Max => this.release(tick),
+                Speed::Factor(f) => {
+                    let due = this.origin + std::time::Duration::from_secs_f64(f64::from(tick.sample.offset_s) / f);
+                    match this.sleep.as_mut() {
+                        Some(sleep) => sleep.as_mut().reset(due),
+                        None => this.sleep = Some(Box::pin(tokio::time::sleep_until(due))),
+                    }
+                    this.held = Some(tick);
+                }
             }
         }
-        let _ = writer.shutdown().await;
-    });
-    Ok(Feed { reader: FeedReader(reader), markers: rx })
+    }
+}
+
+/// Starts a simulated device. The device clock starts now. The stream ends at the end of the scenario (EOF);
+/// dropping the reader stops the simulation and closes the marker channel.
+pub fn feed(opts: FeedOptions) -> Result<Feed, SimError> {
+    // The reader's timers need a runtime; say so here rather than panic at the first read.
+    tokio::runtime::Handle::try_current().map_err(|_| SimError::NoRuntime)?;
+    let speed = opts.speed.validated()?;
+    let sim = Simulation::new(&opts, Utc::now().trunc_subsecs(0))?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let reader = FeedReader {
+        sim,
+        speed,
+        origin: tokio::time::Instant::now(),
+        markers: tx,
+        bytes: Vec::new(),
+        at: 0,
+        held: None,
+        sleep: None,
+    };
+    Ok(Feed { reader, markers: rx })
 }

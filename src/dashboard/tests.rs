@@ -90,7 +90,7 @@ fn answer_next(mut commands: mpsc::Receiver<BedCommand>) -> tokio::task::JoinHan
     tokio::spawn(async move {
         let cmd = commands.recv().await.expect("a command reaches the bed");
         let _ = cmd.reply.send(Ok(Vec::new()));
-        cmd.request
+        *cmd.request
     })
 }
 

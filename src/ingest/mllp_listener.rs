@@ -423,7 +423,7 @@ impl Connection {
         for r in &rejected {
             self.warn(&r.to_string());
         }
-        let event = SourceEvent::Frame { source: route.source.clone(), frame, received: now };
+        let event = SourceEvent::Frame { source: route.source.clone(), frame: Box::new(frame), received: now };
         let sent = tokio::select! {
             _ = cancel.cancelled() => Err("Vigil is shutting down"),
             r = tokio::time::timeout(INBOX_WAIT, route.tx.send(event)) => match r {

@@ -81,8 +81,9 @@ pub enum SourceEvent {
     Frame {
         /// The source.
         source: SourceId,
-        /// The frame (impossible values already removed).
-        frame: Frame,
+        /// The frame (impossible values already removed), boxed: it is the largest event, and every bed's inbox
+        /// holds blocks of 32 events whatever their kind.
+        frame: Box<Frame>,
         /// When Vigil received it: the time alarm logic uses.
         received: Timestamp,
     },
@@ -505,7 +506,7 @@ pub async fn pump_with<R: AsyncRead + Unpin>(
                     state.counters.counters.values_rejected += 1;
                     note_error(state, source, r.to_string());
                 }
-                let event = SourceEvent::Frame { source: source.clone(), frame, received: Utc::now() };
+                let event = SourceEvent::Frame { source: source.clone(), frame: Box::new(frame), received: Utc::now() };
                 // Frames wait for room in the inbox (backpressure on this source only); cancellation still wins.
                 let sent = tokio::select! {
                     biased;

@@ -428,7 +428,7 @@ struct Main {
     last_sent: i64,
     connected: bool,
     birth_seq: u64,
-    devices: HashMap<String, BTreeMap<String, DeviceStatus>>,
+    devices: HashMap<String, BTreeMap<String, Arc<DeviceStatus>>>,
     offline_pkid: Option<u16>,
     offline_acked: bool,
     /// Commands come in on this connection (embedded broker) rather than the MQTT 5 intake.
@@ -467,7 +467,7 @@ impl Main {
         for bed in &snapshot.beds {
             let map = self.devices.entry(bed.info.id.to_string()).or_default();
             for d in self.store.latest_devices(&bed.info.id).unwrap_or_default() {
-                map.insert(d.source.clone(), d);
+                map.insert(d.source.clone(), Arc::new(d));
             }
             map.extend(bed.devices.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
@@ -748,7 +748,7 @@ impl Main {
             Event::Alarm(_) | Event::Session(_) => self.drain(),
             Event::Alarms(a) => self.park_retained_json(self.topics.alarms(&a.bed), &payload::alarms(a), false),
             Event::Device(d) => {
-                self.devices.entry(d.bed.to_string()).or_default().insert(d.source.clone(), d.clone());
+                self.devices.entry(d.bed.to_string()).or_default().insert(d.source.clone(), Arc::new(d.clone()));
                 self.park_device(&d.bed, false);
             }
         }
@@ -756,7 +756,7 @@ impl Main {
 
     fn park_device(&mut self, bed: &str, only_if_changed: bool) {
         let sources: Vec<DeviceStatus> =
-            self.devices.get(bed).map(|m| m.values().cloned().collect()).unwrap_or_default();
+            self.devices.get(bed).map(|m| m.values().map(|d| DeviceStatus::clone(d)).collect()).unwrap_or_default();
         let time = sources.iter().map(|d| d.time).max().unwrap_or_else(Utc::now);
         self.park_retained_json(self.topics.device(bed), &payload::device(bed, time, &sources), only_if_changed);
     }

@@ -264,7 +264,7 @@ pub fn fake_bed(hub: Arc<Hub>, store: Store, bed: &str) -> mpsc::Receiver<vigil:
     let bed = bed.to_owned();
     tokio::spawn(async move {
         while let Some(cmd) = rx.recv().await {
-            let _ = seen_tx.send(cmd.request.clone()).await;
+            let _ = seen_tx.send(vigil::event::CommandRequest::clone(&cmd.request)).await;
             let answer = match &cmd.request.command {
                 Command::Acknowledge { alarm_id } => {
                     let bed_seq = store.next_bed_seq(&bed).unwrap();
