@@ -47,6 +47,8 @@ pub struct Sources {
     pub sse_clients: Arc<AtomicUsize>,
     /// MLLP connections refused by `mllp.allow`; `None` without an MLLP listener.
     pub mllp_refused: Option<Arc<AtomicU64>>,
+    /// The self-test's last result and counts.
+    pub selftest: Option<watch::Receiver<crate::selftest::Status>>,
 }
 
 /// The registry behind `/metrics`.
@@ -233,7 +235,8 @@ impl Collector for Ward {
         )?;
         let mut active: BTreeMap<(String, &'static str, String, String), u64> = BTreeMap::new();
         for b in &snapshot.beds {
-            for a in b.alarms.iter().flat_map(|a| a.alarms.iter()) {
+            // A self-test's alarm is not a patient alarm: never counted.
+            for a in b.alarms.iter().flat_map(|a| a.alarms.iter()).filter(|a| !a.test) {
                 *active
                     .entry((b.info.id.to_string(), priority_name(a.priority), snake(&a.kind), a.condition.clone()))
                     .or_default() += 1;
@@ -392,6 +395,49 @@ impl Collector for Ward {
                 "MLLP connections refused because the peer is not in mllp.allow.",
                 one(refused.load(Ordering::Relaxed)),
             )?;
+        }
+
+        // Self-test.
+        if let Some(status) = &s.selftest {
+            let st = status.borrow().clone();
+            counter(
+                &mut enc,
+                "vigil_selftest_runs",
+                "Self-tests run since start, by result (passed, failed).",
+                [
+                    (vec![("result", "passed".to_owned())], st.passed),
+                    (vec![("result", "failed".to_owned())], st.failed),
+                ],
+            )?;
+            if let Some(last) = &st.last {
+                gauge(
+                    &mut enc,
+                    "vigil_selftest_last_passed",
+                    "1 when the last self-test passed every hop, else 0 (absent before the first run).",
+                    one(flag(last.passed)),
+                )?;
+                gauge(
+                    &mut enc,
+                    "vigil_selftest_last_run_timestamp_seconds",
+                    "When the last self-test started, seconds since the Unix epoch.",
+                    one(last.started.timestamp_millis() as f64 / 1000.0),
+                )?;
+                let hop = |h: &crate::selftest::HopResult| -> Labels {
+                    vec![("bed", last.bed.clone()), ("hop", h.hop.clone())]
+                };
+                gauge(
+                    &mut enc,
+                    "vigil_selftest_hop_passed",
+                    "1 when the hop confirmed the last self-test's alarm, else 0.",
+                    last.hops.iter().map(|h| (hop(h), flag(h.ok))),
+                )?;
+                gauge(
+                    &mut enc,
+                    "vigil_selftest_hop_duration_seconds",
+                    "Seconds from raising the last self-test's alarm to the hop's confirmation (or giving up).",
+                    last.hops.iter().map(|h| (hop(h), h.ms as f64 / 1000.0)),
+                )?;
+            }
         }
         Ok(())
     }
