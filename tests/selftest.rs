@@ -161,6 +161,9 @@ async fn vigil_self_test_against_the_embedded_broker_passes_every_hop_within_ten
     assert_eq!(phases, [AlarmPhase::Start, AlarmPhase::End], "the test alarm ends itself");
     assert!(events.iter().all(|e| e.test && e.condition == "self_test"), "marked as a test everywhere it is stored");
     assert_eq!(events[1].bed_seq, events[0].bed_seq + 1, "bed_seq stays contiguous");
+    // In the audit trail, which the chair's history (and its printed report) still reads.
+    let actions = store.actions("chair-1", chrono::DateTime::UNIX_EPOCH, chrono::Utc::now()).unwrap();
+    assert!(actions.iter().any(|a| a.actor == "ada" && a.ok && a.request.contains("self_test")), "{actions:?}");
 
     // The human table names every hop.
     let (code, table, _, _) = cli(dashboard, ADMIN, &[]).await;
@@ -285,4 +288,120 @@ async fn a_failing_scheduled_self_test_raises_selftest_failed_and_the_next_passi
     let ready: Value = serde_json::from_str(&ready).unwrap();
     assert_eq!(ready["selftest"]["trigger"], "scheduled", "{ready:#}");
     daemon.stop().await;
+}
+
+mod engine {
+    //! The engine's side, pure and in virtual time.
+    use std::sync::Arc;
+
+    use chrono::{DateTime, TimeDelta, Utc};
+    use vigil::alarm::{Engine, Profile};
+    use vigil::event::{AlarmEvent, AlarmKind, AlarmPhase, Command, Event, Priority};
+
+    fn engine() -> Engine {
+        let profile = Profile::resolve("ketamine-chair", std::path::Path::new(".")).unwrap();
+        Engine::new("chair-1".into(), Arc::new(profile), 7)
+    }
+
+    fn alarms(events: Vec<Event>) -> Vec<AlarmEvent> {
+        events
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Alarm(a) => Some(a),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn at(t0: DateTime<Utc>, s: i64) -> DateTime<Utc> {
+        t0 + TimeDelta::seconds(s)
+    }
+
+    #[test]
+    fn the_test_alarm_is_low_technical_marked_numbered_in_sequence_never_escalates_and_ends_itself_after_five_seconds()
+    {
+        let mut e = engine();
+        let t0 = Utc::now();
+        let start = alarms(e.command(&Command::SelfTest, "ada", t0).unwrap());
+        assert_eq!(start.len(), 1);
+        let a = &start[0];
+        assert_eq!(
+            (a.phase, a.priority, a.kind, a.condition.as_str()),
+            (AlarmPhase::Start, Priority::Low, AlarmKind::Technical, "self_test")
+        );
+        assert!(a.test && a.bed_seq == 7, "{a:?}");
+        assert!(a.message.contains("TEST"), "{}", a.message);
+        for s in 1..5 {
+            assert!(alarms(e.tick(at(t0, s))).is_empty(), "still shown at {s} s");
+        }
+        let end = alarms(e.tick(at(t0, 5)));
+        assert_eq!(end.len(), 1, "ends itself: {end:?}");
+        assert_eq!((end[0].phase, end[0].bed_seq, end[0].test), (AlarmPhase::End, 8, true));
+        assert!(e.active_alarms(at(t0, 5)).alarms.is_empty());
+        for s in 6..900 {
+            assert!(alarms(e.tick(at(t0, s))).is_empty(), "nothing more, no escalation, at {s} s");
+        }
+        // A second run while the first is still shown ends the first: each run has its own alarm.
+        let first = alarms(e.command(&Command::SelfTest, "ada", at(t0, 900)).unwrap());
+        let second = alarms(e.command(&Command::SelfTest, "ada", at(t0, 901)).unwrap());
+        let phases: Vec<_> = second.iter().map(|a| (a.alarm_id.as_str(), a.phase)).collect();
+        assert_eq!(
+            phases,
+            [(first[0].alarm_id.as_str(), AlarmPhase::End), (second[1].alarm_id.as_str(), AlarmPhase::Start)]
+        );
+        assert_ne!(first[0].alarm_id, second[1].alarm_id);
+    }
+
+    #[test]
+    fn a_failed_result_raises_selftest_failed_at_medium_and_a_passing_one_ends_it() {
+        let mut e = engine();
+        let t0 = Utc::now();
+        let failed = Command::SelfTestResult { failed: Some("mqtt".into()) };
+        let raised = alarms(e.command(&failed, "vigil-scheduler", t0).unwrap());
+        assert_eq!(raised.len(), 1);
+        assert_eq!(
+            (raised[0].condition.as_str(), raised[0].priority, raised[0].test),
+            ("selftest_failed", Priority::Medium, false)
+        );
+        assert!(raised[0].message.contains("mqtt"));
+        assert!(
+            alarms(e.command(&failed, "vigil-scheduler", at(t0, 60)).unwrap()).is_empty(),
+            "one alarm while it fails"
+        );
+        let ended =
+            alarms(e.command(&Command::SelfTestResult { failed: None }, "vigil-scheduler", at(t0, 120)).unwrap());
+        assert_eq!((ended[0].alarm_id.as_str(), ended[0].phase), (raised[0].alarm_id.as_str(), AlarmPhase::End));
+    }
+
+    #[test]
+    fn nobody_outside_can_send_the_self_test_commands_over_mqtt_or_the_command_endpoint() {
+        for text in [r#"{"command":"self_test"}"#, r#"{"command":"self_test_result","failed":null}"#] {
+            assert!(serde_json::from_str::<Command>(text).is_err(), "{text} must not parse");
+        }
+    }
+}
+
+#[test]
+fn the_table_in_operations_md_is_what_vigil_self_test_prints_for_that_report() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md")).unwrap();
+    let block = doc.split("```text\n").nth(1).and_then(|b| b.split("```").next()).expect("the table in the doc");
+    let mut hops = Vec::new();
+    for line in block.lines().skip(2) {
+        let mut words = line.split_whitespace();
+        let (hop, mark, ms) = (words.next().unwrap(), words.next().unwrap(), words.next().unwrap());
+        let detail = line.splitn(2, &format!(" {ms}  ")).nth(1).unwrap().to_owned();
+        hops.push(vigil::selftest::HopResult { hop: hop.into(), ok: mark == "ok", ms: ms.parse().unwrap(), detail });
+    }
+    let report = vigil::selftest::Report {
+        bed: "chair-1".into(),
+        alarm_id: Some("chair-1-58".into()),
+        bed_seq: Some(58),
+        started: chrono::Utc::now(),
+        by: "ada".into(),
+        trigger: vigil::selftest::Trigger::Manual,
+        passed: true,
+        ms: 40,
+        hops,
+    };
+    assert_eq!(vigil::selftest::client::table(&report), block);
 }
