@@ -389,7 +389,7 @@ fn the_table_in_operations_md_is_what_vigil_self_test_prints_for_that_report() {
     for line in block.lines().skip(2) {
         let mut words = line.split_whitespace();
         let (hop, mark, ms) = (words.next().unwrap(), words.next().unwrap(), words.next().unwrap());
-        let detail = line.splitn(2, &format!(" {ms}  ")).nth(1).unwrap().to_owned();
+        let detail = line.split_once(&format!(" {ms}  ")).unwrap().1.to_owned();
         hops.push(vigil::selftest::HopResult { hop: hop.into(), ok: mark == "ok", ms: ms.parse().unwrap(), detail });
     }
     let report = vigil::selftest::Report {
