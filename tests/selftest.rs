@@ -2,6 +2,7 @@
 //! API with its own MQTT subscriber, the embedded broker, a broker that is down, MQTT disabled, the statistics
 //! that must not count the test alarm, who may run it, and the scheduled run's technical alarm.
 
+mod alarm_support;
 mod common;
 mod mqtt_support;
 
@@ -294,23 +295,14 @@ mod engine {
     //! The engine's side, pure and in virtual time.
     use std::sync::Arc;
 
+    use super::alarm_support::alarms;
     use chrono::{DateTime, TimeDelta, Utc};
     use vigil::alarm::{Engine, Profile};
-    use vigil::event::{AlarmEvent, AlarmKind, AlarmPhase, Command, Event, Priority};
+    use vigil::event::{AlarmKind, AlarmPhase, Command, Priority};
 
     fn engine() -> Engine {
         let profile = Profile::resolve("ketamine-chair", std::path::Path::new(".")).unwrap();
         Engine::new("chair-1".into(), Arc::new(profile), 7)
-    }
-
-    fn alarms(events: Vec<Event>) -> Vec<AlarmEvent> {
-        events
-            .into_iter()
-            .filter_map(|e| match e {
-                Event::Alarm(a) => Some(a),
-                _ => None,
-            })
-            .collect()
     }
 
     fn at(t0: DateTime<Utc>, s: i64) -> DateTime<Utc> {
