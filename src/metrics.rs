@@ -409,35 +409,37 @@ impl Collector for Ward {
                     (vec![("result", "failed".to_owned())], st.failed),
                 ],
             )?;
-            if let Some(last) = &st.last {
-                gauge(
-                    &mut enc,
-                    "vigil_selftest_last_passed",
-                    "1 when the last self-test passed every hop, else 0 (absent before the first run).",
-                    one(flag(last.passed)),
-                )?;
-                gauge(
-                    &mut enc,
-                    "vigil_selftest_last_run_timestamp_seconds",
-                    "When the last self-test started, seconds since the Unix epoch.",
-                    one(last.started.timestamp_millis() as f64 / 1000.0),
-                )?;
-                let hop = |h: &crate::selftest::HopResult| -> Labels {
-                    vec![("bed", last.bed.clone()), ("hop", h.hop.clone())]
-                };
-                gauge(
-                    &mut enc,
-                    "vigil_selftest_hop_passed",
-                    "1 when the hop confirmed the last self-test's alarm, else 0.",
-                    last.hops.iter().map(|h| (hop(h), flag(h.ok))),
-                )?;
-                gauge(
-                    &mut enc,
-                    "vigil_selftest_hop_duration_seconds",
-                    "Seconds from raising the last self-test's alarm to the hop's confirmation (or giving up).",
-                    last.hops.iter().map(|h| (hop(h), h.ms as f64 / 1000.0)),
-                )?;
-            }
+            // Every family is described from the start; the samples appear with the first run.
+            let last = st.last.as_ref();
+            gauge(
+                &mut enc,
+                "vigil_selftest_last_passed",
+                "1 when the last self-test passed every hop, else 0 (absent before the first run).",
+                last.map(|l| (Labels::new(), flag(l.passed))),
+            )?;
+            gauge(
+                &mut enc,
+                "vigil_selftest_last_run_timestamp_seconds",
+                "When the last self-test started, seconds since the Unix epoch.",
+                last.map(|l| (Labels::new(), l.started.timestamp_millis() as f64 / 1000.0)),
+            )?;
+            let hops = || {
+                last.into_iter().flat_map(|l| {
+                    l.hops.iter().map(move |h| (vec![("bed", l.bed.clone()), ("hop", h.hop.clone())], h))
+                })
+            };
+            gauge(
+                &mut enc,
+                "vigil_selftest_hop_passed",
+                "1 when the hop confirmed the last self-test's alarm, else 0.",
+                hops().map(|(labels, h)| (labels, flag(h.ok))),
+            )?;
+            gauge(
+                &mut enc,
+                "vigil_selftest_hop_duration_seconds",
+                "Seconds from raising the last self-test's alarm to the hop's confirmation (or giving up).",
+                hops().map(|(labels, h)| (labels, h.ms as f64 / 1000.0)),
+            )?;
         }
         Ok(())
     }
