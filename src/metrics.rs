@@ -424,9 +424,8 @@ impl Collector for Ward {
                 last.map(|l| (Labels::new(), l.started.timestamp_millis() as f64 / 1000.0)),
             )?;
             let hops = || {
-                last.into_iter().flat_map(|l| {
-                    l.hops.iter().map(move |h| (vec![("bed", l.bed.clone()), ("hop", h.hop.clone())], h))
-                })
+                last.into_iter()
+                    .flat_map(|l| l.hops.iter().map(move |h| (vec![("bed", l.bed.clone()), ("hop", h.hop.clone())], h)))
             };
             gauge(
                 &mut enc,
