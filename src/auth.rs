@@ -186,7 +186,7 @@ pub const fn role_name(role: Role) -> &'static str {
 /// enter baselines (CLINICAL.md: the baseline may be "a value a nurse enters"); only admins override limits.
 pub const fn required_role(command: &Command) -> Role {
     match command {
-        Command::SetLimit { .. } => Role::Admin,
+        Command::SetLimit { .. } | Command::SelfTest | Command::SelfTestResult { .. } => Role::Admin,
         _ => Role::Nurse,
     }
 }
@@ -212,6 +212,7 @@ pub const fn command_action(command: &Command) -> &'static str {
         Command::SessionEnd => "end sessions",
         Command::SetBaseline { .. } => "set baselines",
         Command::SetLimit { .. } => "override alarm limits",
+        Command::SelfTest | Command::SelfTestResult { .. } => "run the self-test",
     }
 }
 

@@ -192,6 +192,7 @@ impl BedTask {
             },
             by: None,
             audio_paused_until: None,
+            test: false,
         };
         // The engine's own live alarms stay in the snapshot (the restarted engine takes them back from it).
         let mut snapshot = self.engine.active_alarms(now);

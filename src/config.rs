@@ -85,6 +85,9 @@ pub struct Config {
     /// Prometheus metrics (`GET /metrics`) and who may read them.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The scheduled self-test of the alarm path (`vigil self-test` runs one by hand).
+    #[serde(default)]
+    pub selftest: SelfTestConfig,
     /// The directory relative paths are resolved against (the config file's directory). Not a TOML key.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -255,6 +258,47 @@ pub struct MetricsConfig {
     /// `Authorization: Bearer <token>` may read `/metrics` too. Default: none (outside `allow` gets 403).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+}
+
+/// The scheduled self-test: a marked test alarm (`test: true`) sent through the whole alarm path of one bed
+/// (engine, store, MQTT, dashboard), each hop confirmed. A failed run raises the technical alarm
+/// `selftest_failed` (medium) on that bed; the next passing run ends it (docs/operations.md, "Self-test").
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfTestConfig {
+    /// How often to run it: a number and a unit, `s`, `m`, `h` or `d` (`"12h"`), at least `"1s"`. The first run
+    /// is one period after start. Default: none (only by hand).
+    #[serde(default)]
+    pub every: Option<String>,
+    /// The bed the scheduled self-test uses. Default: the first bed.
+    #[serde(default)]
+    pub bed: Option<String>,
+}
+
+impl SelfTestConfig {
+    /// The period of the scheduled self-test, when there is one (validated at load).
+    pub fn period(&self) -> Option<std::time::Duration> {
+        self.every.as_deref().and_then(|e| parse_period(e).ok())
+    }
+}
+
+/// `"12h"`, `"30m"`, `"45s"`, `"1d"`: a whole number and one unit.
+pub fn parse_period(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("'{text}' is not a period like \"12h\" (s, m, h or d)"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("'{text}' is not a period like \"12h\" (s, m, h or d)")),
+    };
+    match n.checked_mul(scale) {
+        Some(secs) if (1..=366 * 86_400).contains(&secs) => Ok(std::time::Duration::from_secs(secs)),
+        _ => Err(format!("'{text}' must be between 1s and 366d")),
+    }
 }
 
 /// HL7/MLLP listener.
@@ -1018,6 +1062,16 @@ impl Config {
                     "must be an argon2 PHC string (make one with `vigil hash-password`)".into(),
                 ));
             }
+        }
+        if let Some(every) = &self.selftest.every {
+            parse_period(every).map_err(|reason| ("selftest.every".to_owned(), reason))?;
+        }
+        if let Some(bed) = &self.selftest.bed {
+            if !self.beds.iter().any(|b| &b.id == bed) {
+                return Err(("selftest.bed".into(), format!("'{bed}' is not one of the beds")));
+            }
+        } else if self.selftest.every.is_some() && self.beds.is_empty() {
+            return Err(("selftest.every".into(), "needs at least one bed to test".into()));
         }
         let mut bed_ids = HashSet::new();
         let mut device_ids = HashSet::new();

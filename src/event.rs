@@ -152,6 +152,11 @@ pub struct AlarmEvent {
     /// When audio pause ends, while audio-paused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audio_paused_until: Option<Timestamp>,
+    /// `true` only on the events of a self-test's alarm (condition `self_test`, `vigil self-test` or the
+    /// dashboard's button): it proves the alarm path and is not about the patient. Absent on every other event.
+    /// Test alarms never count in statistics (`/metrics`, reports).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub test: bool,
 }
 
 /// A bed's present alarms: what a late subscriber or a fresh dashboard needs to know.
@@ -364,5 +369,17 @@ pub enum Command {
         /// New value, or none to restore the profile's.
         #[serde(default)]
         value: Option<f64>,
+    },
+    /// Raise the self-test's marked test alarm (condition `self_test`, `test: true`), which the bed ends by
+    /// itself moments later. Only Vigil's own self-test sends it (`src/selftest.rs`): it is never read from
+    /// MQTT or the dashboard's command endpoint.
+    #[serde(skip_deserializing)]
+    SelfTest,
+    /// The outcome of a self-test of this bed: `failed` names the hops that failed (raises or keeps the
+    /// technical alarm `selftest_failed`), `None` ends that alarm. Only Vigil's own self-test sends it.
+    #[serde(skip_deserializing)]
+    SelfTestResult {
+        /// What failed, for the alarm's message; `None` when every hop passed.
+        failed: Option<String>,
     },
 }

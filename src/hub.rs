@@ -127,7 +127,7 @@ pub struct RetainedView {
 pub struct BedTally {
     /// Vitals updates announced.
     pub vitals_updates: u64,
-    /// Alarm events announced, by phase, in the order of [`ALARM_PHASES`].
+    /// Alarm events announced, by phase, in the order of [`ALARM_PHASES`]; a self-test's (`test: true`) never.
     pub alarm_events: [u64; 5],
     /// When the bed task last beat ([`Hub::beat`]); `None` before its first beat.
     pub last_beat: Option<tokio::time::Instant>,
@@ -210,6 +210,8 @@ impl Hub {
             let tally = &mut st.tallies[i];
             match &event {
                 Event::Vitals(_) => tally.vitals_updates += 1,
+                // A self-test's alarm is not a patient alarm: it never counts.
+                Event::Alarm(a) if a.test => {}
                 Event::Alarm(a) => {
                     if let Some(p) = ALARM_PHASES.iter().position(|p| *p == a.phase) {
                         tally.alarm_events[p] += 1;

@@ -19,6 +19,7 @@ pub mod listen;
 pub mod metrics;
 pub mod mqtt;
 pub mod replay;
+pub mod selftest;
 pub mod service;
 pub mod session;
 pub mod store;
@@ -251,6 +252,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     if let Some(refused) = mllp_refused.clone() {
         dash_state = dash_state.with_mllp_refused(refused);
     }
+    let selftest = selftest::SelfTest::new(hub.clone(), store.clone(), mqtt_link.clone(), dash_state.sse_clients());
+    dash_state = dash_state.with_selftest(selftest.clone());
+    if let Some(period) = config.selftest.period() {
+        let bed = match &config.selftest.bed {
+            Some(b) => Some(b.clone()),
+            None => selftest.default_bed().ok(),
+        };
+        if let Some(bed) = bed {
+            tasks.spawn(selftest::run_schedule(selftest.clone(), bed, period, stop_rest.clone()));
+        }
+    }
     let mqtt_probe = mqtt_link.zip(mqtt_beat);
     let probes = service::Probes {
         hub: hub.clone(),
@@ -266,6 +278,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         mqtt: mqtt_probe,
         sse_clients: dash_state.sse_clients(),
         mllp_refused,
+        selftest: Some(selftest.status()),
     });
     dash_state = dash_state.with_metrics(Arc::new(exporter)).with_probes(probes.clone());
     if let Some(listener) = metrics_listener {

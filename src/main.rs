@@ -6,6 +6,8 @@
 //! - 2: bad command-line arguments
 //! - 64: the configuration is invalid (file, key path and reason are printed)
 //! - 65: `replay` or `decode` could not read its input
+//! - 69: `self-test` could not run the test (the daemon unreachable, sign-in refused, not an admin); a test that
+//!   ran and failed a hop exits 1
 
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -71,6 +73,29 @@ enum Command {
     },
     /// Read a password on standard input and print its argon2 hash for `[[users]] password_hash`.
     HashPassword,
+    /// Send a marked test alarm through a running daemon's whole alarm path for one bed (engine, store, MQTT,
+    /// dashboard, and this command's own MQTT subscriber) and report each hop with its time. Exit 0 when every
+    /// hop passed, 1 when one failed, 69 when the test could not run (daemon unreachable, sign-in refused, not an
+    /// admin).
+    SelfTest {
+        /// The bed to test. Default: the daemon's first bed.
+        #[arg(long)]
+        bed: Option<String>,
+        /// The daemon's configuration file: the dashboard's address is taken from `dashboard.listen`.
+        #[arg(long, short, conflicts_with = "url")]
+        config: Option<PathBuf>,
+        /// The dashboard's address instead of --config, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        url: Option<String>,
+        /// An admin of the configuration (`[[users]]`); the password is read from the environment variable
+        /// VIGIL_PASSWORD, else from the first line of standard input. Without it only the loopback demo
+        /// (actions without sign-in) lets the test run.
+        #[arg(long)]
+        user: Option<String>,
+        /// Print the report as one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write the manual pages (vigil.1, vigil-run.1, …) and shell completions (bash, zsh, fish) into a directory.
     /// Used to make `packaging/man/` and `packaging/completions/`.
     #[command(hide = true)]
@@ -120,6 +145,7 @@ fn main() -> ExitCode {
             }
         }
         Command::HashPassword => hash_password(),
+        Command::SelfTest { bed, config, url, user, json } => self_test(bed, config, url, user, json),
         Command::Man { out } => match write_manuals(&out) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -316,6 +342,82 @@ fn check_config(path: &Path) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Exit code when `vigil self-test` could not run the test at all (EX_UNAVAILABLE).
+const EXIT_UNAVAILABLE: u8 = 69;
+
+fn self_test(
+    bed: Option<String>,
+    config: Option<PathBuf>,
+    url: Option<String>,
+    user: Option<String>,
+    json: bool,
+) -> ExitCode {
+    let url = match (url, config) {
+        (Some(u), _) => u,
+        (None, Some(path)) => match load(Some(&path)) {
+            Ok(c) if c.dashboard.tls.is_some() => {
+                eprintln!("vigil self-test: {}: dashboard.tls is set; https dashboards are not supported by vigil self-test yet", path.display());
+                return ExitCode::from(EXIT_UNAVAILABLE);
+            }
+            Ok(c) => vigil::selftest::client::url_of_listen(&c.dashboard.listen),
+            Err(code) => return code,
+        },
+        (None, None) => {
+            eprintln!("vigil self-test: give --config FILE or --url http://HOST:PORT");
+            return ExitCode::from(2);
+        }
+    };
+    let credentials = match user {
+        None => None,
+        Some(name) => {
+            let password = match std::env::var("VIGIL_PASSWORD") {
+                Ok(p) => p,
+                Err(_) => {
+                    let mut line = String::new();
+                    if let Err(e) = std::io::stdin().read_line(&mut line) {
+                        eprintln!("vigil self-test: cannot read the password on standard input: {e}");
+                        return ExitCode::from(2);
+                    }
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            if password.is_empty() {
+                eprintln!("vigil self-test: no password (set VIGIL_PASSWORD or give it on standard input)");
+                return ExitCode::from(2);
+            }
+            Some((name, password))
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vigil self-test: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let target = vigil::selftest::client::Target { url, credentials, bed };
+    let result = runtime.block_on(vigil::selftest::client::run(&target));
+    runtime.shutdown_background();
+    match result {
+        Ok(report) => {
+            if json {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            } else {
+                print!("{}", vigil::selftest::client::table(&report));
+            }
+            if report.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("vigil self-test: {e}");
+            ExitCode::from(EXIT_UNAVAILABLE)
+        }
+    }
 }
 
 fn hash_password() -> ExitCode {

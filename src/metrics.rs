@@ -47,6 +47,8 @@ pub struct Sources {
     pub sse_clients: Arc<AtomicUsize>,
     /// MLLP connections refused by `mllp.allow`; `None` without an MLLP listener.
     pub mllp_refused: Option<Arc<AtomicU64>>,
+    /// The self-test's last result and counts.
+    pub selftest: Option<watch::Receiver<crate::selftest::Status>>,
 }
 
 /// The registry behind `/metrics`.
@@ -233,7 +235,8 @@ impl Collector for Ward {
         )?;
         let mut active: BTreeMap<(String, &'static str, String, String), u64> = BTreeMap::new();
         for b in &snapshot.beds {
-            for a in b.alarms.iter().flat_map(|a| a.alarms.iter()) {
+            // A self-test's alarm is not a patient alarm: never counted.
+            for a in b.alarms.iter().flat_map(|a| a.alarms.iter()).filter(|a| !a.test) {
                 *active
                     .entry((b.info.id.to_string(), priority_name(a.priority), snake(&a.kind), a.condition.clone()))
                     .or_default() += 1;
@@ -391,6 +394,50 @@ impl Collector for Ward {
                 "vigil_mllp_refused_connections",
                 "MLLP connections refused because the peer is not in mllp.allow.",
                 one(refused.load(Ordering::Relaxed)),
+            )?;
+        }
+
+        // Self-test.
+        if let Some(status) = &s.selftest {
+            let st = status.borrow().clone();
+            counter(
+                &mut enc,
+                "vigil_selftest_runs",
+                "Self-tests run since start, by result (passed, failed).",
+                [
+                    (vec![("result", "passed".to_owned())], st.passed),
+                    (vec![("result", "failed".to_owned())], st.failed),
+                ],
+            )?;
+            // Every family is described from the start; the samples appear with the first run.
+            let last = st.last.as_ref();
+            gauge(
+                &mut enc,
+                "vigil_selftest_last_passed",
+                "1 when the last self-test passed every hop, else 0 (absent before the first run).",
+                last.map(|l| (Labels::new(), flag(l.passed))),
+            )?;
+            gauge(
+                &mut enc,
+                "vigil_selftest_last_run_timestamp_seconds",
+                "When the last self-test started, seconds since the Unix epoch.",
+                last.map(|l| (Labels::new(), l.started.timestamp_millis() as f64 / 1000.0)),
+            )?;
+            let hops = || {
+                last.into_iter()
+                    .flat_map(|l| l.hops.iter().map(move |h| (vec![("bed", l.bed.clone()), ("hop", h.hop.clone())], h)))
+            };
+            gauge(
+                &mut enc,
+                "vigil_selftest_hop_passed",
+                "1 when the hop confirmed the last self-test's alarm, else 0.",
+                hops().map(|(labels, h)| (labels, flag(h.ok))),
+            )?;
+            gauge(
+                &mut enc,
+                "vigil_selftest_hop_duration_seconds",
+                "Seconds from raising the last self-test's alarm to the hop's confirmation (or giving up).",
+                hops().map(|(labels, h)| (labels, h.ms as f64 / 1000.0)),
             )?;
         }
         Ok(())

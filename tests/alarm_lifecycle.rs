@@ -18,16 +18,6 @@ fn nibp(engine: &mut Engine, s: i64, v: f64) -> Vec<Event> {
     engine.observe(&reading(NibpSys, Some(v), ValueStatus::Valid, at(s)), at(s))
 }
 
-fn alarms(events: Vec<Event>) -> Vec<vigil::event::AlarmEvent> {
-    events
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::Alarm(a) => Some(a),
-            _ => None,
-        })
-        .collect()
-}
-
 fn engine() -> Engine {
     Engine::new("chair-1".into(), Arc::new(Profile::ketamine_chair()), 41)
 }

@@ -4,7 +4,7 @@
 //! `VIGIL_BLESS=1 cargo test --test docs_configuration` and commit the file.
 
 /// Struct name → the key path its fields live under, in the order the document shows them.
-const SECTIONS: [(&str, &str); 12] = [
+const SECTIONS: [(&str, &str); 13] = [
     ("SiteConfig", "site"),
     ("MqttConfig", "mqtt"),
     ("TlsConfig", "mqtt.tls"),
@@ -14,6 +14,7 @@ const SECTIONS: [(&str, &str); 12] = [
     ("MllpConfig", "mllp"),
     ("ListenerTlsConfig", "mllp.tls"),
     ("MetricsConfig", "metrics"),
+    ("SelfTestConfig", "selftest"),
     ("UserConfig", "users[]"),
     ("BedConfig", "beds[]"),
     ("SourceConfig", "beds[].sources[]"),

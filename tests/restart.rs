@@ -66,6 +66,7 @@ fn spo2_low(seq: u32, bed_seq: u64, state: AlarmState) -> AlarmEvent {
         message: "SpO2 84 < 88".into(),
         by: None,
         audio_paused_until: None,
+        test: false,
     }
 }
 

@@ -33,6 +33,7 @@ fn alarm(bed: &str, bed_seq: u64, seq: u32, time: Timestamp) -> AlarmEvent {
         message: "SpO2 85 < 88".into(),
         by: None,
         audio_paused_until: None,
+        test: false,
     }
 }
 

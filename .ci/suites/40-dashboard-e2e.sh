@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The ward dashboard in headless Debian chromium (playwright-core, axe-core) against the real daemon: six chairs
 # from the simulator (chair-6 has an unplugged serial monitor, so it is free for the session-control test), a
-# nurse who must sign in, the scripted desaturation on chair-1. The same acknowledgement must appear on MQTT.
+# nurse who must sign in, the scripted desaturation on chair-1, an admin who runs the self-test from the ward. The
+# same acknowledgement must appear on MQTT, and the self-test's test alarm with test: true.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source .ci/lib.sh
@@ -20,6 +21,8 @@ head, _, chair6 = text.rpartition("[[beds]]\nid = \"chair-6\"")
 print(head + "[[beds]]\nid = \"chair-6\"\nlabel = \"Chair 6\"\n[[beds.sources]]\nkind = \"serial\"\ndevice = \"masimo\"\npath = \"/dev/vigil-ci-unplugged\"")
 ' >"$work/vigil.toml"
 printf '\n[[users]]\nname = "nina"\nrole = "nurse"\npassword_hash = "%s"\n' "$hash" >>"$work/vigil.toml"
+admin_hash=$(printf 'vigil-admin' | "$VIGIL" hash-password)
+printf '\n[[users]]\nname = "ada"\nrole = "admin"\npassword_hash = "%s"\n' "$admin_hash" >>"$work/vigil.toml"
 "$VIGIL" check-config "$work/vigil.toml"
 start_vigil "$work/vigil.toml" "$work/vigil.log"
 wait_port "$dash"; wait_port "$mqtt"
@@ -27,6 +30,7 @@ mosquitto_sub -u nina -P vigil-nurse -h 127.0.0.1 -p "$mqtt" -t "vigil/v1/demo-c
 sub=$!
 mkdir -p tests/e2e/screenshots
 (cd tests/e2e && VIGIL_URL="http://127.0.0.1:$dash" VIGIL_USER=nina VIGIL_PASSWORD=vigil-nurse \
+   VIGIL_ADMIN=ada VIGIL_ADMIN_PASSWORD=vigil-admin \
    VIGIL_ALARM_BED=chair-1 VIGIL_IDLE_BED=chair-6 VIGIL_ALARM_TIMEOUT_MS=240000 npm test)
 sleep 1
 python3 - "$work/alarms.jsonl" <<'PY'
@@ -36,7 +40,11 @@ acks = [e for e in events if e.get("by") == "nina" and e["state"] in ("acknowled
 assert acks, f"no acknowledgement by nina on MQTT among {len(events)} chair-1 alarm events"
 seqs = [e["bed_seq"] for e in events]
 assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), f"bed_seq not contiguous: {seqs}"
-print(f"MQTT: {len(events)} chair-1 alarm events, bed_seq contiguous, acknowledged by nina: {acks[0]['alarm_id']}")
+tests = [e for e in events if e.get("test") is True]
+assert any(e["phase"] == "start" and e["condition"] == "self_test" for e in tests), "no self-test alarm on MQTT"
+assert all(e["condition"] == "self_test" for e in tests), "only the self-test's alarm is marked test"
+print(f"MQTT: {len(events)} chair-1 alarm events, bed_seq contiguous, acknowledged by nina: {acks[0]['alarm_id']}, "
+      f"{len(tests)} self-test events marked test")
 PY
 stop_vigil
-echo "dashboard e2e suite: MQTT acknowledgement check 1 passed, 0 failed"
+echo "dashboard e2e suite: MQTT acknowledgement and self-test checks 2 passed, 0 failed"

@@ -62,6 +62,8 @@ ALARM_EVENT = {
         "message": {"type": "string"},
         "by": {"type": "string", "description": "User whose command caused this event."},
         "audio_paused_until": TIME,
+        "test": {"const": True, "description": "Present (and true) only on a self-test's alarm events (condition "
+                 "self_test): a test of the alarm path, not about the patient."},
     },
 }
 

@@ -66,6 +66,10 @@ pub enum Key {
     Group(Family),
     /// The monitor's own alarm, per source and the device's key for it.
     Monitor(Arc<str>, Arc<str>),
+    /// The self-test's marked test alarm (`test: true`): it proves the alarm path, not the patient.
+    SelfTest,
+    /// The last scheduled self-test of this bed failed a hop.
+    SelfTestFailed,
 }
 
 /// Families of rules that describe one clinical episode: a nurse sees one alarm whose evidence lists every
@@ -574,6 +578,7 @@ impl Lifecycle {
                 message: d.message.clone(),
                 by: None,
                 audio_paused_until: None,
+                test: key == Key::SelfTest,
             };
             let mut a = Alarm {
                 key: family.map_or_else(|| key.clone(), Key::Group),
@@ -593,7 +598,7 @@ impl Lifecycle {
                 clearing_since: None,
                 intermittent: false,
             };
-            if a.last.kind == AlarmKind::Technical {
+            if a.last.kind == AlarmKind::Technical && !a.last.test {
                 self.recent_ends.retain(|(_, at)| now - at < FLAP_WINDOW_MS);
                 let flaps = self.recent_ends.iter().filter(|(k, _)| *k == a.key).count();
                 if flaps >= FLAPS {
@@ -991,6 +996,10 @@ impl Detail {
 
 /// The condition name of a monitor's own alarm.
 pub const MONITOR_ALARM: &str = "monitor_alarm";
+/// The condition name of the self-test's marked test alarm.
+pub const SELF_TEST: &str = "self_test";
+/// The condition name of the technical alarm a failed scheduled self-test raises.
+pub const SELFTEST_FAILED: &str = "selftest_failed";
 
 /// Who decides alarms of this kind.
 pub const fn source_of(kind: AlarmKind) -> AlarmSource {
@@ -1047,6 +1056,8 @@ fn key_of_condition(c: &str, evidence: &Map<String, Value>, parameter: Option<Pa
         "monitor_disconnected" => Key::Disconnected(source()?),
         "input_errors" => Key::InputErrors(source()?),
         MONITOR_ALARM => Key::Monitor(source()?, evidence.get("device_key").and_then(Value::as_str)?.into()),
+        SELF_TEST => Key::SelfTest,
+        SELFTEST_FAILED => Key::SelfTestFailed,
         _ => {
             if let Some(p) = per_param("_no_data") {
                 Key::NoData(p)

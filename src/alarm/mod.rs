@@ -199,7 +199,13 @@ pub struct Engine {
     nibp_gaps: [i64; 3],
     nibp_gap_count: usize,
     nibp_gap_from: Option<i64>,
+    /// Monotonic time the live self-test alarm was raised (`None` when none is live, or it was restored).
+    self_test_at: Option<i64>,
 }
+
+/// How long the self-test's test alarm is shown before the bed ends it (long enough for a dashboard to show
+/// it, short enough that a shift-start test is over at once).
+pub const SELF_TEST_HOLD_MS: i64 = 5_000;
 
 impl Engine {
     /// An engine for `bed` with `profile`; `next_bed_seq` is the store's next per-bed number, so numbering is
@@ -229,6 +235,7 @@ impl Engine {
             nibp_gaps: [0; 3],
             nibp_gap_count: 0,
             nibp_gap_from: None,
+            self_test_at: None,
         };
         e.rebuild();
         e
@@ -932,8 +939,64 @@ impl Engine {
         self.check_sensors(t, &mut out);
         self.check_baseline(t, &mut out);
         self.check_news2(t, &mut out);
+        self.end_self_test(t, &mut out);
         self.lc.tick(t, &mut out);
         out
+    }
+
+    /// Ends the self-test's test alarm once it has been shown for [`SELF_TEST_HOLD_MS`] (at once when it came
+    /// back from the store after a restart: its self-test is over).
+    fn end_self_test(&mut self, t: i64, out: &mut Vec<Event>) {
+        if self.is_live(&Key::SelfTest) && self.self_test_at.is_none_or(|at| t - at >= SELF_TEST_HOLD_MS) {
+            self.lc.end(&Key::SelfTest, t, out);
+            self.self_test_at = None;
+        }
+    }
+
+    /// Raises the self-test's test alarm: low priority, technical, `test: true`, never escalating; it ends by
+    /// itself after [`SELF_TEST_HOLD_MS`].
+    /// A test alarm still shown from an earlier run ends first: each run has its own alarm and events.
+    fn self_test(&mut self, actor: &str, t: i64, out: &mut Vec<Event>) {
+        self.end_if_live(&Key::SelfTest, t, out);
+        self.self_test_at = Some(t);
+        let by = actor.to_owned();
+        self.lc.raise(
+            Key::SelfTest,
+            Priority::Low,
+            Obs::default(),
+            t,
+            || {
+                let ev = evidence([("requested_by", Value::from(by))]);
+                Detail::technical(
+                    lifecycle::SELF_TEST,
+                    None,
+                    ev,
+                    "TEST alarm: Vigil self-test, not a patient alarm".into(),
+                )
+            },
+            out,
+        );
+    }
+
+    /// Raises (or keeps) `selftest_failed` when `failed` says what failed; ends it when every hop passed.
+    fn self_test_result(&mut self, failed: Option<&str>, t: i64, out: &mut Vec<Event>) {
+        let Some(what) = failed else {
+            self.end_if_live(&Key::SelfTestFailed, t, out);
+            return;
+        };
+        let what = what.to_owned();
+        // Medium: the alarm path may be broken, so nurses must not rely on Vigil until someone looks.
+        self.lc.raise(
+            Key::SelfTestFailed,
+            Priority::Medium,
+            Obs::default(),
+            t,
+            || {
+                let message = format!("Self-test failed: {what}; alarms may not reach everyone");
+                Detail::technical(lifecycle::SELFTEST_FAILED, None, evidence([("failed", Value::from(what))]), message)
+            },
+            out,
+        );
     }
 
     /// Whether questionable values still beyond the limit hold a present threshold alarm of parameter `i`.
@@ -1552,6 +1615,8 @@ impl Engine {
                 self.check_baseline(t, &mut out);
             }
             Command::SetLimit { key, value } => self.set_limit(key, *value, actor, now, t, &mut out)?,
+            Command::SelfTest => self.self_test(actor, t, &mut out),
+            Command::SelfTestResult { failed } => self.self_test_result(failed.as_deref(), t, &mut out),
         }
         Ok(out)
     }

@@ -168,6 +168,7 @@ pub struct DashboardState {
     metrics: Option<Arc<crate::metrics::Exporter>>,
     probes: Option<crate::service::Probes>,
     metrics_access: Arc<ops::MetricsAccess>,
+    selftest: Option<crate::selftest::SelfTest>,
 }
 
 impl DashboardState {
@@ -219,6 +220,7 @@ impl DashboardState {
             metrics: None,
             probes: None,
             metrics_access,
+            selftest: None,
         })
     }
 
@@ -268,6 +270,13 @@ impl DashboardState {
     /// Answers `/readyz` with these probes.
     pub fn with_probes(mut self, probes: crate::service::Probes) -> Self {
         self.probes = Some(probes);
+        self
+    }
+
+    /// Runs self-tests for admins (`POST /api/selftest`) and shows the last result (`GET /api/selftest`,
+    /// `/readyz`).
+    pub fn with_selftest(mut self, selftest: crate::selftest::SelfTest) -> Self {
+        self.selftest = Some(selftest);
         self
     }
 
@@ -330,6 +339,10 @@ impl DashboardState {
         Ok(p)
     }
 
+    fn selftest(&self) -> Result<&crate::selftest::SelfTest, DashboardError> {
+        self.selftest.as_ref().ok_or_else(|| DashboardError::NotFound("self-test".into()))
+    }
+
     fn bed_exists(&self, bed: &str) -> Result<crate::hub::BedInfo, DashboardError> {
         self.hub.beds().into_iter().find(|b| &*b.id == bed).ok_or_else(|| DashboardError::NotFound(bed.to_owned()))
     }
@@ -350,6 +363,7 @@ pub fn app(state: DashboardState) -> Router {
         .route("/api/snapshot", get(snapshot))
         .route("/api/status", get(status))
         .route("/api/events", get(events))
+        .route("/api/selftest", get(selftest_info).post(selftest_run))
         .route("/api/beds/:bed/commands", post(command))
         .route("/api/beds/:bed/limits", get(limits))
         .route("/api/beds/:bed/history", get(export::history_json))
@@ -622,6 +636,69 @@ async fn command(
     tracing::info!(bed = %bed, actor = %actor.name, command = crate::mqtt::auth::command_name(&command), "dashboard: command");
     let events = state.hub.command(CommandRequest { bed: info.id, command, actor: actor.name }).await?;
     Ok(Json(json!({ "events": events })).into_response())
+}
+
+/// `GET /api/selftest`: the hops a self-test confirms, the bed it tests by default, where an independent MQTT
+/// subscriber sees the test alarm (`vigil self-test` subscribes there first), and the last result.
+async fn selftest_info(State(state): State<DashboardState>, headers: HeaderMap) -> Result<Response, DashboardError> {
+    state.require_view(&headers)?;
+    let selftest = state.selftest()?;
+    let c = &state.config;
+    let mqtt = (c.mqtt.mode != crate::config::MqttMode::Disabled).then(|| {
+        let topics = crate::mqtt::topics::Topics::new(&c.mqtt.topic_prefix, &c.site.name, &c.site.ward);
+        json!({ "host": c.mqtt.host, "port": c.mqtt.port, "tls": c.mqtt.tls.is_some(), "alarm_topic": topics.alarm("+") })
+    });
+    let status = selftest.status().borrow().clone();
+    Ok(Json(json!({
+        "hops": selftest.hop_names(),
+        "default_bed": selftest.default_bed().ok(),
+        "mqtt": mqtt,
+        "last": status.last,
+        "passed": status.passed,
+        "failed": status.failed,
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SelfTestRequest {
+    /// The bed; default the first one.
+    #[serde(default)]
+    bed: Option<String>,
+}
+
+/// `POST /api/selftest` (admins; the loopback demo without sign-in too): runs a self-test and answers with its
+/// report, 200 whether it passed or not (`passed` says).
+async fn selftest_run(
+    State(state): State<DashboardState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, DashboardError> {
+    let actor = state.require_action(&headers)?;
+    let demo = state.demo_actions && !actor.signed_in;
+    if !demo {
+        crate::auth::authorize(actor.role, &Command::SelfTest).map_err(|e| {
+            DashboardError::Forbidden(format!("{e}: the self-test raises a test alarm on a bed, admins only"))
+        })?;
+    }
+    let request: SelfTestRequest = if body.is_empty() {
+        SelfTestRequest { bed: None }
+    } else {
+        serde_json::from_slice(&body).map_err(|e| DashboardError::BadRequest(e.to_string()))?
+    };
+    let selftest = state.selftest()?;
+    let bed = match request.bed {
+        Some(b) => b,
+        None => selftest.default_bed().map_err(|e| DashboardError::NotFound(e.to_string()))?,
+    };
+    tracing::info!(bed = %bed, actor = %actor.name, "dashboard: self-test");
+    let report = selftest.run(&bed, &actor.name, crate::selftest::Trigger::Manual).await.map_err(|e| match e {
+        crate::selftest::SelfTestError::UnknownBed(b) => DashboardError::NotFound(b),
+        crate::selftest::SelfTestError::NoBeds => DashboardError::NotFound(e.to_string()),
+        crate::selftest::SelfTestError::Busy => DashboardError::Command(CommandError::Refused(e.to_string())),
+    })?;
+    Ok(Json(report).into_response())
 }
 
 async fn limits(

@@ -101,7 +101,29 @@ pub async fn readyz(State(state): State<DashboardState>) -> Response {
     };
     let readiness = probes.readiness();
     let status = if readiness.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(readiness)).into_response()
+    let mut body = serde_json::to_value(&readiness).unwrap_or_default();
+    // The last self-test, for the record: it does not make the daemon unready (its failure is a technical alarm
+    // on the bed, and the checks above already name a broken part).
+    if let Some(selftest) = &state.selftest {
+        body["selftest"] = selftest_summary(&selftest.status().borrow());
+    }
+    (status, Json(body)).into_response()
+}
+
+/// The last self-test in `/readyz`: `{"ran":false}` before the first, else when, on which bed, whether it passed
+/// and each hop's result.
+fn selftest_summary(status: &crate::selftest::Status) -> serde_json::Value {
+    match &status.last {
+        None => json!({ "ran": false }),
+        Some(r) => json!({
+            "ran": true,
+            "passed": r.passed,
+            "started": r.started,
+            "bed": r.bed,
+            "trigger": r.trigger,
+            "hops": r.hops.iter().map(|h| json!({ "hop": h.hop, "ok": h.ok, "ms": h.ms, "detail": h.detail })).collect::<Vec<_>>(),
+        }),
+    }
 }
 
 /// `GET /metrics`: the Prometheus text format, or OpenMetrics when `Accept` asks for it.

@@ -98,6 +98,7 @@ mod tests {
             message: "SpO2 85 < 88".into(),
             by: None,
             audio_paused_until: None,
+            test: false,
         };
         let vitals = Event::Vitals(VitalsUpdate {
             bed: "chair-1".into(),

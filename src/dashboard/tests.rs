@@ -153,6 +153,7 @@ fn alarm(bed: &str, state: AlarmState, phase: AlarmPhase) -> AlarmEvent {
         message: "SpO2 85 < 88".into(),
         by: None,
         audio_paused_until: None,
+        test: false,
     }
 }
 

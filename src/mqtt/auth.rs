@@ -54,6 +54,8 @@ pub fn command_name(cmd: &Command) -> &'static str {
         Command::SessionEnd => "session_end",
         Command::SetBaseline { .. } => "set_baseline",
         Command::SetLimit { .. } => "set_limit",
+        Command::SelfTest => "self_test",
+        Command::SelfTestResult { .. } => "self_test_result",
     }
 }
 

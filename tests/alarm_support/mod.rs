@@ -144,3 +144,14 @@ pub fn seen(events: &[AlarmEvent]) -> Vec<Seen> {
 pub fn ev(t: i64, condition: &str, phase: &str, priority: &str, state: &str) -> Seen {
     (t, condition.into(), phase.into(), priority.into(), state.into())
 }
+
+/// The alarm events among `events`.
+pub fn alarms(events: Vec<Event>) -> Vec<AlarmEvent> {
+    events
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Alarm(a) => Some(a),
+            _ => None,
+        })
+        .collect()
+}

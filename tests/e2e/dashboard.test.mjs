@@ -21,6 +21,8 @@ const PASSWORD = env('VIGIL_PASSWORD', 'vigil-nurse');
 const ALARM_BED = env('VIGIL_ALARM_BED', 'chair-1');
 const IDLE_BED = env('VIGIL_IDLE_BED', 'chair-6');
 const BEDS = Number(env('VIGIL_BEDS', '6'));
+const ADMIN = env('VIGIL_ADMIN', '');
+const ADMIN_PASSWORD = env('VIGIL_ADMIN_PASSWORD', '');
 const ALARM_TIMEOUT_MS = Number(env('VIGIL_ALARM_TIMEOUT_MS', '60000'));
 const SHOTS = path.resolve(env('VIGIL_SCREENSHOTS', path.join(here, 'screenshots')));
 const CHROMIUM = env('CHROMIUM', '/usr/bin/chromium');
@@ -387,6 +389,43 @@ async function axe(url, name) {
   fs.writeFileSync(path.join(SHOTS, `axe-${name}.json`), JSON.stringify(result.violations, null, 2));
   return bad.map((v) => `${v.id} (${v.impact}): ${v.help} — ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', ')}`);
 }
+
+test('an admin runs the self-test from the ward: every hop passes, this browser too, and the alarm is labelled TEST and steady', async (t) => {
+  if (!ADMIN) {
+    t.skip('no VIGIL_ADMIN given');
+    return;
+  }
+  const m = await me();
+  if (m.signed_in && m.role !== 'admin') {
+    assert.equal(await page.isHidden('#selftest-btn'), true, `a ${m.role} has no self-test button`);
+  }
+  const c = await browser.newContext({ viewport: { width: 1920, height: 1080 } });
+  const p = await c.newPage();
+  p.on('pageerror', (e) => { console.error('page error:', e.message); page.errors = (page.errors || 0) + 1; });
+  await p.goto(`${base()}/`);
+  await p.waitForSelector('#link-status.live', { timeout: 15000 });
+  await p.click('#sign-in-btn');
+  await p.fill('#sign-in-name', ADMIN);
+  await p.fill('#sign-in-password', ADMIN_PASSWORD);
+  await p.click('#sign-in-form button[type="submit"]');
+  await p.waitForSelector('#selftest-btn:not([hidden])', { timeout: 5000 });
+  const started = Date.now();
+  await p.click('#selftest-btn');
+  await p.waitForSelector('#selftest-summary[data-result]', { timeout: 15000 });
+  const result = await p.getAttribute('#selftest-summary', 'data-result');
+  const hops = await p.$$eval('#selftest-hops tr', (rows) => rows.map((r) => [r.dataset.hop, r.dataset.ok, r.textContent]));
+  assert.equal(result, 'passed', `self-test: ${JSON.stringify(hops)}`);
+  assert.deepEqual(hops.map(([h]) => h), ['engine', 'store', 'mqtt', 'dashboard', 'browser']);
+  assert.ok(hops.every(([, ok]) => ok === 'true'), JSON.stringify(hops));
+  assert.ok(Date.now() - started < 10000, 'within 10 s');
+  // The test alarm is on the ward, labelled TEST, and neither flashes nor counts as the chair's alarm.
+  const item = await p.waitForSelector('#alarm-list li.test', { state: 'attached', timeout: 3000 });
+  assert.match(await item.textContent(), /TEST/);
+  assert.equal(await item.evaluate((li) => getComputedStyle(li).animationName), 'none', 'a test alarm never flashes');
+  assert.match(await p.textContent('.tile .test-alarm'), /TEST/);
+  await shot('self-test', p);
+  await c.close();
+});
 
 test('axe-core finds no serious or critical accessibility violations', async () => {
   assert.deepEqual(await axe(`${base()}/`, 'ward'), []);

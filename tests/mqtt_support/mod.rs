@@ -211,6 +211,7 @@ pub fn alarm_event(bed: &str, alarm_id: &str, seq: u32, bed_seq: u64) -> AlarmEv
         message: "SpO2 85 < 88".into(),
         by: None,
         audio_paused_until: None,
+        test: false,
     }
 }
 

@@ -43,6 +43,9 @@ _vigil() {
             vigil,run)
                 cmd="vigil__subcmd__run"
                 ;;
+            vigil,self-test)
+                cmd="vigil__subcmd__self__subcmd__test"
+                ;;
             vigil__subcmd__help,check-config)
                 cmd="vigil__subcmd__help__subcmd__check__subcmd__config"
                 ;;
@@ -70,6 +73,9 @@ _vigil() {
             vigil__subcmd__help,run)
                 cmd="vigil__subcmd__help__subcmd__run"
                 ;;
+            vigil__subcmd__help,self-test)
+                cmd="vigil__subcmd__help__subcmd__self__subcmd__test"
+                ;;
             *)
                 ;;
         esac
@@ -77,7 +83,7 @@ _vigil() {
 
     case "${cmd}" in
         vigil)
-            opts="-h -V --log-format --help --version run check-config print-default-config replay decode hash-password man mosquitto-acl help"
+            opts="-h -V --log-format --help --version run check-config print-default-config replay decode hash-password self-test man mosquitto-acl help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -153,7 +159,7 @@ _vigil() {
             return 0
             ;;
         vigil__subcmd__help)
-            opts="run check-config print-default-config replay decode hash-password man mosquitto-acl help"
+            opts="run check-config print-default-config replay decode hash-password self-test man mosquitto-acl help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -292,6 +298,20 @@ _vigil() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        vigil__subcmd__help__subcmd__self__subcmd__test)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         vigil__subcmd__man)
             opts="-h --out --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -404,6 +424,44 @@ _vigil() {
                     return 0
                     ;;
                 -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vigil__subcmd__self__subcmd__test)
+            opts="-c -h --bed --config --url --user --json --log-format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --bed)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --user)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

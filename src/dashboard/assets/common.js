@@ -154,7 +154,8 @@ const Vigil = (() => {
   }
 
   // ---------- ward model ----------
-  const ward = { site: '', ward: '', beds: new Map(), order: [], alarmStart: new Map(), lastId: 0, lastEventId: '' };
+  const ward = { site: '', ward: '', beds: new Map(), order: [], alarmStart: new Map(), lastId: 0, lastEventId: '', testSeen: new Set() };
+  const testListeners = [];
 
   function applySnapshot(snap) {
     ward.site = snap.site; ward.ward = snap.ward; ward.lastId = snap.last_id;
@@ -171,13 +172,18 @@ const Vigil = (() => {
       case 'session': bed.session = ev; break;
       case 'device': bed.devices = bed.devices || {}; bed.devices[ev.source] = ev; break;
       case 'alarm':
+        // The self-test's alarms this screen received on its own stream (the button's `browser` hop).
+        if (ev.test && ev.phase === 'start') { ward.testSeen.add(ev.alarm_id); for (const f of testListeners) f(ev); }
         if (ev.phase === 'start') ward.alarmStart.set(ev.alarm_id, ev.time);
         if (ev.phase === 'end') ward.alarmStart.delete(ev.alarm_id);
         break;
       default: break;
     }
   }
-  const alarmsOf = (bed) => (bed.alarms && bed.alarms.alarms) || [];
+  // A self-test's alarm (`test: true`) is shown labelled TEST on its own strip: it never flashes, sounds, colours
+  // the tile or counts as the bed's alarm.
+  const alarmsOf = (bed) => ((bed.alarms && bed.alarms.alarms) || []).filter((a) => !a.test);
+  const testAlarmsOf = (bed) => ((bed.alarms && bed.alarms.alarms) || []).filter((a) => a.test);
   // The start of an alarm is known when its first event was seen (live, or seq 1 in a snapshot); otherwise the page
   // (reloaded mid-alarm) only knows its latest change, and says so.
   const startKnown = (a) => ward.alarmStart.has(a.alarm_id) || a.seq === 1;
@@ -186,11 +192,11 @@ const Vigil = (() => {
   const audible = (a) => a.state === 'active' || a.state === 'latched';
 
   /** Every present alarm, highest priority first, then most recent first. */
-  function sortedAlarms(bedIds) {
+  function sortedAlarms(bedIds, withTests) {
     const list = [];
     for (const id of bedIds || ward.order) {
       const bed = ward.beds.get(id);
-      if (bed) for (const a of alarmsOf(bed)) list.push({ bed, alarm: a });
+      if (bed) for (const a of alarmsOf(bed).concat(withTests ? testAlarmsOf(bed) : [])) list.push({ bed, alarm: a });
     }
     list.sort((x, y) => (PRIORITY_RANK[y.alarm.priority] - PRIORITY_RANK[x.alarm.priority])
       || (Date.parse(startOf(y.alarm)) - Date.parse(startOf(x.alarm))));
@@ -372,6 +378,8 @@ const Vigil = (() => {
     alarmLine,
     tech.map((a) => el('div', { class: `inop ${a.priority}`, 'data-condition': a.condition },
       `INOP ${MARKER[a.priority]} ${a.message}`, el('span', { class: 'who', text: ` ${stateText(a)}` }))),
+    testAlarmsOf(bed).map((a) => el('div', { class: 'test-alarm', 'data-condition': a.condition, 'data-alarm': a.alarm_id },
+      el('span', { class: 'kind', text: 'TEST' }), ` ${a.message}`)),
     el('dl', { class: 'numerics' },
       numeric(bed, 'spo2', 'SpO2 %', ['spo2'], STALE_CONTINUOUS_S, (v) => num(v.value)),
       numeric(bed, 'pulse', pulseParams[0] === 'hr' ? 'HR /min' : 'Pulse /min', pulseParams, STALE_CONTINUOUS_S, (v) => num(v.value)),
@@ -397,7 +405,8 @@ const Vigil = (() => {
   /** One entry of an alarm list with its actions. */
   function renderAlarm(bed, a) {
     const classes = ['alarm', `prio-${a.priority}`, `state-${a.state}`];
-    if (signalling(a)) { if (a.priority !== 'low') classes.push(`flash-${a.priority}`); } else classes.push('acked');
+    if (a.test) classes.push('test');
+    else if (signalling(a)) { if (a.priority !== 'low') classes.push(`flash-${a.priority}`); } else classes.push('acked');
     const what = `${bed.label} ${a.message}`;
     const actions = el('div', { class: 'a-actions' });
     if (a.state !== 'acknowledged') {
@@ -422,7 +431,8 @@ const Vigil = (() => {
         el('span', { class: 'marker', text: MARKER[a.priority] }),
         el('span', { class: 'bed', text: bed.label }),
         el('span', { class: 'msg', text: a.message }),
-        isTech(a) ? el('span', { class: 'kind', text: 'INOP' }) : null,
+        a.test ? el('span', { class: 'kind test', text: 'TEST' }) : null,
+        isTech(a) && !a.test ? el('span', { class: 'kind', text: 'INOP' }) : null,
         a.source === 'monitor' ? el('span', { class: 'kind monitor', title: "The monitor's own alarm", text: 'MONITOR' }) : null),
       el('div', { class: 'a-meta' },
         `${startKnown(a) ? 'Since' : 'Last change'} ${fmtClock(Date.parse(startOf(a)))} · `, el('strong', { text: stateText(a) })),
@@ -574,7 +584,7 @@ const Vigil = (() => {
   return {
     el, api, me: () => me, loadMe, setupAuth, command, toast, connect, ward, live, renderTile, renderAlarm,
     sortedAlarms, morph, describeCommand, fmtClock, fmtDuration, fmtAge, now, setupSoundButton, startClock, watchServerLinks, sound, PRIORITY_RANK, MARKER,
-    PHASE_LABEL, onMe: (f) => meListeners.push(f), signInDialog, stateText,
+    PHASE_LABEL, onMe: (f) => meListeners.push(f), signInDialog, stateText, onTestAlarm: (f) => testListeners.push(f),
   };
 })();
 window.Vigil = Vigil;

@@ -27,7 +27,7 @@
       ['Ended', s && s.ended ? stamp(s.ended) : (s ? 'running' : '—')],
       ['Baseline', baseline ? `${baseline.sys}/${baseline.dia} mmHg` : '—'],
       ['Window', `${stamp(doc.from)} to ${stamp(doc.to)}`],
-      ['High-priority alarms', String(doc.alarms.filter((a) => a.phase === 'start' && a.priority === 'high').length)],
+      ['High-priority alarms', String(doc.alarms.filter((a) => !a.test && a.phase === 'start' && a.priority === 'high').length)],
     ];
     $('facts').replaceChildren(...facts.flatMap(([k, v]) => [V.el('dt', { text: k }), V.el('dd', { text: v })]));
     window.VigilChart.drawSession($('charts'), doc, lim.limits, baseline);
