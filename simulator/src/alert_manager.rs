@@ -34,16 +34,15 @@ pub struct AlertManagerOptions {
 
 struct State {
     options: AlertManagerOptions,
+    emit: Sink,
     ignored: AtomicU32,
     acknowledged: Mutex<HashSet<String>>,
     seen_controls: Mutex<HashSet<String>>,
     next_control: AtomicU64,
 }
 
-/// One line on stdout.
-fn emit(line: Value) {
-    println!("{line}");
-}
+/// Where the manager's JSON lines go: stdout for the command, a channel for in-process tests.
+pub type Sink = Arc<dyn Fn(Value) + Send + Sync>;
 
 /// A segment's fields; index = HL7 field number (MSH-1 is the field separator).
 fn fields(segment: &str) -> Vec<&str> {
@@ -165,19 +164,19 @@ async fn connection(stream: TcpStream, state: Arc<State>) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let (mut reader, writer) = stream.into_split();
     let writer = Arc::new(tokio::sync::Mutex::new(writer));
-    emit(json!({"type": "connected", "peer": peer}));
+    (state.emit)(json!({"type": "connected", "peer": peer}));
     let mut buf = Vec::new();
     while let Ok(frame) = read_frame(&mut reader, &mut buf).await {
         let text = String::from_utf8_lossy(&frame).into_owned();
         let segments: Vec<Vec<&str>> = text.split(['\r', '\n']).filter(|s| s.len() >= 3).map(fields).collect();
         let Some(msh) = segments.first().filter(|s| s[0] == "MSH") else {
-            emit(json!({"type": "malformed", "reason": "no MSH segment"}));
+            (state.emit)(json!({"type": "malformed", "reason": "no MSH segment"}));
             continue;
         };
         let kind = field(msh, 9);
         if kind.starts_with("ACK") {
             let msa = segments.iter().find(|s| s[0] == "MSA");
-            emit(json!({
+            (state.emit)(json!({
                 "type": "ack",
                 "code": msa.map(|m| field(m, 1)).unwrap_or(""),
                 "control_id": msa.map(|m| field(m, 2)).unwrap_or(""),
@@ -185,7 +184,7 @@ async fn connection(stream: TcpStream, state: Arc<State>) {
             continue;
         }
         if !kind.starts_with("ORU^R40") {
-            emit(json!({"type": "malformed", "reason": format!("unexpected message type '{kind}'")}));
+            (state.emit)(json!({"type": "malformed", "reason": format!("unexpected message type '{kind}'")}));
             continue;
         }
         let mut line = read_alert(&segments);
@@ -212,7 +211,7 @@ async fn connection(stream: TcpStream, state: Arc<State>) {
         };
         line.insert("answered".into(), answer.as_ref().map(|(c, _)| Value::from(*c)).unwrap_or(Value::Null));
         let alert_id = line.get("alert_id").and_then(Value::as_str).unwrap_or("").to_owned();
-        emit(Value::Object(line));
+        (state.emit)(Value::Object(line));
         if let Some((code, msg)) = answer {
             if write(&writer, &msg).await.is_err() {
                 break;
@@ -224,6 +223,7 @@ async fn connection(stream: TcpStream, state: Arc<State>) {
             if let (true, Some(after)) = (first, state.options.ack_after) {
                 let msg = ora(msh, &alert_id, state.next_control.fetch_add(1, Ordering::Relaxed));
                 let writer = writer.clone();
+                let emit = state.emit.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(after).await;
                     let sent = write(&writer, &msg).await.is_ok();
@@ -232,22 +232,30 @@ async fn connection(stream: TcpStream, state: Arc<State>) {
             }
         }
     }
-    emit(json!({"type": "disconnected", "peer": peer}));
+    (state.emit)(json!({"type": "disconnected", "peer": peer}));
 }
 
-/// Serves on `listener` until the process ends.
-pub async fn run(listener: TcpListener, options: AlertManagerOptions) -> std::io::Result<()> {
+/// Serves on `listener` until the process ends (or the task is dropped), giving every line to `emit`.
+pub async fn run(listener: TcpListener, options: AlertManagerOptions, emit: Sink) -> std::io::Result<()> {
     let state = Arc::new(State {
         options,
+        emit,
         ignored: AtomicU32::new(0),
         acknowledged: Mutex::new(HashSet::new()),
         seen_controls: Mutex::new(HashSet::new()),
         next_control: AtomicU64::new(1),
     });
+    // The connections live in this future: dropping it (a test stopping the manager) closes them all.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let (stream, _) = listener.accept().await?;
-        let _ = stream.set_nodelay(true);
-        tokio::spawn(connection(stream, state.clone()));
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = accepted?;
+                let _ = stream.set_nodelay(true);
+                connections.spawn(connection(stream, state.clone()));
+            }
+            Some(_) = connections.join_next() => {}
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! `vigil-sim`: a fake bedside monitor on the command line. Thin: parses arguments and hands over to the library.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use clap::Parser;
@@ -133,7 +134,7 @@ fn alert_manager(listen: &str, ack_after: Option<f64>, reject: bool, ignore_firs
         let address = listener.local_addr()?;
         println!("{}", serde_json::json!({"type": "listening", "address": address.to_string()}));
         eprintln!("vigil-sim: alert manager listening on {address} (MLLP, ORU^R40 in, ACK^R40 and ORA^R41 out)");
-        vigil_sim::alert_manager::run(listener, options).await
+        vigil_sim::alert_manager::run(listener, options, Arc::new(|line| println!("{line}"))).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
