@@ -305,7 +305,8 @@ impl Writer {
         self.out.push_str(&self.sep.escape_text(s));
     }
 
-    fn msh(&mut self, id: &Identity, control_id: &str, now: Timestamp) {
+    /// MSH-1 to MSH-10 (`message_type` in MSH-9); the caller writes MSH-11 on.
+    fn header(&mut self, id: &Identity, message_type: &str, control_id: &str, now: Timestamp) {
         self.out.push_str("MSH|^~\\&|");
         for (i, f) in [&id.sending_application, &id.sending_facility, &id.receiving_application, &id.receiving_facility]
             .into_iter()
@@ -318,8 +319,12 @@ impl Writer {
         }
         self.out.push('|');
         dtm(&mut self.out, now);
-        self.out.push_str("||ORU^R40^ORU_R40|");
+        let _ = write!(self.out, "||{message_type}|");
         self.text(control_id);
+    }
+
+    fn msh(&mut self, id: &Identity, control_id: &str, now: Timestamp) {
+        self.header(id, "ORU^R40^ORU_R40", control_id, now);
         let _ = write!(self.out, "|P|2.6|||AL|NE||UNICODE UTF-8|||{PROFILE}\r");
     }
 
@@ -479,20 +484,7 @@ pub fn heartbeat(id: &Identity, phase: HeartbeatPhase, ack_timeout_s: u64, contr
 /// The ACK^R41 the reporter owes an ORA^R41 (MSA `AA`).
 pub fn ack_status(id: &Identity, status: &AlertStatus, control_id: &str, now: Timestamp) -> String {
     let mut w = Writer::new();
-    w.out.push_str("MSH|^~\\&|");
-    for (i, f) in [&id.sending_application, &id.sending_facility, &id.receiving_application, &id.receiving_facility]
-        .into_iter()
-        .enumerate()
-    {
-        if i > 0 {
-            w.out.push('|');
-        }
-        w.text(f);
-    }
-    w.out.push('|');
-    dtm(&mut w.out, now);
-    w.out.push_str("||ACK^R41^ACK|");
-    w.text(control_id);
+    w.header(id, "ACK^R41^ACK", control_id, now);
     w.out.push_str("|P|2.6\rMSA|AA|");
     w.text(&status.control_id);
     w.out.push('\r');
