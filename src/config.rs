@@ -159,6 +159,11 @@ pub struct MqttConfig {
     /// publishes Vigil's last will 1.5 times this after Vigil goes silent.
     #[serde(default = "default_keep_alive_s")]
     pub keep_alive_s: u64,
+    /// Home Assistant MQTT discovery: the discovery prefix (`homeassistant`) under which Vigil publishes one
+    /// retained device per bed with SpO2, pulse, heart rate, NIBP and alarm-state sensors, on every connect
+    /// (docs/mqtt-api.md, "Home Assistant"). Default: none (no discovery messages).
+    #[serde(default)]
+    pub discovery_prefix: Option<String>,
 }
 
 /// TLS files for an external broker.
@@ -750,6 +755,7 @@ impl std::fmt::Debug for MqttConfig {
             .field("password_env", &self.password_env)
             .field("tls", &self.tls)
             .field("keep_alive_s", &self.keep_alive_s)
+            .field("discovery_prefix", &self.discovery_prefix)
             .finish()
     }
 }
@@ -769,6 +775,7 @@ impl Default for MqttConfig {
             password_env: None,
             tls: None,
             keep_alive_s: default_keep_alive_s(),
+            discovery_prefix: None,
         }
     }
 }
@@ -982,6 +989,14 @@ impl Config {
         topic_segment("site.ward", &self.site.ward)?;
         if self.mqtt.topic_prefix.is_empty() || self.mqtt.topic_prefix.contains(['#', '+']) {
             return Err(("mqtt.topic_prefix".into(), "must be non-empty and contain no MQTT wildcards".into()));
+        }
+        if let Some(prefix) = &self.mqtt.discovery_prefix {
+            if prefix.trim_matches('/').is_empty() || prefix.contains(['#', '+']) {
+                return Err((
+                    "mqtt.discovery_prefix".into(),
+                    format!("'{prefix}' must be a topic prefix without MQTT wildcards, e.g. \"homeassistant\""),
+                ));
+            }
         }
         if self.mqtt.client_id.is_empty() {
             return Err(("mqtt.client_id".into(), "must not be empty".into()));

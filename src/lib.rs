@@ -18,6 +18,7 @@ pub mod ingest;
 pub mod listen;
 pub mod metrics;
 pub mod mqtt;
+pub mod notify;
 pub mod replay;
 pub mod selftest;
 pub mod service;

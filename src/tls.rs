@@ -74,6 +74,19 @@ fn certificates(key: String, file: &Path) -> Result<Vec<CertificateDer<'static>>
     Ok(certs)
 }
 
+/// The CA certificates of a PEM file (at key `key`) as a trust store.
+fn trusted_roots(key: &str, ca_file: &Path) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certificates(key.to_owned(), ca_file)? {
+        roots.add(cert).map_err(|e| TlsError::Pem {
+            key: key.to_owned(),
+            file: ca_file.to_path_buf(),
+            reason: format!("not a usable CA certificate: {e}"),
+        })?;
+    }
+    Ok(roots)
+}
+
 /// Reads `tls` (the settings at `at`, e.g. `dashboard.tls`) into a rustls server configuration. Synchronous: it
 /// reads files, so async callers run it on a blocking thread. `alpn` lists the application protocols offered.
 pub fn load_server_config(
@@ -99,15 +112,7 @@ pub fn load_server_config(
         None => builder.with_no_client_auth(),
         Some(ca) => {
             let key = format!("{at}.client_ca_file");
-            let ca_file = config.resolve(ca);
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in certificates(key.clone(), &ca_file)? {
-                roots.add(cert).map_err(|e| TlsError::Pem {
-                    key: key.clone(),
-                    file: ca_file.clone(),
-                    reason: format!("not a usable CA certificate: {e}"),
-                })?;
-            }
+            let roots = trusted_roots(&key, &config.resolve(ca))?;
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
                 .map_err(|e| TlsError::Invalid { key, reason: e.to_string() })?;
@@ -120,4 +125,17 @@ pub fn load_server_config(
     })?;
     server.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(server))
+}
+
+/// Reads a CA file (PEM, at key `key`) into a rustls client configuration that trusts only that CA: for Vigil's
+/// outgoing links (an IHE ACM Alert Manager). Synchronous, like [`load_server_config`].
+pub fn load_client_config(key: &str, ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let roots = trusted_roots(key, ca_file)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Invalid { key: key.to_owned(), reason: e.to_string() })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(client))
 }

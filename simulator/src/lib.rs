@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod alert_manager;
 pub mod devices;
 pub mod output;
 pub mod physiology;

@@ -1,9 +1,11 @@
 //! `vigil-sim`: a fake bedside monitor on the command line. Thin: parses arguments and hands over to the library.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use clap::Parser;
+use vigil_sim::alert_manager::AlertManagerOptions;
 use vigil_sim::output::{self, OutputSpec, Pty};
 use vigil_sim::{scenario, Device, FeedOptions, Simulation, Speed};
 
@@ -13,8 +15,18 @@ const EXIT_USAGE: u8 = 64;
 /// A bedside-monitor simulator speaking real device protocols (Masimo ASCII 1, Nonin #8, HL7 PCD-01 over MLLP,
 /// GE Datex-Ohmeda S/5 DRI).
 #[derive(Debug, Parser)]
-#[command(name = "vigil-sim", version, about, after_help = EXAMPLES)]
+#[command(
+    name = "vigil-sim",
+    version,
+    about,
+    after_help = EXAMPLES,
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    /// Instead of a monitor, play another party on the network.
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Print the bundled scenarios with a one-line description and exit.
     #[arg(long)]
     list_scenarios: bool,
@@ -56,13 +68,34 @@ struct Cli {
     device_id: Option<String>,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Play an IHE PCD ACM Alert Manager: take ORU^R40 over MLLP, answer ACK^R40, optionally acknowledge each new
+    /// alarm with ORA^R41 after SECS, and print every message as one JSON line on stdout.
+    AlertManager {
+        /// Address to listen on, e.g. 127.0.0.1:2576 (port 0: any free port, printed in the first line).
+        #[arg(long, value_name = "HOST:PORT")]
+        listen: String,
+        /// Send ORA^R41 "Accepted" (by a simulated nurse) this many seconds after a new alarm's first message.
+        #[arg(long, value_name = "SECS")]
+        ack_after: Option<f64>,
+        /// Refuse every alarm with AR and a reason (heartbeats are still accepted).
+        #[arg(long)]
+        reject: bool,
+        /// Leave the first N alarm messages unanswered, like a hung manager.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        ignore_first: u32,
+    },
+}
+
 const EXAMPLES: &str = "Examples:
   vigil-sim --list-scenarios
   vigil-sim --scenario desaturation --device masimo --output stdout --speed max --seed 7
   vigil-sim --scenario calm-session --device nonin --output pty
   vigil-sim --scenario desaturation --device intellivue --output pty
   vigil-sim --scenario ward-of-six --device hl7 --output mllp:127.0.0.1:2575
-  vigil-sim --scenario desaturation --device s5 --output tcp-listen:4001";
+  vigil-sim --scenario desaturation --device s5 --output tcp-listen:4001
+  vigil-sim alert-manager --listen 127.0.0.1:2576 --ack-after 10";
 
 fn usage(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("vigil-sim: {msg}");
@@ -82,6 +115,36 @@ fn write_manuals(dir: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
+fn alert_manager(listen: &str, ack_after: Option<f64>, reject: bool, ignore_first: u32) -> ExitCode {
+    let ack_after = match ack_after.map(std::time::Duration::try_from_secs_f64) {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(_)) => return usage("--ack-after: expected a number of seconds, 0 or more"),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vigil-sim: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = AlertManagerOptions { ack_after, reject, ignore_first };
+    let result = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let address = listener.local_addr()?;
+        println!("{}", serde_json::json!({"type": "listening", "address": address.to_string()}));
+        eprintln!("vigil-sim: alert manager listening on {address} (MLLP, ORU^R40 in, ACK^R40 and ORA^R41 out)");
+        vigil_sim::alert_manager::run(listener, options, Arc::new(|line| println!("{line}"))).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vigil-sim: alert-manager --listen {listen}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(dir) = &cli.man {
@@ -92,6 +155,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    if let Some(Command::AlertManager { listen, ack_after, reject, ignore_first }) = cli.command {
+        return alert_manager(&listen, ack_after, reject, ignore_first);
     }
     if cli.list_scenarios {
         return match vigil_sim::scenario_descriptions() {

@@ -664,7 +664,10 @@ pub async fn run_mllp(sim: Simulation, speed: Speed, addr: String, label: String
 }
 
 /// Reads one MLLP frame (payload between 0x0B and 0x1C 0x0D), keeping leftover bytes in `buf`.
-async fn read_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Vec<u8>> {
+pub(crate) async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
+    stream: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Vec<u8>> {
     loop {
         if let Some(end) = buf.windows(2).position(|w| w == [hl7::MLLP_END, hl7::MLLP_CR]) {
             let frame: Vec<u8> = buf.drain(..end + 2).collect();

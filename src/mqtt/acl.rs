@@ -25,6 +25,13 @@ pub fn mosquitto_acl(config: &Config, source: &str) -> String {
          topic readwrite {base}/#\n",
         id = config.mqtt.client_id,
     );
+    if let Some(prefix) = &config.mqtt.discovery_prefix {
+        let prefix = prefix.trim_end_matches('/');
+        out.push_str(&format!(
+            "topic write {prefix}/#\n\n# Home Assistant discovery (mqtt.discovery_prefix): Vigil writes, everyone reads.\n\
+             pattern read {prefix}/#\n"
+        ));
+    }
     for u in config.users.iter().filter(|u| u.role >= Role::Nurse) {
         out.push_str(&format!(
             "\n# {} ({}): commands only on the topic that names them, and the replies.\nuser {}\n\

@@ -120,6 +120,7 @@ pub fn start(config: &Config) -> Result<Broker, MqttError> {
     let topics = super::Topics::from_config(config);
     let policy = gate::Policy {
         base: topics.base().to_owned(),
+        discovery: config.mqtt.discovery_prefix.clone(),
         beds: config.beds.iter().map(|b| b.id.clone()).collect(),
         users: config.users.clone(),
         demo,

@@ -26,7 +26,8 @@
 //!   identity. Which command a role may send is Vigil's rule (`crate::auth::required_role`), answered on `reply/`.
 //! - `viewer` may publish nothing.
 //! - The loopback demo's anonymous clients may publish only on `{base}/cmd/{bed}` (they act as user `demo`).
-//! - Reading ([`Policy::readable`]): every account reads `{base}/status` and `{base}/bed/#`; `nurse` and `admin`
+//! - Reading ([`Policy::readable`]): every account reads `{base}/status` and `{base}/bed/#` (and
+//!   `{mqtt.discovery_prefix}/#` when Home Assistant discovery is on); `nurse` and `admin`
 //!   (who send commands) and the demo's anonymous clients also read `{base}/reply/#`; nobody but Vigil reads
 //!   `{base}/cmd/#` (who sent what) or anything outside `{base}`. A SUBSCRIBE filter that cannot match any
 //!   readable topic gets the SUBACK failure code 0x80 (the others in the same SUBSCRIBE are granted as usual); a
@@ -90,6 +91,8 @@ pub(crate) enum Rights {
 pub(crate) struct Policy {
     /// `{prefix}/{site}/{ward}`.
     pub base: String,
+    /// `mqtt.discovery_prefix`: Home Assistant discovery configs, readable by every account like the bed data.
+    pub discovery: Option<String>,
     /// Configured bed ids.
     pub beds: HashSet<String>,
     /// `[[users]]`.
@@ -124,6 +127,9 @@ impl Policy {
     pub fn readable(&self, rights: &Rights) -> Option<Vec<String>> {
         let base = &self.base;
         let mut filters = vec![format!("{base}/status"), format!("{base}/bed/#")];
+        if let Some(prefix) = &self.discovery {
+            filters.push(format!("{}/#", prefix.trim_end_matches('/')));
+        }
         match rights {
             Rights::Service => return None,
             Rights::User { role, .. } if *role < Role::Nurse => {}
@@ -635,6 +641,7 @@ mod tests {
     fn policy() -> Policy {
         Policy {
             base: "v/s/w".into(),
+            discovery: None,
             beds: HashSet::from(["chair-1".to_owned()]),
             users: Vec::new(),
             demo: false,
@@ -680,6 +687,15 @@ mod tests {
         assert_eq!(again.will, c.will);
         assert_eq!(again.keep_alive, 30);
         assert_eq!(again.flags & 0x02, 0x02, "clean session kept");
+    }
+
+    #[test]
+    fn home_assistant_discovery_configs_are_readable_by_every_account_when_enabled() {
+        let viewer = Rights::User { name: "victor".into(), role: Role::Viewer };
+        assert!(!policy().readable(&viewer).unwrap().iter().any(|f| f.starts_with("homeassistant")));
+        let with = Policy { discovery: Some("homeassistant/".into()), ..policy() };
+        assert!(with.readable(&viewer).unwrap().contains(&"homeassistant/#".to_owned()));
+        assert!(!with.may_publish(&viewer, "homeassistant/sensor/x/config"));
     }
 
     #[test]

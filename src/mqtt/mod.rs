@@ -11,6 +11,7 @@ pub mod auth;
 mod backlog;
 pub mod broker;
 pub mod command;
+pub mod discovery;
 pub mod filter;
 pub mod gate;
 mod intake5;

@@ -33,6 +33,7 @@ use tokio_util::task::TaskTracker;
 use super::auth::Authorizer;
 use super::backlog::Backlog;
 use super::command::{self, Handler};
+use super::discovery::Discovery;
 use super::intake5;
 use super::payload::{self, Status, SCHEMA_VERSION};
 use super::topics::Topics;
@@ -288,6 +289,11 @@ pub(super) fn spawn(
         tokio::spawn(intake5::run(link, topics.clone(), h5, rx5, tracker.clone(), cancel.clone()))
     });
     let heartbeat = Heartbeat::default();
+    let discovery = config
+        .mqtt
+        .discovery_prefix
+        .as_deref()
+        .map(|prefix| Discovery::new(prefix, topics.clone(), &config.site.name, &config.site.ward));
     let main = Main {
         client,
         topics,
@@ -314,6 +320,7 @@ pub(super) fn spawn(
         hub_seen: 0,
         counters: DeliveryCounters::default(),
         heartbeat: heartbeat.clone(),
+        discovery,
     };
     let task = tokio::spawn(main.run(net_rx, replies_rx, net, intake, stop_net, cancel));
     Ok(Mqtt { task, link, heartbeat })
@@ -447,6 +454,8 @@ struct Main {
     counters: DeliveryCounters,
     /// Beaten on every tick of the loop.
     heartbeat: Heartbeat,
+    /// Home Assistant discovery (`mqtt.discovery_prefix`), republished on every connect.
+    discovery: Option<Discovery>,
 }
 
 impl Main {
@@ -660,6 +669,7 @@ impl Main {
                 self.set_link(LinkState::Connected, Some(broker), None);
                 let birth = Status { state: "online", seq, time: Utc::now(), reason: None, ..self.status.clone() };
                 self.publish_json(self.topics.status(), &birth, QoS::AtLeastOnce, true, Track::Untracked);
+                self.publish_discovery();
                 if self.commands_here {
                     if let Err(e) = self.client.try_subscribe(self.topics.command_filter(), QoS::AtMostOnce) {
                         tracing::error!(error = %e, "cannot subscribe to MQTT commands");
@@ -759,6 +769,18 @@ impl Main {
             self.devices.get(bed).map(|m| m.values().map(|d| DeviceStatus::clone(d)).collect()).unwrap_or_default();
         let time = sources.iter().map(|d| d.time).max().unwrap_or_else(Utc::now);
         self.park_retained_json(self.topics.device(bed), &payload::device(bed, time, &sources), only_if_changed);
+    }
+
+    /// Home Assistant discovery configs for every bed, retained: on every connect, so a broker that lost its
+    /// retained messages (a restart of the embedded broker, a failover) has them again.
+    fn publish_discovery(&mut self) {
+        let Some(discovery) = self.discovery.clone() else { return };
+        for bed in self.hub.beds() {
+            for (topic, config) in discovery.bed(&bed) {
+                // Parked like the other retained state: flushed under the publisher's flow control.
+                self.park_retained_json(topic, &config, false);
+            }
+        }
     }
 
     /// Retained state for every bed, parked for the new connection (a failover broker may not have it): from the

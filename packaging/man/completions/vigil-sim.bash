@@ -16,6 +16,18 @@ _vigil__sim() {
             ",$1")
                 cmd="vigil__sim"
                 ;;
+            vigil__sim,alert-manager)
+                cmd="vigil__sim__subcmd__alert__subcmd__manager"
+                ;;
+            vigil__sim,help)
+                cmd="vigil__sim__subcmd__help"
+                ;;
+            vigil__sim__subcmd__help,alert-manager)
+                cmd="vigil__sim__subcmd__help__subcmd__alert__subcmd__manager"
+                ;;
+            vigil__sim__subcmd__help,help)
+                cmd="vigil__sim__subcmd__help__subcmd__help"
+                ;;
             *)
                 ;;
         esac
@@ -23,7 +35,7 @@ _vigil__sim() {
 
     case "${cmd}" in
         vigil__sim)
-            opts="-h -V --list-scenarios --scenario --scenario-file --device --output --beds --bed --speed --seed --start-time --man --device-id --help --version"
+            opts="-h -V --list-scenarios --scenario --scenario-file --device --output --beds --bed --speed --seed --start-time --man --device-id --help --version alert-manager help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -73,6 +85,74 @@ _vigil__sim() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vigil__subcmd__sim__subcmd__alert__subcmd__manager)
+            opts="-h --listen --ack-after --reject --ignore-first --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ack-after)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ignore-first)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vigil__subcmd__sim__subcmd__help)
+            opts="alert-manager help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vigil__subcmd__sim__subcmd__help__subcmd__alert__subcmd__manager)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vigil__subcmd__sim__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;

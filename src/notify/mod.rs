@@ -1,0 +1,2 @@
+pub mod acm;
+pub mod acm_client;
