@@ -50,6 +50,7 @@ async fn main() -> std::process::ExitCode {
         value: Some(84.0),
         limit: Some(88.0),
         evidence: Default::default(),
+        test: false,
         message: "SpO2 84 < 88 | probe^ok & ~fine \\ really".into(),
         by: None,
         audio_paused_until: None,

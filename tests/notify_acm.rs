@@ -72,6 +72,7 @@ fn spo2_low(alarm_id: &str) -> AlarmEvent {
         value: Some(84.0),
         limit: Some(88.0),
         evidence: Default::default(),
+        test: false,
         message: "SpO2 84 < 88 | rapid".into(),
         by: None,
         audio_paused_until: None,

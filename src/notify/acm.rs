@@ -664,6 +664,7 @@ mod tests {
             value: Some(85.0),
             limit: Some(88.0),
             evidence: Default::default(),
+            test: false,
             message: "SpO2 85 < 88".into(),
             by: None,
             audio_paused_until: None,
