@@ -1,5 +1,6 @@
 //! The durable store: SQLite (bundled, WAL) holding the alarm and session event log, the MQTT outbox, thinned
-//! vitals history, the latest per-bed state and the audit trail of commands.
+//! vitals history, the latest per-bed state, the audit trail of commands, and the notification queue, chains and
+//! log ([`notify`]).
 //!
 //! Every alarm and session event is written here *before* it is announced, in one transaction with its outbox
 //! row, so a broker outage or a daemon crash loses nothing: the publisher drains the outbox and marks rows
