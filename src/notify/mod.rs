@@ -22,6 +22,37 @@ pub mod routing;
 pub mod smtp;
 pub mod webhook;
 
+/// An alarm event for the unit tests of this module's files.
+#[cfg(test)]
+pub(crate) fn test_event(
+    phase: crate::event::AlarmPhase,
+    state: crate::event::AlarmState,
+    priority: crate::event::Priority,
+    secs: i64,
+) -> AlarmEvent {
+    use chrono::TimeZone;
+    AlarmEvent {
+        time: chrono::Utc.timestamp_opt(1_700_000_000 + secs, 0).unwrap(),
+        bed: "chair-1".into(),
+        alarm_id: "a1".into(),
+        seq: 1,
+        bed_seq: 1,
+        kind: crate::event::AlarmKind::Threshold,
+        source: crate::event::AlarmSource::Vigil,
+        condition: "spo2_low".into(),
+        parameter: Some(crate::vitals::Parameter::Spo2),
+        priority,
+        phase,
+        state,
+        value: Some(84.0),
+        limit: Some(85.0),
+        evidence: Default::default(),
+        message: "SpO2 84 < 85".into(),
+        by: None,
+        audio_paused_until: None,
+    }
+}
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

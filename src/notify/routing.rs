@@ -216,7 +216,6 @@ impl NotifyRouter for Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{AlarmKind, AlarmSource};
     use chrono::{TimeZone, Utc};
 
     fn plan(toml_text: &str) -> Plan {
@@ -248,26 +247,7 @@ mod tests {
     "#;
 
     fn event(phase: AlarmPhase, state: AlarmState, priority: Priority, secs: i64) -> AlarmEvent {
-        AlarmEvent {
-            time: Utc.timestamp_opt(1_700_000_000 + secs, 0).unwrap(),
-            bed: "chair-1".into(),
-            alarm_id: "a1".into(),
-            seq: 1,
-            bed_seq: 1,
-            kind: AlarmKind::Threshold,
-            source: AlarmSource::Vigil,
-            condition: "spo2_low".into(),
-            parameter: None,
-            priority,
-            phase,
-            state,
-            value: Some(84.0),
-            limit: Some(85.0),
-            evidence: Default::default(),
-            message: "SpO2 84 < 85".into(),
-            by: None,
-            audio_paused_until: None,
-        }
+        crate::notify::test_event(phase, state, priority, secs)
     }
 
     fn targets(r: &Routed) -> Vec<(&str, &str)> {

@@ -199,30 +199,11 @@ pub(super) fn client_tls(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{AlarmEvent, AlarmKind, AlarmPhase, AlarmSource, AlarmState};
+    use crate::event::{AlarmPhase, AlarmState};
 
     fn notification() -> Notification {
         Notification {
-            event: AlarmEvent {
-                time: chrono::Utc::now(),
-                bed: "chair-1".into(),
-                alarm_id: "a1".into(),
-                seq: 1,
-                bed_seq: 1,
-                kind: AlarmKind::Threshold,
-                source: AlarmSource::Vigil,
-                condition: "spo2_low".into(),
-                parameter: Some(crate::vitals::Parameter::Spo2),
-                priority: Priority::High,
-                phase: AlarmPhase::Start,
-                state: AlarmState::Active,
-                value: Some(84.0),
-                limit: Some(85.0),
-                evidence: Default::default(),
-                message: "SpO2 84 < 85".into(),
-                by: None,
-                audio_paused_until: None,
-            },
+            event: crate::notify::test_event(AlarmPhase::Start, AlarmState::Active, Priority::High, 0),
             bed_label: "Chair 1".into(),
             ward: "demo-clinic/ketamine-suite".into(),
             reason: "escalation step 1 of 2".into(),
