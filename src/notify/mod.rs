@@ -50,6 +50,7 @@ pub(crate) fn test_event(
         message: "SpO2 84 < 85".into(),
         by: None,
         audio_paused_until: None,
+        test: false,
     }
 }
 
