@@ -88,6 +88,9 @@ pub struct Config {
     /// The scheduled self-test of the alarm path (`vigil self-test` runs one by hand).
     #[serde(default)]
     pub selftest: SelfTestConfig,
+    /// Notification targets (webhooks, e-mail) and escalation chains (`docs/notifications.md`).
+    #[serde(default)]
+    pub notify: crate::notify::config::NotifyConfig,
     /// The directory relative paths are resolved against (the config file's directory). Not a TOML key.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -873,7 +876,8 @@ impl Config {
         if self.mqtt.password.is_some() != self.mqtt.username.is_some() {
             return Err(("mqtt.username".into(), "give both username and a password, or neither".into()));
         }
-        Ok(())
+        let base = self.base_dir.clone();
+        self.notify.resolve_secrets(&base)
     }
 
     /// Settings that work but weaken the installation, each with its key path; `vigil check-config` prints them
@@ -1108,7 +1112,8 @@ impl Config {
                 }
             }
         }
-        Ok(())
+        let beds: Vec<&str> = self.beds.iter().map(|b| b.id.as_str()).collect();
+        self.notify.validate(&beds)
     }
 
     fn validate_source(&self, at: &str, src: &SourceConfig) -> Result<(), (String, String)> {

@@ -62,6 +62,9 @@ pub enum RunError {
     /// A listener's TLS certificate or key cannot be used (`dashboard.tls`, `mllp.tls`).
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// A notification target cannot be set up (`notify.targets`).
+    #[error(transparent)]
+    Notify(#[from] notify::NotifyError),
     /// The metrics listener could not listen.
     #[error("metrics.listen: cannot listen on {addr}: {reason} (set metrics.listen to a free address)")]
     Metrics {
@@ -108,7 +111,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             .map_err(|source| RunError::Profile { index, source })?;
         profiles.push(Arc::new(profile));
     }
-    let store = store::Store::open(&config.store.path)?;
+    let notifier = build_notifier(&config).await?;
+    let mut store = store::Store::open(&config.store.path)?;
+    if let Some(n) = &notifier {
+        store = store.with_notify_router(n.router());
+    }
     let broker = match config.mqtt.mode {
         MqttMode::Embedded => Some(mqtt::broker::start(&config)?),
         _ => None,
@@ -221,6 +228,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             listener.with_pins(pins).run(routes, stop_sources.clone()),
         );
     }
+    let notify = notifier.map(|n| n.spawn(&mut tasks, &health, hub.clone(), store.clone(), stop_rest.clone()));
     let retention = store::run_retention(store.clone(), config.store.retention_days, stop_rest.clone());
     health.spawn(&mut tasks, "store-retention".into(), stop_rest.clone(), retention);
     let (mqtt_addr, mqtt_link, mqtt_beat) = if config.mqtt.mode == MqttMode::Disabled {
@@ -244,6 +252,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         dash_state = dash_state.with_mqtt_link(link);
     }
     dash_state = dash_state.with_health(health.clone());
+    if let Some(n) = notify.clone() {
+        dash_state = dash_state.with_notify(n);
+    }
     if let Some(tls) = dashboard_tls {
         dash_state = dash_state.with_tls(tls);
     }
@@ -280,6 +291,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         sse_clients: dash_state.sse_clients(),
         mllp_refused,
         selftest: Some(selftest.status()),
+        notify: notify.clone(),
     });
     dash_state = dash_state.with_metrics(Arc::new(exporter)).with_probes(probes.clone());
     if let Some(listener) = metrics_listener {
@@ -324,6 +336,22 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown,
         _broker: broker,
     })
+}
+
+/// Builds `[notify]`'s targets on a blocking thread (CA files, the system's roots); `None` without targets.
+async fn build_notifier(config: &Arc<Config>) -> Result<Option<notify::delivery::Notifier>, RunError> {
+    let config = config.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        let labels = config.beds.iter().map(|b| (b.id.clone(), b.label().to_owned())).collect();
+        let ward = format!("{}/{}", config.site.name, config.site.ward);
+        notify::delivery::Notifier::build(&config.notify, &config.base_dir, labels, ward)
+    })
+    .await
+    .map_err(|e| notify::NotifyError::Setup {
+        key: "notify".into(),
+        reason: format!("setting up the targets failed: {e}"),
+    })?;
+    Ok(built?)
 }
 
 type ServerTls = Option<Arc<tokio_rustls::rustls::ServerConfig>>;

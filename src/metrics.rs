@@ -49,6 +49,8 @@ pub struct Sources {
     pub mllp_refused: Option<Arc<AtomicU64>>,
     /// The self-test's last result and counts.
     pub selftest: Option<watch::Receiver<crate::selftest::Status>>,
+    /// Notification targets; `None` without `[[notify.targets]]`.
+    pub notify: Option<crate::notify::delivery::Handle>,
 }
 
 /// The registry behind `/metrics`.
@@ -316,6 +318,67 @@ impl Collector for Ward {
                 )?;
             }
             Err(e) => tracing::warn!(error = %e, "metrics: cannot read the outbox"),
+        }
+
+        // Notification targets.
+        if let Some(n) = &s.notify {
+            let target = |name: &str| -> Labels { vec![("target", name.to_owned())] };
+            let load = |f: fn(&crate::notify::TargetStats) -> u64| {
+                n.stats.iter().map(move |(name, t)| (target(name), f(t))).collect::<Vec<_>>()
+            };
+            counter(
+                &mut enc,
+                "vigil_notify_attempts",
+                "Delivery attempts to the notification target since start.",
+                load(|t| t.attempts.load(Ordering::Relaxed)),
+            )?;
+            counter(
+                &mut enc,
+                "vigil_notify_delivered",
+                "Notifications the target took since start.",
+                load(|t| t.delivered.load(Ordering::Relaxed)),
+            )?;
+            counter(
+                &mut enc,
+                "vigil_notify_failures",
+                "Delivery attempts that failed (unreachable, refused, timed out) since start; each is retried.",
+                load(|t| t.failed.load(Ordering::Relaxed)),
+            )?;
+            counter(
+                &mut enc,
+                "vigil_notify_acknowledged",
+                "Alarms acknowledged through the target (its acknowledge link or its receipt) since start.",
+                load(|t| t.acknowledged.load(Ordering::Relaxed)),
+            )?;
+            gauge(
+                &mut enc,
+                "vigil_notify_target_failing",
+                "1 while the target's latest delivery attempt failed, else 0.",
+                n.stats.iter().map(|(name, t)| (target(name), flag(t.failing.load(Ordering::Relaxed)))),
+            )?;
+            match s.store.notify_backlog() {
+                Ok(backlog) => {
+                    let of = |name: &str| backlog.iter().find(|b| b.target == name);
+                    gauge(
+                        &mut enc,
+                        "vigil_notify_pending",
+                        "Notifications queued for the target and not yet delivered.",
+                        n.stats.keys().map(|name| (target(name), of(name).map_or(0.0, |b| b.pending as f64))),
+                    )?;
+                    gauge(
+                        &mut enc,
+                        "vigil_notify_oldest_pending_age_seconds",
+                        "Age of the target's oldest undelivered notification (0 when none waits).",
+                        n.stats.keys().map(|name| {
+                            let age = of(name)
+                                .and_then(|b| b.oldest)
+                                .map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
+                            (target(name), age)
+                        }),
+                    )?;
+                }
+                Err(e) => tracing::warn!(error = %e, "metrics: cannot read the notification queue"),
+            }
         }
 
         // MQTT.

@@ -1,10 +1,11 @@
-//! `docs/configuration.md` is generated from the doc comments of the configuration structs in `src/config.rs`:
+//! `docs/configuration.md` is generated from the doc comments of the configuration structs in `src/config.rs`
+//! and `src/notify/config.rs` (`[notify]`, kept beside the notification code):
 //! this test regenerates it and fails when the file differs, so every key is documented, no documented key is
 //! gone, and each description is the code's own. After changing a config field, run
 //! `VIGIL_BLESS=1 cargo test --test docs_configuration` and commit the file.
 
 /// Struct name → the key path its fields live under, in the order the document shows them.
-const SECTIONS: [(&str, &str); 13] = [
+const SECTIONS: [(&str, &str); 17] = [
     ("SiteConfig", "site"),
     ("MqttConfig", "mqtt"),
     ("TlsConfig", "mqtt.tls"),
@@ -18,7 +19,16 @@ const SECTIONS: [(&str, &str); 13] = [
     ("UserConfig", "users[]"),
     ("BedConfig", "beds[]"),
     ("SourceConfig", "beds[].sources[]"),
+    ("NotifyConfig", "notify"),
+    ("TargetConfig", "notify.targets[]"),
+    ("EscalationConfig", "notify.escalation[]"),
+    ("StepConfig", "notify.escalation[].steps[]"),
 ];
+
+/// The files the configuration structs live in, read as one.
+fn config_sources() -> String {
+    ["src/config.rs", "src/notify/config.rs"].iter().map(|f| std::fs::read_to_string(f).unwrap()).collect()
+}
 
 struct Item {
     doc: String,
@@ -73,7 +83,7 @@ fn generate(src: &str) -> String {
     let all = structs(src);
     let mut md = String::from(
         "# Configuration reference\n\n\
-         Generated from the doc comments in `src/config.rs` (`tests/docs_configuration.rs` fails when this file and \
+         Generated from the doc comments in `src/config.rs` and `src/notify/config.rs` (`tests/docs_configuration.rs` fails when this file and \
          the code differ; `VIGIL_BLESS=1 cargo test --test docs_configuration` rewrites it). One TOML file, given with \
          `vigil run --config PATH`; `vigil check-config PATH` validates it and names the key path and the reason of \
          any error. Relative paths are resolved against the file's directory. Starting points: `config/vigil.toml` \
@@ -83,7 +93,7 @@ fn generate(src: &str) -> String {
     );
     for (name, path) in SECTIONS {
         let Some((_, item)) = all.iter().find(|(n, _)| n == name) else {
-            panic!("src/config.rs has no struct {name}");
+            panic!("src/config.rs and src/notify/config.rs have no struct {name}");
         };
         let heading =
             if path.ends_with("[]") { format!("[[{}]]", path.trim_end_matches("[]")) } else { format!("[{path}]") };
@@ -97,7 +107,7 @@ fn generate(src: &str) -> String {
 
 #[test]
 fn docs_configuration_md_is_generated_from_every_config_fields_doc_comment() {
-    let src = std::fs::read_to_string("src/config.rs").unwrap();
+    let src = config_sources();
     let expected = generate(&src);
     let path = "docs/configuration.md";
     if std::env::var_os("VIGIL_BLESS").is_some() {
@@ -133,7 +143,9 @@ fn every_key_documented_in_configuration_md_is_accepted_by_the_parser_in_its_sec
     for key in keys {
         let (section, field) = key.rsplit_once('.').unwrap();
         let base = "[site]\nname=\"s\"\nward=\"w\"\n[[users]]\nname=\"n\"\nrole=\"nurse\"\npassword_hash=\"x\"\n\
-                    [[beds]]\nid=\"b\"\n[[beds.sources]]\nkind=\"simulated\"\ndevice=\"masimo\"\n";
+                    [[beds]]\nid=\"b\"\n[[beds.sources]]\nkind=\"simulated\"\ndevice=\"masimo\"\n\
+                    [[notify.targets]]\nname=\"t\"\nkind=\"webhook\"\npriorities=[\"high\"]\n\
+                    [[notify.escalation]]\npriority=\"high\"\n[[notify.escalation.steps]]\ntarget=\"t\"\nwait_s=1\n";
         let mut doc: toml::Table = toml::from_str(base).unwrap();
         let value = if field == "tls" && section != "mqtt" {
             "v = { cert_file = \"c.pem\", key_file = \"k.pem\" }".to_owned()
@@ -168,7 +180,8 @@ fn sample(field: &str) -> &'static str {
         "failover" | "allow" | "allowed_hosts" | "sources" => "[]",
         "tls" => "{ ca_file = \"ca.pem\" }",
         "port" | "baud" | "retention_days" | "keep_alive_s" | "seed" | "patient" | "data_bits" | "stop_bits"
-        | "max_message_bytes" | "idle_timeout_s" | "max_connections" | "silence_alarm_s" => "1",
+        | "max_message_bytes" | "idle_timeout_s" | "max_connections" | "silence_alarm_s" | "ack_link_ttl_s"
+        | "timeout_s" | "wait_s" => "1",
         "speed" => "1.0",
         "read_only_without_sign_in" | "demo_actions_without_sign_in" | "nonin_select_format" => "true",
         _ => "\"x\"",

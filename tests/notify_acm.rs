@@ -76,6 +76,7 @@ fn spo2_low(alarm_id: &str) -> AlarmEvent {
         message: "SpO2 84 < 88 | rapid".into(),
         by: None,
         audio_paused_until: None,
+        test: false,
     }
 }
 

@@ -292,7 +292,9 @@ fn the_binary_tells_systemd_it_is_ready_feeds_the_watchdog_and_says_it_is_stoppi
 async fn every_metric_served_is_documented_in_operations_md_and_every_documented_metric_is_served() {
     let dir = tempfile::tempdir().unwrap();
     let shutdown = CancellationToken::new();
-    let extra = "[mllp]\nlisten = \"127.0.0.1:0\"\n";
+    // With an MLLP listener and a notification target, so that their metrics are served too.
+    let extra = "[mllp]\nlisten = \"127.0.0.1:0\"\n[[notify.targets]]\nname = \"pager\"\nkind = \"webhook\"\n\
+                 url = \"http://127.0.0.1:9/\"\npriorities = [\"high\"]\n";
     let running = vigil::start(config(dir.path(), "embedded", extra), shutdown.clone()).await.unwrap();
     let dashboard = running.dashboard;
     let daemon = tokio::spawn(running.wait());

@@ -7,6 +7,7 @@ pub mod client;
 mod export;
 pub mod history;
 mod https;
+mod notify;
 pub mod ops;
 mod profile_limits;
 pub mod sse;
@@ -169,6 +170,8 @@ pub struct DashboardState {
     probes: Option<crate::service::Probes>,
     metrics_access: Arc<ops::MetricsAccess>,
     selftest: Option<crate::selftest::SelfTest>,
+    /// Notification targets (acknowledge links, chains); `None` without `[[notify.targets]]`.
+    notify: Option<crate::notify::delivery::Handle>,
 }
 
 impl DashboardState {
@@ -221,6 +224,7 @@ impl DashboardState {
             probes: None,
             metrics_access,
             selftest: None,
+            notify: None,
         })
     }
 
@@ -264,6 +268,12 @@ impl DashboardState {
     /// Serves `GET /metrics` from this exporter.
     pub fn with_metrics(mut self, exporter: Arc<crate::metrics::Exporter>) -> Self {
         self.metrics = Some(exporter);
+        self
+    }
+
+    /// Serves acknowledge links and the escalation chains of these notification targets.
+    pub fn with_notify(mut self, notify: crate::notify::delivery::Handle) -> Self {
+        self.notify = Some(notify);
         self
     }
 
@@ -368,6 +378,8 @@ pub fn app(state: DashboardState) -> Router {
         .route("/api/beds/:bed/limits", get(limits))
         .route("/api/beds/:bed/history", get(export::history_json))
         .route("/api/beds/:bed/export.csv", get(export::history_csv))
+        .route("/api/notify/chains", get(notify::chains))
+        .route("/ack/:token", get(notify::show).post(notify::acknowledge))
         .layer(axum::middleware::from_fn_with_state(state.clone(), host_guard))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)

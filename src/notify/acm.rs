@@ -668,6 +668,7 @@ mod tests {
             message: "SpO2 85 < 88".into(),
             by: None,
             audio_paused_until: None,
+            test: false,
         }
     }
 

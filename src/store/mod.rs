@@ -1,5 +1,6 @@
 //! The durable store: SQLite (bundled, WAL) holding the alarm and session event log, the MQTT outbox, thinned
-//! vitals history, the latest per-bed state and the audit trail of commands.
+//! vitals history, the latest per-bed state, the audit trail of commands, and the notification queue, chains and
+//! log ([`notify`]).
 //!
 //! Every alarm and session event is written here *before* it is announced, in one transaction with its outbox
 //! row, so a broker outage or a daemon crash loses nothing: the publisher drains the outbox and marks rows
@@ -34,6 +35,7 @@ use crate::event::{AlarmEvent, BedAlarms, Command, DeviceStatus, Event, SessionE
 use crate::vitals::{Parameter, Timestamp, ValueStatus};
 
 mod export;
+pub mod notify;
 pub mod writer;
 
 pub use export::HistoryRecord;
@@ -57,6 +59,8 @@ const MIGRATIONS: &[&str] = &[
      DROP INDEX IF EXISTS outbox_pending;
      CREATE INDEX outbox_pending ON outbox (id) WHERE delivered_ms IS NULL AND quarantined_ms IS NULL;
      CREATE INDEX IF NOT EXISTS vitals_time ON vitals (time_ms);",
+    // 3: notification targets and escalation chains (src/store/notify.rs).
+    notify::MIGRATION,
 ];
 
 /// What can go wrong in the store.
@@ -156,9 +160,10 @@ pub struct PruneStats {
     pub events: usize,
     /// Action records.
     pub actions: usize,
-    /// Delivered outbox rows.
+    /// Delivered outbox rows and delivered notifications.
     pub delivered: usize,
-    /// Outbox rows never acknowledged by a broker, dropped because they outlived retention.
+    /// Outbox rows never acknowledged by a broker, and notifications no target took, dropped because they
+    /// outlived retention.
     pub undelivered: usize,
 }
 
@@ -168,6 +173,8 @@ pub struct Store {
     conn: Arc<Mutex<Connection>>,
     writer: Arc<writer::Writer>,
     path: PathBuf,
+    /// Decides which notifications an alarm event queues ([`Store::with_notify_router`]); none: no notifications.
+    router: Option<Arc<dyn notify::NotifyRouter>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -223,7 +230,14 @@ impl Store {
         let read = Connection::open(path).map_err(|e| fail(e.to_string()))?;
         read.busy_timeout(Duration::from_secs(5)).map_err(|e| fail(e.to_string()))?;
         let writer = writer::Writer::start(conn).map_err(|e| fail(format!("cannot start the writer thread: {e}")))?;
-        Ok(Store { conn: Arc::new(Mutex::new(read)), writer: Arc::new(writer), path: path.to_path_buf() })
+        Ok(Store { conn: Arc::new(Mutex::new(read)), writer: Arc::new(writer), path: path.to_path_buf(), router: None })
+    }
+
+    /// This store with a notification router: from now on every alarm event appended queues the notifications
+    /// the router decides, in the same transaction as the event (`src/store/notify.rs`).
+    pub fn with_notify_router(mut self, router: Arc<dyn notify::NotifyRouter>) -> Store {
+        self.router = Some(router);
+        self
     }
 
     /// Whether writes succeed, updated after every commit that changes it.
@@ -255,20 +269,23 @@ impl Store {
     /// Blocks the calling thread until the batch is durable; async code uses [`Store::append_async`].
     pub fn append(&self, events: &[Event]) -> Result<(), StoreError> {
         let events = events.to_vec();
-        self.writer.write(Box::new(move |conn| append_all(conn, &events)))
+        let router = self.router.clone();
+        self.writer.write(Box::new(move |conn| append_all(conn, &events, router.as_deref())))
     }
 
     /// [`Store::append`] for async code: resolves once the batch is durable (committed and fsynced), without
     /// blocking a runtime thread.
     pub async fn append_async(&self, events: Vec<Event>) -> Result<(), StoreError> {
-        self.writer.write_async(Box::new(move |conn| append_all(conn, &events))).await
+        let router = self.router.clone();
+        self.writer.write_async(Box::new(move |conn| append_all(conn, &events, router.as_deref()))).await
     }
 
     /// Queues events (vitals history, device status) for the next group commit without waiting. Under a slow or
     /// failed disk they may be dropped (counted in [`StoreHealth::background_dropped`]): never use it for alarm
     /// or session events.
     pub fn append_background(&self, events: Vec<Event>) {
-        self.writer.write_background(Box::new(move |conn| append_all(conn, &events)));
+        let router = self.router.clone();
+        self.writer.write_background(Box::new(move |conn| append_all(conn, &events, router.as_deref())));
     }
 
     /// The `bed_seq` the bed's next alarm event must carry: 1 + the highest ever stored, 1 for a new bed.
@@ -495,7 +512,8 @@ fn prune_work(tx: &Connection, cut: i64) -> Result<PruneStats, StoreError> {
             )?,
             undelivered: tx.execute("DELETE FROM outbox WHERE delivered_ms IS NULL AND created_ms < ?1", [cut])?,
         };
-        Ok(stats)
+        let (delivered, undelivered) = notify::prune(tx, cut)?;
+        Ok(PruneStats { delivered: stats.delivered + delivered, undelivered: stats.undelivered + undelivered, ..stats })
     }
 }
 
@@ -658,9 +676,13 @@ fn mark_delivered_work(ids: Vec<i64>, at: Timestamp) -> writer::Work {
     })
 }
 
-fn append_all(conn: &Connection, events: &[Event]) -> Result<(), StoreError> {
+fn append_all(
+    conn: &Connection,
+    events: &[Event],
+    router: Option<&dyn notify::NotifyRouter>,
+) -> Result<(), StoreError> {
     for event in events {
-        append_one(conn, event)?;
+        append_one(conn, event, router)?;
     }
     Ok(())
 }
@@ -680,7 +702,7 @@ fn to_outbox(tx: &Connection, bed: &str, time: &Timestamp, event_json: &str) -> 
     Ok(())
 }
 
-fn append_one(tx: &Connection, event: &Event) -> Result<(), StoreError> {
+fn append_one(tx: &Connection, event: &Event, router: Option<&dyn notify::NotifyRouter>) -> Result<(), StoreError> {
     match event {
         Event::Alarm(a) => {
             let last = last_bed_seq(tx, &a.bed)?;
@@ -700,6 +722,9 @@ fn append_one(tx: &Connection, event: &Event) -> Result<(), StoreError> {
             tx.prepare_cached("INSERT OR REPLACE INTO bed_counters (bed, last_bed_seq) VALUES (?1, ?2)")?
                 .execute(params![&*a.bed, a.bed_seq as i64])?;
             to_outbox(tx, &a.bed, &a.time, &serde_json::to_string(event)?)?;
+            if let Some(router) = router {
+                notify::on_alarm(tx, router, a, &json)?;
+            }
         }
         Event::Session(s) => {
             let json = serde_json::to_string(s)?;

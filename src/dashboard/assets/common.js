@@ -403,6 +403,27 @@ const Vigil = (() => {
   }
 
   /** One entry of an alarm list with its actions. */
+  /** Where each alarm stands in its escalation chain (GET /api/notify/chains), by alarm id. */
+  const chains = new Map();
+
+  async function loadChains() {
+    const data = await api('/api/notify/chains');
+    chains.clear();
+    for (const c of (data && data.chains) || []) { if (c.steps > 0) chains.set(c.alarm_id, c); }
+  }
+
+  /** One line for the alarm's row: `Escalation step 2 of 3 (charge-nurse) · next step in 40 s`. */
+  function chainText(c) {
+    const at = `step ${c.step + 1} of ${c.steps} (${c.target})`;
+    if (c.status === 'running') {
+      const left = Math.max(0, Math.round((Date.parse(c.next_at) - now()) / 1000));
+      return `Escalation ${at} · ${c.step + 1 < c.steps ? 'next step' : 'chain ends'} in ${left} s`;
+    }
+    if (c.status === 'acknowledged') return `Escalation stopped at ${at}: acknowledged by ${c.by || 'someone'}`;
+    if (c.status === 'ended') return `Escalation stopped at ${at}: the alarm ended`;
+    return `Escalation: all ${c.steps} steps notified, nobody acknowledged`;
+  }
+
   function renderAlarm(bed, a) {
     const classes = ['alarm', `prio-${a.priority}`, `state-${a.state}`];
     if (a.test) classes.push('test');
@@ -436,6 +457,9 @@ const Vigil = (() => {
         a.source === 'monitor' ? el('span', { class: 'kind monitor', title: "The monitor's own alarm", text: 'MONITOR' }) : null),
       el('div', { class: 'a-meta' },
         `${startKnown(a) ? 'Since' : 'Last change'} ${fmtClock(Date.parse(startOf(a)))} · `, el('strong', { text: stateText(a) })),
+      chains.has(a.alarm_id)
+        ? el('div', { class: `a-chain chain-${chains.get(a.alarm_id).status}`, text: chainText(chains.get(a.alarm_id)) })
+        : null,
       actions);
   }
 
@@ -585,6 +609,7 @@ const Vigil = (() => {
     el, api, me: () => me, loadMe, setupAuth, command, toast, connect, ward, live, renderTile, renderAlarm,
     sortedAlarms, morph, describeCommand, fmtClock, fmtDuration, fmtAge, now, setupSoundButton, startClock, watchServerLinks, sound, PRIORITY_RANK, MARKER,
     PHASE_LABEL, onMe: (f) => meListeners.push(f), signInDialog, stateText, onTestAlarm: (f) => testListeners.push(f),
+    loadChains, chainText,
   };
 })();
 window.Vigil = Vigil;

@@ -29,6 +29,10 @@
   }).catch((e) => V.toast(`Cannot reach Vigil: ${e.message}`, true));
   // Ages and elapsed times move even when nothing arrives.
   setInterval(() => { if (V.ward.order.length) render(); }, 1000);
+  // Escalation chains move on the server's clock: read every 2 s (a ward without notification targets has none).
+  const chains = () => V.loadChains().then(render).catch(() => {});
+  chains();
+  setInterval(chains, 2000);
   V.onMe(() => { if (V.ward.order.length) render(); });
 
   // The self-test button (admins; the loopback demo): the daemon confirms its hops, and this page adds its own,

@@ -1,0 +1,444 @@
+//! Notification targets and escalation chains against real sockets on loopback: the daemon (`vigil::start`)
+//! takes HL7 over a real MLLP connection, its webhooks POST to an HTTP server in this test (axum on a real
+//! listener), its e-mails go to a small SMTP listener in this test, and acknowledges go through the real
+//! dashboard (HTTP) and acknowledge links.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+/// One request the webhook server received: path name, JSON body, when, headers.
+type Received = (String, Value, Instant, HeaderMap);
+
+/// What the test's webhook server received.
+#[derive(Clone, Default)]
+struct Inbox(Arc<Mutex<Vec<Received>>>);
+
+impl Inbox {
+    fn of(&self, name: &str) -> Vec<Value> {
+        self.0.lock().unwrap().iter().filter(|(n, ..)| n == name).map(|(_, v, ..)| v.clone()).collect()
+    }
+
+    fn headers(&self, name: &str) -> Vec<HeaderMap> {
+        self.0.lock().unwrap().iter().filter(|(n, ..)| n == name).map(|(.., h)| h.clone()).collect()
+    }
+
+    /// Waits until `name` has received a body matching `pred`; returns it and when it arrived.
+    async fn wait(&self, name: &str, within: Duration, pred: impl Fn(&Value) -> bool) -> Option<(Value, Instant)> {
+        let deadline = Instant::now() + within;
+        loop {
+            let found = self
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(n, v, ..)| n == name && pred(v))
+                .map(|(_, v, t, _)| (v.clone(), *t));
+            if found.is_some() || Instant::now() > deadline {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A webhook server on loopback: `POST /<name>` records the JSON body and answers 200; `POST /hang` never answers.
+async fn webhook_server() -> (SocketAddr, Inbox) {
+    let inbox = Inbox::default();
+    let app = axum::Router::new()
+        .route("/hang", axum::routing::post(std::future::pending::<()>))
+        .route(
+            "/:name",
+            axum::routing::post(
+                |State(inbox): State<Inbox>, Path(name): Path<String>, headers: HeaderMap, body: String| async move {
+                    let v = serde_json::from_str(&body).unwrap_or(Value::String(body));
+                    inbox.0.lock().unwrap().push((name, v, Instant::now(), headers));
+                    "ok"
+                },
+            ),
+        )
+        .with_state(inbox.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, inbox)
+}
+
+/// An HTTP client for the test's own requests (rustls needs its one crypto provider named, as the daemon does).
+fn client() -> reqwest::Client {
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let tls = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(tokio_rustls::rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    reqwest::Client::builder().use_preconfigured_tls(tls).build().unwrap()
+}
+
+async fn get(url: &str) -> String {
+    client().get(url).send().await.unwrap().text().await.unwrap()
+}
+
+const DEVICE: &str = "00A0370098007A80";
+
+/// A one-bed daemon fed over MLLP, no MQTT, demo actions on a loopback dashboard at `dashboard`, with `notify`
+/// appended (the `[notify]` tables).
+fn config(dir: &std::path::Path, dashboard: u16, notify: &str) -> vigil::config::Config {
+    let text = format!(
+        r#"
+[site]
+name = "test-site"
+ward = "test-ward"
+[mqtt]
+mode = "disabled"
+[dashboard]
+listen = "127.0.0.1:{dashboard}"
+demo_actions_without_sign_in = true
+[store]
+path = "{db}"
+[mllp]
+listen = "127.0.0.1:0"
+[[beds]]
+id = "chair-1"
+label = "Chair 1"
+[[beds.sources]]
+kind = "mllp"
+device = "hl7"
+device_id = "{DEVICE}"
+[notify]
+public_url = "http://127.0.0.1:{dashboard}"
+{notify}
+"#,
+        db = dir.join("vigil.db").display(),
+    );
+    vigil::config::Config::parse(&text, "test.toml", dir).unwrap()
+}
+
+fn webhook(name: &str, url: &str, extra: &str) -> String {
+    format!("[[notify.targets]]\nname = \"{name}\"\nkind = \"webhook\"\nurl = \"{url}\"\npriorities = [\"high\"]\n{extra}\n")
+}
+
+/// Sends the real Mindray ORU^R01 sample with SpO2 set to `spo2` over MLLP and waits for the ACK.
+async fn send_spo2(mllp: SocketAddr, spo2: u32) {
+    let msg = common::mindray().replace("|99|262688^MDC_DIM_PERCENT", &format!("|{spo2}|262688^MDC_DIM_PERCENT"));
+    assert!(msg.contains(&format!("|{spo2}|262688")), "the sample's SpO2 field moved");
+    let mut s = tokio::net::TcpStream::connect(mllp).await.unwrap();
+    let mut framed = vec![0x0b];
+    framed.extend_from_slice(msg.as_bytes());
+    framed.extend_from_slice(&[0x1c, 0x0d]);
+    s.write_all(&framed).await.unwrap();
+    let mut ack = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut ack)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&ack[..n]).contains("MSA|AA"), "the message was not accepted");
+}
+
+/// Acknowledges every alarm of chair-1 on the dashboard, as the demo nurse does: the CSRF token from
+/// `/api/me`, then the command.
+async fn dashboard_acknowledge(dashboard: SocketAddr) {
+    let client = client();
+    let me: Value = serde_json::from_str(&get(&format!("http://{dashboard}/api/me")).await).unwrap();
+    let csrf = me["csrf"].as_str().unwrap().to_owned();
+    let res = client
+        .post(format!("http://{dashboard}/api/beds/chair-1/commands"))
+        .header("x-csrf-token", csrf)
+        .header("content-type", "application/json")
+        .body(r#"{"command":"acknowledge"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+}
+
+async fn metrics(dashboard: SocketAddr) -> String {
+    get(&format!("http://{dashboard}/metrics")).await
+}
+
+fn metric(text: &str, line_start: &str) -> Option<f64> {
+    text.lines().find(|l| l.starts_with(line_start)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
+}
+
+/// The notification log once `done` holds for it (or after 3 s).
+async fn log_until(
+    dir: &std::path::Path,
+    done: impl Fn(&[vigil::store::notify::AttemptRecord]) -> bool,
+) -> Vec<vigil::store::notify::AttemptRecord> {
+    let store = vigil::store::Store::open(&dir.join("vigil.db")).unwrap();
+    let day = chrono::Duration::days(1);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let log = store.notify_attempts("chair-1", chrono::Utc::now() - day, chrono::Utc::now() + day).unwrap();
+        if done(&log) || Instant::now() > deadline {
+            return log;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn phase(v: &Value) -> &str {
+    v["phase"].as_str().unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_receives_the_alarm_start_within_two_seconds_and_its_end_and_every_attempt_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hooks, inbox) = webhook_server().await;
+    let port = common::free_port();
+    let notify = webhook("pager", &format!("http://{hooks}/pager"), "headers = { \"X-Ward\" = \"5\" }");
+    let daemon = common::Daemon::start(config(dir.path(), port, &notify)).await;
+    let (dash, mllp) = (daemon.running.dashboard, daemon.running.mllp.unwrap());
+
+    send_spo2(mllp, 80).await;
+    let sent = Instant::now();
+    let (start, at) = inbox.wait("pager", Duration::from_secs(5), |v| phase(v) == "start").await.expect("no start");
+    assert!(at - sent < Duration::from_secs(2), "the start took {:?}", at - sent);
+    assert_eq!(start["priority"], "high");
+    assert_eq!(start["condition"], "spo2_low");
+    assert_eq!(start["parameter"]["mdc_code"], 150456, "the MQTT payload encoder expanded the parameter: {start}");
+    assert_eq!(start["notification"]["target"], "pager");
+    let link = start["notification"]["ack_url"].as_str().unwrap();
+    assert!(link.starts_with(&format!("http://127.0.0.1:{port}/ack/")), "{link}");
+    assert_eq!(inbox.headers("pager")[0]["x-ward"], "5");
+
+    // The high alarm latches: back to normal, then acknowledged on the dashboard, it ends.
+    send_spo2(mllp, 99).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    dashboard_acknowledge(dash).await;
+    let (end, _) = inbox.wait("pager", Duration::from_secs(5), |v| phase(v) == "end").await.expect("no end");
+    assert_eq!(end["alarm_id"], start["alarm_id"]);
+    assert_eq!(end["by"], "demo");
+    assert!(end["notification"]["ack_url"].is_null(), "an ended alarm has nothing to acknowledge");
+
+    let log = log_until(dir.path(), |l| l.len() >= 2).await;
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert!(log.iter().all(|a| a.ok && a.detail == "HTTP 200" && a.target == "pager"), "{log:?}");
+    let m = metrics(dash).await;
+    assert_eq!(metric(&m, "vigil_notify_delivered_total{target=\"pager\"}"), Some(2.0), "{m}");
+    assert_eq!(metric(&m, "vigil_notify_pending{target=\"pager\"}"), Some(0.0), "{m}");
+    daemon.stop().await;
+}
+
+const CHAIN: &str = r#"
+[[notify.escalation]]
+priority = "high"
+steps = [{ target = "first", wait_s = 2 }, { target = "second", wait_s = 3 }, { target = "third", wait_s = 60 }]
+"#;
+
+fn three_targets(hooks: SocketAddr) -> String {
+    ["first", "second", "third"].iter().map(|n| webhook(n, &format!("http://{hooks}/{n}"), "")).collect::<String>()
+        + CHAIN
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_first_step_goes_to_the_second_target_and_a_dashboard_acknowledge_stops_the_chain_before_the_third(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (hooks, inbox) = webhook_server().await;
+    let daemon = common::Daemon::start(config(dir.path(), common::free_port(), &three_targets(hooks))).await;
+    let (dash, mllp) = (daemon.running.dashboard, daemon.running.mllp.unwrap());
+
+    send_spo2(mllp, 80).await;
+    let (first, t1) = inbox.wait("first", Duration::from_secs(3), |v| phase(v) == "start").await.expect("step 1");
+    assert_eq!(first["notification"]["reason"], "escalation step 1 of 3");
+    assert!(inbox.of("second").is_empty(), "step 2 before step 1's wait");
+    let (second, t2) = inbox.wait("second", Duration::from_secs(5), |_| true).await.expect("step 2 never came");
+    assert_eq!(second["notification"]["reason"], "escalation step 2 of 3");
+    assert_eq!(second["alarm_id"], first["alarm_id"]);
+    let waited = t2 - t1;
+    assert!(waited >= Duration::from_millis(1500) && waited < Duration::from_secs(4), "step 2 came after {waited:?}");
+
+    dashboard_acknowledge(dash).await;
+    // Step 3 would be due 3 s after step 2: wait past it.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(inbox.of("third").is_empty(), "the chain went on after the acknowledge: {:?}", inbox.of("third"));
+    for target in ["first", "second"] {
+        assert!(
+            inbox.of(target).iter().any(|v| v["state"] == "acknowledged" && v["by"] == "demo"),
+            "{target} was not told of the acknowledge: {:?}",
+            inbox.of(target)
+        );
+    }
+    let chains = get(&format!("http://{dash}/api/notify/chains")).await;
+    let chains: Value = serde_json::from_str(&chains).unwrap();
+    let chain = &chains["chains"][0];
+    assert_eq!(chain["status"], "acknowledged", "{chains}");
+    assert_eq!(chain["by"], "demo");
+    assert_eq!((chain["step"].as_u64(), chain["steps"].as_u64()), (Some(1), Some(3)));
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_chain_resumes_it_with_the_remaining_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hooks, inbox) = webhook_server().await;
+    let notify = three_targets(hooks).replace("wait_s = 2 }", "wait_s = 5 }");
+    let daemon = common::Daemon::start(config(dir.path(), common::free_port(), &notify)).await;
+    send_spo2(daemon.running.mllp.unwrap(), 80).await;
+    let (_, t1) = inbox.wait("first", Duration::from_secs(3), |_| true).await.expect("step 1");
+    daemon.stop().await;
+    assert!(inbox.of("second").is_empty());
+
+    // A new daemon on the same store: the latched alarm and its chain come back; step 2 is due 5 s after step 1.
+    let again = common::Daemon::start(config(dir.path(), common::free_port(), &notify)).await;
+    let restarted = Instant::now();
+    let (second, t2) = inbox.wait("second", Duration::from_secs(8), |_| true).await.expect("the chain did not resume");
+    assert_eq!(second["notification"]["reason"], "escalation step 2 of 3");
+    let after_step_1 = t2 - t1;
+    assert!(
+        after_step_1 >= Duration::from_millis(4500) && after_step_1 < Duration::from_secs(7),
+        "step 2 came {after_step_1:?} after step 1 ({:?} after the restart): the wait did not carry over",
+        t2 - restarted
+    );
+    assert_eq!(inbox.of("first").len(), 1, "step 1 was sent again after the restart");
+    again.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_target_is_retried_and_does_not_delay_another_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hooks, inbox) = webhook_server().await;
+    let closed = common::free_port(); // nothing listens there: connection refused
+    let notify = [
+        webhook("refused", &format!("http://127.0.0.1:{closed}/x"), ""),
+        webhook("silent", &format!("http://{hooks}/hang"), "timeout_s = 1"),
+        webhook("working", &format!("http://{hooks}/working"), ""),
+    ]
+    .concat();
+    let daemon = common::Daemon::start(config(dir.path(), common::free_port(), &notify)).await;
+    let (dash, mllp) = (daemon.running.dashboard, daemon.running.mllp.unwrap());
+
+    send_spo2(mllp, 80).await;
+    let sent = Instant::now();
+    let (_, at) = inbox.wait("working", Duration::from_secs(5), |v| phase(v) == "start").await.expect("no start");
+    assert!(at - sent < Duration::from_secs(2), "the working target waited {:?}", at - sent);
+
+    // Backoff 1 s, 2 s: by 4.5 s each failing target has been tried at least twice.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let log = log_until(dir.path(), |_| true).await;
+    for target in ["refused", "silent"] {
+        let tries: Vec<_> = log.iter().filter(|a| a.target == target).collect();
+        assert!(tries.len() >= 2, "{target}: {tries:?}");
+        assert!(tries.iter().all(|a| !a.ok), "{tries:?}");
+        assert_eq!(tries.iter().map(|a| a.attempt).collect::<Vec<_>>()[..2], [1, 2]);
+    }
+    assert!(log.iter().any(|a| a.target == "silent" && a.detail.contains("timed out")), "{log:?}");
+    let m = metrics(dash).await;
+    assert!(metric(&m, "vigil_notify_failures_total{target=\"refused\"}").unwrap() >= 2.0, "{m}");
+    assert_eq!(metric(&m, "vigil_notify_pending{target=\"refused\"}"), Some(1.0), "{m}");
+    assert_eq!(metric(&m, "vigil_notify_target_failing{target=\"silent\"}"), Some(1.0), "{m}");
+    assert_eq!(metric(&m, "vigil_notify_target_failing{target=\"working\"}"), Some(0.0), "{m}");
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledge_link_works_once_and_a_second_use_or_a_wrong_token_is_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hooks, inbox) = webhook_server().await;
+    let notify = three_targets(hooks);
+    let daemon = common::Daemon::start(config(dir.path(), common::free_port(), &notify)).await;
+    send_spo2(daemon.running.mllp.unwrap(), 80).await;
+    let (start, _) = inbox.wait("first", Duration::from_secs(3), |_| true).await.expect("step 1");
+    let link = start["notification"]["ack_url"].as_str().unwrap().to_owned();
+    let client = client();
+
+    // Looking at the link (a chat app's preview does) acknowledges nothing.
+    let page = client.get(&link).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("Acknowledge this alarm?"));
+    let wrong = format!("{}{}", &link[..link.len() - 1], if link.ends_with('0') { '1' } else { '0' });
+    let refused = client.post(&wrong).send().await.unwrap();
+    assert_eq!(refused.status(), 404);
+    assert!(refused.text().await.unwrap().contains("unknown acknowledge link"));
+    let snapshot = daemon.running.hub.snapshot();
+    let alarm = &snapshot.beds[0].alarms.as_ref().unwrap().alarms[0];
+    assert_eq!(alarm.state, vigil::event::AlarmState::Active, "a GET or a wrong token acknowledged it");
+
+    let used = client.post(&link).send().await.unwrap();
+    assert_eq!(used.status(), 200);
+    assert!(used.text().await.unwrap().contains("is acknowledged (by notify:first)"));
+    let (acked, _) =
+        inbox.wait("first", Duration::from_secs(3), |v| v["state"] == "acknowledged").await.expect("no acknowledge");
+    assert_eq!(acked["by"], "notify:first", "attributed to the target that carried the link");
+
+    let again = client.post(&link).send().await.unwrap();
+    assert_eq!(again.status(), 410);
+    assert!(again.text().await.unwrap().contains("already used"));
+    // The chain stopped: step 2 (due 2 s after step 1) never comes.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(inbox.of("second").is_empty(), "{:?}", inbox.of("second"));
+    let store = vigil::store::Store::open(&dir.path().join("vigil.db")).unwrap();
+    let day = chrono::Duration::days(1);
+    let actions = store.actions("chair-1", chrono::Utc::now() - day, chrono::Utc::now() + day).unwrap();
+    assert!(actions.iter().any(|a| a.actor == "notify:first" && a.ok), "the audit trail has it: {actions:?}");
+    daemon.stop().await;
+}
+
+/// A minimal SMTP receiver on loopback: takes one message, returns its DATA.
+async fn smtp_listener() -> (SocketAddr, tokio::sync::oneshot::Receiver<String>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        write.write_all(b"220 test ESMTP\r\n").await.unwrap();
+        let mut data = String::new();
+        let mut in_data = false;
+        while let Ok(Some(line)) = lines.next_line().await {
+            if in_data {
+                if line == "." {
+                    in_data = false;
+                    write.write_all(b"250 2.0.0 queued\r\n").await.unwrap();
+                } else {
+                    data.push_str(&line);
+                    data.push('\n');
+                }
+                continue;
+            }
+            let verb = line.split(' ').next().unwrap_or("").to_ascii_uppercase();
+            let answer: &[u8] = match verb.as_str() {
+                "EHLO" | "HELO" => b"250 test\r\n",
+                "DATA" => {
+                    in_data = true;
+                    b"354 go ahead\r\n"
+                }
+                "QUIT" => {
+                    write.write_all(b"221 bye\r\n").await.unwrap();
+                    break;
+                }
+                _ => b"250 OK\r\n",
+            };
+            write.write_all(answer).await.unwrap();
+        }
+        let _ = tx.send(data);
+    });
+    (addr, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_smtp_target_mails_the_alarm_with_its_acknowledge_link_to_a_real_smtp_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let (smtp, mail) = smtp_listener().await;
+    let notify = format!(
+        "[[notify.targets]]\nname = \"mail\"\nkind = \"smtp\"\npriorities = [\"high\"]\nhost = \"127.0.0.1\"\n\
+         port = {}\nsecurity = \"none\"\nfrom = \"Vigil <vigil@ward.example>\"\nto = [\"charge@ward.example\"]\n",
+        smtp.port()
+    );
+    let daemon = common::Daemon::start(config(dir.path(), common::free_port(), &notify)).await;
+    send_spo2(daemon.running.mllp.unwrap(), 80).await;
+    let data = tokio::time::timeout(Duration::from_secs(5), mail).await.expect("no mail").unwrap();
+    assert!(data.contains("Subject: [HIGH] Chair 1: SpO2"), "{data}");
+    assert!(data.contains("To: charge@ward.example"), "{data}");
+    assert!(data.contains("/ack/"), "{data}");
+    let ok = |a: &vigil::store::notify::AttemptRecord| a.ok && a.detail.starts_with("SMTP 250");
+    let logged = log_until(dir.path(), |l| l.iter().any(ok)).await;
+    assert!(logged.iter().any(ok), "{logged:?}");
+    daemon.stop().await;
+}
