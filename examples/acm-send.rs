@@ -54,7 +54,6 @@ async fn main() -> std::process::ExitCode {
         message: "SpO2 84 < 88 | probe^ok & ~fine \\ really".into(),
         by: None,
         audio_paused_until: None,
-        test: false,
     };
     let update = AlarmEvent { seq: 2, phase: AlarmPhase::Update, state: AlarmState::Acknowledged, ..start.clone() };
     let end =

@@ -76,7 +76,6 @@ fn spo2_low(alarm_id: &str) -> AlarmEvent {
         message: "SpO2 84 < 88 | rapid".into(),
         by: None,
         audio_paused_until: None,
-        test: false,
     }
 }
 

@@ -668,7 +668,6 @@ mod tests {
             message: "SpO2 85 < 88".into(),
             by: None,
             audio_paused_until: None,
-            test: false,
         }
     }
 
