@@ -5,8 +5,10 @@
 //!
 //! ```text
 //! cargo build --release --bin vigil --example vigil-load
-//! target/release/examples/vigil-load --chairs 1000 [--hl7 0] [--warmup 10] [--seconds 30]
+//! target/release/examples/vigil-load --chairs 1000 [--hl7 0] [--warmup 10] [--seconds 30] [--speed 1] [--alarming 0]
 //! ```
+//! `--speed 2` doubles every chair's rate; `--alarming N` runs N chairs on the desaturation scenario, whose alarm
+//! events are timed like vitals.
 //! The daemon binary is looked up next to the harness (`target/release/vigil`); `--bin PATH` overrides it.
 
 use std::collections::HashSet;
@@ -24,11 +26,15 @@ struct Args {
     warmup: u64,
     seconds: u64,
     bin: PathBuf,
+    /// Simulated seconds per second for every chair (2 doubles the vitals rate).
+    speed: f64,
+    /// How many of the chairs run the `desaturation` scenario (alarms) instead of `calm-session`.
+    alarming: usize,
 }
 
 /// The command line, or why it is wrong (the caller prints it and exits 2).
 fn args() -> Result<Args, String> {
-    let mut a = Args { chairs: 100, hl7: 0, warmup: 10, seconds: 30, bin: PathBuf::new() };
+    let mut a = Args { chairs: 100, hl7: 0, warmup: 10, seconds: 30, bin: PathBuf::new(), speed: 1.0, alarming: 0 };
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
     a.bin = exe.parent().and_then(|d| d.parent()).map(|d| d.join("vigil")).unwrap_or_default();
     let mut it = std::env::args().skip(1);
@@ -41,7 +47,19 @@ fn args() -> Result<Args, String> {
             "--warmup" => a.warmup = number("seconds")?,
             "--seconds" => a.seconds = number("seconds")?,
             "--bin" => a.bin = v.into(),
-            _ => return Err(format!("unknown argument {k} (--chairs, --hl7, --warmup, --seconds, --bin)")),
+            "--alarming" => a.alarming = number("a number of chairs")? as usize,
+            "--speed" => {
+                a.speed = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|f| *f > 0.0)
+                    .ok_or_else(|| format!("--speed takes a factor, not '{v}'"))?
+            }
+            _ => {
+                return Err(format!(
+                    "unknown argument {k} (--chairs, --hl7, --warmup, --seconds, --bin, --speed, --alarming)"
+                ))
+            }
         }
     }
     Ok(a)
@@ -73,8 +91,10 @@ fn config(a: &Args, dir: &std::path::Path, mqtt: u16, mllp: u16, http: u16) -> S
     for i in 0..a.chairs {
         s.push_str(&format!(
             "[[beds]]\nid = \"chair-{i}\"\n[[beds.sources]]\nkind = \"simulated\"\ndevice = \"masimo\"\n\
-             scenario = \"calm-session\"\nseed = {}\n",
-            i + 1
+             scenario = \"{}\"\nseed = {}\nspeed = {}\n",
+            if i < a.alarming { "desaturation" } else { "calm-session" },
+            i + 1,
+            a.speed
         ));
     }
     for j in 0..a.hl7 {
@@ -203,9 +223,11 @@ async fn main() {
     o.set_keep_alive(Duration::from_secs(30)).set_max_packet_size(1 << 20, 1 << 20).set_credentials(USER, PASSWORD);
     let (client, mut el) = AsyncClient::new(o, 1000);
     client.subscribe("vigil/v1/load/w/bed/+/vitals", QoS::AtMostOnce).await.unwrap();
+    client.subscribe("vigil/v1/load/w/bed/+/alarm", QoS::AtLeastOnce).await.unwrap();
     let measuring = Arc::new(Mutex::new(false));
     let samples = Arc::new(Mutex::new((Vec::<f64>::new(), HashSet::<String>::new(), 0u64)));
-    let (m2, s2) = (measuring.clone(), samples.clone());
+    let alarms = Arc::new(Mutex::new(Vec::<f64>::new()));
+    let (m2, s2, a2) = (measuring.clone(), samples.clone(), alarms.clone());
     tokio::spawn(async move {
         loop {
             match el.poll().await {
@@ -219,6 +241,10 @@ async fn main() {
                         continue;
                     };
                     let ms = (now - t.with_timezone(&chrono::Utc)).num_microseconds().unwrap_or(0) as f64 / 1000.0;
+                    if p.topic.ends_with("/alarm") {
+                        a2.lock().unwrap().push(ms);
+                        continue;
+                    }
                     let mut s = s2.lock().unwrap();
                     s.0.push(ms);
                     s.1.insert(p.topic.clone());
@@ -270,6 +296,18 @@ async fn main() {
         percentile(&lat, 0.99),
         lat.last().copied().unwrap_or(f64::NAN),
         acks as f64 / elapsed,
+    );
+    let mut alarm_lat = std::mem::take(&mut *alarms.lock().unwrap());
+    alarm_lat.sort_by(f64::total_cmp);
+    println!(
+        "alarm events during the window: {} (speed {}, {} alarming chairs), event -> subscriber p50 / p99 / max: \
+         {:.1} / {:.1} / {:.1} ms",
+        alarm_lat.len(),
+        a.speed,
+        a.alarming.min(a.chairs),
+        percentile(&alarm_lat, 0.5),
+        percentile(&alarm_lat, 0.99),
+        alarm_lat.last().copied().unwrap_or(f64::NAN),
     );
     // Where missing vitals went: shed by the publisher (counted), or lost after it (broker, subscriber).
     for key in ["vitals_shed", "hub_events_missed", "quarantined"] {

@@ -213,7 +213,10 @@ pub struct Feed {
 
 /// The byte stream of a [`Feed`]. It has no task of its own: the simulation steps when the consumer reads, and a
 /// tick waits for its due time inside `poll_read`, so a simulated chair costs one task (the consumer's), not two.
-pub struct FeedReader {
+/// Boxed, so the consumer's future (which may hold the reader in more than one state) stays small.
+pub struct FeedReader(Box<FeedState>);
+
+struct FeedState {
     sim: Simulation,
     speed: Speed,
     origin: tokio::time::Instant,
@@ -228,11 +231,15 @@ pub struct FeedReader {
 
 impl std::fmt::Debug for FeedReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FeedReader").field("speed", &self.speed).field("unread", &(self.bytes.len() - self.at)).finish()
+        let state = &self.0;
+        f.debug_struct("FeedReader")
+            .field("speed", &state.speed)
+            .field("unread", &(state.bytes.len() - state.at))
+            .finish()
     }
 }
 
-impl FeedReader {
+impl FeedState {
     /// Announces a tick's markers and makes its bytes the next to read.
     fn release(&mut self, tick: Tick) {
         for kind in &tick.sample.markers {
@@ -246,7 +253,7 @@ impl FeedReader {
 
 impl AsyncRead for FeedReader {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let this = &mut *self;
+        let this = &mut *self.0;
         loop {
             if this.at < this.bytes.len() {
                 let n = buf.remaining().min(this.bytes.len() - this.at);
@@ -292,7 +299,7 @@ pub fn feed(opts: FeedOptions) -> Result<Feed, SimError> {
     let speed = opts.speed.validated()?;
     let sim = Simulation::new(&opts, Utc::now().trunc_subsecs(0))?;
     let (tx, rx) = mpsc::unbounded_channel();
-    let reader = FeedReader {
+    let reader = FeedReader(Box::new(FeedState {
         sim,
         speed,
         origin: tokio::time::Instant::now(),
@@ -301,6 +308,6 @@ pub fn feed(opts: FeedOptions) -> Result<Feed, SimError> {
         at: 0,
         held: None,
         sleep: None,
-    };
+    }));
     Ok(Feed { reader, markers: rx })
 }
