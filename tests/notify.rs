@@ -622,3 +622,62 @@ async fn the_self_test_has_a_hop_per_target_passed_on_a_2xx_or_an_ack_aa_and_fai
     assert!(alert["text"].as_str().unwrap().starts_with("TEST"), "{alert}");
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_escalation_example_reaches_the_first_webhook_in_two_seconds_the_second_after_its_wait_and_the_alert_manager(
+) {
+    // config/examples/demo-escalation.toml as shipped, on this test's ports, with the chair's scenario 30 times
+    // faster and the first step's wait 3 s instead of 60 (the "Done when", tried against the real daemon).
+    let dir = tempfile::tempdir().unwrap();
+    let (hooks, inbox) = webhook_server().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let am = listener.local_addr().unwrap().to_string();
+    let (mut lines, _manager) = common::alert_manager(listener, Default::default());
+    let port = common::free_port();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = std::fs::read_to_string(root.join("config/examples/demo-escalation.toml")).unwrap();
+    let text = example
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:9101", &hooks.to_string())
+        .replace("127.0.0.1:2576", &am)
+        .replace("vigil-escalation-demo.db", &dir.path().join("vigil.db").display().to_string())
+        .replace("seed = 1\n", "seed = 1\nspeed = 30\n")
+        .replace("{ target = \"bay-nurse\", wait_s = 60 }", "{ target = \"bay-nurse\", wait_s = 3 }");
+    assert!(text.contains(&format!("address = \"{am}\"")), "the example's Alert Manager address moved");
+    assert!(text.contains("wait_s = 3") && text.contains("speed = 30"), "the example's chain or scenario moved");
+    let config = vigil::config::Config::parse(&text, "demo-escalation.toml", dir.path()).unwrap();
+    let daemon = common::Daemon::start(config).await;
+    let (_, mut events) = daemon.running.hub.subscribe();
+
+    let start = next_alarm(&mut events, Duration::from_secs(60), |a| {
+        a.phase == vigil::event::AlarmPhase::Start && a.priority == vigil::event::Priority::High
+    })
+    .await;
+    let raised = Instant::now();
+    let is_start = |v: &Value| phase(v) == "start" && v["alarm_id"] == start.alarm_id.as_str();
+    let (first, at) = inbox.wait("bay-nurse", Duration::from_secs(5), is_start).await.expect("bay-nurse got it");
+    assert!(at - raised < Duration::from_secs(2), "the first step took {:?}", at - raised);
+    assert_eq!(first["notification"]["reason"], "escalation step 1 of 2");
+    // Nobody acknowledges: the charge nurse gets it (as it is by then) after the first step's wait.
+    let same = |v: &Value| v["alarm_id"] == start.alarm_id.as_str();
+    let (second, at2) = inbox.wait("charge-nurse", Duration::from_secs(8), same).await.expect("charge-nurse got it");
+    assert!(at2 - at >= Duration::from_millis(2500), "the second step came after {:?}", at2 - at);
+    assert_eq!(second["notification"]["reason"], "escalation step 2 of 2");
+    // The Alert Manager received a well-formed ORU^R40 for the same alarm.
+    let alert = loop {
+        let a = common::next_line(&mut lines, "alert", Duration::from_secs(5)).await;
+        if a["alert_id"] == start.alarm_id.as_str() {
+            break a;
+        }
+    };
+    assert_eq!((alert["phase"].as_str(), alert["priority"].as_str()), (Some("start"), Some("PH")), "{alert}");
+    assert_eq!((alert["bed"].as_str(), alert["point_of_care"].as_str()), (Some("chair-1"), Some("ketamine-suite")));
+    assert_eq!(alert["processing_id"], "P");
+    assert_eq!(alert["text"], start.message.as_str());
+    assert!(
+        alert["source"].as_str().unwrap_or_default().contains("MDC_PULS_OXIM_SAT_O2")
+            || alert["source_value"].as_str().unwrap_or_default().contains("MDC_PULS_OXIM_SAT_O2"),
+        "{alert}"
+    );
+    daemon.stop().await;
+}
