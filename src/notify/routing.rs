@@ -138,6 +138,23 @@ impl Plan {
     }
 }
 
+/// The state of an alarm not yet in a chain: no step, nobody notified.
+fn no_chain_yet(event: &AlarmEvent) -> ChainState {
+    ChainState {
+        alarm_id: event.alarm_id.clone(),
+        bed: event.bed.to_string(),
+        priority: event.priority,
+        step: 0,
+        steps: 0,
+        target: String::new(),
+        next_at: None,
+        status: ChainStatus::Running,
+        by: None,
+        notified: Vec::new(),
+        updated: event.time,
+    }
+}
+
 impl Plan {
     /// A self-test alarm: its start to every target that takes the bed, its end to those told of its start.
     fn route_test(&self, event: &AlarmEvent, chain: Option<&ChainState>) -> Routed {
@@ -148,19 +165,7 @@ impl Plan {
                     self.rules.iter().filter(|r| r.takes_bed(&event.bed)).map(|r| r.name.clone()).collect();
                 out.deliveries =
                     notified.iter().map(|t| Delivery { target: t.clone(), reason: SELF_TEST.into() }).collect();
-                out.chain = Some(ChainState {
-                    alarm_id: event.alarm_id.clone(),
-                    bed: event.bed.to_string(),
-                    priority: event.priority,
-                    step: 0,
-                    steps: 0,
-                    target: String::new(),
-                    next_at: None,
-                    status: ChainStatus::Running,
-                    by: None,
-                    notified,
-                    updated: event.time,
-                });
+                out.chain = Some(ChainState { notified, ..no_chain_yet(event) });
             }
             (Some(NotifyOn::End), Some(chain)) => {
                 out.deliveries =
@@ -185,19 +190,7 @@ impl NotifyRouter for Plan {
         let mut out = Routed::default();
         let bed = event.bed.as_ref();
         let live = event.phase != AlarmPhase::End && event.state != AlarmState::Acknowledged;
-        let mut state = chain.cloned().unwrap_or_else(|| ChainState {
-            alarm_id: event.alarm_id.clone(),
-            bed: bed.to_owned(),
-            priority: event.priority,
-            step: 0,
-            steps: 0,
-            target: String::new(),
-            next_at: None,
-            status: ChainStatus::Running,
-            by: None,
-            notified: Vec::new(),
-            updated: event.time,
-        });
+        let mut state = chain.cloned().unwrap_or_else(|| no_chain_yet(event));
         let before = state.clone();
         // The chain: start, switch to a higher priority's chain, or stop.
         let has_chain = state.steps > 0;
