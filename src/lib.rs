@@ -264,7 +264,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     if let Some(refused) = mllp_refused.clone() {
         dash_state = dash_state.with_mllp_refused(refused);
     }
-    let selftest = selftest::SelfTest::new(hub.clone(), store.clone(), mqtt_link.clone(), dash_state.sse_clients());
+    let selftest = selftest::SelfTest::new(
+        hub.clone(),
+        store.clone(),
+        mqtt_link.clone(),
+        dash_state.sse_clients(),
+        &config.notify,
+    );
     dash_state = dash_state.with_selftest(selftest.clone());
     if let Some(period) = config.selftest.period() {
         let bed = match &config.selftest.bed {

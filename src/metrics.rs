@@ -350,12 +350,35 @@ impl Collector for Ward {
                 "Alarms acknowledged through the target (its acknowledge link or its receipt) since start.",
                 load(|t| t.acknowledged.load(Ordering::Relaxed)),
             )?;
+            let health = n.health(now);
             gauge(
                 &mut enc,
                 "vigil_notify_target_failing",
-                "1 while the target's latest delivery attempt failed, else 0.",
-                n.stats.iter().map(|(name, t)| (target(name), flag(t.failing.load(Ordering::Relaxed)))),
+                "1 while the target is failing: 3 failed attempts in a row or failures for 30 s (for ACM, unanswered heartbeats count too), else 0.",
+                health.iter().map(|h| (target(&h.target), flag(h.failing))),
             )?;
+            let acm: Vec<_> =
+                n.targets.iter().filter_map(|t| t.acm.as_ref().map(|l| (t.name.clone(), l.borrow().clone()))).collect();
+            if !acm.is_empty() {
+                gauge(
+                    &mut enc,
+                    "vigil_acm_link_up",
+                    "1 while the ACM target's link to its Alert Manager is connected and answering, else 0.",
+                    acm.iter().map(|(name, l)| (target(name), flag(l.connected))),
+                )?;
+                counter(
+                    &mut enc,
+                    "vigil_acm_heartbeats_missed",
+                    "ACM heartbeats the Alert Manager did not answer in time since start.",
+                    acm.iter().map(|(name, l)| (target(name), l.heartbeats_missed)).collect::<Vec<_>>(),
+                )?;
+                counter(
+                    &mut enc,
+                    "vigil_acm_malformed",
+                    "Messages from the Alert Manager that could not be read (skipped) since start.",
+                    acm.iter().map(|(name, l)| (target(name), l.malformed)).collect::<Vec<_>>(),
+                )?;
+            }
             match s.store.notify_backlog() {
                 Ok(backlog) => {
                     let of = |name: &str| backlog.iter().find(|b| b.target == name);

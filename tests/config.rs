@@ -251,6 +251,45 @@ fn broken_configs() -> Vec<(&'static str, String, &'static str, &'static str)> {
             "beds[0].profile",
             "no-such-profile",
         ),
+        (
+            "an acm target without its table",
+            format!(
+                "{SITE}{}[[notify.targets]]\nname = \"am\"\nkind = \"acm\"\npriorities = [\"high\"]\n",
+                bed("c1", MASIMO)
+            ),
+            "notify.targets[0].acm",
+            "needs its table",
+        ),
+        (
+            "an acm target with a delimiter in its point of care",
+            format!(
+                "{SITE}{}[[notify.targets]]\nname = \"am\"\nkind = \"acm\"\npriorities = [\"high\"]\n\
+                 acm = {{ address = \"10.0.0.5:2575\", point_of_care = \"ward|5\" }}\n",
+                bed("c1", MASIMO)
+            ),
+            "notify.targets[0].acm.point_of_care",
+            "HL7 delimiter",
+        ),
+        (
+            "an acm target with a webhook key",
+            format!(
+                "{SITE}{}[[notify.targets]]\nname = \"am\"\nkind = \"acm\"\npriorities = [\"high\"]\n\
+                 url = \"http://h/x\"\nacm = {{ address = \"10.0.0.5:2575\" }}\n",
+                bed("c1", MASIMO)
+            ),
+            "notify.targets[0].url",
+            "does not apply to kind = \"acm\"",
+        ),
+        (
+            "a webhook with an acm table",
+            format!(
+                "{SITE}{}[[notify.targets]]\nname = \"w\"\nkind = \"webhook\"\npriorities = [\"high\"]\n\
+                 url = \"http://h/x\"\nacm = {{ address = \"10.0.0.5:2575\" }}\n",
+                bed("c1", MASIMO)
+            ),
+            "notify.targets[0].acm",
+            "does not apply to kind = \"webhook\"",
+        ),
     ]
 }
 

@@ -49,11 +49,13 @@ impl Inbox {
     }
 }
 
-/// A webhook server on loopback: `POST /<name>` records the JSON body and answers 200; `POST /hang` never answers.
+/// A webhook server on loopback: `POST /<name>` records the JSON body and answers 200; `POST /hang` never answers;
+/// `POST /fail` answers 500.
 async fn webhook_server() -> (SocketAddr, Inbox) {
     let inbox = Inbox::default();
     let app = axum::Router::new()
         .route("/hang", axum::routing::post(std::future::pending::<()>))
+        .route("/fail", axum::routing::post(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "broken") }))
         .route(
             "/:name",
             axum::routing::post(
@@ -179,6 +181,23 @@ async fn log_until(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// `/api/status` once `done` holds for it (or at `within`).
+async fn wait_status(dashboard: SocketAddr, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let status: Value = serde_json::from_str(&get(&format!("http://{dashboard}/api/status")).await).unwrap();
+        if done(&status) || Instant::now() > deadline {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether `/api/status` shows target `name` failing.
+fn failing(status: &Value, name: &str) -> bool {
+    status["notify"].as_array().is_some_and(|a| a.iter().any(|t| t["target"] == name && t["failing"] == true))
 }
 
 fn phase(v: &Value) -> &str {
@@ -328,6 +347,14 @@ async fn an_unreachable_target_is_retried_and_does_not_delay_another_target() {
         assert_eq!(tries.iter().map(|a| a.attempt).collect::<Vec<_>>()[..2], [1, 2]);
     }
     assert!(log.iter().any(|a| a.target == "silent" && a.detail.contains("timed out")), "{log:?}");
+    // The third failure in a row (about 6 s in) makes the target failing: /api/status (the header), /readyz.
+    let status = wait_status(dash, Duration::from_secs(6), |s| failing(s, "silent")).await;
+    assert!(failing(&status, "refused") && !failing(&status, "working"), "{status:#}");
+    let silent = status["notify"].as_array().unwrap().iter().find(|t| t["target"] == "silent").unwrap();
+    assert!(silent["problem"]["failures"].as_u64().unwrap() >= 3, "{silent}");
+    assert!(silent["problem"]["reason"].as_str().unwrap().contains("timed out"), "{silent}");
+    let ready: Value = serde_json::from_str(&get(&format!("http://{dash}/readyz")).await).unwrap();
+    assert_eq!(ready["notify"]["failing"], serde_json::json!(["refused", "silent"]), "{ready:#}");
     let m = metrics(dash).await;
     assert!(metric(&m, "vigil_notify_failures_total{target=\"refused\"}").unwrap() >= 2.0, "{m}");
     assert_eq!(metric(&m, "vigil_notify_pending{target=\"refused\"}"), Some(1.0), "{m}");
@@ -440,5 +467,217 @@ async fn an_smtp_target_mails_the_alarm_with_its_acknowledge_link_to_a_real_smtp
     let ok = |a: &vigil::store::notify::AttemptRecord| a.ok && a.detail.starts_with("SMTP 250");
     let logged = log_until(dir.path(), |l| l.iter().any(ok)).await;
     assert!(logged.iter().any(ok), "{logged:?}");
+    daemon.stop().await;
+}
+
+/// An `acm` target at `address`, high alarms, quick timeouts and heartbeats.
+fn acm_target(name: &str, address: &str) -> String {
+    format!(
+        "[[notify.targets]]\nname = \"{name}\"\nkind = \"acm\"\npriorities = [\"high\"]\n\
+         acm = {{ address = \"{address}\", point_of_care = \"test-ward\", ack_timeout_s = 1, connect_timeout_s = 1, \
+         heartbeat_interval_s = 1 }}\n"
+    )
+}
+
+/// The bed's next alarm event for which `pred` holds, within `within`.
+async fn next_alarm(
+    events: &mut tokio::sync::broadcast::Receiver<Arc<vigil::hub::HubEvent>>,
+    within: Duration,
+    pred: impl Fn(&vigil::event::AlarmEvent) -> bool,
+) -> vigil::event::AlarmEvent {
+    tokio::time::timeout(within, async {
+        loop {
+            if let vigil::event::Event::Alarm(a) = &events.recv().await.unwrap().event {
+                if pred(a) {
+                    return a.clone();
+                }
+            }
+        }
+    })
+    .await
+    .expect("the alarm event came in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_managers_ora_r41_acknowledges_the_alarm_in_the_bed_and_stops_the_chain_before_the_next_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hooks, inbox) = webhook_server().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let am = listener.local_addr().unwrap().to_string();
+    let options =
+        vigil_sim::alert_manager::AlertManagerOptions { ack_after: Some(Duration::from_secs(1)), ..Default::default() };
+    let (mut lines, _manager) = common::alert_manager(listener, options);
+    let chain = "[[notify.escalation]]\npriority = \"high\"\n\
+                 steps = [{ target = \"am\", wait_s = 4 }, { target = \"second\", wait_s = 60 }]\n";
+    let notify = acm_target("am", &am) + &webhook("second", &format!("http://{hooks}/second"), "") + chain;
+    let daemon = common::Daemon::start(config(dir.path(), common::free_port(), &notify)).await;
+    let (dash, mllp) = (daemon.running.dashboard, daemon.running.mllp.unwrap());
+    let (_, mut events) = daemon.running.hub.subscribe();
+
+    send_spo2(mllp, 80).await;
+    let start = next_alarm(&mut events, Duration::from_secs(5), |a| a.phase == vigil::event::AlarmPhase::Start).await;
+    let alert = common::next_line(&mut lines, "alert", Duration::from_secs(3)).await;
+    assert_eq!((alert["alert_id"].as_str(), alert["phase"].as_str()), (Some(start.alarm_id.as_str()), Some("start")));
+    assert_eq!(alert["processing_id"], "P", "a real alarm is a production message");
+    // The manager's nurse accepts it 1 s later: the bed acknowledges it, attributed to the target and the nurse.
+    let acked = next_alarm(&mut events, Duration::from_secs(4), |a| a.by.is_some()).await;
+    assert_eq!(acked.alarm_id, start.alarm_id);
+    assert_eq!(acked.state, vigil::event::AlarmState::Acknowledged);
+    let by = acked.by.clone().unwrap();
+    assert!(by.starts_with("notify:am:") && by.len() > "notify:am:".len(), "{by}");
+    // The acknowledge reaches the manager as an update, and the chain stops before its second step.
+    let update = common::next_line(&mut lines, "alert", Duration::from_secs(3)).await;
+    assert_eq!(
+        (update["phase"].as_str(), update["inactivation"].as_str()),
+        (Some("update"), Some("alert-acknowledged"))
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        inbox.of("second").is_empty(),
+        "the chain went on after the manager's acknowledge: {:?}",
+        inbox.of("second")
+    );
+    let chains: Value = serde_json::from_str(&get(&format!("http://{dash}/api/notify/chains")).await).unwrap();
+    assert_eq!(chains["chains"][0]["status"], "acknowledged", "{chains:#}");
+    assert_eq!(chains["chains"][0]["by"], by.as_str(), "{chains:#}");
+    let log = log_until(dir.path(), |l| l.len() >= 2).await;
+    assert!(log.iter().filter(|a| a.target == "am").all(|a| a.ok && a.detail.starts_with("ACK AA")), "{log:?}");
+    let m = metrics(dash).await;
+    assert_eq!(metric(&m, "vigil_notify_acknowledged_total{target=\"am\"}"), Some(1.0), "{m}");
+    assert_eq!(metric(&m, "vigil_acm_link_up{target=\"am\"}"), Some(1.0), "{m}");
+    assert_eq!(metric(&m, "vigil_notify_target_failing{target=\"am\"}"), Some(0.0), "{m}");
+    daemon.stop().await;
+    // A deliberate stop ends the link with a last heartbeat (phase end).
+    let mut last = common::next_line(&mut lines, "heartbeat", Duration::from_secs(3)).await;
+    while last["phase"] != "end" {
+        last = common::next_line(&mut lines, "heartbeat", Duration::from_secs(3)).await;
+    }
+    assert_eq!(last["state"], "inactive");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_alert_manager_shows_as_a_failing_target_on_status_readyz_and_metrics_without_any_alarm() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = format!("127.0.0.1:{}", common::free_port()); // nothing listens: every heartbeat is refused
+    let daemon = common::Daemon::start(config(dir.path(), common::free_port(), &acm_target("am", &closed))).await;
+    let dash = daemon.running.dashboard;
+    // Heartbeats every second: the third unanswered one makes the target failing.
+    let status = wait_status(dash, Duration::from_secs(8), |s| failing(s, "am")).await;
+    let am = &status["notify"][0];
+    assert_eq!(
+        (am["target"].as_str(), am["kind"].as_str(), am["failing"].as_bool()),
+        (Some("am"), Some("acm"), Some(true)),
+        "{status:#}"
+    );
+    assert_eq!(am["connected"], false);
+    assert!(am["problem"]["reason"].as_str().unwrap().contains(&closed), "{am}");
+    let ready: Value = serde_json::from_str(&get(&format!("http://{dash}/readyz")).await).unwrap();
+    assert_eq!(ready["notify"]["failing"], serde_json::json!(["am"]), "{ready:#}");
+    let m = metrics(dash).await;
+    assert_eq!(metric(&m, "vigil_acm_link_up{target=\"am\"}"), Some(0.0), "{m}");
+    assert!(metric(&m, "vigil_acm_heartbeats_missed_total{target=\"am\"}").unwrap() >= 3.0, "{m}");
+    assert_eq!(metric(&m, "vigil_notify_target_failing{target=\"am\"}"), Some(1.0), "{m}");
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_self_test_has_a_hop_per_target_passed_on_a_2xx_or_an_ack_aa_and_failed_with_the_reason_on_a_500() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hooks, inbox) = webhook_server().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let am = listener.local_addr().unwrap().to_string();
+    let (mut lines, _manager) = common::alert_manager(listener, Default::default());
+    let notify = [
+        webhook("good", &format!("http://{hooks}/good"), ""),
+        webhook("broken", &format!("http://{hooks}/fail"), ""),
+        acm_target("am", &am),
+        "[selftest]\nevery = \"1s\"\n".to_owned(),
+    ]
+    .concat();
+    let daemon = common::Daemon::start(config(dir.path(), common::free_port(), &notify)).await;
+    let dash = daemon.running.dashboard;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ready = loop {
+        let ready: Value = serde_json::from_str(&get(&format!("http://{dash}/readyz")).await).unwrap();
+        if ready["selftest"]["ran"] == true || Instant::now() > deadline {
+            break ready;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let hops = ready["selftest"]["hops"].as_array().expect("a self-test ran");
+    let hop = |name: &str| hops.iter().find(|h| h["hop"] == name).unwrap_or_else(|| panic!("no {name}: {ready:#}"));
+    assert_eq!(hop("notify:good")["ok"], true, "{ready:#}");
+    assert!(hop("notify:good")["detail"].as_str().unwrap().contains("HTTP 200"), "{ready:#}");
+    assert_eq!(hop("notify:am")["ok"], true, "{ready:#}");
+    assert!(hop("notify:am")["detail"].as_str().unwrap().contains("ACK AA"), "{ready:#}");
+    assert_eq!(hop("notify:broken")["ok"], false, "{ready:#}");
+    assert!(hop("notify:broken")["detail"].as_str().unwrap().contains("HTTP 500: broken"), "{ready:#}");
+    // Marked as a test wherever it went: the webhook's body and headline, the ORU^R40's MSH-11 and text.
+    let body = &inbox.of("good")[0];
+    assert_eq!(body["test"], true, "{body}");
+    assert!(body["notification"]["headline"].as_str().unwrap().starts_with("[TEST]"), "{body}");
+    assert!(body["notification"]["ack_url"].is_null(), "a test alarm has nothing to acknowledge: {body}");
+    let alert = common::next_line(&mut lines, "alert", Duration::from_secs(2)).await;
+    assert_eq!(alert["processing_id"], "T", "{alert}");
+    assert!(alert["text"].as_str().unwrap().starts_with("TEST"), "{alert}");
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_escalation_example_reaches_the_first_webhook_in_two_seconds_the_second_after_its_wait_and_the_alert_manager(
+) {
+    // config/examples/demo-escalation.toml as shipped, on this test's ports, with the chair's scenario 30 times
+    // faster and the first step's wait 3 s instead of 60 (the issue's "Done when", tried against the real daemon).
+    let dir = tempfile::tempdir().unwrap();
+    let (hooks, inbox) = webhook_server().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let am = listener.local_addr().unwrap().to_string();
+    let (mut lines, _manager) = common::alert_manager(listener, Default::default());
+    let port = common::free_port();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = std::fs::read_to_string(root.join("config/examples/demo-escalation.toml")).unwrap();
+    let text = example
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:9101", &hooks.to_string())
+        .replace("127.0.0.1:2576", &am)
+        .replace("vigil-escalation-demo.db", &dir.path().join("vigil.db").display().to_string())
+        .replace("seed = 1\n", "seed = 1\nspeed = 30\n")
+        .replace("{ target = \"bay-nurse\", wait_s = 60 }", "{ target = \"bay-nurse\", wait_s = 3 }");
+    assert!(text.contains(&format!("address = \"{am}\"")), "the example's Alert Manager address moved");
+    assert!(text.contains("wait_s = 3") && text.contains("speed = 30"), "the example's chain or scenario moved");
+    let config = vigil::config::Config::parse(&text, "demo-escalation.toml", dir.path()).unwrap();
+    let daemon = common::Daemon::start(config).await;
+    let (_, mut events) = daemon.running.hub.subscribe();
+
+    let start = next_alarm(&mut events, Duration::from_secs(60), |a| {
+        a.phase == vigil::event::AlarmPhase::Start && a.priority == vigil::event::Priority::High
+    })
+    .await;
+    let raised = Instant::now();
+    let is_start = |v: &Value| phase(v) == "start" && v["alarm_id"] == start.alarm_id.as_str();
+    let (first, at) = inbox.wait("bay-nurse", Duration::from_secs(5), is_start).await.expect("bay-nurse got it");
+    assert!(at - raised < Duration::from_secs(2), "the first step took {:?}", at - raised);
+    assert_eq!(first["notification"]["reason"], "escalation step 1 of 2");
+    // Nobody acknowledges: the charge nurse gets it (as it is by then) after the first step's wait.
+    let same = |v: &Value| v["alarm_id"] == start.alarm_id.as_str();
+    let (second, at2) = inbox.wait("charge-nurse", Duration::from_secs(8), same).await.expect("charge-nurse got it");
+    assert!(at2 - at >= Duration::from_millis(2500), "the second step came after {:?}", at2 - at);
+    assert_eq!(second["notification"]["reason"], "escalation step 2 of 2");
+    // The Alert Manager received a well-formed ORU^R40 for the same alarm.
+    let alert = loop {
+        let a = common::next_line(&mut lines, "alert", Duration::from_secs(5)).await;
+        if a["alert_id"] == start.alarm_id.as_str() {
+            break a;
+        }
+    };
+    assert_eq!((alert["phase"].as_str(), alert["priority"].as_str()), (Some("start"), Some("PH")), "{alert}");
+    assert_eq!((alert["bed"].as_str(), alert["point_of_care"].as_str()), (Some("chair-1"), Some("ketamine-suite")));
+    assert_eq!(alert["processing_id"], "P");
+    assert_eq!(alert["text"], start.message.as_str());
+    assert!(
+        alert["source"].as_str().unwrap_or_default().contains("MDC_PULS_OXIM_SAT_O2")
+            || alert["source_value"].as_str().unwrap_or_default().contains("MDC_PULS_OXIM_SAT_O2"),
+        "{alert}"
+    );
     daemon.stop().await;
 }

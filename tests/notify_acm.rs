@@ -1,8 +1,6 @@
-//! IHE PCD ACM end to end on loopback: Vigil's `AcmClient` against `vigil-sim alert-manager` (the simulator's
-//! independent Alert Manager, run in-process on a real TCP listener), and a real daemon's alarm forwarded to it.
-//!
-//! Until the notification framework wires ACM targets to the outbox, the daemon test forwards the hub's alarm
-//! events to the client itself (the temporary wiring `docs/acm.md` describes).
+//! IHE PCD ACM on loopback: Vigil's `AcmClient` against `vigil-sim alert-manager` (the simulator's independent
+//! Alert Manager, run in-process on a real TCP listener). The daemon's `kind = "acm"` target (queue, chain,
+//! ORA^R41 acknowledges, link health, self-test hop) is tested in `tests/notify.rs`.
 
 mod common;
 
@@ -12,37 +10,12 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
-use vigil::event::{AlarmEvent, AlarmKind, AlarmPhase, AlarmState, Event, Priority};
+use vigil::event::{AlarmEvent, AlarmKind, AlarmPhase, AlarmState, Priority};
 use vigil::notify::acm_client::{AcmClient, AcmError, AcmOutcome, AcmTargetConfig};
 use vigil::vitals::Parameter;
-use vigil_sim::alert_manager::{self, AlertManagerOptions};
+use vigil_sim::alert_manager::AlertManagerOptions;
 
-/// A simulated Alert Manager on `listener`; its JSON lines arrive on the receiver.
-fn manager(
-    listener: TcpListener,
-    options: AlertManagerOptions,
-) -> (mpsc::UnboundedReceiver<Value>, tokio::task::JoinHandle<()>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        let _ = alert_manager::run(listener, options, Arc::new(move |line| drop(tx.send(line)))).await;
-    });
-    (rx, task)
-}
-
-/// The next line of type `kind`, within `within`.
-async fn next_of(rx: &mut mpsc::UnboundedReceiver<Value>, kind: &str, within: Duration) -> Value {
-    tokio::time::timeout(within, async {
-        loop {
-            let line = rx.recv().await.expect("the alert manager stopped");
-            if line["type"] == kind {
-                return line;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no '{kind}' line from the alert manager within {within:?}"))
-}
+use common::{alert_manager as manager, next_line as next_of};
 
 fn target(address: &str) -> AcmTargetConfig {
     AcmTargetConfig {
@@ -216,46 +189,4 @@ async fn a_manager_that_goes_away_shows_on_the_link_and_an_alarm_then_fails_loud
     }
     assert!(client.link().borrow().heartbeats_missed >= 1);
     client.shutdown().await;
-}
-
-#[tokio::test]
-async fn the_daemons_desaturation_alarm_reaches_the_alert_manager_as_a_well_formed_oru_r40() {
-    let dir = tempfile::tempdir().unwrap();
-    let source = "kind = \"simulated\"\ndevice = \"masimo\"\nscenario = \"desaturation\"\nseed = 3\nspeed = 30";
-    let daemon = common::Daemon::start(common::one_bed_config("disabled", 1, dir.path(), source)).await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let (mut lines, _am) = manager(listener, AlertManagerOptions::default());
-    let client = AcmClient::new(target(&address)).await.unwrap();
-    let (_, mut events) = daemon.running.hub.subscribe();
-    // The temporary wiring: the first SpO2 alarm event of the bed goes to the manager.
-    let alarm = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            let ev = events.recv().await.unwrap();
-            if let Event::Alarm(a) = &ev.event {
-                if a.parameter == Some(Parameter::Spo2) && a.phase == AlarmPhase::Start {
-                    return a.clone();
-                }
-            }
-        }
-    })
-    .await
-    .expect("the desaturation scenario raises an SpO2 alarm");
-    let reply = client.send_alert(&alarm).await.unwrap();
-    assert_eq!(reply.outcome, AcmOutcome::Accepted { code: "AA".into() });
-    let got = next_of(&mut lines, "alert", Duration::from_secs(2)).await;
-    assert_eq!(got["alert_id"], alarm.alarm_id.as_str());
-    assert_eq!(got["bed"], "chair-1");
-    assert_eq!(got["point_of_care"], "test-ward");
-    if alarm.value.is_some() {
-        assert_eq!(got["source"], "150456^MDC_PULS_OXIM_SAT_O2^MDC");
-        assert_eq!(got["unit"], "%");
-        assert_eq!(got["value"].as_f64(), alarm.value);
-    } else {
-        assert_eq!(got["source_value"], "150456^MDC_PULS_OXIM_SAT_O2^MDC");
-    }
-    assert_eq!(got["text"], alarm.message.as_str());
-    assert_eq!(got["phase"], "start");
-    client.shutdown().await;
-    daemon.stop().await;
 }

@@ -294,7 +294,9 @@ async fn every_metric_served_is_documented_in_operations_md_and_every_documented
     let shutdown = CancellationToken::new();
     // With an MLLP listener and a notification target, so that their metrics are served too.
     let extra = "[mllp]\nlisten = \"127.0.0.1:0\"\n[[notify.targets]]\nname = \"pager\"\nkind = \"webhook\"\n\
-                 url = \"http://127.0.0.1:9/\"\npriorities = [\"high\"]\n";
+                 url = \"http://127.0.0.1:9/\"\npriorities = [\"high\"]\n\
+                 [[notify.targets]]\nname = \"manager\"\nkind = \"acm\"\npriorities = [\"high\"]\n\
+                 acm = { address = \"127.0.0.1:9\" }\n";
     let running = vigil::start(config(dir.path(), "embedded", extra), shutdown.clone()).await.unwrap();
     let dashboard = running.dashboard;
     let daemon = tokio::spawn(running.wait());

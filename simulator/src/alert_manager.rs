@@ -76,6 +76,10 @@ fn read_alert(segments: &[Vec<&str>]) -> Map<String, Value> {
     let mut heartbeat = false;
     for s in segments {
         match s[0] {
+            "MSH" => {
+                // MSH-11: P for production, T for a test message (a reporter's self-test).
+                out.insert("processing_id".into(), field(s, 11).into());
+            }
             "OBR" => {
                 out.insert("alert_id".into(), unescape(component(field(s, 3), 1)).into());
             }

@@ -589,8 +589,8 @@ async fn snapshot(State(state): State<DashboardState>, headers: HeaderMap) -> Re
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-/// The server's own links: the MQTT broker (null when MQTT is disabled) and the MLLP listener's refused peers
-/// (null without an MLLP listener).
+/// The server's own links: the MQTT broker (null when MQTT is disabled), the MLLP listener's refused peers
+/// (null without an MLLP listener) and the notification targets' health (null without targets).
 async fn status(State(state): State<DashboardState>, headers: HeaderMap) -> Result<Response, DashboardError> {
     state.require_view(&headers)?;
     let mqtt = state.mqtt_link.as_ref().map(|l| l.borrow().clone());
@@ -604,7 +604,9 @@ async fn status(State(state): State<DashboardState>, headers: HeaderMap) -> Resu
         }
         m
     });
-    Ok(Json(json!({ "mqtt": mqtt, "tasks": tasks, "store": store, "mllp": mllp })).into_response())
+    // Each notification target's health (null without targets); a failing one is shown in the page header.
+    let notify = state.notify.as_ref().map(|n| n.health(chrono::Utc::now()));
+    Ok(Json(json!({ "mqtt": mqtt, "tasks": tasks, "store": store, "mllp": mllp, "notify": notify })).into_response())
 }
 
 #[derive(Deserialize)]

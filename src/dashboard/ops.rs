@@ -107,6 +107,13 @@ pub async fn readyz(State(state): State<DashboardState>) -> Response {
     if let Some(selftest) = &state.selftest {
         body["selftest"] = selftest_summary(&selftest.status().borrow());
     }
+    // The notification targets, for the same reason not a readiness check: the ward's alarms do not depend on
+    // them, and a failing one is on the dashboard's header and `vigil_notify_target_failing`.
+    if let Some(notify) = &state.notify {
+        let health = notify.health(chrono::Utc::now());
+        let failing: Vec<&str> = health.iter().filter(|h| h.failing).map(|h| h.target.as_str()).collect();
+        body["notify"] = json!({ "targets": health, "failing": failing });
+    }
     (status, Json(body)).into_response()
 }
 

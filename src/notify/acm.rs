@@ -32,6 +32,12 @@ use crate::vitals::{Parameter, Timestamp};
 /// use (`IHE_PCD_001^IHE PCD^1.3.6.1.4.1.19376.1.6.1.1.1^ISO`; ACM is profile 4 of that tree): `docs/acm.md`.
 pub const PROFILE: &str = "IHE_PCD_ACM_001^IHE PCD^1.3.6.1.4.1.19376.1.6.1.4.1^ISO";
 
+/// MSH-11 of a real alarm and of the heartbeat: production (HL7 table 0103).
+pub const PROCESSING_PRODUCTION: &str = "P";
+/// MSH-11 of a self-test alarm (`test: true`): training/test (HL7 table 0103), so a manager can keep it away from
+/// the nurses' devices or mark it.
+pub const PROCESSING_TEST: &str = "T";
+
 /// An IEEE 11073-10101 code with its reference id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mdc {
@@ -323,9 +329,10 @@ impl Writer {
         self.text(control_id);
     }
 
-    fn msh(&mut self, id: &Identity, control_id: &str, now: Timestamp) {
+    /// The ORU^R40 header; `processing` is MSH-11: `P` (production), `T` for a self-test alarm.
+    fn msh(&mut self, id: &Identity, control_id: &str, now: Timestamp, processing: &str) {
         self.header(id, "ORU^R40^ORU_R40", control_id, now);
-        let _ = write!(self.out, "|P|2.6|||AL|NE||UNICODE UTF-8|||{PROFILE}\r");
+        let _ = write!(self.out, "|{processing}|2.6|||AL|NE||UNICODE UTF-8|||{PROFILE}\r");
     }
 
     fn patient(&mut self, id: &Identity, bed: &str) {
@@ -380,7 +387,8 @@ impl Writer {
 /// the alarm's id and eight facets (module docs). Segments end with CR; no MLLP framing.
 pub fn report_alert(event: &AlarmEvent, id: &Identity, control_id: &str, now: Timestamp) -> String {
     let mut w = Writer::new();
-    w.msh(id, control_id, now);
+    // A self-test alarm is a test message (HL7 table 0103: T = training/test) and says so in its text too.
+    w.msh(id, control_id, now, if event.test { PROCESSING_TEST } else { PROCESSING_PRODUCTION });
     w.patient(id, &event.bed);
     w.obr(id, &event.alarm_id, event.time);
     w.mds();
@@ -433,7 +441,11 @@ pub fn report_alert(event: &AlarmEvent, id: &Identity, control_id: &str, now: Ti
     w.st(MDC_ATTR_ALARM_INACTIVATION_STATE, &sub(5), inactivation_state(event.state));
     w.st(MDC_ATTR_ALARM_PRIORITY, &sub(6), priority(event.priority));
     w.st(MDC_ATTR_ALERT_TYPE, &sub(7), alert_type(event.kind));
-    w.st(MDC_ATTR_ALERT_TEXT, &sub(8), &event.message);
+    if event.test && !event.message.starts_with("TEST") {
+        w.st(MDC_ATTR_ALERT_TEXT, &sub(8), &format!("TEST: {}", event.message));
+    } else {
+        w.st(MDC_ATTR_ALERT_TEXT, &sub(8), &event.message);
+    }
     w.out
 }
 
@@ -447,7 +459,7 @@ pub fn heartbeat_alert_id(id: &Identity) -> String {
 /// (`MDC_ATTR_CONFIRM_TIMEOUT`, seconds) so the manager knows when the reporter will call the link lost.
 pub fn heartbeat(id: &Identity, phase: HeartbeatPhase, ack_timeout_s: u64, control_id: &str, now: Timestamp) -> String {
     let mut w = Writer::new();
-    w.msh(id, control_id, now);
+    w.msh(id, control_id, now, PROCESSING_PRODUCTION);
     w.out.push_str("PID|1\rPV1|1||");
     w.text(&id.point_of_care);
     w.out.push_str("^^^");
@@ -677,6 +689,23 @@ mod tests {
         segs.iter()
             .find(|s| s.id == "OBX" && s.field(4).ends_with(&suffix) && s.field(4).matches('.').count() == 4)
             .unwrap()
+    }
+
+    #[test]
+    fn a_self_test_alarm_is_a_test_message_in_msh_11_and_says_test_while_a_real_one_is_production() {
+        let real = report_alert(&spo2_low(), &id(), "c1", t(6));
+        assert_eq!(segments(&real).unwrap()[0].field(11), "P");
+        let mut test = spo2_low();
+        test.test = true;
+        test.message = "Vigil self-test".into();
+        let segs = segments(&report_alert(&test, &id(), "c2", t(6))).unwrap();
+        assert_eq!(segs[0].field(11), "T");
+        assert_eq!(facet(&segs, 8).field(5), "TEST: Vigil self-test");
+        test.message = "TEST alarm: Vigil self-test".into();
+        let segs = segments(&report_alert(&test, &id(), "c3", t(6))).unwrap();
+        assert_eq!(facet(&segs, 8).field(5), "TEST alarm: Vigil self-test", "not said twice");
+        let beat = heartbeat(&id(), HeartbeatPhase::Update, 5, "c4", t(6));
+        assert_eq!(segments(&beat).unwrap()[0].field(11), "P");
     }
 
     #[test]

@@ -336,18 +336,30 @@ impl AcmClient {
     /// Validates `config` (key paths under `acm`), reads its TLS CA file on a blocking thread, and starts the
     /// link and heartbeat tasks. The first connection is made by the first heartbeat or alarm.
     pub async fn new(config: AcmTargetConfig) -> Result<AcmClient, AcmError> {
-        config.validate("acm")?;
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || AcmClient::start(config, "acm", std::path::Path::new(""), &handle))
+            .await
+            .map_err(|e| AcmError::Config { key: "acm".into(), reason: e.to_string() })?
+    }
+
+    /// [`AcmClient::new`] for a caller on a blocking thread: validates `config` (key paths under `key`, e.g.
+    /// `notify.targets[2].acm`), reads its TLS CA file (relative to `base_dir`) and starts the link and heartbeat
+    /// tasks on `runtime`.
+    pub fn start(
+        config: AcmTargetConfig,
+        key: &str,
+        base_dir: &std::path::Path,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<AcmClient, AcmError> {
+        config.validate(key)?;
         let tls = match &config.tls {
             None => None,
             Some(t) => {
-                let ca = t.ca_file.clone();
-                let loaded =
-                    tokio::task::spawn_blocking(move || crate::tls::load_client_config("acm.tls.ca_file", &ca))
-                        .await
-                        .map_err(|e| AcmError::Config { key: "acm.tls".into(), reason: e.to_string() })??;
+                let ca = if t.ca_file.is_absolute() { t.ca_file.clone() } else { base_dir.join(&t.ca_file) };
+                let loaded = crate::tls::load_client_config(&format!("{key}.tls.ca_file"), &ca)?;
                 let name = t.server_name.clone().unwrap_or_else(|| config.host().to_owned());
                 let name = rustls::pki_types::ServerName::try_from(name.clone()).map_err(|_| AcmError::Config {
-                    key: "acm.tls.server_name".into(),
+                    key: format!("{key}.tls.server_name"),
                     reason: format!("'{name}' is not a DNS name or IP address"),
                 })?;
                 Some((tokio_rustls::TlsConnector::from(loaded), name))
@@ -366,8 +378,8 @@ impl AcmClient {
         });
         let cancel = CancellationToken::new();
         let (requests, rx) = mpsc::channel(16);
-        let link_task = tokio::spawn(run_link(shared.clone(), tls, rx, cancel.clone()));
-        tokio::spawn(run_heartbeat(shared.clone(), requests.clone(), cancel.clone()));
+        let link_task = runtime.spawn(run_link(shared.clone(), tls, rx, cancel.clone()));
+        runtime.spawn(run_heartbeat(shared.clone(), requests.clone(), cancel.clone()));
         Ok(AcmClient {
             shared,
             requests,
@@ -375,6 +387,11 @@ impl AcmClient {
             cancel,
             link_task: Mutex::new(Some(link_task)),
         })
+    }
+
+    /// The manager's address, for messages.
+    pub fn address(&self) -> &str {
+        &self.shared.config.address
     }
 
     /// Sends one alarm event as an ORU^R40 and waits for the manager's answer, re-sending (module docs) until it

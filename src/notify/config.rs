@@ -57,6 +57,8 @@ pub enum TargetKind {
     Webhook,
     /// E-mail through an SMTP server.
     Smtp,
+    /// An IHE PCD ACM Alert Manager: ORU^R40 over MLLP (`docs/acm.md`).
+    Acm,
 }
 
 impl TargetKind {
@@ -65,6 +67,7 @@ impl TargetKind {
         match self {
             TargetKind::Webhook => "webhook",
             TargetKind::Smtp => "smtp",
+            TargetKind::Acm => "acm",
         }
     }
 }
@@ -119,13 +122,13 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// One notification target. Keys marked "webhook" or "smtp" apply to that kind only; any other is an error.
+/// One notification target. Keys marked "webhook", "smtp" or "acm" apply to that kind only; any other is an error.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
     /// Unique name, used by escalation steps, logs and metrics: `charge-nurse`. Letters, digits, `-` and `_`.
     pub name: String,
-    /// `webhook` or `smtp`.
+    /// `webhook`, `smtp` or `acm`.
     pub kind: TargetKind,
     /// The alarm priorities this target takes: any of `"low"`, `"medium"`, `"high"`. Required. For a priority
     /// with an escalation chain that names this target, it is notified when the chain reaches it, not at once.
@@ -136,7 +139,9 @@ pub struct TargetConfig {
     /// Which alarm events it is sent: any of `"start"`, `"escalate"`, `"acknowledged"`, `"end"`. Default all four.
     #[serde(default)]
     pub events: Option<Vec<NotifyOn>>,
-    /// Seconds one delivery attempt may take before it counts as failed. Default 10; between 1 and 120.
+    /// Seconds one delivery attempt may take before it counts as failed. Default 10; between 1 and 120. For
+    /// `acm`, the client re-sends within the attempt (same control id) until this or `acm.give_up_after_s`
+    /// passes, whichever is sooner; then the queue retries with its backoff.
     #[serde(default = "default_timeout_s")]
     pub timeout_s: u64,
     /// webhook: the URL to POST to, `http://` or `https://`.
@@ -182,6 +187,10 @@ pub struct TargetConfig {
     /// smtp: the recipient addresses.
     #[serde(default)]
     pub to: Vec<String>,
+    /// acm: the Alert Manager and how Vigil introduces itself, a table: `acm = { address = "10.0.0.5:2575",
+    /// point_of_care = "ward-5" }`. Its keys are in docs/acm.md ("Settings").
+    #[serde(default)]
+    pub acm: Option<crate::notify::acm_client::AcmTargetConfig>,
     /// The bearer token or SMTP password, read at start-up. Not a TOML key.
     #[serde(skip)]
     pub secret: Option<Secret>,
@@ -281,6 +290,7 @@ impl NotifyConfig {
                     ("bearer_token_file", "bearer_token_env", &t.bearer_token_file, &t.bearer_token_env)
                 }
                 TargetKind::Smtp => ("password_file", "password_env", &t.password_file, &t.password_env),
+                TargetKind::Acm => continue,
             };
             let at = format!("notify.targets[{i}]");
             if file.is_some() && env.is_some() {
@@ -368,6 +378,25 @@ impl TargetConfig {
             ("to", !self.to.is_empty()),
         ];
         match self.kind {
+            TargetKind::Webhook | TargetKind::Smtp => not_for("acm", self.acm.is_some())?,
+            TargetKind::Acm => {
+                for (key, present) in webhook.into_iter().chain(smtp).chain([("ca_file", self.ca_file.is_some())]) {
+                    not_for(key, present)?;
+                }
+                let Some(acm) = &self.acm else {
+                    return Err((
+                        format!("{at}.acm"),
+                        "an acm target needs its table, e.g. acm = { address = \"10.0.0.5:2575\" }".into(),
+                    ));
+                };
+                return acm.validate(&format!("{at}.acm")).map_err(|e| match e {
+                    crate::notify::acm_client::AcmError::Config { key, reason } => (key, reason),
+                    other => (format!("{at}.acm"), other.to_string()),
+                });
+            }
+        }
+        match self.kind {
+            TargetKind::Acm => {}
             TargetKind::Webhook => {
                 for (key, present) in smtp {
                     not_for(key, present)?;

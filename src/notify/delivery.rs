@@ -57,6 +57,37 @@ pub struct Handle {
     pub links: AckLinks,
     /// Per-target figures.
     pub stats: Arc<Stats>,
+    /// Each target's kind and, for ACM, its link, in configuration order.
+    pub targets: Arc<Vec<TargetLink>>,
+}
+
+/// A target's kind and link, for the status views.
+#[derive(Debug, Clone)]
+pub struct TargetLink {
+    /// Its name.
+    pub name: String,
+    /// Its kind.
+    pub kind: super::TargetKind,
+    /// An ACM target's link state.
+    pub acm: Option<watch::Receiver<super::acm_client::AcmLinkStatus>>,
+}
+
+/// One target's health, as `/api/status`, the dashboard and `/readyz` show it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TargetHealth {
+    /// Its name.
+    pub target: String,
+    /// `webhook`, `smtp` or `acm`.
+    pub kind: &'static str,
+    /// Failing: [`super::FAILING_AFTER_FAILURES`] failures in a row, or failures for
+    /// [`super::FAILING_AFTER_S`] seconds (for ACM, unanswered heartbeats count too).
+    pub failing: bool,
+    /// The run of failures, when failing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<super::Problem>,
+    /// For ACM: whether the link to the manager is up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connected: Option<bool>,
 }
 
 impl std::fmt::Debug for Handle {
@@ -66,6 +97,23 @@ impl std::fmt::Debug for Handle {
 }
 
 impl Handle {
+    /// Every target's health at `now`, in configuration order.
+    pub fn health(&self, now: chrono::DateTime<Utc>) -> Vec<TargetHealth> {
+        self.targets
+            .iter()
+            .map(|t| {
+                let problem = self.stats.get(&t.name).and_then(|s| s.failing_at(now));
+                TargetHealth {
+                    target: t.name.clone(),
+                    kind: t.kind.name(),
+                    failing: problem.is_some(),
+                    problem,
+                    connected: t.acm.as_ref().map(|l| l.borrow().connected),
+                }
+            })
+            .collect()
+    }
+
     /// Chains running now or changed in the last hour (blocking read: call it off the async runtime).
     pub fn chains(&self) -> Result<Vec<ChainState>, NotifyError> {
         Ok(self.store.notify_chains(Utc::now() - chrono::Duration::hours(1))?)
@@ -131,18 +179,39 @@ impl Notifier {
         store: Store,
         cancel: CancellationToken,
     ) -> Handle {
-        let links = AckLinks::new(store.clone(), self.public_url.as_deref(), self.ack_link_ttl_s);
+        let ack_links = AckLinks::new(store.clone(), self.public_url.as_deref(), self.ack_link_ttl_s);
         let (wake_tx, wake_rx) = watch::channel(0u64);
         let wake_tx = Arc::new(wake_tx);
         let context = Arc::new(Context {
             store: store.clone(),
             hub: hub.clone(),
-            links: links.clone(),
+            links: ack_links.clone(),
             stats: self.stats.clone(),
             labels: self.labels,
             ward: self.ward,
         });
+        let mut links = Vec::with_capacity(self.targets.len());
         for (name, target) in self.targets {
+            let acm = target.acm_link();
+            links.push(TargetLink { name: name.clone(), kind: target.kind(), acm: acm.clone() });
+            if let Some(link) = acm {
+                let stats = self.stats.get(&name).cloned().unwrap_or_default();
+                health.spawn(
+                    tasks,
+                    format!("notify {name} link"),
+                    cancel.clone(),
+                    watch_link(link, stats, cancel.clone()),
+                );
+                let statuses = super::acm_target::watch_statuses(
+                    name.clone(),
+                    target.clone(),
+                    store.clone(),
+                    hub.clone(),
+                    self.stats.clone(),
+                    cancel.clone(),
+                );
+                health.spawn(tasks, format!("notify {name} statuses"), cancel.clone(), statuses);
+            }
             let run = run_target(name.clone(), target, context.clone(), wake_rx.clone(), cancel.clone());
             health.spawn(tasks, format!("notify {name}"), cancel.clone(), run);
         }
@@ -150,7 +219,7 @@ impl Notifier {
         health.spawn(tasks, "notify-chains".into(), cancel.clone(), chains);
         let watcher = watch_hub(hub.clone(), wake_tx, cancel.clone());
         health.spawn(tasks, "notify-wake".into(), cancel, watcher);
-        Handle { store, hub, links, stats: self.stats }
+        Handle { store, hub, links: ack_links, stats: self.stats, targets: Arc::new(links) }
     }
 }
 
@@ -167,7 +236,9 @@ impl Context {
     /// The notification of a queued row; live, unacknowledged alarms get an acknowledge link.
     async fn notification(&self, item: &QueuedNotification) -> Notification {
         let e = &item.event;
-        let live = e.phase != AlarmPhase::End && !matches!(e.state, AlarmState::Acknowledged | AlarmState::Cleared);
+        // A self-test alarm ends by itself: nothing to acknowledge.
+        let live =
+            !e.test && e.phase != AlarmPhase::End && !matches!(e.state, AlarmState::Acknowledged | AlarmState::Cleared);
         let ack_url = if live {
             match self.links.issue(&item.target, e, Utc::now()).await {
                 Ok(url) => url,
@@ -221,6 +292,7 @@ async fn run_target(
     let mut current: Option<(i64, Notification)> = None;
     loop {
         if cancel.is_cancelled() {
+            target.shutdown().await;
             return;
         }
         let (store, n) = (ctx.store.clone(), name.clone());
@@ -254,7 +326,7 @@ async fn run_target(
         };
         stats.attempts.fetch_add(1, Ordering::Relaxed);
         let outcome = tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => continue,
             r = target.deliver(&notification) => r,
         };
         let at = Utc::now();
@@ -262,6 +334,7 @@ async fn run_target(
             Ok(receipt) => {
                 stats.delivered.fetch_add(1, Ordering::Relaxed);
                 stats.failing.store(false, Ordering::Relaxed);
+                stats.delivery.record_success();
                 tracing::info!(
                     target = %name, bed = %item.event.bed, alarm_id = %item.event.alarm_id, reason = %item.reason,
                     attempt = item.attempts + 1, receipt = %receipt.detail, "notify: delivered"
@@ -271,6 +344,7 @@ async fn run_target(
             Err(e) => {
                 stats.failed.fetch_add(1, Ordering::Relaxed);
                 stats.failing.store(true, Ordering::Relaxed);
+                stats.delivery.record_failure(&e.to_string(), at);
                 let retry = backoff(item.attempts + 1);
                 // At most one line per attempt, and attempts back off to one a minute.
                 tracing::warn!(
@@ -304,6 +378,34 @@ async fn run_target(
                 )
                 .await;
             }
+        }
+    }
+}
+
+/// Feeds an ACM target's link state into its health: a lost link (an unanswered heartbeat or alarm, a refused
+/// connection) is a failure, each new error one more; the link up again ends the run.
+async fn watch_link(
+    mut link: watch::Receiver<super::acm_client::AcmLinkStatus>,
+    stats: Arc<TargetStats>,
+    cancel: CancellationToken,
+) {
+    let mut last = (false, None::<String>, 0u64);
+    loop {
+        let now = {
+            let l = link.borrow_and_update();
+            (l.connected, l.last_error.clone(), l.heartbeats_missed)
+        };
+        if now != last {
+            match (&now.1, now.0) {
+                (_, true) => stats.link.record_success(),
+                (Some(error), false) => stats.link.record_failure(error, Utc::now()),
+                (None, false) => {}
+            }
+            last = now;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = link.changed() => if changed.is_err() { return },
         }
     }
 }

@@ -16,6 +16,7 @@
 pub mod ack_link;
 pub mod acm;
 pub mod acm_client;
+pub mod acm_target;
 pub mod config;
 pub mod delivery;
 pub mod routing;
@@ -125,13 +126,21 @@ impl Notification {
             Some(config::NotifyOn::End) => "ended",
             None => "updated",
         };
+        if e.test {
+            // A self-test alarm: its priority means nothing to a reader, TEST is what they must see first.
+            return format!("[TEST] {}: {} ({what})", self.bed_label, e.message);
+        }
         format!("[{}] {}: {} ({what})", priority_name(e.priority).to_uppercase(), self.bed_label, e.message)
     }
 
     /// The full text: headline, bed, time, why, who acknowledged, and the acknowledge link.
     pub fn text(&self) -> String {
         let e = &self.event;
-        let mut out = format!(
+        let mut out = String::new();
+        if e.test {
+            out.push_str("TEST: a Vigil self-test of the alarm path, not a patient alarm. Nothing to do.\n");
+        }
+        out += &format!(
             "{}\nBed: {} ({}), {}\nTime: {}\nAlarm: {} ({}), id {}\n",
             self.headline(),
             self.bed_label,
@@ -182,11 +191,13 @@ pub enum Target {
     Webhook(webhook::Webhook),
     /// E-mail.
     Smtp(smtp::Smtp),
+    /// An IHE PCD ACM Alert Manager.
+    Acm(acm_target::AcmTarget),
 }
 
 impl Target {
     /// Builds `targets[index]`, relative paths against `base_dir` (reads its CA file and the system's roots:
-    /// call it off the async runtime).
+    /// call it on a blocking thread of the runtime; an `acm` target starts its link and heartbeat there).
     pub fn build(config: &NotifyConfig, index: usize, base_dir: &std::path::Path) -> Result<Target, NotifyError> {
         let key = format!("notify.targets[{index}]");
         let t = config
@@ -196,6 +207,13 @@ impl Target {
         Ok(match t.kind {
             TargetKind::Webhook => Target::Webhook(webhook::Webhook::new(&key, t, base_dir)?),
             TargetKind::Smtp => Target::Smtp(smtp::Smtp::new(&key, t, base_dir)?),
+            TargetKind::Acm => {
+                let runtime = tokio::runtime::Handle::try_current().map_err(|e| NotifyError::Setup {
+                    key: key.clone(),
+                    reason: format!("an acm target starts on the runtime: {e}"),
+                })?;
+                Target::Acm(acm_target::AcmTarget::new(&key, t, base_dir, &runtime)?)
+            }
         })
     }
 
@@ -204,6 +222,31 @@ impl Target {
         match self {
             Target::Webhook(w) => w.deliver(notification).await,
             Target::Smtp(s) => s.deliver(notification).await,
+            Target::Acm(a) => a.deliver(notification).await,
+        }
+    }
+
+    /// The kind's config name.
+    pub fn kind(&self) -> TargetKind {
+        match self {
+            Target::Webhook(_) => TargetKind::Webhook,
+            Target::Smtp(_) => TargetKind::Smtp,
+            Target::Acm(_) => TargetKind::Acm,
+        }
+    }
+
+    /// The ACM link's state, for an `acm` target.
+    pub fn acm_link(&self) -> Option<tokio::sync::watch::Receiver<acm_client::AcmLinkStatus>> {
+        match self {
+            Target::Acm(a) => Some(a.client().link()),
+            _ => None,
+        }
+    }
+
+    /// Ends what the target keeps open: an ACM link sends its last heartbeat (phase `end`).
+    pub async fn shutdown(&self) {
+        if let Target::Acm(a) = self {
+            a.shutdown(std::time::Duration::from_secs(2)).await;
         }
     }
 }
@@ -221,6 +264,70 @@ pub struct TargetStats {
     pub acknowledged: AtomicU64,
     /// Whether the latest attempt failed.
     pub failing: AtomicBool,
+    /// Delivery attempts that failed since the last one that succeeded.
+    pub delivery: Failures,
+    /// For an ACM target: the link lost (heartbeats or alarms unanswered) since it was last up.
+    pub link: Failures,
+}
+
+impl TargetStats {
+    /// The run of failures (deliveries first, then the link) long enough to call the target failing at `now`.
+    pub fn failing_at(&self, now: crate::vitals::Timestamp) -> Option<Problem> {
+        self.delivery.failing_at(now).or_else(|| self.link.failing_at(now))
+    }
+}
+
+/// A run of failures with no success between.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// When the first of them happened.
+    pub since: crate::vitals::Timestamp,
+    /// How many.
+    pub failures: u64,
+    /// The latest one's reason.
+    pub reason: String,
+}
+
+/// After this many failures in a row a target counts as failing on `/api/status`, the dashboard, `/readyz` and
+/// `vigil_notify_target_failing`.
+pub const FAILING_AFTER_FAILURES: u64 = 3;
+/// A target whose failures have lasted this long (seconds) counts as failing whatever their number.
+pub const FAILING_AFTER_S: i64 = 30;
+
+/// Counts a run of failures until the next success.
+#[derive(Debug, Default)]
+pub struct Failures(std::sync::Mutex<Option<Problem>>);
+
+impl Failures {
+    /// Records a failure at `at`.
+    pub fn record_failure(&self, reason: &str, at: crate::vitals::Timestamp) {
+        let mut p = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match p.as_mut() {
+            Some(p) => {
+                p.failures += 1;
+                reason.clone_into(&mut p.reason);
+            }
+            None => *p = Some(Problem { since: at, failures: 1, reason: reason.to_owned() }),
+        }
+    }
+
+    /// Records a success: the run is over.
+    pub fn record_success(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// The current run, if any.
+    pub fn current(&self) -> Option<Problem> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The run, if it is long enough to call the target failing at `now` ([`FAILING_AFTER_FAILURES`] in a row,
+    /// or lasting [`FAILING_AFTER_S`]).
+    pub fn failing_at(&self, now: crate::vitals::Timestamp) -> Option<Problem> {
+        let p = self.current()?;
+        let long = (now - p.since).num_seconds() >= FAILING_AFTER_S;
+        (p.failures >= FAILING_AFTER_FAILURES || long).then_some(p)
+    }
 }
 
 /// Every target's figures, by name.

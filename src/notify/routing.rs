@@ -12,6 +12,8 @@
 //!   ends.
 //! - An acknowledge (dashboard, MQTT, acknowledge link, a target's receipt) or the alarm's end stops the chain.
 //! - An escalation to a priority with another chain starts that chain at its first step.
+//! - A self-test alarm (`test: true`) goes to every target that takes its bed, whatever the target's priorities,
+//!   events and chains, at its start and its end; it starts no chain (the self-test has a hop per target).
 
 use std::collections::{HashMap, HashSet};
 
@@ -23,6 +25,8 @@ use super::config::{NotifyConfig, NotifyOn};
 
 /// The reason of a notification sent because a target takes the alarm (not through a chain).
 pub const DIRECT: &str = "event";
+/// The reason of a self-test alarm's notifications.
+pub const SELF_TEST: &str = "self-test";
 
 #[derive(Debug, Clone)]
 struct Rule {
@@ -134,25 +138,59 @@ impl Plan {
     }
 }
 
+/// The state of an alarm not yet in a chain: no step, nobody notified.
+fn no_chain_yet(event: &AlarmEvent) -> ChainState {
+    ChainState {
+        alarm_id: event.alarm_id.clone(),
+        bed: event.bed.to_string(),
+        priority: event.priority,
+        step: 0,
+        steps: 0,
+        target: String::new(),
+        next_at: None,
+        status: ChainStatus::Running,
+        by: None,
+        notified: Vec::new(),
+        updated: event.time,
+    }
+}
+
+impl Plan {
+    /// A self-test alarm: its start to every target that takes the bed, its end to those told of its start.
+    fn route_test(&self, event: &AlarmEvent, chain: Option<&ChainState>) -> Routed {
+        let mut out = Routed::default();
+        match (classify(event), chain) {
+            (Some(NotifyOn::Start), _) => {
+                let notified: Vec<String> =
+                    self.rules.iter().filter(|r| r.takes_bed(&event.bed)).map(|r| r.name.clone()).collect();
+                out.deliveries =
+                    notified.iter().map(|t| Delivery { target: t.clone(), reason: SELF_TEST.into() }).collect();
+                out.chain = Some(ChainState { notified, ..no_chain_yet(event) });
+            }
+            (Some(NotifyOn::End), Some(chain)) => {
+                out.deliveries =
+                    chain.notified.iter().map(|t| Delivery { target: t.clone(), reason: SELF_TEST.into() }).collect();
+                let mut state = chain.clone();
+                state.status = ChainStatus::Ended;
+                state.updated = event.time;
+                out.chain = Some(state);
+            }
+            _ => {}
+        }
+        out
+    }
+}
+
 impl NotifyRouter for Plan {
     fn route(&self, event: &AlarmEvent, chain: Option<&ChainState>) -> Routed {
+        if event.test {
+            return self.route_test(event, chain);
+        }
         let on = classify(event);
         let mut out = Routed::default();
         let bed = event.bed.as_ref();
         let live = event.phase != AlarmPhase::End && event.state != AlarmState::Acknowledged;
-        let mut state = chain.cloned().unwrap_or_else(|| ChainState {
-            alarm_id: event.alarm_id.clone(),
-            bed: bed.to_owned(),
-            priority: event.priority,
-            step: 0,
-            steps: 0,
-            target: String::new(),
-            next_at: None,
-            status: ChainStatus::Running,
-            by: None,
-            notified: Vec::new(),
-            updated: event.time,
-        });
+        let mut state = chain.cloned().unwrap_or_else(|| no_chain_yet(event));
         let before = state.clone();
         // The chain: start, switch to a higher priority's chain, or stop.
         let has_chain = state.steps > 0;
@@ -325,6 +363,23 @@ mod tests {
         let p = plan(&TWO_STEP.replace("priorities = [\"high\"]\n", "priorities = [\"high\"]\nbeds = [\"chair-2\"]\n"));
         let r = p.route(&event(AlarmPhase::Start, AlarmState::Active, Priority::High, 0), None);
         assert_eq!(targets(&r), [("charge", "escalation step 2 of 2"), ("log", "event")]);
+    }
+
+    #[test]
+    fn a_self_test_alarm_reaches_every_target_of_its_bed_whatever_their_priorities_and_starts_no_chain() {
+        let p = plan(&TWO_STEP.replace("priorities = [\"high\"]\n", "priorities = [\"high\"]\nbeds = [\"chair-2\"]\n"));
+        let mut start = event(AlarmPhase::Start, AlarmState::Active, Priority::Low, 0);
+        start.test = true;
+        let r = p.route(&start, None);
+        // bay takes chair-2 only; charge takes no low alarms and log asks for start and end: all hear of the test.
+        assert_eq!(targets(&r), [("charge", "self-test"), ("log", "self-test")]);
+        let chain = r.chain.unwrap();
+        assert_eq!((chain.steps, chain.next_at), (0, None), "no escalation for a test");
+        let mut end = event(AlarmPhase::End, AlarmState::Cleared, Priority::Low, 5);
+        end.test = true;
+        let r = p.route(&end, Some(&chain));
+        assert_eq!(targets(&r), [("charge", "self-test"), ("log", "self-test")]);
+        assert_eq!(r.chain.unwrap().status, ChainStatus::Ended);
     }
 
     #[test]

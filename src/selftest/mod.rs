@@ -119,7 +119,11 @@ const GRACE: Duration = Duration::from_millis(500);
 /// One hop of the alarm path after the engine.
 pub trait Hop: Send + Sync {
     /// Its name in the report and the metrics.
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &str;
+    /// Whether it is on the path of `bed`'s alarms (a notification target may take only some beds).
+    fn takes(&self, _bed: &str) -> bool {
+        true
+    }
     /// Called before the test alarm is raised (so nothing it must see can pass before it looks); returns what
     /// confirms it, or why this hop cannot confirm anything (e.g. MQTT disabled).
     fn arm(&self) -> BoxFuture<'static, Result<Confirm, String>>;
@@ -129,7 +133,7 @@ pub trait Hop: Send + Sync {
 struct StoreHop(Store);
 
 impl Hop for StoreHop {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "store"
     }
 
@@ -165,7 +169,7 @@ struct MqttHop {
 }
 
 impl Hop for MqttHop {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "mqtt"
     }
 
@@ -226,7 +230,7 @@ struct DashboardHop {
 }
 
 impl Hop for DashboardHop {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "dashboard"
     }
 
@@ -258,6 +262,58 @@ impl Hop for DashboardHop {
             Ok(confirm)
         }
         .boxed()
+    }
+}
+
+/// `notify:<name>`: the notification target took the test alarm (its delivery succeeded: an HTTP 2xx, SMTP 250, an
+/// Alert Manager's `AA`), read from the notification queue; at the deadline, the latest attempt's error.
+struct NotifyHop {
+    hop: String,
+    target: String,
+    beds: Option<Vec<String>>,
+    store: Store,
+}
+
+impl Hop for NotifyHop {
+    fn name(&self) -> &str {
+        &self.hop
+    }
+
+    fn takes(&self, bed: &str) -> bool {
+        self.beds.as_ref().is_none_or(|b| b.iter().any(|x| x == bed))
+    }
+
+    fn arm(&self) -> BoxFuture<'static, Result<Confirm, String>> {
+        let (store, target) = (self.store.clone(), self.target.clone());
+        let confirm: Confirm = Box::new(move |alarm: AlarmEvent, deadline: Instant| {
+            async move {
+                loop {
+                    let (s, t, a) = (store.clone(), target.clone(), alarm.alarm_id.clone());
+                    let state = blocking(move || s.notify_first_delivery(&t, &a)).await?;
+                    match &state {
+                        Some(d) if d.delivered.is_some() => {
+                            let receipt = d.detail.as_deref().unwrap_or("delivered");
+                            return Ok(format!("{target} took the test alarm: {receipt}"));
+                        }
+                        _ => {}
+                    }
+                    if Instant::now() + POLL >= deadline {
+                        return Err(match state {
+                            None => format!("nothing was queued for {target}"),
+                            Some(d) if d.attempts == 0 => format!("{target}: not attempted yet"),
+                            Some(d) => format!(
+                                "{target} did not take the test alarm ({} attempts): {}",
+                                d.attempts,
+                                d.detail.unwrap_or_default()
+                            ),
+                        });
+                    }
+                    tokio::time::sleep(POLL).await;
+                }
+            }
+            .boxed()
+        });
+        futures::future::ready(Ok(confirm)).boxed()
     }
 }
 
@@ -303,19 +359,29 @@ impl std::fmt::Debug for SelfTest {
 }
 
 impl SelfTest {
-    /// The daemon's self-test: hops `store`, `mqtt` (failing when `mqtt` is `None`: disabled) and `dashboard`
-    /// (`streams` counts the open dashboard event streams).
+    /// The daemon's self-test: hops `store`, `mqtt` (failing when `mqtt` is `None`: disabled), `dashboard`
+    /// (`streams` counts the open dashboard event streams) and `notify:<name>` for each notification target of
+    /// `notify` that takes the tested bed.
     pub fn new(
         hub: Arc<Hub>,
         store: Store,
         mqtt: Option<watch::Receiver<LinkStatus>>,
         streams: Arc<AtomicUsize>,
+        notify: &crate::notify::config::NotifyConfig,
     ) -> SelfTest {
-        let hops: Vec<Box<dyn Hop>> = vec![
+        let mut hops: Vec<Box<dyn Hop>> = vec![
             Box::new(StoreHop(store.clone())),
-            Box::new(MqttHop { store, link: mqtt }),
+            Box::new(MqttHop { store: store.clone(), link: mqtt }),
             Box::new(DashboardHop { hub: hub.clone(), streams }),
         ];
+        for t in &notify.targets {
+            hops.push(Box::new(NotifyHop {
+                hop: format!("notify:{}", t.name),
+                target: t.name.clone(),
+                beds: t.beds.clone(),
+                store: store.clone(),
+            }));
+        }
         SelfTest::with_hops(hub, hops)
     }
 
@@ -330,7 +396,7 @@ impl SelfTest {
     }
 
     /// The names of the hops in path order, the engine first.
-    pub fn hop_names(&self) -> Vec<&'static str> {
+    pub fn hop_names(&self) -> Vec<&str> {
         std::iter::once("engine").chain(self.hops.iter().map(|h| h.name())).collect()
     }
 
@@ -353,8 +419,8 @@ impl SelfTest {
         let t0 = Instant::now();
         let deadline = t0 + DEADLINE;
         let ms = |at: Instant| at.duration_since(t0).as_millis() as u64;
-        let mut armed: Vec<(&'static str, Result<Confirm, String>)> = Vec::with_capacity(self.hops.len());
-        for h in self.hops.iter() {
+        let mut armed: Vec<(&str, Result<Confirm, String>)> = Vec::with_capacity(self.hops.len());
+        for h in self.hops.iter().filter(|h| h.takes(bed)) {
             armed.push((h.name(), h.arm().await));
         }
         let request = CommandRequest { bed: info.id.clone(), command: Command::SelfTest, actor: by.to_owned() };

@@ -132,6 +132,17 @@ pub struct AttemptRecord {
     pub detail: String,
 }
 
+/// Where one queued notification stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryState {
+    /// When the target took it, if it did.
+    pub delivered: Option<Timestamp>,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// The latest attempt's receipt or error.
+    pub detail: Option<String>,
+}
+
 /// An acknowledge-link token as stored: only a digest of its secret.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenRecord {
@@ -331,6 +342,38 @@ impl Store {
                 Ok(())
             }))
             .await
+    }
+
+    /// The bed of alarm `alarm_id` if `target` was ever sent it (for a target's acknowledge: only an alarm the
+    /// target was told of).
+    pub fn notify_alarm_bed(&self, target: &str, alarm_id: &str) -> Result<Option<String>, StoreError> {
+        let conn = self.lock();
+        let bed = conn
+            .prepare_cached("SELECT bed FROM notify_queue WHERE target = ?1 AND alarm_id = ?2 LIMIT 1")?
+            .query_row([target, alarm_id], |r| r.get::<_, String>(0))
+            .optional()?;
+        Ok(bed)
+    }
+
+    /// Where the first notification of alarm `alarm_id` to `target` stands (its queue row and latest attempt);
+    /// `None` while nothing is queued.
+    pub fn notify_first_delivery(&self, target: &str, alarm_id: &str) -> Result<Option<DeliveryState>, StoreError> {
+        let conn = self.lock();
+        let row = conn
+            .prepare_cached(
+                "SELECT q.delivered_ms, q.attempts, a.detail FROM notify_queue q
+                 LEFT JOIN notify_attempts a ON a.id = (SELECT MAX(id) FROM notify_attempts WHERE queue_id = q.id)
+                 WHERE q.target = ?1 AND q.alarm_id = ?2 ORDER BY q.id LIMIT 1",
+            )?
+            .query_row([target, alarm_id], |r| {
+                Ok(DeliveryState {
+                    delivered: r.get::<_, Option<i64>>(0)?.map(from_ms),
+                    attempts: r.get::<_, i64>(1)?.clamp(0, i64::from(u32::MAX)) as u32,
+                    detail: r.get(2)?,
+                })
+            })
+            .optional()?;
+        Ok(row)
     }
 
     /// Undelivered notifications per target (targets with none are absent).

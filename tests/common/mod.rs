@@ -172,3 +172,35 @@ impl Daemon {
         tokio::time::timeout(Duration::from_secs(10), self.running.wait()).await.unwrap();
     }
 }
+
+/// A simulated Alert Manager (`vigil-sim alert-manager`, in process) on `listener`; its JSON lines arrive on the
+/// receiver.
+pub fn alert_manager(
+    listener: tokio::net::TcpListener,
+    options: vigil_sim::alert_manager::AlertManagerOptions,
+) -> (tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let sink = std::sync::Arc::new(move |line| drop(tx.send(line)));
+        let _ = vigil_sim::alert_manager::run(listener, options, sink).await;
+    });
+    (rx, task)
+}
+
+/// The Alert Manager's next line of type `kind`, within `within`.
+pub async fn next_line(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+    kind: &str,
+    within: Duration,
+) -> serde_json::Value {
+    tokio::time::timeout(within, async {
+        loop {
+            let line = rx.recv().await.expect("the alert manager stopped");
+            if line["type"] == kind {
+                return line;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no '{kind}' line from the alert manager within {within:?}"))
+}

@@ -580,12 +580,22 @@ const Vigil = (() => {
 
   // The server's link to the MQTT broker: integrators (nurse call, paging) depend on it, so its loss is shown here
   // as a technical condition, next to this screen's own link.
+  // A failing notification target (webhook, e-mail, alert manager) is shown the same way: alarms may not reach
+  // the nurse away from the screen.
   function watchServerLinks() {
     const pill = document.getElementById('mqtt-status');
+    const notifyPill = document.getElementById('notify-status');
     if (!pill) return;
     const poll = async () => {
       let mqtt = null;
-      try { mqtt = (await api('/api/status')).mqtt; } catch (_) { return; } // this screen's own link banner covers it
+      let notify = null;
+      try { ({ mqtt, notify } = await api('/api/status')); } catch (_) { return; } // this screen's own link banner covers it
+      if (notifyPill) {
+        const failing = (notify || []).filter((t) => t.failing);
+        notifyPill.hidden = failing.length === 0;
+        notifyPill.textContent = `Notify: ${failing.map((t) => t.target).join(', ')} failing`;
+        notifyPill.title = failing.map((t) => `${t.target} (${t.kind}): ${t.problem.failures} failures since ${fmtClock(Date.parse(t.problem.since))}: ${t.problem.reason}`).join('\n');
+      }
       pill.hidden = !mqtt;
       if (!mqtt) return;
       const ok = mqtt.state === 'connected';
