@@ -38,9 +38,12 @@ fn be(parts: &[u16]) -> Vec<u8> {
 /// one context; `spo2` varies so the frames differ. About 190 bytes of user data, MIB/RS-232 framed.
 fn intellivue_result(spo2: u16) -> Vec<u8> {
     let mut objects = Vec::new();
-    for (handle, physio, unit, value) in
-        [(0x50, 0x4BB8, 0x0220, spo2), (0x51, 0x4822, 0x0AA0, 72), (0x52, 0x4182, 0x0AA0, 71), (0x53, 0x500A, 0x0AE0, 14)]
-    {
+    for (handle, physio, unit, value) in [
+        (0x50, 0x4BB8, 0x0220, spo2),
+        (0x51, 0x4822, 0x0AA0, 72),
+        (0x52, 0x4182, 0x0AA0, 71),
+        (0x53, 0x500A, 0x0AE0, 14),
+    ] {
         objects.extend(be(&[handle, 1, 14, 0x0950, 10, physio, 0, unit, 0, value]));
     }
     let cmpd = be(&[3, 30, 0x4A05, 0, 0x0F20, 0, 120, 0x4A06, 0, 0x0F20, 0, 80, 0x4A07, 0, 0x0F20, 0, 93]);

@@ -366,4 +366,3 @@ async fn a_udp_source_without_an_address_associates_with_the_monitor_whose_conne
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops").unwrap().unwrap();
 }
-
