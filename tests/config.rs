@@ -73,6 +73,9 @@ fn bed(id: &str, source: &str) -> String {
 const MASIMO: &str = "kind = \"serial\"\ndevice = \"masimo\"\npath = \"/dev/ttyUSB0\"";
 
 /// (what is wrong, the TOML, the key path the error must name, a word the reason must contain)
+/// A udp IntelliVue source's first lines.
+const UDP: &str = "kind = \"udp\"\ndevice = \"intellivue\"\n";
+
 fn broken_configs() -> Vec<(&'static str, String, &'static str, &'static str)> {
     vec![
         ("misspelt key", format!("{SITE}[mqtt]\nbrokr = \"x\"\n"), "mqtt.brokr", "unknown field"),
@@ -247,19 +250,13 @@ fn broken_configs() -> Vec<(&'static str, String, &'static str, &'static str)> {
         ),
         (
             "a udp source with an address and a discovery filter",
-            format!(
-                "{SITE}[[beds]]\nid = \"c1\"\n[[beds.sources]]\nkind = \"udp\"\ndevice = \"intellivue\"\n\
-                 address = \"10.1.2.50:24105\"\nmonitor_ip = \"10.1.2.50\"\n"
-            ),
+            format!("{SITE}{}", bed("c1", &format!("{UDP}address = \"10.1.2.50:24105\"\nmonitor_ip = \"10.1.2.50\""))),
             "beds[0].sources[0].monitor_ip",
             "does not apply",
         ),
         (
             "a discovery listen address that is not ip:port",
-            format!(
-                "{SITE}[[beds]]\nid = \"c1\"\n[[beds.sources]]\nkind = \"udp\"\ndevice = \"intellivue\"\n\
-                 discover_listen = \"24005\"\n"
-            ),
+            format!("{SITE}{}", bed("c1", &format!("{UDP}discover_listen = \"24005\""))),
             "beds[0].sources[0].discover_listen",
             "not ip:port",
         ),
