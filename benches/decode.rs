@@ -1,6 +1,7 @@
 //! Decode throughput per format (issue #4 targets per core: 1 M Masimo lines/s, 1 M Nonin frames/s, 200 k HL7
-//! messages/s; S/5 DRI records without a target). Inputs are the real samples from `tests/fixtures/`; S/5 records
-//! are built by the decoder's record builder (no real capture exists). Figures: `docs/performance.md`.
+//! messages/s; S/5 DRI records and IntelliVue poll results without a target). Inputs are the real samples from
+//! `tests/fixtures/`; S/5 records are built by the decoder's record builder, IntelliVue numerics poll results
+//! laid out here from the Data Export structures (no real capture of either exists). Figures: `docs/performance.md`.
 //!
 //! Every benchmark runs twice: `decode/…` in wall-clock time (criterion's default) and `decode_cpu/…` in the
 //! benchmark thread's CPU time. On a shared machine the wall clock also counts time the thread spent waiting for
@@ -16,6 +17,7 @@ use tokio_util::codec::Decoder;
 mod cpu_time;
 use cpu_time::ThreadCpuTime;
 use vigil::ingest::protocol::hl7::{self, Hl7Decoder};
+use vigil::ingest::protocol::intellivue::{self, IntelliVueDecoder};
 use vigil::ingest::protocol::masimo::MasimoDecoder;
 use vigil::ingest::protocol::mllp;
 use vigil::ingest::protocol::nonin::{self, NoninDecoder};
@@ -26,6 +28,40 @@ const BATCH: usize = 1000;
 
 const MASIMO_LINE: &[u8] = b"02/22/16 22:47:45 SN=0000056661 SPO2=098% BPM=097 PI=03.60% SPCO=--.-% SPMET=--.-% \
 DESAT=-- PIDELTA=+-- ALARM=0000 EXC=000800\r\n";
+
+fn be(parts: &[u16]) -> Vec<u8> {
+    parts.iter().flat_map(|p| p.to_be_bytes()).collect()
+}
+
+/// One IntelliVue extended poll result for numerics as an MP90 sends it each second: SpO2, pleth pulse, ECG HR,
+/// RR (one `NOM_ATTR_NU_VAL_OBS` each) and the NIBP compound (`NOM_ATTR_NU_CMPD_VAL_OBS`, three values), in
+/// one context; `spo2` varies so the frames differ. About 190 bytes of user data, MIB/RS-232 framed.
+fn intellivue_result(spo2: u16) -> Vec<u8> {
+    let mut objects = Vec::new();
+    for (handle, physio, unit, value) in [
+        (0x50, 0x4BB8, 0x0220, spo2),
+        (0x51, 0x4822, 0x0AA0, 72),
+        (0x52, 0x4182, 0x0AA0, 71),
+        (0x53, 0x500A, 0x0AE0, 14),
+    ] {
+        objects.extend(be(&[handle, 1, 14, 0x0950, 10, physio, 0, unit, 0, value]));
+    }
+    let cmpd = be(&[3, 30, 0x4A05, 0, 0x0F20, 0, 120, 0x4A06, 0, 0x0F20, 0, 80, 0x4A07, 0, 0x0F20, 0, 93]);
+    objects.extend(be(&[0x54, 1, 4 + cmpd.len() as u16, 0x094B, cmpd.len() as u16]));
+    objects.extend(cmpd);
+    let mut context = be(&[0, 5, objects.len() as u16]);
+    context.extend(objects);
+    let mut reply = be(&[1, 0, 0, 0x1000, 0x2026, 0x0301, 0x1000, 0x0000, 1, 6, 0x0803, 1, context.len() as u16]);
+    reply.extend(context);
+    let mut action = be(&[0x0021, 0, 0, 0xF13B, reply.len() as u16]);
+    action.extend(reply);
+    let mut rors = be(&[5, 7, action.len() as u16]);
+    rors.extend(action);
+    let mut message = vec![0xE1, 0x00, 0x00, 0x02];
+    message.extend(be(&[2, rors.len() as u16]));
+    message.extend(rors);
+    intellivue::frame(&message)
+}
 
 fn mindray() -> Vec<u8> {
     include_str!("../tests/fixtures/hl7/pcd01_samples.txt")
@@ -109,6 +145,16 @@ fn decode<M: Measurement>(c: &mut Criterion<M>, name: &str) {
         b.iter_batched(
             || BytesMut::from(&s5_wire[..]),
             |buf| assert_eq!(drain(&mut S5Decoder::new(), black_box(buf)), BATCH),
+            BatchSize::LargeInput,
+        )
+    });
+
+    // Numerics poll results (SpO2, pulse, HR, RR, NIBP compound): about 200 bytes framed each.
+    let intellivue_wire: Vec<u8> = (0..BATCH).flat_map(|i| intellivue_result(80 + (i % 20) as u16)).collect();
+    g.bench_function("intellivue_poll_results", |b| {
+        b.iter_batched(
+            || BytesMut::from(&intellivue_wire[..]),
+            |buf| assert_eq!(drain(&mut IntelliVueDecoder::new(), black_box(buf)), BATCH),
             BatchSize::LargeInput,
         )
     });

@@ -504,9 +504,18 @@ pub struct SourceConfig {
     #[serde(default)]
     pub path: Option<String>,
     /// tcp: the device server's `host:port` (a Moxa NPort's first port is 4001). udp: the IntelliVue monitor's
-    /// `host:24105`.
+    /// `host:24105`; leave it out to associate with the monitor whose connect indication arrives (`discover_listen`,
+    /// `monitor_ip`).
     #[serde(default)]
     pub address: Option<String>,
+    /// udp without `address`: where to listen for the connect indications IntelliVue monitors broadcast. Default
+    /// `0.0.0.0:24005` (the monitors' broadcast port); several sources may listen on the same port.
+    #[serde(default)]
+    pub discover_listen: Option<String>,
+    /// udp without `address`: associate only with the monitor whose connect indication names this IPv4 address
+    /// (default: the first monitor heard). Set it when more than one monitor is on the network.
+    #[serde(default)]
+    pub monitor_ip: Option<std::net::Ipv4Addr>,
     /// serial: baud rate. Default 19200 for s5, 115200 for intellivue (the MIB/RS-232 port's rate), 9600
     /// otherwise.
     #[serde(default)]
@@ -1125,6 +1134,10 @@ impl Config {
                 Ok(())
             }
         };
+        if src.kind != SourceKind::Udp {
+            not_for("discover_listen", src.discover_listen.is_some())?;
+            not_for("monitor_ip", src.monitor_ip.is_some())?;
+        }
         let serial_keys = [
             ("path", src.path.is_some()),
             ("baud", src.baud.is_some()),
@@ -1210,12 +1223,25 @@ impl Config {
                         "kind = \"udp\" is the IntelliVue LAN interface: use device = \"intellivue\"".into(),
                     ));
                 }
-                let port = src.address.as_deref().and_then(|a| a.rsplit_once(':')).filter(|(h, _)| !h.is_empty());
-                if port.and_then(|(_, p)| p.parse::<u16>().ok()).is_none_or(|p| p == 0) {
-                    return Err((
-                        format!("{at}.address"),
-                        "is required for kind = \"udp\": the monitor's host:port, like 10.1.2.50:24105".into(),
-                    ));
+                if let Some(address) = src.address.as_deref() {
+                    not_for("discover_listen", src.discover_listen.is_some())?;
+                    not_for("monitor_ip", src.monitor_ip.is_some())?;
+                    let port = address.rsplit_once(':').filter(|(h, _)| !h.is_empty());
+                    if port.and_then(|(_, p)| p.parse::<u16>().ok()).is_none_or(|p| p == 0) {
+                        return Err((
+                            format!("{at}.address"),
+                            "is the monitor's host:port, like 10.1.2.50:24105 (or leave it out to wait for the \
+                             monitor's connect indication)"
+                                .into(),
+                        ));
+                    }
+                } else if let Some(listen) = src.discover_listen.as_deref() {
+                    if listen.parse::<std::net::SocketAddr>().is_err() {
+                        return Err((
+                            format!("{at}.discover_listen"),
+                            format!("'{listen}' is not ip:port like 0.0.0.0:24005"),
+                        ));
+                    }
                 }
             }
             SourceKind::Mllp => {

@@ -3,9 +3,11 @@
 //! per device alarm (`kind: "device_alarm"`, `source`, `priority`, `text`, `state`), then a summary of frames
 //! good and bad. A tool to look at what a monitor sends before wiring it to a bed.
 //!
-//! IntelliVue captures are the monitor → host byte stream of the MIB/RS-232 port (what a serial tap or
-//! `vigil-sim --device intellivue --output file:…` records); every numeric is printed, Vigil's parameter or not
-//! (`parameter` null, the physio id and MDC code say what it is).
+//! IntelliVue captures are the MIB/RS-232 byte stream (the monitor → host direction as a serial tap or
+//! `vigil-sim --device intellivue --output file:…` records it, or both directions), LAN datagram payloads back to
+//! back, or a pcap/pcapng file of the UDP traffic of port 24105 ([`capture`]); every numeric is printed, Vigil's
+//! parameter or not (`parameter` null, the physio id and MDC code say what it is), with `received`, the packet
+//! time, for a pcap.
 
 use std::io::Write;
 use std::path::Path;
@@ -15,7 +17,7 @@ use serde_json::{json, Value};
 use tokio_util::codec::Decoder;
 
 use crate::config::DeviceKind;
-use crate::ingest::protocol::intellivue::{self, Deframer, Pdu};
+use crate::ingest::protocol::intellivue::{self, capture, DeviceClock, Pdu};
 use crate::ingest::protocol::{DecodeError, DeviceAlarmPriority, Frame};
 use crate::ingest::AnyDecoder;
 use crate::vitals::Timestamp;
@@ -34,6 +36,14 @@ pub enum DecodeCliError {
     /// The format is not one Vigil decodes.
     #[error("unknown --format '{0}' (masimo, nonin, hl7, intellivue, s5)")]
     UnknownFormat(String),
+    /// A pcap/pcapng file that cannot be read.
+    #[error("cannot read the capture {file}: {reason}")]
+    Capture {
+        /// The file.
+        file: String,
+        /// Why.
+        reason: String,
+    },
     /// Writing the output failed (a closed pipe).
     #[error("cannot write the output: {0}")]
     Write(std::io::Error),
@@ -90,20 +100,17 @@ pub fn run(format: &str, path: &Path, out: &mut impl Write) -> Result<Summary, D
         }
     };
     if device == DeviceKind::Intellivue {
-        let mut deframer = Deframer::new();
-        let mut buf = BytesMut::from(&bytes[..]);
-        let mut items = Vec::new();
-        while let Some(item) = deframer.next(&mut buf) {
-            items.push(item);
-        }
-        items.extend(deframer.finish_stream().map(Err));
-        for item in items {
-            match item.and_then(|payload| intellivue::parse_pdu(&payload)) {
+        let (messages, _) = capture::messages(&bytes)
+            .map_err(|e| DecodeCliError::Capture { file: path.display().to_string(), reason: e.to_string() })?;
+        let mut clock = DeviceClock::new();
+        for m in messages {
+            match m.message.and_then(|payload| intellivue::parse_pdu(&payload)) {
                 Err(e) => note(e, &mut summary),
-                Ok(pdu) => {
+                Ok(mut pdu) => {
                     summary.frames_ok += 1;
+                    clock.observe(&mut pdu);
                     if let Pdu::Poll(p) = pdu {
-                        for v in intellivue_lines(&p, &mut summary) {
+                        for v in intellivue_lines(&p, m.time, &mut summary) {
                             line(v, out)?;
                         }
                     }
@@ -166,7 +173,7 @@ fn frame_lines(frame: &Frame, summary: &mut Summary) -> Vec<Value> {
     lines
 }
 
-fn intellivue_lines(p: &intellivue::PollResult, summary: &mut Summary) -> Vec<Value> {
+fn intellivue_lines(p: &intellivue::PollResult, received: Option<Timestamp>, summary: &mut Summary) -> Vec<Value> {
     let mut lines = Vec::new();
     for n in &p.numerics {
         summary.readings += 1;
@@ -180,6 +187,7 @@ fn intellivue_lines(p: &intellivue::PollResult, summary: &mut Summary) -> Vec<Va
             "mdc": n.mdc(),
             "physio_id": format!("0x{:04X}", n.physio_id),
             "unit_code": n.unit,
+            "received": time(received),
         }));
     }
     for a in p.patient_alarms.iter().chain(&p.technical_alarms).flatten() {
@@ -195,6 +203,7 @@ fn intellivue_lines(p: &intellivue::PollResult, summary: &mut Summary) -> Vec<Va
             "parameter": d.parameter.map(|p| p.name()),
             "device_key": d.key,
             "device_time": time(p.time),
+            "received": time(received),
         }));
     }
     lines

@@ -19,6 +19,7 @@ pub mod listen;
 pub mod metrics;
 pub mod mqtt;
 pub mod notify;
+pub mod pcap;
 pub mod replay;
 pub mod selftest;
 pub mod service;

@@ -73,6 +73,9 @@ fn bed(id: &str, source: &str) -> String {
 const MASIMO: &str = "kind = \"serial\"\ndevice = \"masimo\"\npath = \"/dev/ttyUSB0\"";
 
 /// (what is wrong, the TOML, the key path the error must name, a word the reason must contain)
+/// A udp IntelliVue source's first lines.
+const UDP: &str = "kind = \"udp\"\ndevice = \"intellivue\"\n";
+
 fn broken_configs() -> Vec<(&'static str, String, &'static str, &'static str)> {
     vec![
         ("misspelt key", format!("{SITE}[mqtt]\nbrokr = \"x\"\n"), "mqtt.brokr", "unknown field"),
@@ -103,10 +106,10 @@ fn broken_configs() -> Vec<(&'static str, String, &'static str, &'static str)> {
             "is not host:port",
         ),
         (
-            "udp source without an address",
-            format!("{SITE}{}", bed("c1", "kind = \"udp\"\ndevice = \"intellivue\"")),
+            "udp source with an address that is not host:port",
+            format!("{SITE}{}", bed("c1", "kind = \"udp\"\ndevice = \"intellivue\"\naddress = \"10.1.2.50\"")),
             "beds[0].sources[0].address",
-            "is required for kind = \"udp\"",
+            "is the monitor's host:port",
         ),
         (
             "udp source for a device that has no LAN interface here",
@@ -244,6 +247,18 @@ fn broken_configs() -> Vec<(&'static str, String, &'static str, &'static str)> {
             format!("{SITE}[[users]]\nname = \"n/x\"\nrole = \"nurse\"\npassword_hash = \"$argon2id$x\"\n"),
             "users[0].name",
             "without '/'",
+        ),
+        (
+            "a udp source with an address and a discovery filter",
+            format!("{SITE}{}", bed("c1", &format!("{UDP}address = \"10.1.2.50:24105\"\nmonitor_ip = \"10.1.2.50\""))),
+            "beds[0].sources[0].monitor_ip",
+            "does not apply",
+        ),
+        (
+            "a discovery listen address that is not ip:port",
+            format!("{SITE}{}", bed("c1", &format!("{UDP}discover_listen = \"24005\""))),
+            "beds[0].sources[0].discover_listen",
+            "not ip:port",
         ),
         (
             "unknown profile",

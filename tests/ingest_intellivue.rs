@@ -311,3 +311,58 @@ async fn the_session_runs_through_a_device_server_to_a_tcp_source() {
     tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops").unwrap().unwrap();
     server.abort();
 }
+
+/// A connect indication laid out as OpenICE's IntelliVue adapter reads it (nomenclature `00 00 01 00`, an
+/// event report `NOM_NOTI_CONN_INDIC`, protocol support with Data Export over UDP on `port`, the network
+/// address 127.0.0.1).
+fn connect_indication(port: u16) -> Vec<u8> {
+    let be = |v: &[u16]| v.iter().flat_map(|p| p.to_be_bytes()).collect::<Vec<u8>>();
+    let mut attrs = be(&[0xF101, 20, 2, 16, 1, 1, port, 0, 5, 1, port, 0]);
+    attrs.extend(be(&[0xF100, 14]));
+    attrs.extend([0x00, 0x09, 0xFB, 0x01, 0x02, 0x03, 127, 0, 0, 1, 255, 0, 0, 0]);
+    let mut info = be(&[2, attrs.len() as u16]);
+    info.extend(attrs);
+    let mut event = be(&[0x0021, 0, 0, 0, 0, 0x0D17, info.len() as u16]);
+    event.extend(info);
+    let mut roiv = be(&[0, 0, event.len() as u16]);
+    roiv.extend(event);
+    let mut out = vec![0x00, 0x00, 0x01, 0x00];
+    out.extend(be(&[1, roiv.len() as u16]));
+    out.extend(roiv);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_source_without_an_address_associates_with_the_monitor_whose_connect_indication_arrives() {
+    // The "monitor": a UDP socket on loopback that records what reaches it.
+    let monitor = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let monitor_port = monitor.local_addr().unwrap().port();
+    let listen = free_udp_port();
+    let cfg: SourceConfig = toml::from_str(&format!(
+        "kind = \"udp\"\ndevice = \"intellivue\"\ndiscover_listen = \"127.0.0.1:{listen}\"\nmonitor_ip = \"127.0.0.1\""
+    ))
+    .expect("udp discovery config");
+    let (tx, _rx) = mpsc::channel(256);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(vigil::ingest::udp::run(SourceId::new("chair-1", 0), cfg, tx, cancel.clone()));
+
+    // Nothing is sent before a connect indication arrives.
+    let mut buf = [0u8; 2048];
+    let quiet = tokio::time::timeout(Duration::from_millis(500), monitor.recv_from(&mut buf)).await;
+    assert!(quiet.is_err(), "an association request before any connect indication");
+
+    // Broadcast stand-in: connect indications sent to the discovery port until the association request comes.
+    let beacon = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let request = loop {
+        assert!(tokio::time::Instant::now() < deadline, "no association request after the connect indications");
+        beacon.send_to(b"not a connect indication", ("127.0.0.1", listen)).unwrap();
+        beacon.send_to(&connect_indication(monitor_port), ("127.0.0.1", listen)).unwrap();
+        if let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_millis(300), monitor.recv_from(&mut buf)).await {
+            break buf[..n].to_vec();
+        }
+    };
+    assert_eq!(request, vigil::ingest::protocol::intellivue::association_request(), "the association starts");
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops").unwrap().unwrap();
+}

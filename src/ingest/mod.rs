@@ -135,9 +135,9 @@ pub enum IngestError {
     /// A tcp source without an address.
     #[error("source {0}: a tcp source needs an address")]
     NoTcpAddress(SourceId),
-    /// A udp source without an address.
-    #[error("source {0}: a udp source needs an address")]
-    NoUdpAddress(SourceId),
+    /// A udp source's `discover_listen` is not ip:port.
+    #[error("source {0}: discover_listen '{1}' is not ip:port")]
+    BadDiscoverListen(SourceId, String),
 }
 
 /// Runs a `serial`, `tcp` or `udp` source until `cancel` fires (other kinds return at once: the MLLP listener and the

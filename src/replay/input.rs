@@ -12,7 +12,7 @@ use super::ReplayError;
 use crate::alarm::DeviceSignal;
 use crate::config::DeviceKind;
 use crate::event::Command;
-use crate::ingest::protocol::{hl7, masimo, mllp, s5, Frame};
+use crate::ingest::protocol::{hl7, intellivue, masimo, mllp, s5, Frame};
 use crate::ingest::AnyDecoder;
 use crate::vitals::{BedId, Parameter, Timestamp, ValueStatus};
 
@@ -185,14 +185,27 @@ fn decode_capture(bytes: &[u8], format: &str, start: Timestamp, bed: &str) -> Re
                 }
             }
         }
-        "nonin" | "s5" | "intellivue" => {
+        "intellivue" => {
+            // Serial stream, datagram payloads or pcap (`intellivue::capture`); a pcap packet's time is the time
+            // the result was received, as the daemon would have stamped it.
+            let (messages, _) = intellivue::capture::messages(bytes).map_err(|e| e.to_string())?;
+            let mut decoder = intellivue::IntelliVueDecoder::new();
+            for m in messages {
+                let Ok(payload) = m.message else { continue };
+                if let Some(Ok(f)) = decoder.decode_payload(&payload) {
+                    if !(f.measurements.is_empty() && f.device_alarms.is_some()) {
+                        frames.push((m.time.or(f.device_time), f));
+                    }
+                }
+            }
+        }
+        "nonin" | "s5" => {
             // The daemon's streaming decoders, listening only: they resynchronise and skip bad frames as on the
-            // line. Nonin frames carry no time (one a second); S/5 records and IntelliVue results may.
+            // line. Nonin frames carry no time (one a second); S/5 records may.
             use tokio_util::codec::Decoder as _;
             let device = match format {
                 "nonin" => DeviceKind::Nonin,
-                "s5" => DeviceKind::S5,
-                _ => DeviceKind::Intellivue,
+                _ => DeviceKind::S5,
             };
             let mut decoder = AnyDecoder::for_device(device);
             let mut buf = bytes::BytesMut::from(bytes);

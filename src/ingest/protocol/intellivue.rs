@@ -31,6 +31,7 @@
 //! low, `NO_ALERT` info (a prompt). Each list is the complete current set; [`IntelliVueDecoder`] reports the
 //! union of the latest two as [`Frame::device_alarms`].
 
+pub mod capture;
 pub mod session;
 
 use bytes::{Buf, BytesMut};
@@ -126,6 +127,16 @@ pub mod nom {
     pub const ATTR_NU_CMPD_VAL_OBS: u16 = 0x094B;
     /// Attribute: absolute time stamp.
     pub const ATTR_TIME_STAMP_ABS: u16 = 0x0990;
+    /// Attribute: relative time stamp (an object's, in 1/8 ms of the monitor's relative clock).
+    pub const ATTR_TIME_STAMP_REL: u16 = 0x0991;
+    /// Attribute: the MDS's absolute date and time (in the MDS Create event).
+    pub const ATTR_TIME_ABS: u16 = 0x0987;
+    /// Attribute: the MDS's relative time at that moment (in the MDS Create event).
+    pub const ATTR_TIME_REL: u16 = 0x098F;
+    /// Attribute: the monitor's network address (connect indication): MAC, IPv4 address, subnet mask.
+    pub const ATTR_NET_ADDR_INFO: u16 = 0xF100;
+    /// Attribute: the protocols the monitor offers (connect indication), each with its port.
+    pub const ATTR_PCOL_SUPPORT: u16 = 0xF101;
     /// Attribute: patient alarm list.
     pub const ATTR_AL_MON_P_AL_LIST: u16 = 0x0902;
     /// Attribute: technical alarm list.
@@ -152,6 +163,8 @@ pub mod physio {
     pub const PLETH_PULS_RATE: u16 = 0x4822;
     /// Pulse rate from the oximeter (`MDC_PULS_OXIM_PULS_RATE`).
     pub const PULS_OXIM_PULS_RATE: u16 = 0x481A;
+    /// Pulse rate, source not named (`NOM_PULS_RATE`, in VSCaptureMP's and OpenICE's physio id lists).
+    pub const PULS_RATE: u16 = 0x480A;
     /// NIBP (the compound object).
     pub const PRESS_BLD_NONINV: u16 = 0x4A04;
     /// NIBP systolic.
@@ -500,7 +513,7 @@ pub fn parameter_of(physio_id: u16) -> Option<Parameter> {
     use physio::*;
     Some(match physio_id {
         PULS_OXIM_SAT_O2 => Parameter::Spo2,
-        PLETH_PULS_RATE | PULS_OXIM_PULS_RATE => Parameter::Pr,
+        PLETH_PULS_RATE | PULS_OXIM_PULS_RATE | PULS_RATE => Parameter::Pr,
         ECG_CARD_BEAT_RATE => Parameter::Hr,
         PRESS_BLD_NONINV_SYS => Parameter::NibpSys,
         PRESS_BLD_NONINV_DIA => Parameter::NibpDia,
@@ -536,8 +549,11 @@ pub struct Numeric {
     pub unit: u16,
     /// The value, `None` for the FLOAT-Type's "no value" codes.
     pub value: Option<f64>,
-    /// The object's absolute time stamp, if it carried one.
+    /// The object's absolute time stamp, if it carried one (or, from its relative time stamp, the time
+    /// [`DeviceClock`] worked out).
     pub time: Option<Timestamp>,
+    /// The object's relative time stamp (1/8 ms), if it carried one.
+    pub relative_time: Option<u32>,
 }
 
 impl Numeric {
@@ -684,8 +700,11 @@ pub struct PollResult {
     pub poll_number: u16,
     /// The polled object class.
     pub object_class: u16,
-    /// The monitor's absolute time of the poll, if set.
+    /// The monitor's absolute time of the poll, if set (or the time [`DeviceClock`] worked out from the
+    /// relative time: several monitors leave the absolute time unset).
     pub time: Option<Timestamp>,
+    /// The monitor's relative time of the poll, in 1/8 ms.
+    pub relative_time: u32,
     /// Every numeric found.
     pub numerics: Vec<Numeric>,
     /// The patient alarm list, if the result carried one.
@@ -713,6 +732,8 @@ pub enum Pdu {
     MdsCreate {
         /// Its invoke id, for the result.
         invoke_id: u16,
+        /// The MDS's absolute and relative time at the event, when it carried both.
+        clock: Option<ClockPoint>,
     },
     /// Connect indication (LAN broadcast).
     ConnectIndication,
@@ -762,7 +783,9 @@ fn parse_data(mut r: Reader<'_>) -> Result<Pdu, DecodeError> {
             r.take(6)?; // managed object
             r.u32()?; // event time
             match r.u16()? {
-                nom::NOTI_MDS_CREAT => Ok(Pdu::MdsCreate { invoke_id }),
+                // A quirk in the MDS attributes must not cost the association: without them only the clock
+                // is missing.
+                nom::NOTI_MDS_CREAT => Ok(Pdu::MdsCreate { invoke_id, clock: mds_clock(&mut r).ok().flatten() }),
                 nom::NOTI_CONN_INDIC => Ok(Pdu::ConnectIndication),
                 _ => Ok(Pdu::Other),
             }
@@ -803,12 +826,12 @@ fn parse_result(mut r: Reader<'_>) -> Result<Pdu, DecodeError> {
     if extended {
         r.u16()?; // sequence number
     }
-    r.u32()?; // relative time
+    let relative_time = r.u32()?;
     let time = absolute_time(r.take(8)?);
     r.u16()?; // partition
     let object_class = r.u16()?;
     r.u16()?; // attribute group
-    let mut result = PollResult { poll_number, object_class, time, ..PollResult::default() };
+    let mut result = PollResult { poll_number, object_class, time, relative_time, ..PollResult::default() };
     let (contexts, mut list) = r.list("poll info list")?;
     for _ in 0..contexts {
         r_context(&mut list, &mut result)?;
@@ -823,6 +846,7 @@ fn r_context(r: &mut Reader<'_>, out: &mut PollResult) -> Result<(), DecodeError
         let handle = list.u16()?;
         let (attributes, mut attrs) = list.list("attribute list")?;
         let mut time = None;
+        let mut relative_time = None;
         let first = out.numerics.len();
         for _ in 0..attributes {
             let id = attrs.u16()?;
@@ -837,6 +861,7 @@ fn r_context(r: &mut Reader<'_>, out: &mut PollResult) -> Result<(), DecodeError
                     }
                 }
                 nom::ATTR_TIME_STAMP_ABS => time = absolute_time(value.take(8)?),
+                nom::ATTR_TIME_STAMP_REL => relative_time = Some(value.u32()?),
                 nom::ATTR_AL_MON_P_AL_LIST => out.patient_alarms = Some(alerts(&mut value, false)?),
                 nom::ATTR_AL_MON_T_AL_LIST => out.technical_alarms = Some(alerts(&mut value, true)?),
                 _ => {}
@@ -844,6 +869,7 @@ fn r_context(r: &mut Reader<'_>, out: &mut PollResult) -> Result<(), DecodeError
         }
         for n in &mut out.numerics[first..] {
             n.time = time;
+            n.relative_time = relative_time;
         }
     }
     Ok(())
@@ -854,7 +880,7 @@ fn numeric(handle: u16, r: &mut Reader<'_>) -> Result<Numeric, DecodeError> {
     let state = r.u16()?;
     let unit = r.u16()?;
     let value = float_value(r.u32()?);
-    Ok(Numeric { handle, physio_id, state, unit, value, time: None })
+    Ok(Numeric { handle, physio_id, state, unit, value, time: None, relative_time: None })
 }
 
 fn alerts(r: &mut Reader<'_>, technical: bool) -> Result<Vec<Alert>, DecodeError> {
@@ -885,9 +911,10 @@ fn alerts(r: &mut Reader<'_>, technical: bool) -> Result<Vec<Alert>, DecodeError
     Ok(out)
 }
 
-/// An IntelliVue `String`: UTF-16BE, padded with NULs; bounded to [`MAX_ALERT_TEXT`] characters, trimmed.
+/// An IntelliVue `String`: UTF-16BE, padded with NULs; bounded to [`MAX_ALERT_TEXT`] characters, trimmed. NULs
+/// and other control characters are left out wherever they are (as OpenICE reads it), not taken as the end.
 fn utf16_text(bytes: &[u8]) -> String {
-    let units = bytes.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).take_while(|u| *u != 0);
+    let units = bytes.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]]));
     let text: String = char::decode_utf16(units)
         .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
         .filter(|c| !c.is_control())
@@ -926,6 +953,151 @@ pub fn absolute_time_bytes(t: Timestamp) -> [u8; 8] {
         to_bcd(t.second()),
         to_bcd(t.timestamp_subsec_millis() / 10),
     ]
+}
+
+/// One moment on both of the monitor's clocks: its relative time (1/8 ms since it started) and the absolute
+/// date and time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockPoint {
+    /// Relative time, 1/8 ms.
+    pub relative: u32,
+    /// Absolute time.
+    pub absolute: Timestamp,
+}
+
+/// The MDS Create event's clock: `NOM_ATTR_TIME_ABS` and `NOM_ATTR_TIME_REL` of its attribute list
+/// (`MdsCreateInfo`: the MDS object, then the list), read as VSCaptureMP does.
+fn mds_clock(r: &mut Reader<'_>) -> Result<Option<ClockPoint>, DecodeError> {
+    r.u16()?; // event info length
+    r.take(6)?; // the MDS object
+    let (count, mut attrs) = r.list("MDS attribute list")?;
+    let (mut absolute, mut relative) = (None, None);
+    for _ in 0..count {
+        let id = attrs.u16()?;
+        let len = attrs.u16()?;
+        let mut value = attrs.sub(usize::from(len), "attribute")?;
+        match id {
+            nom::ATTR_TIME_ABS => absolute = absolute_time(value.take(8)?),
+            nom::ATTR_TIME_REL => relative = Some(value.u32()?),
+            _ => {}
+        }
+    }
+    Ok(absolute.zip(relative).map(|(absolute, relative)| ClockPoint { relative, absolute }))
+}
+
+/// The monitor's clock as a capture or a session tells it: VSCaptureMP's observation that several monitors
+/// leave a poll result's absolute time unset, so the time of a result (and of an object's relative time stamp)
+/// is worked out from the last moment known on both clocks (the MDS Create event, or a result that carried both)
+/// plus the relative time since, in 1/8 ms.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceClock {
+    base: Option<ClockPoint>,
+}
+
+impl DeviceClock {
+    /// A clock that knows no moment yet.
+    pub fn new() -> DeviceClock {
+        DeviceClock::default()
+    }
+
+    /// The absolute time of relative time `relative`, if a moment is known (differences up to ±3 days, the
+    /// relative clock's wrap included).
+    pub fn at(&self, relative: u32) -> Option<Timestamp> {
+        let base = self.base?;
+        let ticks = i64::from(relative.wrapping_sub(base.relative) as i32);
+        Some(base.absolute + chrono::TimeDelta::microseconds(ticks * 125))
+    }
+
+    /// Learns from `pdu` and fills in the times it lacks.
+    pub fn observe(&mut self, pdu: &mut Pdu) {
+        match pdu {
+            // A new association may be a restarted monitor: its relative clock started again.
+            Pdu::AssociationAccepted | Pdu::Abort => self.base = None,
+            Pdu::MdsCreate { clock: Some(point), .. } => self.base = Some(*point),
+            Pdu::Poll(p) => {
+                match p.time {
+                    Some(absolute) => self.base = Some(ClockPoint { relative: p.relative_time, absolute }),
+                    None => p.time = self.at(p.relative_time),
+                }
+                for n in &mut p.numerics {
+                    if n.time.is_none() {
+                        n.time = n.relative_time.and_then(|r| self.at(r));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What a monitor's connect indication (UDP broadcast to port [`LAN_CONNECT_PORT`]) says: where it takes
+/// associations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectIndication {
+    /// The monitor's IPv4 address (`NOM_ATTR_NET_ADDR_INFO`), if it sent one.
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// The UDP port of its Data Export protocol (`NOM_ATTR_PCOL_SUPPORT`, application protocol `AP_ID_DATA_OUT`
+    /// over UDP), if it offers one.
+    pub data_port: Option<u16>,
+}
+
+/// `AP_ID_DATA_OUT`: the Data Export application protocol in `NOM_ATTR_PCOL_SUPPORT`.
+const AP_ID_DATA_OUT: u16 = 5;
+/// `TP_ID_UDP`: UDP transport in `NOM_ATTR_PCOL_SUPPORT`.
+const TP_ID_UDP: u16 = 1;
+
+/// Parses a connect indication: the nomenclature version (`00 00`, major, minor), then a remote-operation
+/// invoke holding an event report (`NOM_NOTI_CONN_INDIC`) whose information is an attribute list. Laid out as
+/// OpenICE's IntelliVue adapter reads it.
+pub fn parse_connect_indication(data: &[u8]) -> Result<ConnectIndication, DecodeError> {
+    let mut r = Reader::new(data, "connect indication");
+    if r.u16()? != 0 {
+        return Err(DecodeError::Malformed("intellivue: connect indication without the 00 00 nomenclature".into()));
+    }
+    r.u16()?; // major, minor version
+    if r.u16()? != ro::INVOKE {
+        return Err(DecodeError::Malformed("intellivue: connect indication is not an invoke".into()));
+    }
+    let len = r.u16()?;
+    let mut r = r.sub(usize::from(len), "remote operation")?;
+    r.u16()?; // invoke id
+    r.u16()?; // command
+    let len = r.u16()?;
+    let mut r = r.sub(usize::from(len), "event report")?;
+    r.take(6)?; // managed object
+    r.u32()?; // event time
+    let event = r.u16()?;
+    if event != nom::NOTI_CONN_INDIC {
+        return Err(DecodeError::Malformed(format!("intellivue: event {event:04X} is not a connect indication")));
+    }
+    let len = r.u16()?;
+    let mut r = r.sub(usize::from(len), "connect indication information")?;
+    let (count, mut attrs) = r.list("attribute list")?;
+    let mut out = ConnectIndication { ip: None, data_port: None };
+    for _ in 0..count {
+        let id = attrs.u16()?;
+        let len = attrs.u16()?;
+        let mut value = attrs.sub(usize::from(len), "attribute")?;
+        match id {
+            nom::ATTR_NET_ADDR_INFO => {
+                value.take(6)?; // MAC address
+                let ip = value.take(4)?;
+                out.ip = Some(std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]));
+            }
+            nom::ATTR_PCOL_SUPPORT => {
+                let (entries, mut list) = value.list("protocol support")?;
+                for _ in 0..entries {
+                    let (application, transport, port) = (list.u16()?, list.u16()?, list.u16()?);
+                    list.u16()?; // options
+                    if application == AP_ID_DATA_OUT && transport == TP_ID_UDP && out.data_port.is_none() {
+                        out.data_port = Some(port);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1084,6 +1256,8 @@ pub struct IntelliVueDecoder {
     technical: Vec<DeviceAlarm>,
     /// The last NIBP values reported, so the same measurement polled again every second is not a new one.
     last_nibp: Option<Vec<NibpSeen>>,
+    /// The monitor's clock, for results without an absolute time.
+    clock: DeviceClock,
 }
 
 impl IntelliVueDecoder {
@@ -1101,9 +1275,10 @@ impl IntelliVueDecoder {
         }
     }
 
-    /// The next LAN message from `buf` (datagrams back to back, as [`crate::ingest::udp`] delivers them),
-    /// split by the message's own length. Anything else drops what is buffered: UDP keeps no order to resync on.
-    fn next_lan(buf: &mut BytesMut) -> Option<Result<Vec<u8>, DecodeError>> {
+    /// The next LAN message from `buf` (datagrams back to back, as [`crate::ingest::udp`] delivers them, or as
+    /// a capture of datagram payloads holds them), split by the message's own length. Anything else drops what is
+    /// buffered: UDP keeps no order to resync on.
+    pub fn next_lan(buf: &mut BytesMut) -> Option<Result<Vec<u8>, DecodeError>> {
         let need = match *buf.first()? {
             spdu::DATA if buf.len() < 8 => return None,
             spdu::DATA => 8 + usize::from(u16::from_be_bytes([buf[6], buf[7]])),
@@ -1146,10 +1321,11 @@ impl IntelliVueDecoder {
     /// One message's user data (a LAN datagram, or a deframed serial frame): a [`Frame`] for a poll result,
     /// `None` for a session message.
     pub fn decode_payload(&mut self, data: &[u8]) -> Option<Result<Frame, DecodeError>> {
-        let pdu = match parse_pdu(data) {
+        let mut pdu = match parse_pdu(data) {
             Ok(p) => p,
             Err(e) => return Some(Err(e)),
         };
+        self.clock.observe(&mut pdu);
         if matches!(pdu, Pdu::AssociationAccepted | Pdu::Abort | Pdu::ReleaseRequest) {
             // A new association (or none): the alarm lists start afresh.
             self.patient.clear();

@@ -125,7 +125,7 @@ impl Session {
             Pdu::AssociationRefused => Arrived::Refused,
             Pdu::ReleaseRequest => Arrived::Released,
             Pdu::Abort => Arrived::Aborted,
-            Pdu::MdsCreate { invoke_id } => Arrived::MdsCreate(*invoke_id),
+            Pdu::MdsCreate { invoke_id, .. } => Arrived::MdsCreate(*invoke_id),
             Pdu::Poll(_) | Pdu::Error { .. } | Pdu::Other => Arrived::Result,
             Pdu::ReleaseResponse | Pdu::AssociationRequest | Pdu::ConnectIndication => return,
         };

@@ -252,7 +252,7 @@ fn the_session_associates_answers_the_mds_create_polls_and_reassociates_when_res
     assert_eq!(sent(&mut s, 0), [Pdu::AssociationRequest]);
     s.on_pdu(&Pdu::AssociationAccepted);
     assert!(sent(&mut s, 100).is_empty());
-    s.on_pdu(&Pdu::MdsCreate { invoke_id: 9 });
+    s.on_pdu(&Pdu::MdsCreate { invoke_id: 9, clock: None });
     let out = sent(&mut s, 200);
     assert_eq!(out.len(), 2, "the MDS Create result and the first numerics poll: {out:?}");
     assert_eq!(s.take_link_change(), Some(LinkChange::Up));
@@ -269,7 +269,7 @@ fn the_session_associates_answers_the_mds_create_polls_and_reassociates_when_res
     assert_eq!(sent(&mut s, quiet + ANSWER_TIMEOUT_MS), [Pdu::AssociationRequest]);
     assert_eq!(s.take_link_change(), None);
     s.on_pdu(&Pdu::AssociationAccepted);
-    s.on_pdu(&Pdu::MdsCreate { invoke_id: 1 });
+    s.on_pdu(&Pdu::MdsCreate { invoke_id: 1, clock: None });
     sent(&mut s, quiet + ANSWER_TIMEOUT_MS + 10);
     assert_eq!(s.take_link_change(), Some(LinkChange::Up));
     assert_eq!(s.associations(), 2);
@@ -281,7 +281,7 @@ fn a_release_from_the_monitor_is_answered_and_an_abort_is_reported() {
     let mut s = Session::new(Link::Lan);
     sent(&mut s, 0);
     s.on_pdu(&Pdu::AssociationAccepted);
-    s.on_pdu(&Pdu::MdsCreate { invoke_id: 1 });
+    s.on_pdu(&Pdu::MdsCreate { invoke_id: 1, clock: None });
     sent(&mut s, 10);
     s.take_link_change();
     s.on_pdu(&Pdu::ReleaseRequest);
@@ -295,7 +295,7 @@ fn the_serial_link_sends_at_most_four_frames_per_128_ms() {
     let mut s = Session::new(Link::Serial);
     sent(&mut s, 0);
     s.on_pdu(&Pdu::AssociationAccepted);
-    s.on_pdu(&Pdu::MdsCreate { invoke_id: 1 });
+    s.on_pdu(&Pdu::MdsCreate { invoke_id: 1, clock: None });
     // Pile up more than the window allows: the MDS result, then numerics and alert polls for a few seconds.
     for t in (10..4000).step_by(500) {
         s.on_pdu(&Pdu::Poll(PollResult::default()));
@@ -314,4 +314,42 @@ fn the_serial_link_sends_at_most_four_frames_per_128_ms() {
     for w in times.windows(PACE_FRAMES + 1) {
         assert!(w[PACE_FRAMES] - w[0] >= PACE_WINDOW_MS, "{times:?}");
     }
+}
+
+#[test]
+fn nom_puls_rate_is_a_pulse_and_alert_text_keeps_what_follows_a_nul() {
+    assert_eq!(parameter_of(physio::PULS_RATE), Some(Parameter::Pr));
+    let text: Vec<u8> = [0x0053u16, 0x0070, 0x004F, 0x0032, 0x0000, 0x0020, 0x004C, 0x004F, 0x0057, 0x0000]
+        .iter()
+        .flat_map(|u| u.to_be_bytes())
+        .collect();
+    assert_eq!(utf16_text(&text), "SpO2 LOW", "OpenICE drops NULs and control characters, it does not stop");
+}
+
+/// A connect indication as OpenICE lays it out: nomenclature `00 00 01 00`, ROIV event report
+/// `NOM_NOTI_CONN_INDIC`, attributes: system type (skipped), protocol support (ACSE/UDP 24105, Data Export/UDP
+/// 24105), network address (MAC, 10.1.2.50, 255.255.255.0).
+#[rustfmt::skip]
+pub(super) const CONNECT_INDICATION: [u8; 82] = [
+    0x00, 0x00, 0x01, 0x00,                         // nomenclature 1.0
+    0x00, 0x01, 0x00, 0x4A,                         // invoke, 74
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x44,             // invoke id 0, event report, 68
+    0x00, 0x21, 0x00, 0x00, 0x00, 0x00,             //   the MDS
+    0x00, 0x00, 0x00, 0x00, 0x0D, 0x17, 0x00, 0x36, //   event time, NOM_NOTI_CONN_INDIC, 54
+    0x00, 0x03, 0x00, 0x32,                         //   3 attributes, 50
+    0x09, 0x86, 0x00, 0x04, 0x00, 0x01, 0x00, 0x21, //   system type
+    0xF1, 0x01, 0x00, 0x14, 0x00, 0x02, 0x00, 0x10, //   protocol support: 2 entries, 16
+    0x00, 0x01, 0x00, 0x01, 0x5E, 0x29, 0x00, 0x00, //     ACSE, UDP, 24105
+    0x00, 0x05, 0x00, 0x01, 0x5E, 0x29, 0x00, 0x00, //     Data Export, UDP, 24105
+    0xF1, 0x00, 0x00, 0x0E,                         //   network address, 14
+    0x00, 0x09, 0xFB, 0x01, 0x02, 0x03, 0x0A, 0x01, 0x02, 0x32, 0xFF, 0xFF, 0xFF, 0x00,
+];
+
+#[test]
+fn a_connect_indication_names_the_monitors_address_and_its_data_export_port() {
+    let ci = parse_connect_indication(&CONNECT_INDICATION).unwrap();
+    assert_eq!(ci.ip, Some(std::net::Ipv4Addr::new(10, 1, 2, 50)));
+    assert_eq!(ci.data_port, Some(24105));
+    assert!(parse_connect_indication(&CONNECT_INDICATION[..40]).is_err(), "cut short is an error, not a panic");
+    assert!(parse_connect_indication(&association_request()).is_err());
 }
