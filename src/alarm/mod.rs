@@ -437,9 +437,14 @@ impl Engine {
             ps.doubt_pending = None;
             ps.doubt_samples = 0;
         }
-        self.clear_if_live(&Key::PoorSignal(p), t, &mut out);
+        // With no live alarm (the common case) there is nothing to clear: the keys are not even built.
+        if self.lc.any_live() {
+            self.clear_if_live(&Key::PoorSignal(p), t, &mut out);
+        }
         if p.is_continuous() {
-            self.clear_if_live(&Key::NoData(p), t, &mut out);
+            if self.lc.any_live() {
+                self.clear_if_live(&Key::NoData(p), t, &mut out);
+            }
         } else {
             if p == Parameter::NibpSys {
                 self.note_nibp_time(at);
@@ -931,7 +936,9 @@ impl Engine {
             } else if self.params[i].pending.iter().any(Option::is_some) || (i == SPO2 && self.sat.is_some()) {
                 self.eval_thresholds(i, t, false, &mut out);
             }
-            if i == SPO2 && (self.params[SPO2].doubt.is_some() || self.is_live(&Key::PoorSignal(p))) {
+            if i == SPO2
+                && (self.params[SPO2].doubt.is_some() || (self.lc.any_live() && self.is_live(&Key::PoorSignal(p))))
+            {
                 self.eval_poor_signal(SPO2, t, false, &mut out);
             }
         }
@@ -947,7 +954,10 @@ impl Engine {
     /// Ends the self-test's test alarm once it has been shown for [`SELF_TEST_HOLD_MS`] (at once when it came
     /// back from the store after a restart: its self-test is over).
     fn end_self_test(&mut self, t: i64, out: &mut Vec<Event>) {
-        if self.is_live(&Key::SelfTest) && self.self_test_at.is_none_or(|at| t - at >= SELF_TEST_HOLD_MS) {
+        if self.lc.any_live()
+            && self.is_live(&Key::SelfTest)
+            && self.self_test_at.is_none_or(|at| t - at >= SELF_TEST_HOLD_MS)
+        {
             self.lc.end(&Key::SelfTest, t, out);
             self.self_test_at = None;
         }

@@ -5,8 +5,6 @@
 
 use std::collections::VecDeque;
 
-use statrs::statistics::{Data, OrderStatistics};
-
 use super::profile::{DriftConfig, SlopeConfig};
 
 /// What a slope detector saw.
@@ -25,20 +23,39 @@ pub struct Fit {
 }
 
 /// Theil–Sen slope of `(t_ms, v)` points in units per minute; `scratch` is reused so the hot path does not
-/// allocate. The median is statrs' in-place selection.
+/// allocate. The median is the middle order statistic (the mean of the two middle ones for an even count).
 pub fn theil_sen(points: &VecDeque<(i64, f64)>, scratch: &mut Vec<f64>) -> Option<f64> {
     scratch.clear();
+    let (a, b) = points.as_slices();
     for (i, &(ti, vi)) in points.iter().enumerate() {
-        for &(tj, vj) in points.iter().skip(i + 1) {
+        // The points after `i`, as at most two contiguous slices (the deque's ring), so the inner loop is a
+        // plain slice walk.
+        let (first, second) = if i < a.len() { (&a[i + 1..], b) } else { (&b[i - a.len() + 1..], &b[..0]) };
+        for &(tj, vj) in first.iter().chain(second) {
             if tj != ti {
                 scratch.push((vj - vi) / ((tj - ti) as f64 / 60_000.0));
             }
         }
     }
-    if scratch.is_empty() {
+    median_in_place(scratch)
+}
+
+/// The median of `values` (reordered in place): the middle order statistic, or the mean of the two middle ones
+/// for an even count; `None` when empty. The values must not be NaN (pairwise slopes of distinct times of finite
+/// values never are). One selection instead of two: after it, the lower middle value is the largest of the
+/// lower part.
+pub fn median_in_place(values: &mut [f64]) -> Option<f64> {
+    let n = values.len();
+    if n == 0 {
         return None;
     }
-    Some(Data::new(&mut scratch[..]).median())
+    let k = n / 2;
+    let (lower, &mut upper, _) = values.select_nth_unstable_by(k, f64::total_cmp);
+    if n % 2 == 1 {
+        return Some(upper);
+    }
+    let below = lower.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    Some((below + upper) / 2.0)
 }
 
 /// A robust-slope detector over a time window, with optional bucketing for 1 Hz series.
@@ -305,6 +322,47 @@ mod tests {
             let f = last.unwrap();
             assert_eq!(d.alarming(&f, true), !gated_out, "start {start}: {f:?}");
             assert_eq!(f.slope_per_min == 0.0, gated_out, "the fit is skipped only beyond the gate: {f:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The one-selection median is exactly statrs' two-selection median (the engine's result before the
+        /// replay speed work), ties, odd and even counts included.
+        #[test]
+        fn the_median_is_exactly_the_two_middle_order_statistics_of_statrs(
+            values in proptest::collection::vec(-40i32..40, 1..300),
+            scale in 1u32..7,
+        ) {
+            use statrs::statistics::{Data, OrderStatistics};
+            let mut v: Vec<f64> = values.iter().map(|x| *x as f64 / scale as f64).collect();
+            let mut reference = v.clone();
+            let expected = Data::new(&mut reference[..]).median();
+            proptest::prop_assert_eq!(median_in_place(&mut v).map(f64::to_bits), Some(expected.to_bits()));
+        }
+
+        /// Over a deque whose ring has wrapped (two slices), the fit sees every pair once, as a plain loop does.
+        #[test]
+        fn theil_sen_over_a_wrapped_deque_sees_every_pair(
+            values in proptest::collection::vec(80i32..100, 2..40),
+            pops in 0usize..30,
+        ) {
+            let mut pts: VecDeque<(i64, f64)> = VecDeque::with_capacity(4);
+            for (k, v) in values.iter().enumerate() {
+                pts.push_back((k as i64 * 5000, *v as f64));
+                if k < pops && pts.len() > 2 {
+                    pts.pop_front();
+                }
+            }
+            let mut pairs = Vec::new();
+            let v: Vec<(i64, f64)> = pts.iter().copied().collect();
+            for i in 0..v.len() {
+                for j in i + 1..v.len() {
+                    pairs.push((v[j].1 - v[i].1) / ((v[j].0 - v[i].0) as f64 / 60_000.0));
+                }
+            }
+            use statrs::statistics::{Data, OrderStatistics};
+            let expected = Data::new(&mut pairs[..]).median();
+            proptest::prop_assert_eq!(theil_sen(&pts, &mut Vec::new()).map(f64::to_bits), Some(expected.to_bits()));
         }
     }
 

@@ -303,7 +303,7 @@ pub struct CsvRows<R: Read = File> {
     file: String,
     start: Timestamp,
     status_column: bool,
-    beds: HashMap<Box<str>, BedId>,
+    beds: HashMap<Box<str>, BedId, foldhash::fast::RandomState>,
     last_bed: Option<BedId>,
     last_stamp: Vec<u8>,
     last_time: Timestamp,
@@ -329,7 +329,7 @@ impl<R: Read> CsvRows<R> {
             file,
             start,
             status_column: false,
-            beds: HashMap::new(),
+            beds: HashMap::default(),
             last_bed: None,
             last_stamp: Vec::new(),
             last_time: start,
@@ -413,6 +413,27 @@ impl<R: Read> CsvRows<R> {
             time
         };
         let bed = self.bed(line)?;
+        // The common row, a parameter name and a whole number without a status, is read from the bytes without
+        // UTF-8 checks or the float parser (a whole number of up to 15 digits is exact in an f64, so the value
+        // is the one `str::parse` gives).
+        if !self.status_column || self.record.get(4).is_none_or(|s| s.trim_ascii().is_empty()) {
+            let raw = self.record[2].trim_ascii();
+            let p = match raw {
+                b"spo2" => Some(Parameter::Spo2),
+                b"pr" => Some(Parameter::Pr),
+                b"hr" => Some(Parameter::Hr),
+                b"rr" => Some(Parameter::Rr),
+                b"nibp_sys" => Some(Parameter::NibpSys),
+                b"nibp_dia" => Some(Parameter::NibpDia),
+                b"nibp_mean" => Some(Parameter::NibpMean),
+                _ => None,
+            };
+            if let Some(p) = p {
+                if let Some(v) = whole_number(self.record[3].trim_ascii()) {
+                    return Ok(Row { time, bed, kind: RowKind::Reading(p, Some(v), None) });
+                }
+            }
+        }
         let parameter = self.field(2, line)?;
         let value = self.field(3, line)?;
         let status = if self.status_column { self.field(4, line)? } else { "" };
@@ -480,6 +501,22 @@ impl<R: Read> CsvRows<R> {
     }
 }
 
+/// `digits` as a number when it is 1 to 15 ASCII digits (exact in an f64), else `None`.
+#[inline]
+fn whole_number(digits: &[u8]) -> Option<f64> {
+    if digits.is_empty() || digits.len() > 15 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u64::from(b - b'0');
+    }
+    Some(n as f64)
+}
+
 fn parse_event(value: &str) -> Result<RowKind, String> {
     let action = |action| Ok(RowKind::Action { action, line: 0 });
     let (name, arg) = match value.split_once(':') {
@@ -516,7 +553,9 @@ fn parse_event(value: &str) -> Result<RowKind, String> {
 pub struct SortedCsv {
     csv: CsvRows,
     buffer: VecDeque<Row>,
-    latest: Option<(Timestamp, usize)>,
+    /// The latest time read, its line, and that time minus the window (computed once per new latest time, not
+    /// per row).
+    latest: Option<(Timestamp, usize, Timestamp)>,
     eof: bool,
 }
 
@@ -530,7 +569,7 @@ impl SortedCsv {
         loop {
             if let Some(front) = self.buffer.front() {
                 // Every row still to come is at or after latest - window.
-                if self.eof || self.latest.is_some_and(|(t, _)| front.time < t - window) {
+                if self.eof || self.latest.is_some_and(|(_, _, floor)| front.time < floor) {
                     return Ok(self.buffer.pop_front());
                 }
             } else if self.eof {
@@ -541,7 +580,7 @@ impl SortedCsv {
                 continue;
             };
             match self.latest {
-                Some((t, latest_line)) if row.time < t - window => {
+                Some((t, latest_line, floor)) if row.time < floor => {
                     return Err(self.csv.err(
                         line,
                         format!(
@@ -554,8 +593,8 @@ impl SortedCsv {
                         ),
                     ))
                 }
-                Some((t, _)) if row.time <= t => {}
-                _ => self.latest = Some((row.time, line)),
+                Some((t, ..)) if row.time <= t => {}
+                _ => self.latest = Some((row.time, line, row.time - window)),
             }
             // After every row of the same or an earlier time: a stable order.
             let mut at = self.buffer.len();
@@ -563,6 +602,22 @@ impl SortedCsv {
                 at -= 1;
             }
             self.buffer.insert(at, row);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_number;
+
+    proptest::proptest! {
+        /// The fast path reads a whole number exactly as the float parser does, and leaves anything else to it.
+        #[test]
+        fn a_whole_number_reads_as_the_float_parser_reads_it(s in "[0-9]{1,15}|[0-9]{16,18}|[0-9]*[.eE+-][0-9]*") {
+            match whole_number(s.as_bytes()) {
+                Some(v) => proptest::prop_assert_eq!(v.to_bits(), s.parse::<f64>().unwrap().to_bits()),
+                None => proptest::prop_assert!(s.len() > 15 || !s.bytes().all(|b| b.is_ascii_digit())),
+            }
         }
     }
 }

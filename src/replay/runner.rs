@@ -164,10 +164,12 @@ impl Tally {
     }
 }
 
-/// One bed: an engine per profile.
+/// One bed: an engine per profile, and the reading handed to them, filled in place for each row (building a
+/// fresh one per row cloned the bed's name, an atomic increment and decrement per reading).
 struct Bed {
     id: BedId,
     engines: Vec<Engine>,
+    reading: Reading,
 }
 
 /// What a finished loop found.
@@ -188,11 +190,28 @@ pub struct Outcome {
     pub refused: usize,
 }
 
+/// Fills a bed's held reading in place for one row and lends it to the engine.
+fn fill(
+    held: &mut Reading,
+    (parameter, value, status): (Parameter, Option<f64>, ValueStatus),
+    received: Timestamp,
+    measured: Option<Timestamp>,
+    spot: bool,
+) -> &Reading {
+    held.parameter = parameter;
+    held.value = value;
+    held.status = status;
+    held.received = received;
+    held.measured = measured;
+    held.spot = spot;
+    held
+}
+
 /// The engine loop over rows in time order.
 pub struct Runner<'a> {
     profiles: Vec<Arc<Profile>>,
     only_bed: Option<&'a str>,
-    index: HashMap<BedId, usize>,
+    index: HashMap<BedId, usize, foldhash::fast::RandomState>,
     last_bed: Option<(BedId, usize)>,
     beds: Vec<Bed>,
     /// Bed indices in bed-name order: ticks visit beds in this order.
@@ -214,7 +233,7 @@ impl<'a> Runner<'a> {
         Runner {
             profiles: profiles.into_iter().map(Arc::new).collect(),
             only_bed,
-            index: HashMap::new(),
+            index: HashMap::default(),
             last_bed: None,
             beds: Vec::new(),
             order: Vec::new(),
@@ -275,7 +294,18 @@ impl<'a> Runner<'a> {
     fn add_bed(&mut self, bed: &BedId) -> usize {
         let engines = self.profiles.iter().map(|p| Engine::new(bed.clone(), p.clone(), 1)).collect();
         let i = self.beds.len();
-        self.beds.push(Bed { id: bed.clone(), engines });
+        let reading = Reading {
+            bed: bed.clone(),
+            parameter: Parameter::Hr,
+            value: None,
+            status: ValueStatus::Unavailable,
+            device_time: None,
+            received: Timestamp::default(),
+            measured: None,
+            spot: false,
+            source: None,
+        };
+        self.beds.push(Bed { id: bed.clone(), engines, reading });
         self.index.insert(bed.clone(), i);
         self.seen.insert(bed.clone());
         let at = self.order.partition_point(|&j| self.beds[j].id < *bed);
@@ -309,18 +339,8 @@ impl<'a> Runner<'a> {
     }
 
     fn feed(&mut self, i: usize, k: usize, r: &Row, sink: &mut dyn Sink) -> Result<Vec<Event>, ReplayError> {
-        let engine = &mut self.beds[i].engines[k];
-        let reading = |p: Parameter, value: Option<f64>, status: ValueStatus| Reading {
-            bed: r.bed.clone(),
-            parameter: p,
-            value,
-            status,
-            device_time: None,
-            received: r.time,
-            measured: None,
-            spot: false,
-            source: None,
-        };
+        let Bed { engines, reading: held, .. } = &mut self.beds[i];
+        let engine = &mut engines[k];
         Ok(match &r.kind {
             RowKind::Reading(p, v, status) => {
                 // Without a status column the CSV convention holds: a value is valid, 0 means "no value".
@@ -328,13 +348,10 @@ impl<'a> Runner<'a> {
                     Some(v) if *v != 0.0 => ValueStatus::Valid,
                     _ => ValueStatus::Unavailable,
                 });
-                engine.observe(&reading(*p, *v, status), r.time)
+                engine.observe(fill(held, (*p, *v, status), r.time, None, false), r.time)
             }
             RowKind::Device { parameter, value, status, measured, spot } => {
-                let mut reading = reading(*parameter, *value, *status);
-                reading.measured = *measured;
-                reading.spot = *spot;
-                engine.observe(&reading, r.time)
+                engine.observe(fill(held, (*parameter, *value, *status), r.time, *measured, *spot), r.time)
             }
             RowKind::Signal(sig) => engine.device(sig, r.time),
             // A refused session command in a recording (e.g. infusion_stop without a start) changes nothing.
