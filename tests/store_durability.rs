@@ -357,3 +357,22 @@ fn a_full_disk_is_a_visible_store_failure_and_writes_resume_with_nothing_lost_wh
     assert_eq!(store.pending_count().unwrap(), 2);
     assert_eq!(store.next_bed_seq("chair-1").unwrap(), 3);
 }
+
+#[test]
+fn a_write_that_meets_another_connections_write_lock_waits_for_it_instead_of_failing_busy() {
+    // Two processes on one store (the daemon and a helper, or a tool) take turns at the write lock.
+    let (dir, store) = open();
+    store.append(&[Event::Alarm(alarm("chair-1", 1, 1, t(0)))]).unwrap();
+    let other = rusqlite::Connection::open(dir.path().join("vigil.db")).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE; UPDATE bed_counters SET last_bed_seq = last_bed_seq").unwrap();
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        other.execute_batch("COMMIT").unwrap();
+    });
+    for seq in 2..=4 {
+        store.append(&[Event::Alarm(alarm("chair-1", seq, seq as u32, t(seq as i64)))]).unwrap();
+    }
+    holder.join().unwrap();
+    assert_eq!(store.next_bed_seq("chair-1").unwrap(), 5);
+    assert!(store.health().borrow().ok, "waiting for a lock is not a store failure");
+}

@@ -640,7 +640,7 @@ impl Store {
 /// Brings a file from `version` (0: new or empty) to [`SCHEMA_VERSION`].
 fn migrate(conn: &mut Connection, version: i64) -> Result<(), rusqlite::Error> {
     if version < 1 {
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute_batch(SCHEMA)?;
         tx.pragma_update(None, "user_version", 1)?;
         tx.commit()?;
@@ -648,7 +648,7 @@ fn migrate(conn: &mut Connection, version: i64) -> Result<(), rusqlite::Error> {
     for (i, step) in MIGRATIONS.iter().enumerate() {
         let to = i as i64 + 2;
         if version.max(1) < to {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.execute_batch(step)?;
             tx.pragma_update(None, "user_version", to)?;
             tx.commit()?;

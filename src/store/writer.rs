@@ -223,7 +223,9 @@ type Answers = Vec<(Done, Result<(), StoreError>)>;
 /// for the health state.
 fn commit(conn: &mut Connection, jobs: Vec<Job>) -> (Answers, Result<(), String>) {
     let mut outcomes = Vec::with_capacity(jobs.len());
-    let tx = match conn.transaction() {
+    // IMMEDIATE takes the write lock up front, so waiting for another process's writer goes through the busy
+    // timeout; a deferred transaction that read first and then writes fails at once with SQLITE_BUSY.
+    let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
             let text = e.to_string();
