@@ -732,7 +732,9 @@ mod tests {
 
         std::fs::remove_file(&filler).unwrap();
         hub.command(command(crate::event::Command::InfusionStart)).await.unwrap();
-        let stored = store.session_events("chair-1", chrono::DateTime::UNIX_EPOCH, Utc::now()).unwrap();
+        // The range's end is exclusive: an event stamped in this very millisecond must be inside it.
+        let until = Utc::now() + chrono::Duration::seconds(1);
+        let stored = store.session_events("chair-1", chrono::DateTime::UNIX_EPOCH, until).unwrap();
         let actions: Vec<(&str, u64)> = stored.iter().map(|e| (e.action.as_str(), e.session_seq)).collect();
         assert_eq!(actions, [("session_start", 1), ("infusion_start", 2)], "nothing lost, in order");
         assert_eq!(store.pending_count().unwrap(), 2, "both wait in the outbox for MQTT");

@@ -444,7 +444,9 @@ async fn an_event_the_broker_cannot_take_is_quarantined_counted_and_shown_and_th
     assert_eq!(m.link.borrow().delivery.quarantined, 1);
     assert_eq!(m.link.borrow().state, LinkState::Connected, "the connection was never dropped for it");
     // It is still in the event log: quarantine is about delivery, not about forgetting.
-    let all = store.alarm_events("chair-1", chrono::DateTime::UNIX_EPOCH, chrono::Utc::now()).unwrap();
+    let all = store
+        .alarm_events("chair-1", chrono::DateTime::UNIX_EPOCH, chrono::Utc::now() + chrono::Duration::hours(1))
+        .unwrap();
     assert_eq!(all.len(), 2);
     cancel.cancel();
     tokio::time::timeout(T, m.task).await.unwrap().unwrap();

@@ -147,7 +147,8 @@ async fn a_daemon_started_on_a_killed_ones_store_shows_its_latched_alarm_and_ses
 
     // In the event log: one start for the alarm, never a second; bed_seq contiguous.
     let store = Store::open(&dir.path().join("vigil.db")).unwrap();
-    let log = store.alarm_events("chair-1", chrono::DateTime::UNIX_EPOCH, Utc::now()).unwrap();
+    let log =
+        store.alarm_events("chair-1", chrono::DateTime::UNIX_EPOCH, Utc::now() + chrono::Duration::hours(1)).unwrap();
     let starts = log.iter().filter(|e| e.condition == "spo2_low" && e.phase == AlarmPhase::Start).count();
     assert_eq!(starts, 1, "{log:#?}");
     let seqs: Vec<u64> = log.iter().map(|e| e.bed_seq).collect();

@@ -151,7 +151,9 @@ async fn vigil_self_test_against_the_embedded_broker_passes_every_hop_within_ten
     let store = vigil::store::Store::open(&dir.path().join("vigil.db")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let events = loop {
-        let all = store.alarm_events("chair-1", chrono::DateTime::UNIX_EPOCH, chrono::Utc::now()).unwrap();
+        let all = store
+            .alarm_events("chair-1", chrono::DateTime::UNIX_EPOCH, chrono::Utc::now() + chrono::Duration::hours(1))
+            .unwrap();
         let mine: Vec<_> = all.into_iter().filter(|e| e.alarm_id == alarm_id).collect();
         if mine.iter().any(|e| e.phase == AlarmPhase::End) || Instant::now() > deadline {
             break mine;
