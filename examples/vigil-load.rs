@@ -9,11 +9,17 @@
 //! ```
 //! `--speed 2` doubles every chair's rate; `--alarming N` runs N chairs on the desaturation scenario, whose alarm
 //! events are timed like vitals.
+//!
+//! Overload (`--burst-hl7 M`): M more HL7 monitors send once a second, then `--burst-rate R` times a second for
+//! `--burst-seconds S`, then once a second again; the first `--burst-alarming K` of them send SpO2 80 % during the
+//! burst only, so alarms start under overload and end after it. The harness then reports three windows (steady,
+//! overload, after), each with its vitals rate and latency, vitals shed, and alarm event latency.
 //! The daemon binary is looked up next to the harness (`target/release/vigil`); `--bin PATH` overrides it.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,11 +36,31 @@ struct Args {
     speed: f64,
     /// How many of the chairs run the `desaturation` scenario (alarms) instead of `calm-session`.
     alarming: usize,
+    /// HL7 monitors that raise the load for the overload window.
+    burst_hl7: usize,
+    /// Messages per second each of them sends during the overload window.
+    burst_rate: u64,
+    /// How long the overload window lasts.
+    burst_seconds: u64,
+    /// How many burst monitors send a low SpO2 during the overload window.
+    burst_alarming: usize,
 }
 
 /// The command line, or why it is wrong (the caller prints it and exits 2).
 fn args() -> Result<Args, String> {
-    let mut a = Args { chairs: 100, hl7: 0, warmup: 10, seconds: 30, bin: PathBuf::new(), speed: 1.0, alarming: 0 };
+    let mut a = Args {
+        chairs: 100,
+        hl7: 0,
+        warmup: 10,
+        seconds: 30,
+        bin: PathBuf::new(),
+        speed: 1.0,
+        alarming: 0,
+        burst_hl7: 0,
+        burst_rate: 10,
+        burst_seconds: 30,
+        burst_alarming: 0,
+    };
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
     a.bin = exe.parent().and_then(|d| d.parent()).map(|d| d.join("vigil")).unwrap_or_default();
     let mut it = std::env::args().skip(1);
@@ -48,6 +74,10 @@ fn args() -> Result<Args, String> {
             "--seconds" => a.seconds = number("seconds")?,
             "--bin" => a.bin = v.into(),
             "--alarming" => a.alarming = number("a number of chairs")? as usize,
+            "--burst-hl7" => a.burst_hl7 = number("a number of monitors")? as usize,
+            "--burst-rate" => a.burst_rate = number("messages per second")?.max(1),
+            "--burst-seconds" => a.burst_seconds = number("seconds")?,
+            "--burst-alarming" => a.burst_alarming = number("a number of monitors")? as usize,
             "--speed" => {
                 a.speed = v
                     .parse::<f64>()
@@ -57,7 +87,8 @@ fn args() -> Result<Args, String> {
             }
             _ => {
                 return Err(format!(
-                    "unknown argument {k} (--chairs, --hl7, --warmup, --seconds, --bin, --speed, --alarming)"
+                    "unknown argument {k} (--chairs, --hl7, --warmup, --seconds, --bin, --speed, --alarming, \
+                     --burst-hl7, --burst-rate, --burst-seconds, --burst-alarming)"
                 ))
             }
         }
@@ -85,7 +116,7 @@ fn config(a: &Args, dir: &std::path::Path, mqtt: u16, mllp: u16, http: u16) -> S
          [[users]]\nname = \"{USER}\"\nrole = \"viewer\"\npassword_hash = \"{hash}\"\n",
         dir.join("vigil.db").display()
     );
-    if a.hl7 > 0 {
+    if a.hl7 + a.burst_hl7 > 0 {
         s.push_str(&format!("[mllp]\nlisten = \"127.0.0.1:{mllp}\"\n"));
     }
     for i in 0..a.chairs {
@@ -103,16 +134,25 @@ fn config(a: &Args, dir: &std::path::Path, mqtt: u16, mllp: u16, http: u16) -> S
             device_id(j)
         ));
     }
+    for j in 0..a.burst_hl7 {
+        s.push_str(&format!(
+            "[[beds]]\nid = \"burst-{j}\"\n[[beds.sources]]\nkind = \"mllp\"\ndevice = \"hl7\"\ndevice_id = \"{}\"\n",
+            device_id(BURST_IDS + j)
+        ));
+    }
     s
 }
 
-/// A PCD-01 ORU^R01 with SpO2, pulse and NIBP, from the Mindray sample, for device `j`.
-fn hl7_message(j: usize, control: u64) -> Vec<u8> {
+/// Device ids of burst monitors start here, clear of the steady monitors'.
+const BURST_IDS: usize = 1 << 24;
+
+/// A PCD-01 ORU^R01 with SpO2 and pulse, from the Mindray sample, for device `j`.
+fn hl7_message(j: usize, control: u64, spo2: u32) -> Vec<u8> {
     let text = format!(
         "MSH|^~\\&|MINDRAY_VS900^{id}^EUI-64||||20191206113452||ORU^R01^ORU_R01|{control}|P|2.6|||AL|NE\r\
          PID|||^^^Hospital^PI||^^^^^^L\r\
          OBR|1|{control}^MINDRAY_VS900^{id}^EUI-64|{control}^MINDRAY_VS900^{id}^EUI-64|182777000^monitoring of patient^SCT|||20191206113452\r\
-         OBX|1|NM|150456^MDC_PULS_OXIM_SAT_O2^MDC|1.3.1.150456|97|262688^MDC_DIM_PERCENT^MDC|||||R|||20191206113452\r\
+         OBX|1|NM|150456^MDC_PULS_OXIM_SAT_O2^MDC|1.3.1.150456|{spo2}|262688^MDC_DIM_PERCENT^MDC|||||R|||20191206113452\r\
          OBX|2|NM|149530^MDC_PULS_OXIM_PULS_RATE^MDC|1.3.1.149530|72|264864^MDC_DIM_BEAT_PER_MIN^MDC|||||R|||20191206113452\r",
         id = device_id(j)
     );
@@ -122,18 +162,32 @@ fn hl7_message(j: usize, control: u64) -> Vec<u8> {
     out
 }
 
-async fn monitor(j: usize, port: u16, acks: Arc<Mutex<u64>>) {
+/// How a monitor paces itself: the steady ones send once a second; burst ones follow the harness's burst switch.
+#[derive(Clone)]
+enum Pace {
+    Steady,
+    Burst { on: Arc<AtomicBool>, rate: u64, alarming: bool },
+}
+
+async fn monitor(j: usize, port: u16, acks: Arc<Mutex<u64>>, pace: Pace) {
     let mut stream = loop {
         match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
             Ok(s) => break s,
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     };
-    let mut every = tokio::time::interval(Duration::from_secs(1));
     let mut buf = vec![0u8; 4096];
+    let mut next = tokio::time::Instant::now();
     for control in 1.. {
-        every.tick().await;
-        if stream.write_all(&hl7_message(j, control)).await.is_err() {
+        let (gap, spo2) = match &pace {
+            Pace::Burst { on, rate, alarming } if on.load(Ordering::Relaxed) => {
+                (Duration::from_secs(1) / *rate as u32, if *alarming { 80 } else { 97 })
+            }
+            _ => (Duration::from_secs(1), 97),
+        };
+        next += gap;
+        tokio::time::sleep_until(next).await;
+        if stream.write_all(&hl7_message(j, control, spo2)).await.is_err() {
             return;
         }
         let mut got = Vec::new();
@@ -213,10 +267,13 @@ async fn main() {
     eprintln!("daemon up after {:?}", started.elapsed());
 
     let acks = Arc::new(Mutex::new(0u64));
-    if a.hl7 > 0 {
-        for j in 0..a.hl7 {
-            tokio::spawn(monitor(j, mllp, acks.clone()));
-        }
+    for j in 0..a.hl7 {
+        tokio::spawn(monitor(j, mllp, acks.clone(), Pace::Steady));
+    }
+    let burst = Arc::new(AtomicBool::new(false));
+    for j in 0..a.burst_hl7 {
+        let pace = Pace::Burst { on: burst.clone(), rate: a.burst_rate, alarming: j < a.burst_alarming };
+        tokio::spawn(monitor(BURST_IDS + j, mllp, acks.clone(), pace));
     }
 
     let mut o = MqttOptions::new("vigil-load-sub", "127.0.0.1", mqtt);
@@ -261,58 +318,118 @@ async fn main() {
     });
 
     tokio::time::sleep(Duration::from_secs(a.warmup)).await;
-    let delivery0 = delivery(http).await;
-    let acks0 = *acks.lock().unwrap();
-    let ticks0 = cpu_ticks(pid);
-    let t0 = Instant::now();
-    *measuring.lock().unwrap() = true;
-    tokio::time::sleep(Duration::from_secs(a.seconds)).await;
-    *measuring.lock().unwrap() = false;
-    let elapsed = t0.elapsed().as_secs_f64();
-    let delivery1 = delivery(http).await;
-    let ticks = cpu_ticks(pid) - ticks0;
-    let acks = *acks.lock().unwrap() - acks0;
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let cpu = ticks as f64 / hz / elapsed;
-    let (rss, hwm) = (rss_kb(pid, "VmRSS:"), rss_kb(pid, "VmHWM:"));
-    let (mut lat, beds, msgs) = std::mem::take(&mut *samples.lock().unwrap());
-    lat.sort_by(f64::total_cmp);
-    let n = (a.chairs + a.hl7).max(1) as f64;
-    println!("| chairs | HL7 monitors | CPU (share of one core) | CPU per chair | RSS | RSS per chair | beds seen on MQTT | vitals msgs/s | p50 / p99 / max ms | HL7 ACKs/s |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let probe = Probe { pid, http, measuring, samples, alarms, acks };
+    let n = a.chairs + a.hl7 + a.burst_hl7;
+    println!("| window | chairs | HL7 monitors | burst monitors | CPU (share of one core) | CPU per bed | RSS | RSS per bed | beds seen on MQTT | vitals msgs/s | p50 / p99 / max ms | HL7 ACKs/s | vitals shed/s | alarm events | alarm p50 / p99 / max ms |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let row = |name: &str, w: Window| {
+        println!(
+            "| {name} | {} | {} | {} | {:.2} | {:.5} | {:.0} MB (peak {:.0}) | {:.1} KB | {} of {n} | {:.0} | {:.1} / {:.1} / {:.1} | {:.0} | {:.0} | {} | {:.1} / {:.1} / {:.1} |",
+            a.chairs,
+            a.hl7,
+            a.burst_hl7,
+            w.cpu,
+            w.cpu / n.max(1) as f64,
+            w.rss_kb as f64 / 1024.0,
+            w.hwm_kb as f64 / 1024.0,
+            w.rss_kb as f64 / n.max(1) as f64,
+            w.beds,
+            w.msgs_per_s,
+            percentile(&w.latency, 0.5),
+            percentile(&w.latency, 0.99),
+            w.latency.last().copied().unwrap_or(f64::NAN),
+            w.acks_per_s,
+            w.moved("vitals_shed") as f64 / w.seconds,
+            w.alarm_latency.len(),
+            percentile(&w.alarm_latency, 0.5),
+            percentile(&w.alarm_latency, 0.99),
+            w.alarm_latency.last().copied().unwrap_or(f64::NAN),
+        );
+        for key in ["hub_events_missed", "quarantined"] {
+            if w.moved(key) > 0 {
+                println!("  {name}: publisher {key} during the window: {}", w.moved(key));
+            }
+        }
+    };
+    let steady = probe.window(a.seconds).await;
+    row("steady", steady);
+    if a.burst_hl7 > 0 {
+        burst.store(true, Ordering::Relaxed);
+        let overload = probe.window(a.burst_seconds).await;
+        burst.store(false, Ordering::Relaxed);
+        row(&format!("overload ({} monitors at {}/s)", a.burst_hl7, a.burst_rate), overload);
+        let after = probe.window(a.seconds).await;
+        row("after", after);
+    }
     println!(
-        "| {} | {} | {:.2} | {:.5} | {:.0} MB (peak {:.0}) | {:.1} KB | {} of {} | {:.0} | {:.1} / {:.1} / {:.1} | {:.0} |",
-        a.chairs,
-        a.hl7,
-        cpu,
-        cpu / n,
-        rss as f64 / 1024.0,
-        hwm as f64 / 1024.0,
-        rss as f64 / n,
-        beds.len(),
-        a.chairs + a.hl7,
-        msgs as f64 / elapsed,
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99),
-        lat.last().copied().unwrap_or(f64::NAN),
-        acks as f64 / elapsed,
-    );
-    let mut alarm_lat = std::mem::take(&mut *alarms.lock().unwrap());
-    alarm_lat.sort_by(f64::total_cmp);
-    println!(
-        "alarm events during the window: {} (speed {}, {} alarming chairs), event -> subscriber p50 / p99 / max: \
-         {:.1} / {:.1} / {:.1} ms",
-        alarm_lat.len(),
+        "speed {}, {} alarming chairs, {} alarming burst monitors",
         a.speed,
         a.alarming.min(a.chairs),
-        percentile(&alarm_lat, 0.5),
-        percentile(&alarm_lat, 0.99),
-        alarm_lat.last().copied().unwrap_or(f64::NAN),
+        a.burst_alarming.min(a.burst_hl7)
     );
-    // Where missing vitals went: shed by the publisher (counted), or lost after it (broker, subscriber).
-    for key in ["vitals_shed", "hub_events_missed", "quarantined"] {
-        let moved = delivery1[key].as_u64().unwrap_or(0).saturating_sub(delivery0[key].as_u64().unwrap_or(0));
-        println!("publisher {key} during the window: {moved} ({:.0}/s)", moved as f64 / elapsed);
+}
+
+/// What the harness samples in the daemon and the subscriber during a measurement window.
+struct Probe {
+    pid: u32,
+    http: u16,
+    measuring: Arc<Mutex<bool>>,
+    samples: Arc<Mutex<(Vec<f64>, HashSet<String>, u64)>>,
+    alarms: Arc<Mutex<Vec<f64>>>,
+    acks: Arc<Mutex<u64>>,
+}
+
+/// One window's figures.
+struct Window {
+    seconds: f64,
+    cpu: f64,
+    rss_kb: u64,
+    hwm_kb: u64,
+    beds: usize,
+    msgs_per_s: f64,
+    latency: Vec<f64>,
+    acks_per_s: f64,
+    alarm_latency: Vec<f64>,
+    delivery: (serde_json::Value, serde_json::Value),
+}
+
+impl Window {
+    /// How far a publisher delivery counter moved during the window.
+    fn moved(&self, key: &str) -> u64 {
+        self.delivery.1[key].as_u64().unwrap_or(0).saturating_sub(self.delivery.0[key].as_u64().unwrap_or(0))
+    }
+}
+
+impl Probe {
+    async fn window(&self, seconds: u64) -> Window {
+        let delivery0 = delivery(self.http).await;
+        let acks0 = *self.acks.lock().unwrap();
+        let ticks0 = cpu_ticks(self.pid);
+        let t0 = Instant::now();
+        *self.measuring.lock().unwrap() = true;
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        *self.measuring.lock().unwrap() = false;
+        let elapsed = t0.elapsed().as_secs_f64();
+        let ticks = cpu_ticks(self.pid) - ticks0;
+        let acks = *self.acks.lock().unwrap() - acks0;
+        let delivery1 = delivery(self.http).await;
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let (mut latency, beds, msgs) = std::mem::take(&mut *self.samples.lock().unwrap());
+        latency.sort_by(f64::total_cmp);
+        let mut alarm_latency = std::mem::take(&mut *self.alarms.lock().unwrap());
+        alarm_latency.sort_by(f64::total_cmp);
+        Window {
+            seconds: elapsed,
+            cpu: ticks as f64 / hz / elapsed,
+            rss_kb: rss_kb(self.pid, "VmRSS:"),
+            hwm_kb: rss_kb(self.pid, "VmHWM:"),
+            beds: beds.len(),
+            msgs_per_s: msgs as f64 / elapsed,
+            latency,
+            acks_per_s: acks as f64 / elapsed,
+            alarm_latency,
+            delivery: (delivery0, delivery1),
+        }
     }
 }
 
