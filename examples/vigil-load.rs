@@ -282,7 +282,7 @@ async fn main() {
     client.subscribe("vigil/v1/load/w/bed/+/vitals", QoS::AtMostOnce).await.unwrap();
     client.subscribe("vigil/v1/load/w/bed/+/alarm", QoS::AtLeastOnce).await.unwrap();
     let measuring = Arc::new(Mutex::new(false));
-    let samples = Arc::new(Mutex::new((Vec::<f64>::new(), HashSet::<String>::new(), 0u64)));
+    let samples = Arc::new(Mutex::new(Samples::default()));
     let alarms = Arc::new(Mutex::new(Vec::<f64>::new()));
     let (m2, s2, a2) = (measuring.clone(), samples.clone(), alarms.clone());
     tokio::spawn(async move {
@@ -369,12 +369,15 @@ async fn main() {
     );
 }
 
+/// Vitals latencies (ms), the topics seen and the message count, collected by the subscriber.
+type Samples = (Vec<f64>, HashSet<String>, u64);
+
 /// What the harness samples in the daemon and the subscriber during a measurement window.
 struct Probe {
     pid: u32,
     http: u16,
     measuring: Arc<Mutex<bool>>,
-    samples: Arc<Mutex<(Vec<f64>, HashSet<String>, u64)>>,
+    samples: Arc<Mutex<Samples>>,
     alarms: Arc<Mutex<Vec<f64>>>,
     acks: Arc<Mutex<u64>>,
 }
