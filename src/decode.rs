@@ -182,7 +182,7 @@ fn intellivue_lines(p: &intellivue::PollResult, received: Option<Timestamp>, sum
             "kind": "reading",
             "parameter": m.as_ref().map(|m| m.parameter.name()),
             "value": m.as_ref().map_or(n.value, |m| m.value),
-            "status": n.status(),
+            "status": m.as_ref().map_or(n.status(), |m| m.status),
             "device_time": time(n.time.or(p.time)),
             "mdc": n.mdc(),
             "physio_id": format!("0x{:04X}", n.physio_id),

@@ -36,11 +36,14 @@ pub enum Parameter {
     NibpMean,
     /// Respiration rate.
     Rr,
+    /// Perfusion index from the oximeter (pulsatile / non-pulsatile absorption, percent): shown and published,
+    /// never alarmed on. It says how far the SpO2 beside it can be trusted (`spo2.min_perfusion_index`).
+    Pi,
 }
 
 impl Parameter {
     /// Every parameter, in display order.
-    pub const ALL: [Parameter; 7] = [
+    pub const ALL: [Parameter; 8] = [
         Parameter::Hr,
         Parameter::Pr,
         Parameter::Spo2,
@@ -48,6 +51,7 @@ impl Parameter {
         Parameter::NibpDia,
         Parameter::NibpMean,
         Parameter::Rr,
+        Parameter::Pi,
     ];
 
     /// The name used in config, CSV, JSON and topics.
@@ -60,6 +64,7 @@ impl Parameter {
             Parameter::NibpDia => "nibp_dia",
             Parameter::NibpMean => "nibp_mean",
             Parameter::Rr => "rr",
+            Parameter::Pi => "pi",
         }
     }
 
@@ -78,11 +83,13 @@ impl Parameter {
             Parameter::NibpDia => "NIBP diastolic",
             Parameter::NibpMean => "NIBP mean",
             Parameter::Rr => "Respiration rate",
+            Parameter::Pi => "Perfusion index",
         }
     }
 
     /// IEEE 11073-10101 MDC numeric code (CLINICAL.md). NIBP uses the `MDC_PRESS_BLD_NONINV_*` family; decoders
-    /// also accept the `MDC_PRESS_CUFF_*` family.
+    /// also accept the `MDC_PRESS_CUFF_*` family. The perfusion index is `MDC_PULS_OXIM_PERF_REL` (150448, the
+    /// code IntelliVue sends); the HL7 decoder also accepts `MDC_BLD_PERF_INDEX` (150488, Mindray's).
     pub const fn mdc_code(self) -> u32 {
         match self {
             Parameter::Hr => 147842,
@@ -92,6 +99,7 @@ impl Parameter {
             Parameter::NibpDia => 150022,
             Parameter::NibpMean => 150023,
             Parameter::Rr => 151562,
+            Parameter::Pi => 150448,
         }
     }
 
@@ -105,6 +113,7 @@ impl Parameter {
             Parameter::NibpDia => "MDC_PRESS_BLD_NONINV_DIA",
             Parameter::NibpMean => "MDC_PRESS_BLD_NONINV_MEAN",
             Parameter::Rr => "MDC_RESP_RATE",
+            Parameter::Pi => "MDC_PULS_OXIM_PERF_REL",
         }
     }
 
@@ -112,7 +121,7 @@ impl Parameter {
     pub const fn ucum(self) -> &'static str {
         match self {
             Parameter::Hr | Parameter::Pr | Parameter::Rr => "/min",
-            Parameter::Spo2 => "%",
+            Parameter::Spo2 | Parameter::Pi => "%",
             Parameter::NibpSys | Parameter::NibpDia | Parameter::NibpMean => "mm[Hg]",
         }
     }
@@ -127,6 +136,7 @@ impl Parameter {
             Parameter::NibpDia => Some("8462-4"),
             Parameter::NibpMean => Some("8478-0"),
             Parameter::Rr => Some("9279-1"),
+            Parameter::Pi => None,
         }
     }
 
@@ -134,6 +144,11 @@ impl Parameter {
     /// delayed (CLINICAL.md, "Two delays").
     pub const fn is_continuous(self) -> bool {
         !self.is_nibp()
+    }
+
+    /// Whether the engine alarms on the parameter: every one but the perfusion index, which only qualifies SpO2.
+    pub const fn is_alarmed(self) -> bool {
+        !matches!(self, Parameter::Pi)
     }
 
     /// True for the three blood-pressure parameters.
@@ -149,6 +164,8 @@ impl Parameter {
             Parameter::Spo2 => (0.0, 100.0),
             Parameter::NibpSys | Parameter::NibpDia | Parameter::NibpMean => (0.0, 350.0),
             Parameter::Rr => (0.0, 150.0),
+            // A share of the absorbed light: never above 100 % (oximeters display 0.02–20 %).
+            Parameter::Pi => (0.0, 100.0),
         }
     }
 }
@@ -161,7 +178,7 @@ impl fmt::Display for Parameter {
 
 /// The error for a parameter name that is not one of ours.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown parameter '{0}' (expected one of hr, pr, spo2, nibp_sys, nibp_dia, nibp_mean, rr)")]
+#[error("unknown parameter '{0}' (expected one of hr, pr, spo2, nibp_sys, nibp_dia, nibp_mean, rr, pi)")]
 pub struct UnknownParameter(pub String);
 
 impl FromStr for Parameter {

@@ -16,6 +16,8 @@ enum Want {
     By(i64, &'static str, &'static str, &'static str, &'static str),
     /// No event of this condition and phase in the whole run.
     Never(&'static str, &'static str),
+    /// No event of this condition and phase before this second.
+    NotBefore(i64, &'static str, &'static str),
 }
 use Want::*;
 
@@ -40,6 +42,12 @@ fn check(rows: Vec<(&str, Vec<Step>, i64, Vec<Want>)>) {
                 Never(condition, phase) => assert!(
                     !got.iter().any(|e| e.condition == condition && name(e.phase) == phase),
                     "case: {case}\n{condition} {phase} must not happen, got {table:#?}"
+                ),
+                NotBefore(from, condition, phase) => assert!(
+                    !got.iter().any(|e| e.condition == condition
+                        && name(e.phase) == phase
+                        && (e.time - t0()).num_seconds() < from),
+                    "case: {case}\n{condition} {phase} must not happen before {from} s, got {table:#?}"
                 ),
             }
         }
@@ -286,6 +294,94 @@ fn questionable_values_and_latching_hide_nothing() {
             ],
         ),
     ]);
+}
+
+/// SpO2 every second in `[from, to)`, each after the perfusion index of the same frame (as the decoders order
+/// them).
+fn oximeter_with_pi(from: i64, to: i64, pi: f64, spo2: impl Fn(i64) -> f64) -> Vec<Step> {
+    (from..to).flat_map(|t| [(t, Input::V(Pi, pi)), (t, Input::V(Spo2, spo2(t)))]).collect()
+}
+
+#[test]
+fn a_low_perfusion_index_makes_spo2_questionable() {
+    check(vec![
+        (
+            "a desaturation whose perfusion index falls below 0.6 while still below the limit holds its alarm",
+            cat(vec![oximeter_with_pi(0, 20, 2.5, |_| 85.0), oximeter_with_pi(20, 120, 0.3, |_| 84.0)]),
+            120,
+            vec![By(0, "spo2_low", "start", "active", "high"), Never("spo2_low", "end"), Never("spo2_low", "update")],
+        ),
+        (
+            "a desaturation at a low perfusion index raises SpO2 low, poor signal, not a threshold alarm",
+            oximeter_with_pi(0, 60, 0.3, |_| 84.0),
+            60,
+            vec![By(11, "spo2_low_poor_signal", "start", "active", "medium"), Never("spo2_low", "start")],
+        ),
+        (
+            "a good perfusion index leaves the desaturation alarm as it is without one",
+            oximeter_with_pi(0, 60, 2.5, |_| 84.0),
+            60,
+            vec![By(0, "spo2_low", "start", "active", "high"), Never("spo2_low_poor_signal", "start")],
+        ),
+        (
+            "a good SpO2 at a low perfusion index does not clear a running alarm, a good one at a good index does",
+            cat(vec![
+                oximeter_with_pi(0, 20, 2.5, |_| 85.0),
+                oximeter_with_pi(20, 25, 0.3, |_| 97.0),
+                oximeter_with_pi(25, 35, 2.5, |_| 97.0),
+            ]),
+            35,
+            vec![
+                Never("spo2_low", "end"),
+                NotBefore(25, "spo2_low", "update"),
+                By(25, "spo2_low", "update", "latched", "high"),
+            ],
+        ),
+        (
+            "a low perfusion index older than 5 s says nothing about a later SpO2",
+            cat(vec![vec![(0, Input::V(Pi, 0.3))], every_second(Spo2, 10, 30, |_| 84.0)]),
+            30,
+            vec![By(10, "spo2_low", "start", "active", "high"), Never("spo2_low_poor_signal", "start")],
+        ),
+        (
+            "a perfusion index sent as no value is forgotten: the SpO2 beside it alarms as usual",
+            cat(vec![
+                vec![(0, Input::V(Pi, 0.3)), (1, Input::S(Pi, None, ValueStatus::Unavailable))],
+                every_second(Spo2, 1, 30, |_| 84.0),
+            ]),
+            30,
+            vec![By(1, "spo2_low", "start", "active", "high")],
+        ),
+        (
+            "the perfusion index itself never alarms, however low, and never goes missing",
+            (0..200).map(|t| (t, Input::V(Pi, 0.05))).collect(),
+            200,
+            vec![Never("pi_low", "start"), Never("pi_no_data", "start")],
+        ),
+    ]);
+}
+
+#[test]
+fn the_poor_signal_alarm_carries_the_perfusion_index_as_its_evidence() {
+    let (events, _) = run_with(Profile::ketamine_chair(), &oximeter_with_pi(0, 30, 0.31, |_| 84.0), 30);
+    let poor = events.iter().find(|e| e.condition == "spo2_low_poor_signal").expect("poor signal raised");
+    assert_eq!(poor.evidence["perfusion_index"], 0.31);
+    assert_eq!(poor.evidence["min_perfusion_index"], 0.6);
+    assert_eq!(poor.evidence["cause"], "low_perfusion_index");
+    assert_eq!(poor.evidence["rule"], "questionable_below_limit");
+    // A threshold alarm at a good index shows the index too, without a cause.
+    let (events, _) = run_with(Profile::ketamine_chair(), &oximeter_with_pi(0, 5, 2.5, |_| 84.0), 5);
+    let low = events.iter().find(|e| e.condition == "spo2_low").expect("threshold alarm");
+    assert_eq!(low.evidence["perfusion_index"], 2.5);
+    assert!(low.evidence.get("cause").is_none(), "{:?}", low.evidence);
+}
+
+#[test]
+fn a_minimum_perfusion_index_of_zero_turns_the_rule_off() {
+    let mut profile = Profile::ketamine_chair();
+    profile.spo2.min_perfusion_index = 0.0;
+    let (events, _) = run_with(profile, &oximeter_with_pi(0, 30, 0.05, |_| 84.0), 30);
+    assert!(fired(&events, "spo2_low") && !fired(&events, "spo2_low_poor_signal"), "{:#?}", seen(&events));
 }
 
 #[test]

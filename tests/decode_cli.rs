@@ -31,7 +31,7 @@ fn decoding_an_intellivue_capture_prints_its_numerics_and_the_monitors_own_alarm
         assert!(first.get(key).is_some(), "{key} in {first}");
     }
     assert_eq!(first["mdc"], 150456);
-    assert!(readings.iter().any(|r| r["parameter"].is_null() && r["physio_id"] == "0x4BB0"), "unmapped numerics kept");
+    assert!(readings.iter().any(|r| r["parameter"] == "pi" && r["mdc"] == 150448), "the perfusion indicator is PI");
     let alarms: Vec<_> = lines.iter().filter(|l| l["kind"] == "device_alarm").collect();
     assert!(!alarms.is_empty());
     assert!(alarms.iter().all(|a| a["text"] == "SpO2 LOW" && a["source"] == "monitor" && a["priority"] == "medium"));

@@ -126,7 +126,40 @@ fn mindray_vs900_message_gives_spo2_pulse_and_cuff_nibp_with_its_own_observation
     assert_eq!(get(&o.frame, Parameter::NibpMean), (Some(109.0), Valid));
     let sys = o.frame.measurements.iter().find(|m| m.parameter == Parameter::NibpSys).unwrap();
     assert_eq!(sys.observed.unwrap().to_rfc3339(), "2019-12-06T11:10:16+00:00", "OBX-14, not the message time");
-    assert_eq!(o.frame.measurements.len(), 5, "perfusion index and temperature are not Vigil parameters");
+    assert_eq!(o.frame.measurements.len(), 6, "temperature is not a Vigil parameter");
+}
+
+#[test]
+fn mindray_messages_give_their_perfusion_index_first_in_the_frame() {
+    // [1] MDC_BLD_PERF_INDEX 0.94 %, sent third, after SpO2 and pulse: the engine must know it before the SpO2.
+    let o = oru(1);
+    assert_eq!(o.frame.measurements[0].parameter, Parameter::Pi);
+    assert_eq!(get(&o.frame, Parameter::Pi), (Some(0.94), Valid));
+    let order: Vec<Parameter> = o.frame.measurements.iter().map(|m| m.parameter).collect();
+    assert_eq!(order[1..3], [Parameter::Spo2, Parameter::Pr], "the other values keep their order");
+    // [2] and [3] are demo mode: their perfusion index is demo like every value.
+    assert_eq!(get(&oru(2).frame, Parameter::Pi), (Some(12.0), Demo));
+    assert_eq!(get(&oru(3).frame, Parameter::Pi), (Some(3.06), Demo));
+}
+
+#[test]
+fn every_masimo_sample_line_gives_its_perfusion_index_and_dashes_or_zero_as_no_value() {
+    #[rustfmt::skip]
+    let expected: [Option<(Option<f64>, ValueStatus)>; 16] = [
+        Some((Some(3.6), Valid)), Some((Some(3.95), Valid)), Some((Some(4.25), Valid)), Some((Some(3.19), Valid)),
+        Some((Some(2.41), Valid)),
+        None, // [B] no sensor: the line has no PI field
+        Some((Some(0.55), Questionable)), // Radical-7 colour, low signal IQ
+        Some((None, Unavailable)),        // Radical-7 blue, PI=--.--%
+        Some((None, Unavailable)), Some((None, Unavailable)), // trend PI=00.00, sensor off
+        Some((Some(4.69), Valid)), Some((Some(2.28), Questionable)), Some((Some(3.64), Valid)),
+        Some((None, Unavailable)), Some((None, Unavailable)), Some((Some(2.68), Valid)),
+    ];
+    for (line, want) in masimo_lines().iter().zip(expected) {
+        let f = masimo::parse_line(line.as_bytes()).unwrap();
+        let pi = f.measurements.iter().find(|m| m.parameter == Parameter::Pi).map(|m| (m.value, m.status));
+        assert_eq!(pi, want, "{line}");
+    }
 }
 
 #[test]

@@ -109,6 +109,24 @@ async fn every_published_payload_kind_validates_against_its_json_schema() {
 }
 
 #[test]
+fn a_vitals_payload_with_every_parameter_including_the_perfusion_index_validates() {
+    use vigil::event::{VitalValue, VitalsUpdate};
+    use vigil::vitals::{Parameter, ValueStatus};
+    let values = Parameter::ALL
+        .iter()
+        .map(|&parameter| VitalValue { parameter, value: Some(1.5), status: ValueStatus::Valid, time: Utc::now() })
+        .collect();
+    let update = VitalsUpdate { bed: "chair-1".into(), time: Utc::now(), values };
+    let payload = mqtt::payload::vitals(&update);
+    assert_valid("vigil-vitals.schema.json", &payload);
+    let pi = &payload["values"][Parameter::ALL.len() - 1]["parameter"];
+    assert_eq!(
+        (pi["name"].as_str(), pi["mdc_code"].as_u64(), pi["ucum"].as_str()),
+        (Some("pi"), Some(150448), Some("%"))
+    );
+}
+
+#[test]
 fn documented_command_examples_validate_and_malformed_ones_do_not() {
     let good = [
         r#"{"command":"acknowledge","alarm_id":"chair-1-0007","user":"nina","request_id":"42","reply_to":"vigil/v1/s/w/reply/app"}"#,

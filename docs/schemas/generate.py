@@ -22,7 +22,8 @@ PARAMETER = {
     "required": ["name", "mdc_code", "mdc_ref_id", "ucum", "loinc", "display_name"],
     "additionalProperties": False,
     "properties": {
-        "name": {"enum": ["hr", "pr", "spo2", "nibp_sys", "nibp_dia", "nibp_mean", "rr"]},
+        "name": {"enum": ["hr", "pr", "spo2", "nibp_sys", "nibp_dia", "nibp_mean", "rr", "pi"],
+                 "description": "pi: the perfusion index (percent), shown and published, never alarmed on."},
         "mdc_code": {"type": "integer", "description": "IEEE 11073-10101 numeric code, e.g. 150456."},
         "mdc_ref_id": {"type": "string", "pattern": "^MDC_", "description": "e.g. MDC_PULS_OXIM_SAT_O2"},
         "ucum": {"enum": ["/min", "%", "mm[Hg]"], "description": "UCUM unit of the value."},

@@ -100,6 +100,8 @@ pub const fn safe_range(p: Parameter) -> (f64, f64) {
         Parameter::NibpDia => (30.0, 130.0),
         Parameter::NibpMean => (40.0, 150.0),
         Parameter::Rr => (5.0, 40.0),
+        // Never alarmed: no limit can leave an alarm off.
+        Parameter::Pi => (0.0, 100.0),
     }
 }
 

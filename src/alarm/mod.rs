@@ -139,6 +139,9 @@ struct ParamState {
 
 /// Questionable values beyond the limit must last this long to raise "poor signal" (issue 10 item 5: 10 s).
 const POOR_SIGNAL_DELAY_MS: i64 = 10_000;
+/// A perfusion index at most this old qualifies an SpO2 value: the same frame, or the oximeter's last few
+/// one-second updates when PI and SpO2 arrive apart (issue 10 item 5). Older, it says nothing about the value.
+pub const PERFUSION_MAX_AGE_MS: i64 = 5_000;
 /// No-data time after a parameter's first sample, before its pace is known: a source updating up to once a
 /// minute shows its second sample within it.
 const FIRST_SAMPLE_GRACE_MS: i64 = 60_000;
@@ -177,7 +180,9 @@ pub struct Engine {
     base: Arc<Profile>,
     profile: Arc<Profile>,
     lc: Lifecycle,
-    params: [ParamState; 7],
+    params: [ParamState; Parameter::ALL.len()],
+    /// The latest perfusion index and its time: it qualifies the SpO2 beside it, never alarms by itself.
+    perfusion: Option<(f64, i64)>,
     sat: Option<SatSeconds>,
     spo2_slope: Option<RobustSlope>,
     nibp_slope: Option<RobustSlope>,
@@ -219,6 +224,7 @@ impl Engine {
             profile,
             lc,
             params: Default::default(),
+            perfusion: None,
             sat: None,
             spo2_slope: None,
             nibp_slope: None,
@@ -388,6 +394,12 @@ impl Engine {
                 ps.source = Some(s.clone());
             }
         }
+        if p == Parameter::Pi {
+            // Never alarmed: it only says how far the SpO2 beside it can be trusted. No value forgets it.
+            let known = reading.status != ValueStatus::Unavailable;
+            self.perfusion = reading.value.filter(|v| known && v.is_finite() && *v > 0.0).map(|v| (v, t));
+            return out;
+        }
         if reading.spot && p.is_continuous() {
             // A pulse taken by the cuff or a spot check is not the continuous pulse rate (issue 10 item 3).
             return out;
@@ -396,7 +408,9 @@ impl Engine {
             self.raise_cuff_failure(t, &mut out);
             return out;
         }
-        if reading.status == ValueStatus::Questionable {
+        // A valid SpO2 measured at a perfusion index too low for the oximeter's accuracy is questionable.
+        let low_perfusion = i == SPO2 && reading.status == ValueStatus::Valid && self.low_perfusion(t).is_some();
+        if reading.status == ValueStatus::Questionable || low_perfusion {
             if let Some(v) = reading.value.filter(|v| v.is_finite() && *v >= 0.0 && *v <= p.plausible_range().1) {
                 if p.is_continuous() {
                     self.params[i].doubt = Some((v, t));
@@ -556,6 +570,24 @@ impl Engine {
         );
     }
 
+    /// The fresh perfusion index, if one is known (at most [`PERFUSION_MAX_AGE_MS`] old).
+    #[inline]
+    fn fresh_perfusion(&self, t: i64) -> Option<f64> {
+        self.perfusion.filter(|&(_, at)| t - at <= PERFUSION_MAX_AGE_MS).map(|(pi, _)| pi)
+    }
+
+    /// The fresh perfusion index if it is below `spo2.min_perfusion_index`, under which SpO2 loses accuracy.
+    #[inline]
+    fn low_perfusion(&self, t: i64) -> Option<f64> {
+        self.fresh_perfusion(t).filter(|pi| *pi < self.profile.spo2.min_perfusion_index)
+    }
+
+    /// The fresh perfusion index with the profile's minimum, for an SpO2 alarm's evidence.
+    #[inline]
+    fn perfusion_note(&self, t: i64) -> Option<(f64, f64)> {
+        self.fresh_perfusion(t).map(|pi| (pi, self.profile.spo2.min_perfusion_index))
+    }
+
     /// Questionable SpO2 beyond the low limit, confirmed like a condition delay, raises "SpO2 low, poor signal"
     /// when no valid alarm stands for it (issue 10 item 5).
     fn eval_poor_signal(&mut self, i: usize, t: i64, sample: bool, out: &mut Vec<Event>) {
@@ -581,6 +613,7 @@ impl Engine {
             return;
         }
         let step = self.profile.lifecycle.reannounce_step.get(p);
+        let perfusion = self.perfusion_note(t);
         self.lc.raise(
             key,
             Priority::Medium,
@@ -592,10 +625,13 @@ impl Engine {
                 parameter: Some(p),
                 value: Some(v),
                 limit: Some(limit),
-                evidence: evidence([
-                    ("rule", Value::from("questionable_below_limit")),
-                    ("status", Value::from("questionable")),
-                ]),
+                evidence: perfusion_evidence(
+                    evidence([
+                        ("rule", Value::from("questionable_below_limit")),
+                        ("status", Value::from("questionable")),
+                    ]),
+                    perfusion,
+                ),
                 message: format!(
                     "{} {} < {} (poor signal: check the probe and the patient)",
                     p.display_name(),
@@ -665,6 +701,7 @@ impl Engine {
         let trigger = if rule == "satseconds" { self.sat.as_ref().and_then(|s| s.triggered(t)) } else { None };
         let limit = th.limit(band);
         let step = self.profile.lifecycle.reannounce_step.get(p);
+        let perfusion = if i == SPO2 { self.perfusion_note(t) } else { None };
         let obs = Obs { value: Some(v), worse: Some((th.dir, step)), spot: p.is_nibp() && sample };
         self.lc.raise(
             key,
@@ -688,6 +725,7 @@ impl Engine {
                 if let Some(Trigger::Crossings(n)) = trigger {
                     ev.insert("safety_net".into(), Value::from(format!("{n} crossings")));
                 }
+                let ev = perfusion_evidence(ev, perfusion);
                 Detail {
                     kind: AlarmKind::Threshold,
                     condition: format!("{}_{}", p.name(), if th.dir == Dir::High { "high" } else { "low" }),
@@ -1767,22 +1805,46 @@ fn measured_before(reading: &Reading, start: Timestamp) -> bool {
     reading.measured.is_some_and(|m| m < start)
 }
 
+/// Adds the perfusion index beside an SpO2 value to its alarm's evidence, and says when it made the value
+/// questionable (below the profile's minimum).
+fn perfusion_evidence(
+    mut ev: serde_json::Map<String, Value>,
+    perfusion: Option<(f64, f64)>,
+) -> serde_json::Map<String, Value> {
+    if let Some((pi, min)) = perfusion {
+        ev.insert("perfusion_index".into(), Value::from((pi * 100.0).round() / 100.0));
+        ev.insert("min_perfusion_index".into(), Value::from(min));
+        if pi < min {
+            ev.insert("cause".into(), Value::from("low_perfusion_index"));
+        }
+    }
+    ev
+}
+
+/// A parameter by name that has limits to override.
+fn alarmed(name: &str) -> Option<Parameter> {
+    Parameter::from_name(name).filter(|p| p.is_alarmed())
+}
+
 fn read_number(p: &Profile, key: &str) -> Option<Option<f64>> {
     let parts: Vec<&str> = key.split('.').collect();
     match parts.as_slice() {
         ["limits", param, dir @ ("high" | "low"), band @ ("medium" | "high")] => {
-            let l = p.limits.get(Parameter::from_name(param)?);
+            let l = p.limits.get(alarmed(param)?);
             let b = l.and_then(|l| if *dir == "high" { l.high } else { l.low });
             Some(b.and_then(|b| if *band == "medium" { b.medium } else { b.high }))
         }
-        ["limits", param, "hysteresis"] => Some(p.limits.get(Parameter::from_name(param)?).map(|l| l.hysteresis)),
-        ["limits", param, "delay_s"] => Some(p.limits.get(Parameter::from_name(param)?).map(|l| l.delay_s as f64)),
+        ["limits", param, "hysteresis"] => Some(p.limits.get(alarmed(param)?).map(|l| l.hysteresis)),
+        ["limits", param, "delay_s"] => Some(p.limits.get(alarmed(param)?).map(|l| l.delay_s as f64)),
         ["satseconds", "setting"] => Some(Some(p.satseconds.setting as f64)),
         ["trend", "rise", "sys"] => Some(Some(p.trend.rise.sys)),
         ["trend", "rise", "dia"] => Some(Some(p.trend.rise.dia)),
         _ => None,
     }
 }
+
+/// Why a limit on the perfusion index is refused: it qualifies SpO2 and is never alarmed on.
+const NOT_ALARMED: &str = "the parameter is never alarmed on, so it has no limits";
 
 fn write_number(p: &mut Profile, key: &str, v: Option<f64>) -> Result<(), String> {
     if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
@@ -1793,7 +1855,7 @@ fn write_number(p: &mut Profile, key: &str, v: Option<f64>) -> Result<(), String
     match parts.as_slice() {
         ["limits", param, dir @ ("high" | "low"), band @ ("medium" | "high")] => {
             let param = Parameter::from_name(param).ok_or("unknown parameter")?;
-            let l = p.limits.get_mut(param).get_or_insert(profile::ParameterLimits {
+            let l = p.limits.get_mut(param).ok_or(NOT_ALARMED)?.get_or_insert(profile::ParameterLimits {
                 high: None,
                 low: None,
                 hysteresis: 0.0,
@@ -1805,7 +1867,12 @@ fn write_number(p: &mut Profile, key: &str, v: Option<f64>) -> Result<(), String
         }
         ["limits", param, field @ ("hysteresis" | "delay_s")] => {
             let param = Parameter::from_name(param).ok_or("unknown parameter")?;
-            let l = p.limits.get_mut(param).as_mut().ok_or("the parameter has no limits in this profile")?;
+            let l = p
+                .limits
+                .get_mut(param)
+                .ok_or(NOT_ALARMED)?
+                .as_mut()
+                .ok_or("the parameter has no limits in this profile")?;
             if *field == "hysteresis" {
                 l.hysteresis = required()?;
             } else {

@@ -88,6 +88,27 @@ pub struct Profile {
     pub session: SessionConfig,
     /// Advisory NEWS2 score.
     pub news2: News2Config,
+    /// How far SpO2 values are trusted.
+    #[serde(default)]
+    pub spo2: Spo2Config,
+}
+
+/// SpO2 trust settings (issue 10 item 5: use the perfusion index where the device sends it).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Spo2Config {
+    /// An SpO2 value that arrives with a perfusion index below this (percent; in the same frame or at most
+    /// 5 s older) is questionable: it holds a running SpO2 alarm, cannot end one, and when low raises
+    /// "SpO2 low, poor signal" instead of a threshold alarm. 0 turns the rule off. Default 0.6: below a PI of
+    /// 0.6 % the SpO2–SaO2 difference exceeds ±5 points significantly more often (docs/sources.md, "Perfusion
+    /// index").
+    pub min_perfusion_index: f64,
+}
+
+impl Default for Spo2Config {
+    fn default() -> Self {
+        Spo2Config { min_perfusion_index: 0.6 }
+    }
 }
 
 /// Lifecycle settings (IEC 60601-1-8 inactivation states, CLINICAL.md "Alarm semantics").
@@ -163,6 +184,7 @@ impl ReannounceStep {
             Parameter::NibpDia => self.nibp_dia,
             Parameter::NibpMean => self.nibp_mean,
             Parameter::Rr => self.rr,
+            Parameter::Pi => 0.0,
         }
     }
 }
@@ -228,9 +250,9 @@ impl Limits {
         self.slot(p).as_ref()
     }
 
-    /// Mutable access, for per-bed overrides.
-    pub fn get_mut(&mut self, p: Parameter) -> &mut Option<ParameterLimits> {
-        match p {
+    /// Mutable access, for per-bed overrides; `None` for a parameter that is never alarmed (the perfusion index).
+    pub fn get_mut(&mut self, p: Parameter) -> Option<&mut Option<ParameterLimits>> {
+        Some(match p {
             Parameter::Hr => &mut self.hr,
             Parameter::Pr => &mut self.pr,
             Parameter::Spo2 => &mut self.spo2,
@@ -238,7 +260,8 @@ impl Limits {
             Parameter::NibpDia => &mut self.nibp_dia,
             Parameter::NibpMean => &mut self.nibp_mean,
             Parameter::Rr => &mut self.rr,
-        }
+            Parameter::Pi => return None,
+        })
     }
 
     fn slot(&self, p: Parameter) -> &Option<ParameterLimits> {
@@ -250,6 +273,7 @@ impl Limits {
             Parameter::NibpDia => &self.nibp_dia,
             Parameter::NibpMean => &self.nibp_mean,
             Parameter::Rr => &self.rr,
+            Parameter::Pi => &None,
         }
     }
 }
@@ -554,6 +578,13 @@ impl Profile {
         if !(self.technical.input_error_ratio > 0.0 && self.technical.input_error_ratio <= 1.0) {
             return Err(("technical.input_error_ratio".into(), "must be in (0, 1]".into()));
         }
+        let pi = self.spo2.min_perfusion_index;
+        if !(pi.is_finite() && (0.0..=20.0).contains(&pi)) {
+            return Err((
+                "spo2.min_perfusion_index".into(),
+                format!("{pi} is outside 0..=20 % (oximeters show a perfusion index of 0.02-20 %)"),
+            ));
+        }
         if self.lifecycle.audio_pause_max_s == 0 {
             return Err(("lifecycle.audio_pause_max_s".into(), "must be positive".into()));
         }
@@ -564,6 +595,9 @@ impl Profile {
             return Err(("technical.apnoea_delay_s".into(), "must be at most 60 s".into()));
         }
         for p in &self.session.expected {
+            if !p.is_alarmed() {
+                return Err(("session.expected".into(), format!("{p} is never alarmed on, so it cannot be missed")));
+            }
             if p.is_nibp() {
                 return Err((
                     "session.expected".into(),

@@ -263,7 +263,7 @@ pub fn unit(p: Parameter) -> Mdc {
     match p {
         Parameter::Hr | Parameter::Pr => Mdc::new(264864, "MDC_DIM_BEAT_PER_MIN"),
         Parameter::Rr => Mdc::new(264928, "MDC_DIM_RESP_PER_MIN"),
-        Parameter::Spo2 => Mdc::new(262688, "MDC_DIM_PERCENT"),
+        Parameter::Spo2 | Parameter::Pi => Mdc::new(262688, "MDC_DIM_PERCENT"),
         Parameter::NibpSys | Parameter::NibpDia | Parameter::NibpMean => Mdc::new(266016, "MDC_DIM_MMHG"),
     }
 }

@@ -310,7 +310,7 @@ pub struct CsvRows<R: Read = File> {
     missing: usize,
 }
 
-const PARAMETERS: &str = "hr, pr, spo2, nibp_sys, nibp_dia, nibp_mean, rr, event";
+const PARAMETERS: &str = "hr, pr, spo2, nibp_sys, nibp_dia, nibp_mean, rr, pi, event";
 const EVENTS: &str = "session_start, infusion_start, infusion_stop, session_end, acknowledge, \
                       acknowledge:<condition>, pause_audio, pause_audio:<seconds>, baseline:<sys>/<dia>";
 

@@ -111,7 +111,7 @@
       box.replaceChildren(V.el('p', { class: 'empty', text: `Profile "${res.profile}": limits not published to the dashboard.` }));
       return;
     }
-    const names = { spo2: 'SpO2 %', pr: 'Pulse /min', hr: 'HR /min', nibp_sys: 'NIBP sys', nibp_dia: 'NIBP dia', nibp_mean: 'NIBP mean', rr: 'Resp /min' };
+    const names = { spo2: 'SpO2 %', pr: 'Pulse /min', hr: 'HR /min', nibp_sys: 'NIBP sys', nibp_dia: 'NIBP dia', nibp_mean: 'NIBP mean', rr: 'Resp /min', pi: 'PI %' };
     const rows = limits.bands.map((b) => V.el('tr', {},
       V.el('td', { text: names[b.parameter] || b.parameter }),
       V.el('td', { text: `${V.MARKER[b.priority]} ${b.priority}` }),

@@ -318,7 +318,13 @@ const Vigil = (() => {
     }
     return best;
   }
-  function numeric(bed, cls, label, params, staleAfter, format) {
+  /** The perfusion index beside the SpO2, when the oximeter sends a recent one (it is never alarmed on). */
+  function perfusionNote(bed) {
+    const pi = valueOf(bed, 'pi');
+    if (!pi || pi.value === null || (now() - Date.parse(pi.time)) / 1000 > STALE_CONTINUOUS_S) return null;
+    return `PI ${Number(pi.value.toFixed(2))}%`;
+  }
+  function numeric(bed, cls, label, params, staleAfter, format, note = null) {
     const v = valueOf(bed, params[0]);
     const age = v ? (now() - Date.parse(v.time)) / 1000 : null;
     const stale = !v || v.value === null || age > staleAfter || live.lost;
@@ -334,7 +340,8 @@ const Vigil = (() => {
     else if (v && (params[0].startsWith('nibp') || stale)) ageText = fmtAge(age);
     return el('div', { class: classes.join(' '), 'data-param': params[0], 'data-time': v ? v.time : '' },
       el('dt', { text: label }),
-      el('dd', {}, el('span', { class: 'value', text }), el('span', { class: 'age', text: ageText })));
+      el('dd', {}, el('span', { class: 'value', text }), el('span', { class: 'age', text: ageText }),
+        note ? el('span', { class: 'note', 'data-param': 'pi', text: note }) : null));
   }
 
   /** One chair tile: label, phase and elapsed time, alarm line, technical strip, big numerics. */
@@ -381,7 +388,7 @@ const Vigil = (() => {
     testAlarmsOf(bed).map((a) => el('div', { class: 'test-alarm', 'data-condition': a.condition, 'data-alarm': a.alarm_id },
       el('span', { class: 'kind', text: 'TEST' }), ` ${a.message}`)),
     el('dl', { class: 'numerics' },
-      numeric(bed, 'spo2', 'SpO2 %', ['spo2'], STALE_CONTINUOUS_S, (v) => num(v.value)),
+      numeric(bed, 'spo2', 'SpO2 %', ['spo2'], STALE_CONTINUOUS_S, (v) => num(v.value), perfusionNote(bed)),
       numeric(bed, 'pulse', pulseParams[0] === 'hr' ? 'HR /min' : 'Pulse /min', pulseParams, STALE_CONTINUOUS_S, (v) => num(v.value)),
       numeric(bed, 'nibp', 'NIBP mmHg', ['nibp_sys', 'nibp_dia', 'nibp_mean'], STALE_NIBP_S, (v) => {
         const dia = valueOf(bed, 'nibp_dia');

@@ -310,8 +310,8 @@ pub fn parse_header(msg: &[u8]) -> Result<MessageHeader, Hl7Error> {
     })
 }
 
-/// Parses an ORU^R01 into a [`Frame`]. Observations Vigil has no parameter for (temperature, perfusion index,
-/// device hierarchy rows) are skipped; a value that is not a number, or in a unit that is wrong for its
+/// Parses an ORU^R01 into a [`Frame`], the perfusion index first ([`Frame::perfusion_first`]). Observations
+/// Vigil has no parameter for (temperature, device hierarchy rows) are skipped; a value that is not a number, or in a unit that is wrong for its
 /// parameter, becomes "no value" rather than a guess.
 pub fn parse_oru(msg: &[u8]) -> Result<Oru, Hl7Error> {
     let header = parse_header(msg)?;
@@ -340,6 +340,7 @@ pub fn parse_oru(msg: &[u8]) -> Result<Oru, Hl7Error> {
             frame.measurements.push(m);
         }
     }
+    frame.perfusion_first();
     Ok(Oru { header, frame })
 }
 
@@ -358,6 +359,8 @@ pub fn mdc_parameter(code: u32) -> Option<Parameter> {
         150022 | 150302 => Parameter::NibpDia,
         150023 | 150303 => Parameter::NibpMean,
         151562 | 151578 | 151658 => Parameter::Rr,
+        // MDC_PULS_OXIM_PERF_REL, and MDC_BLD_PERF_INDEX as Mindray sends it (sample [1]).
+        150448 | 150488 => Parameter::Pi,
         _ => return None,
     })
 }
@@ -452,7 +455,7 @@ fn unit_fit(parameter: Parameter, unit_field: &[u8], sep: &Separators) -> UnitFi
             b"{resp}/min",
             b"bpm",
         ]),
-        Parameter::Spo2 => is(&[b"262688", b"MDC_DIM_PERCENT", b"%"]),
+        Parameter::Spo2 | Parameter::Pi => is(&[b"262688", b"MDC_DIM_PERCENT", b"%"]),
         Parameter::NibpSys | Parameter::NibpDia | Parameter::NibpMean => {
             if is(&[b"265987", b"MDC_DIM_KILO_PASCAL", b"kPa"]) {
                 return UnitFit::Convert(MMHG_PER_KPA);
@@ -502,7 +505,8 @@ fn observation(f: &Fields<'_>, sep: &Separators, demo: &mut bool) -> Option<Meas
     let value = match raw {
         _ if withdrawn || fit == UnitFit::Wrong => None,
         Some(v) if is_sentinel(v) => None,
-        // 0 from an oximeter, ECG or cuff is "no value", never asystole or desaturation (data/README.md, mimic).
+        // 0 from an oximeter, ECG or cuff is "no value", never asystole or desaturation (data/README.md, mimic);
+        // a perfusion index of 0 is the probe off.
         Some(v) if v == 0.0 && parameter != Parameter::Rr => None,
         Some(v) => Some(v * factor),
         None => None,
@@ -842,7 +846,8 @@ mod tests {
         ] {
             assert_eq!(mdc_parameter(code), Some(p), "{code}");
         }
-        assert_eq!(mdc_parameter(150488), None, "perfusion index is not a Vigil parameter");
+        assert_eq!(mdc_parameter(150488), Some(Parameter::Pi), "Mindray's MDC_BLD_PERF_INDEX");
+        assert_eq!(mdc_parameter(150448), Some(Parameter::Pi), "MDC_PULS_OXIM_PERF_REL");
     }
 
     #[test]

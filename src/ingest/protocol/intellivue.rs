@@ -175,6 +175,8 @@ pub mod physio {
     pub const PRESS_BLD_NONINV_MEAN: u16 = 0x4A07;
     /// SpO2.
     pub const PULS_OXIM_SAT_O2: u16 = 0x4BB8;
+    /// Perfusion indicator of the SpO2 probe (`NOM_PULS_OXIM_PERF_REL`, "Perf" on the screen).
+    pub const PULS_OXIM_PERF_REL: u16 = 0x4BB0;
     /// Respiration rate (impedance).
     pub const RESP_RATE: u16 = 0x500A;
     /// Airway respiration rate (CO2).
@@ -183,6 +185,8 @@ pub mod physio {
 
 /// Unit codes (dimension partition).
 pub mod unit {
+    /// No dimension (`NOM_DIM_DIMLESS`): the unit IntelliVue gives its perfusion indicator.
+    pub const DIMLESS: u16 = 0x0200;
     /// Percent.
     pub const PERCENT: u16 = 0x0220;
     /// Beats per minute.
@@ -519,6 +523,7 @@ pub fn parameter_of(physio_id: u16) -> Option<Parameter> {
         PRESS_BLD_NONINV_DIA => Parameter::NibpDia,
         PRESS_BLD_NONINV_MEAN => Parameter::NibpMean,
         RESP_RATE | AWAY_RESP_RATE => Parameter::Rr,
+        PULS_OXIM_PERF_REL => Parameter::Pi,
         _ => return None,
     })
 }
@@ -576,6 +581,8 @@ impl Numeric {
         let parameter = parameter_of(self.physio_id)?;
         let factor = match (parameter, self.unit) {
             (Parameter::Spo2, unit::PERCENT) => 1.0,
+            // The perfusion indicator is sent without a dimension, on the percent scale of a perfusion index.
+            (Parameter::Pi, unit::PERCENT | unit::DIMLESS) => 1.0,
             (Parameter::Hr | Parameter::Pr, unit::BEAT_PER_MIN) => 1.0,
             (Parameter::Rr, unit::RESP_PER_MIN) => 1.0,
             (Parameter::NibpSys | Parameter::NibpDia | Parameter::NibpMean, unit::MMHG) => 1.0,
@@ -584,7 +591,12 @@ impl Numeric {
             _ => return None,
         };
         let status = self.status();
-        let value = self.value.filter(|_| status != ValueStatus::Unavailable).map(|v| v * factor);
+        // A perfusion index of 0 is the probe off or searching, never a measured value.
+        let value = self
+            .value
+            .filter(|v| status != ValueStatus::Unavailable && !(parameter == Parameter::Pi && *v <= 0.0))
+            .map(|v| v * factor);
+        let status = if value.is_none() { ValueStatus::Unavailable } else { status };
         Some(Measurement {
             parameter,
             value,
@@ -1374,6 +1386,7 @@ impl IntelliVueDecoder {
         if alerts {
             frame.device_alarms = Some(self.patient.iter().chain(&self.technical).cloned().collect());
         }
+        frame.perfusion_first();
         frame
     }
 }

@@ -4,6 +4,8 @@
 //! differ by model and software version, so the line is read as `KEY=value` tokens in any order, never as fixed
 //! columns (docs/sources.md, "Devices and data"). Examples:
 //!
+//! `SPO2`, `BPM`/`PR` and the perfusion index `PI` (percent) are read; dashes (`--.--`) or 0 are no value.
+//!
 //! ```text
 //! 02/22/16 22:47:45 SN=0000056661 SPO2=098% BPM=097 PI=03.60% SPCO=--.-% ... ALARM=0000 EXC=000800
 //! 09/21/08 09:56:12 SpO2=097 PR=069 PI=04.69 EXC=800:SET
@@ -79,6 +81,7 @@ pub fn parse_line(line: &[u8]) -> Result<Frame, DecodeError> {
 
     let mut spo2: Option<Option<f64>> = None;
     let mut pulse: Option<Option<f64>> = None;
+    let mut pi: Option<Option<f64>> = None;
     let mut exc_bits = 0u32;
     for token in tokens {
         let (key, value) = token.split_once('=').ok_or_else(|| malformed("token without '='"))?;
@@ -86,6 +89,8 @@ pub fn parse_line(line: &[u8]) -> Result<Frame, DecodeError> {
             spo2 = Some(number(value)?);
         } else if key.eq_ignore_ascii_case("BPM") || key.eq_ignore_ascii_case("PR") {
             pulse = Some(number(value)?);
+        } else if key.eq_ignore_ascii_case("PI") {
+            pi = Some(number(value)?);
         } else if key.eq_ignore_ascii_case("EXC") {
             exc_bits = hex_field(value).ok_or_else(|| malformed("bad EXC"))?;
         } else if key.eq_ignore_ascii_case("ALARM") {
@@ -93,13 +98,14 @@ pub fn parse_line(line: &[u8]) -> Result<Frame, DecodeError> {
         } else if key.eq_ignore_ascii_case("SN") && !is_dashes(value) && !value.is_empty() {
             frame.device_id = Some(value.to_owned());
         }
-        // Other keys (PI, SPCO, SPMET, SPHB, PVI, DESAT, EXC1 …) are not parameters Vigil alarms on.
+        // Other keys (SPCO, SPMET, SPHB, PVI, PIDELTA, DESAT, EXC1 …) are not parameters Vigil reads.
     }
     if spo2.is_none() && pulse.is_none() {
         return Err(malformed("no SPO2 or pulse field"));
     }
     frame.sensor = exc_flags(exc_bits);
-    for (parameter, value) in [(Parameter::Spo2, spo2), (Parameter::Pr, pulse)] {
+    // The perfusion index first: the engine judges the SpO2 of this line by it.
+    for (parameter, value) in [(Parameter::Pi, pi), (Parameter::Spo2, spo2), (Parameter::Pr, pulse)] {
         if let Some(value) = value {
             frame.measurements.push(measurement(parameter, value, frame.sensor));
         }
@@ -107,8 +113,9 @@ pub fn parse_line(line: &[u8]) -> Result<Frame, DecodeError> {
     Ok(frame)
 }
 
-/// A value becomes a measurement. An oximeter SpO2 or pulse of 0 is "no value" (probe off, searching), never a
-/// desaturation or asystole (docs/sources.md, "Devices and data"); the trend download writes exactly that (`SpO2=000`).
+/// A value becomes a measurement. An oximeter SpO2, pulse or perfusion index of 0 is "no value" (probe off,
+/// searching), never a desaturation or asystole (docs/sources.md, "Devices and data"); the trend download writes
+/// exactly that (`SpO2=000 PR=000 PI=00.00`).
 fn measurement(parameter: Parameter, value: Option<f64>, sensor: SensorFlags) -> Measurement {
     let value = value.filter(|v| *v != 0.0);
     let (value, status) = match value {
@@ -299,6 +306,17 @@ mod tests {
         let f = parse_line(b"SpO2=096 PR=074 EXC=020").unwrap();
         assert!(f.sensor.contains(SensorFlags::SENSOR_OFF));
         assert_eq!(value(&f, Parameter::Spo2), (None, ValueStatus::Unavailable));
+    }
+
+    #[test]
+    fn the_perfusion_index_comes_first_and_dashes_are_no_value() {
+        let f = parse_line(LIVE.as_bytes()).unwrap();
+        assert_eq!(f.measurements[0].parameter, Parameter::Pi, "the perfusion index comes first in the frame");
+        assert_eq!(value(&f, Parameter::Pi), (Some(3.6), ValueStatus::Valid));
+        let off = parse_line(b"05/15/07 08:12:21 SN=0000070986 SPO2=---% BPM=--- PI=--.--% EXC=000000").unwrap();
+        assert_eq!(value(&off, Parameter::Pi), (None, ValueStatus::Unavailable));
+        let line_without_pi = parse_line(b"03/19/16 13:37:12 SN=0000093112 SPO2=---% BPM=--- EXC=000001").unwrap();
+        assert!(line_without_pi.measurements.iter().all(|m| m.parameter != Parameter::Pi));
     }
 
     #[test]

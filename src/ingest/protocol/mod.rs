@@ -24,6 +24,16 @@ pub struct Frame {
     pub device_alarms: Option<Vec<DeviceAlarm>>,
 }
 
+impl Frame {
+    /// Puts the perfusion index before the other values, keeping their order: the engine judges an SpO2 value
+    /// by the perfusion index of its own frame, so it must know that index first (issue 10 item 5).
+    pub fn perfusion_first(&mut self) {
+        if self.measurements.iter().skip(1).any(|m| m.parameter == Parameter::Pi) {
+            self.measurements.sort_by_key(|m| m.parameter != Parameter::Pi);
+        }
+    }
+}
+
 /// One alarm the monitor itself raised (an IntelliVue alert, an S/5 alarm record entry). Kept apart from
 /// Vigil's own rules: the bed shows it as a device alarm with source `monitor`, never merged with an engine
 /// condition.

@@ -9,7 +9,7 @@ fn decode_all(bytes: &[u8]) -> Vec<Result<Frame, DecodeError>> {
 }
 
 /// A numerics poll result as an MP90 sends it: SpO2 85.0 (exponent −1), pleth pulse 72, NIBP 120/80 (93)
-/// with its measurement time, a perfusion index 1.50 (not one of Vigil's parameters) and an invalid ECG HR.
+/// with its measurement time, a perfusion index 1.50 (dimensionless, as IntelliVue sends it) and an invalid ECG HR.
 #[rustfmt::skip]
 const NUMERICS: [u8; 192] = [
     0xE1, 0x00, 0x00, 0x02,                         // session header: data
@@ -101,7 +101,7 @@ fn frames_escape_the_flag_and_escape_bytes_and_the_deframer_undoes_it() {
 }
 
 #[test]
-fn a_hand_written_numerics_result_decodes_to_spo2_pulse_and_one_nibp_and_keeps_the_rest() {
+fn a_hand_written_numerics_result_decodes_to_perfusion_index_spo2_pulse_and_one_nibp_and_keeps_the_rest() {
     let wire = framed(&NUMERICS_HEADER, &NUMERICS, NUMERICS_FCS);
     assert_eq!(frame(&NUMERICS), wire, "our framing matches the hand-made frame");
     let frames = decode_all(&wire);
@@ -114,6 +114,7 @@ fn a_hand_written_numerics_result_decodes_to_spo2_pulse_and_one_nibp_and_keeps_t
     assert_eq!(
         got,
         [
+            (Parameter::Pi, Some(1.5), ValueStatus::Valid),
             (Parameter::Spo2, Some(85.0), ValueStatus::Valid),
             (Parameter::Pr, Some(72.0), ValueStatus::Valid),
             (Parameter::NibpSys, Some(120.0), ValueStatus::Valid),
@@ -122,15 +123,16 @@ fn a_hand_written_numerics_result_decodes_to_spo2_pulse_and_one_nibp_and_keeps_t
             (Parameter::Hr, None, ValueStatus::Unavailable),
         ]
     );
-    let sys = &f.measurements[2];
+    let sys = &f.measurements[3];
     assert_eq!(sys.observed, Some(t("2026-12-01T14:29:30Z")), "NIBP carries its measurement time");
     assert_eq!(f.device_alarms, None, "a numerics result says nothing about alarms");
 
-    // Every numeric, with its MDC code, including the one Vigil does not alarm on.
+    // Every numeric, with its MDC code; the perfusion indicator's is Vigil's perfusion index code.
     let Ok(Pdu::Poll(p)) = parse_pdu(&NUMERICS) else { panic!("a poll result") };
     assert_eq!(p.numerics.len(), 7);
     let perf = p.numerics.iter().find(|n| n.physio_id == 0x4BB0).unwrap();
-    assert_eq!((perf.value, perf.mdc(), perf.measurement()), (Some(1.5), 150_448, None));
+    assert_eq!((perf.value, perf.mdc()), (Some(1.5), Parameter::Pi.mdc_code()));
+    assert_eq!(perf.measurement().map(|m| (m.parameter, m.value)), Some((Parameter::Pi, Some(1.5))));
     assert_eq!(p.numerics[0].mdc(), Parameter::Spo2.mdc_code(), "(2 << 16) + physio id is Vigil's MDC code");
 }
 
@@ -352,4 +354,22 @@ fn a_connect_indication_names_the_monitors_address_and_its_data_export_port() {
     assert_eq!(ci.data_port, Some(24105));
     assert!(parse_connect_indication(&CONNECT_INDICATION[..40]).is_err(), "cut short is an error, not a panic");
     assert!(parse_connect_indication(&association_request()).is_err());
+}
+
+#[test]
+fn a_perfusion_indicator_of_nan_or_zero_is_no_value() {
+    let perf = |value| Numeric {
+        handle: 0x53,
+        physio_id: physio::PULS_OXIM_PERF_REL,
+        state: 0,
+        unit: unit::DIMLESS,
+        value,
+        time: None,
+        relative_time: None,
+    };
+    for value in [None, Some(0.0)] {
+        let m = perf(value).measurement().unwrap();
+        assert_eq!((m.parameter, m.value, m.status), (Parameter::Pi, None, ValueStatus::Unavailable), "{value:?}");
+    }
+    assert_eq!(perf(Some(0.4)).measurement().unwrap().value, Some(0.4));
 }
