@@ -538,3 +538,35 @@ async fn a_store_that_cannot_write_is_shown_on_the_retained_status_and_the_alarm
     cancel.cancel();
     tokio::time::timeout(T, m.task).await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ward_whose_bed_list_does_not_fit_a_last_will_still_connects_and_its_birth_lists_every_bed() {
+    // 6,000 beds make a status of about 80 KB: more than the 65,535 bytes an MQTT will can carry. Before the
+    // will left the list out, its length wrapped, the broker misread the credentials and refused Vigil forever.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = config(dir.path(), &embedded(port, "vigil-big-ward"), &users());
+    let _b = broker::start(&cfg).unwrap();
+    let store = Store::open(&dir.path().join("vigil.db")).unwrap();
+    let beds = (0..6000)
+        .map(|i| vigil::hub::BedInfo {
+            id: format!("chair-{i}").as_str().into(),
+            label: format!("Chair {i}"),
+            profile: "ketamine-chair".into(),
+        })
+        .collect();
+    let hub = vigil::hub::Hub::new(SITE, WARD, beds);
+    let cancel = CancellationToken::new();
+    let m = mqtt::spawn(cfg.clone(), hub, store, cancel.clone()).unwrap();
+    let mut sub = Subscriber::connect_as(port, "it-big", &format!("{BASE}/status"), false, VICTOR).await;
+    let mut link = m.link.clone();
+    tokio::time::timeout(T, link.wait_for(|l| l.state == LinkState::Connected))
+        .await
+        .expect("Vigil connects to its broker")
+        .unwrap();
+    let online = sub.expect("/status", T, |m| m.json["state"] == "online").await;
+    assert_eq!(online.json["beds"].as_array().unwrap().len(), 6000);
+    assert!(online.json.get("beds_omitted").is_none(), "the birth has the whole list");
+    cancel.cancel();
+    tokio::time::timeout(T, m.task).await.unwrap().unwrap();
+}

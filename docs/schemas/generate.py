@@ -119,6 +119,10 @@ SCHEMAS = [
                    "ward": {"type": "string"},
                    "client_id": {"type": "string"},
                    "beds": {"type": "array", "items": BED},
+                   "beds_omitted": {"const": True,
+                                    "description": "Only in a last will whose bed list would not fit the 65,535 "
+                                                   "bytes an MQTT will can carry: beds is empty, the birth has "
+                                                   "the list."},
                },
            }),
     schema("vigil-vitals.schema.json", "Vigil vitals", "Topic {base}/bed/{bed}/vitals, QoS 0, not retained.", {

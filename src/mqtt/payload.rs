@@ -110,10 +110,31 @@ pub struct Status {
     pub client_id: String,
     /// Configured beds.
     pub beds: Vec<String>,
+    /// `true` in a last will whose bed list was left out because it would not fit (see [`Status::will`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub beds_omitted: bool,
     /// `failed` while Vigil's store cannot write (disk full, read-only): alarms still reach the dashboard and
     /// are kept in memory to be stored and sent later. Absent when the store is fine.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<&'static str>,
+}
+
+/// The most an MQTT 3.1.1 last will payload can hold: its length is a two-byte field (spec 3.1.3.3).
+pub const MAX_WILL_BYTES: usize = u16::MAX as usize;
+
+impl Status {
+    /// This status as a last will payload. A will longer than [`MAX_WILL_BYTES`] cannot be encoded: the length
+    /// wraps and the broker misreads the rest of the CONNECT (the username and password), so Vigil could never
+    /// connect. A large ward's bed list (about 5,000 beds) is left out of the will and `beds_omitted` says so;
+    /// the birth before it carries the list.
+    pub fn will(&self) -> Vec<u8> {
+        let full = serde_json::to_vec(self).unwrap_or_default();
+        if full.len() <= MAX_WILL_BYTES {
+            return full;
+        }
+        let short = Status { beds: Vec::new(), beds_omitted: true, ..self.clone() };
+        serde_json::to_vec(&short).unwrap_or_default()
+    }
 }
 
 /// A reply to a command.
@@ -138,4 +159,41 @@ pub struct Reply {
     pub reason: Option<String>,
     /// How many events it caused (they follow on the bed's topics).
     pub events: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(beds: usize) -> Status {
+        Status {
+            schema_version: SCHEMA_VERSION,
+            state: "offline",
+            seq: 3,
+            time: chrono::Utc::now(),
+            reason: Some("connection-lost"),
+            version: "0.1.0",
+            site: "site".into(),
+            ward: "ward".into(),
+            client_id: "vigil".into(),
+            beds: (0..beds).map(|i| format!("chair-{i}")).collect(),
+            beds_omitted: false,
+            store: None,
+        }
+    }
+
+    #[test]
+    fn a_will_keeps_a_wards_bed_list_while_it_fits_and_says_when_it_had_to_leave_it_out() {
+        let small: serde_json::Value = serde_json::from_slice(&status(40).will()).unwrap();
+        assert_eq!(small["beds"].as_array().unwrap().len(), 40);
+        assert!(small.get("beds_omitted").is_none());
+
+        let big = status(6000).will();
+        assert!(big.len() <= MAX_WILL_BYTES, "{} bytes", big.len());
+        let big: serde_json::Value = serde_json::from_slice(&big).unwrap();
+        assert_eq!(big["beds"], serde_json::json!([]));
+        assert_eq!(big["beds_omitted"], true);
+        assert_eq!(big["state"], "offline");
+        assert_eq!(big["seq"], 3);
+    }
 }

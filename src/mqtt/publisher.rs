@@ -143,12 +143,7 @@ impl Connector {
         }
         let will =
             Status { state: "offline", seq, time: Utc::now(), reason: Some("connection-lost"), ..self.status.clone() };
-        o.set_last_will(LastWill::new(
-            self.status_topic.clone(),
-            serde_json::to_vec(&will).unwrap_or_default(),
-            QoS::AtLeastOnce,
-            true,
-        ));
+        o.set_last_will(LastWill::new(self.status_topic.clone(), will.will(), QoS::AtLeastOnce, true));
         o
     }
 }
@@ -244,6 +239,7 @@ pub(super) fn spawn(
         ward: config.site.ward.clone(),
         client_id: config.mqtt.client_id.clone(),
         beds: beds.clone(),
+        beds_omitted: false,
         store: None,
     };
     let connector = Connector {
