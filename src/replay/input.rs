@@ -3,11 +3,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::path::Path;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use super::records::Records;
 use super::ReplayError;
 use crate::alarm::DeviceSignal;
 use crate::config::DeviceKind;
@@ -303,8 +304,7 @@ fn hl7_messages(bytes: &[u8]) -> Vec<Vec<u8>> {
 
 /// The CSV rows in file order, parsed one record at a time from a reused buffer.
 pub struct CsvRows<R: Read = File> {
-    reader: csv::Reader<BufReader<R>>,
-    record: csv::ByteRecord,
+    record: Records<R>,
     file: String,
     start: Timestamp,
     status_column: bool,
@@ -325,15 +325,8 @@ const EVENTS: &str = "session_start, infusion_start, infusion_stop, session_end,
 impl<R: Read> CsvRows<R> {
     /// Reads and checks the header: `timestamp,bed,parameter,value` with an optional fifth column `status`.
     pub fn new(input: R, file: String, start: Timestamp) -> Result<CsvRows<R>, ReplayError> {
-        let reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .comment(Some(b'#'))
-            .buffer_capacity(1 << 16)
-            .from_reader(BufReader::with_capacity(1 << 16, input));
         let mut rows = CsvRows {
-            reader,
-            record: csv::ByteRecord::new(),
+            record: Records::new(input),
             file,
             start,
             status_column: false,
@@ -345,7 +338,11 @@ impl<R: Read> CsvRows<R> {
             missing: 0,
         };
         let ok = rows.read_record()?;
-        let header: Vec<&[u8]> = if ok { rows.record.iter().map(<[u8]>::trim_ascii).collect() } else { Vec::new() };
+        let header: Vec<&[u8]> = if ok {
+            (0..rows.record.len()).filter_map(|i| rows.record.get(i)).map(<[u8]>::trim_ascii).collect()
+        } else {
+            Vec::new()
+        };
         let header: Vec<&[u8]> = header
             .iter()
             .enumerate()
@@ -370,7 +367,7 @@ impl<R: Read> CsvRows<R> {
     }
 
     fn read_record(&mut self) -> Result<bool, ReplayError> {
-        self.reader.read_byte_record(&mut self.record).map_err(|e| {
+        self.record.read().map_err(|e| {
             let line = e.position().map_or(0, |p| p.line() as usize);
             match e.into_kind() {
                 csv::ErrorKind::Io(source) => ReplayError::Read { file: self.file.clone(), source },
@@ -385,9 +382,9 @@ impl<R: Read> CsvRows<R> {
             if !self.read_record()? {
                 return Ok(None);
             }
-            let line = self.record.position().map_or(0, |p| p.line() as usize);
+            let line = self.record.line() as usize;
             let n = self.record.len();
-            if n == 1 && self.record[0].trim_ascii().is_empty() {
+            if n == 1 && self.f(0).trim_ascii().is_empty() {
                 continue;
             }
             let fields_ok = if self.status_column { n == 4 || n == 5 } else { n == 4 };
@@ -399,13 +396,19 @@ impl<R: Read> CsvRows<R> {
         }
     }
 
+    /// Field `i` of the current record, empty when the record has fewer fields.
+    #[inline]
+    fn f(&self, i: usize) -> &[u8] {
+        self.record.get(i).unwrap_or_default()
+    }
+
     fn field(&self, i: usize, line: usize) -> Result<&str, ReplayError> {
-        let f = self.record.get(i).unwrap_or_default().trim_ascii();
+        let f = self.f(i).trim_ascii();
         std::str::from_utf8(f).map_err(|_| self.err(line, format!("field {} is not UTF-8", i + 1)))
     }
 
     fn parse(&mut self, line: usize) -> Result<Row, ReplayError> {
-        let stamp = self.record[0].trim_ascii();
+        let stamp = self.record.get(0).unwrap_or_default().trim_ascii();
         let time = if stamp == self.last_stamp.as_slice() {
             self.last_time
         } else {
@@ -425,8 +428,8 @@ impl<R: Read> CsvRows<R> {
         // The common row, a parameter name and a whole number without a status, is read from the bytes without
         // UTF-8 checks or the float parser (a whole number of up to 15 digits is exact in an f64, so the value
         // is the one `str::parse` gives).
-        if !self.status_column || self.record.get(4).is_none_or(|s| s.trim_ascii().is_empty()) {
-            let raw = self.record[2].trim_ascii();
+        if !self.status_column || self.f(4).trim_ascii().is_empty() {
+            let raw = self.f(2).trim_ascii();
             let p = match raw {
                 b"spo2" => Some(Parameter::Spo2),
                 b"pr" => Some(Parameter::Pr),
@@ -438,7 +441,7 @@ impl<R: Read> CsvRows<R> {
                 _ => None,
             };
             if let Some(p) = p {
-                if let Some(v) = whole_number(self.record[3].trim_ascii()) {
+                if let Some(v) = whole_number(self.f(3).trim_ascii()) {
                     return Ok(Row { time, bed, kind: RowKind::Reading(p, Some(v), None) });
                 }
             }
@@ -487,10 +490,15 @@ impl<R: Read> CsvRows<R> {
     }
 
     fn bed(&mut self, line: usize) -> Result<u32, ReplayError> {
-        let raw = self.record[1].trim_ascii();
+        let raw = self.f(1).trim_ascii();
+        // Beds usually come in runs, and in the same order every second: the last bed or the one after it.
         if let Some(b) = self.last_bed {
             if self.names[b as usize].as_bytes() == raw {
                 return Ok(b);
+            }
+            if self.names.get(b as usize + 1).is_some_and(|n| n.as_bytes() == raw) {
+                self.last_bed = Some(b + 1);
+                return Ok(b + 1);
             }
         }
         if raw.is_empty() {

@@ -11,7 +11,7 @@
 //!
 //! The CSV is streamed: memory holds the rows of the last [`REORDER_WINDOW_S`] seconds, one engine per bed and
 //! profile and the summary's counters, whatever the length of the file. Modules: [`input`] reads rows in time
-//! order, [`runner`] is the engine loop and the summary's counting.
+//! order (its CSV records split by `records`), [`runner`] is the engine loop and the summary's counting.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -26,6 +26,7 @@ use crate::event::{AlarmEvent, Priority};
 use crate::vitals::Timestamp;
 
 pub mod input;
+mod records;
 pub mod runner;
 
 pub use input::{open, Action, DeviceValue, Input, Row, RowKind, REORDER_WINDOW_S};
