@@ -225,9 +225,9 @@ fn replay_reads_a_pcap_with_the_packet_time_as_the_receive_time() {
     let mut input = vigil::replay::input::open(&path, start, "intellivue", "chair-1").unwrap();
     let mut spo2 = Vec::new();
     while let Some(row) = input.next_row().unwrap() {
-        if let vigil::replay::input::RowKind::Device { parameter, value, .. } = row.kind {
-            if parameter == vigil::vitals::Parameter::Spo2 {
-                spo2.push((row.time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), value));
+        if let vigil::replay::input::RowKind::Device(d) = row.kind {
+            if d.parameter == vigil::vitals::Parameter::Spo2 {
+                spo2.push((row.time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), d.value));
             }
         }
     }

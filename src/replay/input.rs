@@ -3,11 +3,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::path::Path;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use super::records::Records;
 use super::ReplayError;
 use crate::alarm::DeviceSignal;
 use crate::config::DeviceKind;
@@ -20,38 +21,42 @@ use crate::vitals::{BedId, Parameter, Timestamp, ValueStatus};
 /// put back in time order (same-time rows keep their file order); a row further back is an error naming its line.
 pub const REORDER_WINDOW_S: i64 = 5;
 
-/// What one row of a recording says.
+/// What one row of a recording says. The common variant, a CSV reading, is held inline and the rare ones boxed, so
+/// the reorder window moves small rows.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RowKind {
     /// A value (or a missing value) from the CSV, with the status of the fifth column if it has one. Without a
     /// status (4-column file, or the column empty) a present value is valid and 0 means "no value".
     Reading(Parameter, Option<f64>, Option<ValueStatus>),
-    /// A value decoded from a device capture, with the status the decoder gave it, when it was measured (by
-    /// [`crate::vitals::measured_at`], as in the daemon) and whether it is a spot reading of a continuous
-    /// parameter.
-    Device {
-        /// What was measured.
-        parameter: Parameter,
-        /// The value.
-        value: Option<f64>,
-        /// Its status.
-        status: ValueStatus,
-        /// When it was measured, if earlier than the frame.
-        measured: Option<Timestamp>,
-        /// A spot reading (the cuff's pulse).
-        spot: bool,
-    },
+    /// A value decoded from a device capture.
+    Device(Box<DeviceValue>),
     /// What a capture says about its sensor or demo mode.
-    Signal(DeviceSignal),
+    Signal(Box<DeviceSignal>),
     /// A session command.
-    Command(Command),
+    Command(Box<Command>),
     /// A nurse's action from the CSV; `line` is where it was written, for the refusal report.
     Action {
         /// What the nurse did.
-        action: Action,
+        action: Box<Action>,
         /// 1-based line number in the CSV.
         line: usize,
     },
+}
+
+/// A value decoded from a device capture, with the status the decoder gave it, when it was measured (by
+/// [`crate::vitals::measured_at`], as in the daemon) and whether it is a spot reading of a continuous parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceValue {
+    /// What was measured.
+    pub parameter: Parameter,
+    /// The value.
+    pub value: Option<f64>,
+    /// Its status.
+    pub status: ValueStatus,
+    /// When it was measured, if earlier than the frame.
+    pub measured: Option<Timestamp>,
+    /// A spot reading (the cuff's pulse).
+    pub spot: bool,
 }
 
 /// A nurse's action in a recording (`event` rows); the actor is `replay`.
@@ -85,8 +90,8 @@ impl std::fmt::Display for Action {
 pub struct Row {
     /// When.
     pub time: Timestamp,
-    /// Which bed.
-    pub bed: BedId,
+    /// Which bed: an index into the recording's bed names ([`Input::bed`]), numbered in order of first appearance.
+    pub bed: u32,
     /// What.
     pub kind: RowKind,
 }
@@ -95,8 +100,8 @@ pub struct Row {
 pub enum Input {
     /// The CSV, streamed.
     Csv(Box<SortedCsv>),
-    /// A decoded capture (already in time order).
-    Rows(std::vec::IntoIter<Row>),
+    /// A decoded capture (already in time order) of one bed, bed index 0.
+    Rows(std::vec::IntoIter<Row>, [BedId; 1]),
 }
 
 impl Input {
@@ -104,7 +109,15 @@ impl Input {
     pub fn next_row(&mut self) -> Result<Option<Row>, ReplayError> {
         match self {
             Input::Csv(c) => c.next_row(),
-            Input::Rows(r) => Ok(r.next()),
+            Input::Rows(r, _) => Ok(r.next()),
+        }
+    }
+
+    /// The name of the bed a row's index stands for (every index a row carries is in range).
+    pub fn bed(&self, index: u32) -> &BedId {
+        match self {
+            Input::Csv(c) => &c.csv.names[index as usize],
+            Input::Rows(_, bed) => &bed[0],
         }
     }
 
@@ -112,7 +125,7 @@ impl Input {
     pub fn missing_values(&self) -> usize {
         match self {
             Input::Csv(c) => c.csv.missing,
-            Input::Rows(_) => 0,
+            Input::Rows(..) => 0,
         }
     }
 }
@@ -165,12 +178,12 @@ pub fn open(path: &Path, start: Timestamp, format: &str, bed: &str) -> Result<In
     } else {
         format
     };
-    Ok(Input::Rows(decode_capture(&bytes, format, start, bed).map_err(unsupported)?.into_iter()))
+    let rows = decode_capture(&bytes, format, start, bed).map_err(unsupported)?;
+    Ok(Input::Rows(rows.into_iter(), [bed.into()]))
 }
 
 /// Decodes a whole capture into time-ordered rows (a stable sort keeps same-time rows in frame order).
 fn decode_capture(bytes: &[u8], format: &str, start: Timestamp, bed: &str) -> Result<Vec<Row>, String> {
-    let bed: BedId = bed.into();
     let source = format!("{bed}/replay");
     let mut frames: Vec<(Option<Timestamp>, Frame)> = Vec::new();
     match format {
@@ -238,23 +251,16 @@ fn decode_capture(bytes: &[u8], format: &str, start: Timestamp, bed: &str) -> Re
             None if k == 0 => start,
             None => clock + TimeDelta::seconds(1),
         };
-        rows.push(Row {
-            time: clock,
-            bed: bed.clone(),
-            kind: RowKind::Signal(DeviceSignal::Sensor { source: source.clone(), flags: f.sensor }),
-        });
-        rows.push(Row {
-            time: clock,
-            bed: bed.clone(),
-            kind: RowKind::Signal(DeviceSignal::Demo { source: source.clone(), on: f.demo }),
-        });
+        let signal = |s| Row { time: clock, bed: 0, kind: RowKind::Signal(Box::new(s)) };
+        rows.push(signal(DeviceSignal::Sensor { source: source.clone(), flags: f.sensor }));
+        rows.push(signal(DeviceSignal::Demo { source: source.clone(), on: f.demo }));
         // The daemon's timing rule: a value arrives with its frame (HL7: at MSH-7) and its measurement time
         // is read against the frame's own clock, so an NIBP sent again is the same reading, as old as it is.
         for m in f.measurements {
             let measured = crate::vitals::measured_at(m.observed, f.device_time, clock);
             let (parameter, value, status, spot) = (m.parameter, m.value, m.status, m.spot);
-            let kind = RowKind::Device { parameter, value, status, measured, spot };
-            rows.push(Row { time: clock, bed: bed.clone(), kind });
+            let kind = RowKind::Device(Box::new(DeviceValue { parameter, value, status, measured, spot }));
+            rows.push(Row { time: clock, bed: 0, kind });
         }
     }
     rows.sort_by_key(|r| r.time);
@@ -298,13 +304,15 @@ fn hl7_messages(bytes: &[u8]) -> Vec<Vec<u8>> {
 
 /// The CSV rows in file order, parsed one record at a time from a reused buffer.
 pub struct CsvRows<R: Read = File> {
-    reader: csv::Reader<BufReader<R>>,
-    record: csv::ByteRecord,
+    record: Records<R>,
     file: String,
     start: Timestamp,
     status_column: bool,
-    beds: HashMap<Box<str>, BedId, foldhash::fast::RandomState>,
-    last_bed: Option<BedId>,
+    /// Bed name to index into `names`.
+    beds: HashMap<Box<str>, u32, foldhash::fast::RandomState>,
+    /// Bed names in order of first appearance.
+    names: Vec<BedId>,
+    last_bed: Option<u32>,
     last_stamp: Vec<u8>,
     last_time: Timestamp,
     missing: usize,
@@ -317,26 +325,24 @@ const EVENTS: &str = "session_start, infusion_start, infusion_stop, session_end,
 impl<R: Read> CsvRows<R> {
     /// Reads and checks the header: `timestamp,bed,parameter,value` with an optional fifth column `status`.
     pub fn new(input: R, file: String, start: Timestamp) -> Result<CsvRows<R>, ReplayError> {
-        let reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .comment(Some(b'#'))
-            .buffer_capacity(1 << 16)
-            .from_reader(BufReader::with_capacity(1 << 16, input));
         let mut rows = CsvRows {
-            reader,
-            record: csv::ByteRecord::new(),
+            record: Records::new(input),
             file,
             start,
             status_column: false,
             beds: HashMap::default(),
+            names: Vec::new(),
             last_bed: None,
             last_stamp: Vec::new(),
             last_time: start,
             missing: 0,
         };
         let ok = rows.read_record()?;
-        let header: Vec<&[u8]> = if ok { rows.record.iter().map(<[u8]>::trim_ascii).collect() } else { Vec::new() };
+        let header: Vec<&[u8]> = if ok {
+            (0..rows.record.len()).filter_map(|i| rows.record.get(i)).map(<[u8]>::trim_ascii).collect()
+        } else {
+            Vec::new()
+        };
         let header: Vec<&[u8]> = header
             .iter()
             .enumerate()
@@ -361,7 +367,7 @@ impl<R: Read> CsvRows<R> {
     }
 
     fn read_record(&mut self) -> Result<bool, ReplayError> {
-        self.reader.read_byte_record(&mut self.record).map_err(|e| {
+        self.record.read().map_err(|e| {
             let line = e.position().map_or(0, |p| p.line() as usize);
             match e.into_kind() {
                 csv::ErrorKind::Io(source) => ReplayError::Read { file: self.file.clone(), source },
@@ -376,9 +382,9 @@ impl<R: Read> CsvRows<R> {
             if !self.read_record()? {
                 return Ok(None);
             }
-            let line = self.record.position().map_or(0, |p| p.line() as usize);
+            let line = self.record.line() as usize;
             let n = self.record.len();
-            if n == 1 && self.record[0].trim_ascii().is_empty() {
+            if n == 1 && self.f(0).trim_ascii().is_empty() {
                 continue;
             }
             let fields_ok = if self.status_column { n == 4 || n == 5 } else { n == 4 };
@@ -390,13 +396,19 @@ impl<R: Read> CsvRows<R> {
         }
     }
 
+    /// Field `i` of the current record, empty when the record has fewer fields.
+    #[inline]
+    fn f(&self, i: usize) -> &[u8] {
+        self.record.get(i).unwrap_or_default()
+    }
+
     fn field(&self, i: usize, line: usize) -> Result<&str, ReplayError> {
-        let f = self.record.get(i).unwrap_or_default().trim_ascii();
+        let f = self.f(i).trim_ascii();
         std::str::from_utf8(f).map_err(|_| self.err(line, format!("field {} is not UTF-8", i + 1)))
     }
 
     fn parse(&mut self, line: usize) -> Result<Row, ReplayError> {
-        let stamp = self.record[0].trim_ascii();
+        let stamp = self.record.get(0).unwrap_or_default().trim_ascii();
         let time = if stamp == self.last_stamp.as_slice() {
             self.last_time
         } else {
@@ -416,8 +428,8 @@ impl<R: Read> CsvRows<R> {
         // The common row, a parameter name and a whole number without a status, is read from the bytes without
         // UTF-8 checks or the float parser (a whole number of up to 15 digits is exact in an f64, so the value
         // is the one `str::parse` gives).
-        if !self.status_column || self.record.get(4).is_none_or(|s| s.trim_ascii().is_empty()) {
-            let raw = self.record[2].trim_ascii();
+        if !self.status_column || self.f(4).trim_ascii().is_empty() {
+            let raw = self.f(2).trim_ascii();
             let p = match raw {
                 b"spo2" => Some(Parameter::Spo2),
                 b"pr" => Some(Parameter::Pr),
@@ -429,7 +441,7 @@ impl<R: Read> CsvRows<R> {
                 _ => None,
             };
             if let Some(p) = p {
-                if let Some(v) = whole_number(self.record[3].trim_ascii()) {
+                if let Some(v) = whole_number(self.f(3).trim_ascii()) {
                     return Ok(Row { time, bed, kind: RowKind::Reading(p, Some(v), None) });
                 }
             }
@@ -477,11 +489,16 @@ impl<R: Read> CsvRows<R> {
         Ok(Row { time, bed, kind })
     }
 
-    fn bed(&mut self, line: usize) -> Result<BedId, ReplayError> {
-        let raw = self.record[1].trim_ascii();
-        if let Some(b) = &self.last_bed {
-            if b.as_bytes() == raw {
-                return Ok(b.clone());
+    fn bed(&mut self, line: usize) -> Result<u32, ReplayError> {
+        let raw = self.f(1).trim_ascii();
+        // Beds usually come in runs, and in the same order every second: the last bed or the one after it.
+        if let Some(b) = self.last_bed {
+            if self.names[b as usize].as_bytes() == raw {
+                return Ok(b);
+            }
+            if self.names.get(b as usize + 1).is_some_and(|n| n.as_bytes() == raw) {
+                self.last_bed = Some(b + 1);
+                return Ok(b + 1);
             }
         }
         if raw.is_empty() {
@@ -489,14 +506,17 @@ impl<R: Read> CsvRows<R> {
         }
         let name = self.field(1, line)?;
         let bed = match self.beds.get(name) {
-            Some(b) => b.clone(),
+            Some(&b) => b,
             None => {
-                let b: BedId = name.into();
-                self.beds.insert(name.into(), b.clone());
+                let b = u32::try_from(self.names.len())
+                    .map_err(|_| self.err(line, "more than 4,294,967,295 beds".into()))?;
+                let (key, id): (Box<str>, BedId) = (name.into(), name.into());
+                self.beds.insert(key, b);
+                self.names.push(id);
                 b
             }
         };
-        self.last_bed = Some(bed.clone());
+        self.last_bed = Some(bed);
         Ok(bed)
     }
 }
@@ -518,18 +538,20 @@ fn whole_number(digits: &[u8]) -> Option<f64> {
 }
 
 fn parse_event(value: &str) -> Result<RowKind, String> {
-    let action = |action| Ok(RowKind::Action { action, line: 0 });
+    let action = |action| Ok(RowKind::Action { action: Box::new(action), line: 0 });
     let (name, arg) = match value.split_once(':') {
         Some((n, a)) => (n, Some(a.trim())),
         None => (value, None),
     };
     match (name, arg) {
-        ("session_start", None) => {
-            Ok(RowKind::Command(Command::SessionStart { patient: None, baseline_sys: None, baseline_dia: None }))
-        }
-        ("infusion_start", None) => Ok(RowKind::Command(Command::InfusionStart)),
-        ("infusion_stop", None) => Ok(RowKind::Command(Command::InfusionStop)),
-        ("session_end", None) => Ok(RowKind::Command(Command::SessionEnd)),
+        ("session_start", None) => Ok(RowKind::Command(Box::new(Command::SessionStart {
+            patient: None,
+            baseline_sys: None,
+            baseline_dia: None,
+        }))),
+        ("infusion_start", None) => Ok(RowKind::Command(Box::new(Command::InfusionStart))),
+        ("infusion_stop", None) => Ok(RowKind::Command(Box::new(Command::InfusionStop))),
+        ("session_end", None) => Ok(RowKind::Command(Box::new(Command::SessionEnd))),
         ("acknowledge", None) => action(Action::AcknowledgeAll),
         ("acknowledge", Some(c)) if !c.is_empty() => action(Action::Acknowledge(c.to_owned())),
         ("pause_audio", None) => action(Action::PauseAudio(None)),
@@ -596,19 +618,29 @@ impl SortedCsv {
                 Some((t, ..)) if row.time <= t => {}
                 _ => self.latest = Some((row.time, line, row.time - window)),
             }
-            // After every row of the same or an earlier time: a stable order.
+            // After every row of the same or an earlier time: a stable order (a file in time order appends).
             let mut at = self.buffer.len();
             while at > 0 && self.buffer[at - 1].time > row.time {
                 at -= 1;
             }
-            self.buffer.insert(at, row);
+            if at == self.buffer.len() {
+                self.buffer.push_back(row);
+            } else {
+                self.buffer.insert(at, row);
+            }
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::whole_number;
+    use super::{whole_number, Row};
+
+    /// The reorder window holds about 10,000 rows on a 1,000-bed recording; each is moved in and out of it.
+    #[test]
+    fn a_row_takes_at_most_40_bytes() {
+        assert!(std::mem::size_of::<Row>() <= 40, "{} bytes", std::mem::size_of::<Row>());
+    }
 
     proptest::proptest! {
         /// The fast path reads a whole number exactly as the float parser does, and leaves anything else to it.

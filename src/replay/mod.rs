@@ -11,7 +11,7 @@
 //!
 //! The CSV is streamed: memory holds the rows of the last [`REORDER_WINDOW_S`] seconds, one engine per bed and
 //! profile and the summary's counters, whatever the length of the file. Modules: [`input`] reads rows in time
-//! order, [`runner`] is the engine loop and the summary's counting.
+//! order (its CSV records split by `records`), [`runner`] is the engine loop and the summary's counting.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -26,9 +26,10 @@ use crate::event::{AlarmEvent, Priority};
 use crate::vitals::Timestamp;
 
 pub mod input;
+mod records;
 pub mod runner;
 
-pub use input::{open, Action, Input, Row, RowKind, REORDER_WINDOW_S};
+pub use input::{open, Action, DeviceValue, Input, Row, RowKind, REORDER_WINDOW_S};
 pub use runner::{Refusal, Runner, Sink, ACTOR};
 
 /// The no-data adaptation (see [`runner::adapt`]) looks at this many rows from the start of the recording.
@@ -279,11 +280,11 @@ pub fn run(args: &ReplayArgs, out: &mut dyn Write) -> Result<Summary, ReplayErro
     let mut runner = Runner::new(profiles, args.bed.as_deref());
     for r in head {
         lines.first.get_or_insert(r.time);
-        runner.row(&r, &mut lines)?;
+        runner.row(&r, input.bed(r.bed), &mut lines)?;
     }
     while let Some(r) = input.next_row()? {
         lines.first.get_or_insert(r.time);
-        runner.row(&r, &mut lines)?;
+        runner.row(&r, input.bed(r.bed), &mut lines)?;
     }
     let o = runner.finish();
     let first = o.first.unwrap_or(start);

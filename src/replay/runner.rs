@@ -207,12 +207,15 @@ fn fill(
     held
 }
 
+/// A bed index with no runner bed yet.
+const NO_BED: u32 = u32::MAX;
+
 /// The engine loop over rows in time order.
 pub struct Runner<'a> {
     profiles: Vec<Arc<Profile>>,
     only_bed: Option<&'a str>,
-    index: HashMap<BedId, usize, foldhash::fast::RandomState>,
-    last_bed: Option<(BedId, usize)>,
+    /// The runner's bed for each of the input's bed indices ([`Row::bed`]); `NO_BED` until the bed's first row.
+    slots: Vec<u32>,
     beds: Vec<Bed>,
     /// Bed indices in bed-name order: ticks visit beds in this order.
     order: Vec<usize>,
@@ -233,8 +236,7 @@ impl<'a> Runner<'a> {
         Runner {
             profiles: profiles.into_iter().map(Arc::new).collect(),
             only_bed,
-            index: HashMap::default(),
-            last_bed: None,
+            slots: Vec::new(),
             beds: Vec::new(),
             order: Vec::new(),
             tallies,
@@ -249,6 +251,9 @@ impl<'a> Runner<'a> {
     }
 
     fn emit(&mut self, k: usize, events: Vec<Event>, sink: &mut dyn Sink) -> Result<(), ReplayError> {
+        if events.is_empty() {
+            return Ok(());
+        }
         for e in events {
             let Event::Alarm(a) = e else { continue };
             self.tallies[k].alarm(&a);
@@ -259,39 +264,31 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
-    /// One row (rows must come in time order).
-    pub fn row(&mut self, r: &Row, sink: &mut dyn Sink) -> Result<(), ReplayError> {
+    /// One row (rows must come in time order); `bed` is the name of the row's bed index ([`super::Input::bed`]).
+    pub fn row(&mut self, r: &Row, bed: &BedId, sink: &mut dyn Sink) -> Result<(), ReplayError> {
         self.rows += 1;
         if self.first.is_none() {
             self.first = Some(r.time);
             self.next_tick = Some(r.time + TimeDelta::seconds(1));
         }
         self.last = Some(r.time);
-        if self.only_bed.is_some_and(|b| b != &*r.bed) {
+        if self.only_bed.is_some_and(|b| b != &**bed) {
             return Ok(());
         }
         self.tick_until(r.time, sink)?;
-        // Rows of one bed come in runs (its parameters of one second): the reader interns bed names, so the
-        // last bed is found by pointer before hashing.
-        let i = match &self.last_bed {
-            Some((b, i)) if Arc::ptr_eq(b, &r.bed) => *i,
-            _ => {
-                let i = match self.index.get(&r.bed) {
-                    Some(&i) => i,
-                    None => self.add_bed(&r.bed),
-                };
-                self.last_bed = Some((r.bed.clone(), i));
-                i
-            }
+        let slot = r.bed as usize;
+        let i = match self.slots.get(slot) {
+            Some(&i) if i != NO_BED => i as usize,
+            _ => self.add_bed(slot, bed),
         };
         for k in 0..self.profiles.len() {
-            let events = self.feed(i, k, r, sink)?;
+            let events = self.feed(i, k, r, bed, sink)?;
             self.emit(k, events, sink)?;
         }
         Ok(())
     }
 
-    fn add_bed(&mut self, bed: &BedId) -> usize {
+    fn add_bed(&mut self, slot: usize, bed: &BedId) -> usize {
         let engines = self.profiles.iter().map(|p| Engine::new(bed.clone(), p.clone(), 1)).collect();
         let i = self.beds.len();
         let reading = Reading {
@@ -306,7 +303,11 @@ impl<'a> Runner<'a> {
             source: None,
         };
         self.beds.push(Bed { id: bed.clone(), engines, reading });
-        self.index.insert(bed.clone(), i);
+        if self.slots.len() <= slot {
+            self.slots.resize(slot + 1, NO_BED);
+        }
+        // At most one runner bed per input bed index, so `i` fits the index's u32.
+        self.slots[slot] = i as u32;
         self.seen.insert(bed.clone());
         let at = self.order.partition_point(|&j| self.beds[j].id < *bed);
         self.order.insert(at, i);
@@ -338,7 +339,14 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
-    fn feed(&mut self, i: usize, k: usize, r: &Row, sink: &mut dyn Sink) -> Result<Vec<Event>, ReplayError> {
+    fn feed(
+        &mut self,
+        i: usize,
+        k: usize,
+        r: &Row,
+        bed: &BedId,
+        sink: &mut dyn Sink,
+    ) -> Result<Vec<Event>, ReplayError> {
         let Bed { engines, reading: held, .. } = &mut self.beds[i];
         let engine = &mut engines[k];
         Ok(match &r.kind {
@@ -350,13 +358,14 @@ impl<'a> Runner<'a> {
                 });
                 engine.observe(fill(held, (*p, *v, status), r.time, None, false), r.time)
             }
-            RowKind::Device { parameter, value, status, measured, spot } => {
-                engine.observe(fill(held, (*parameter, *value, *status), r.time, *measured, *spot), r.time)
+            RowKind::Device(d) => {
+                engine.observe(fill(held, (d.parameter, d.value, d.status), r.time, d.measured, d.spot), r.time)
             }
             RowKind::Signal(sig) => engine.device(sig, r.time),
             // A refused session command in a recording (e.g. infusion_stop without a start) changes nothing.
             RowKind::Command(c) => engine.command(c, ACTOR, r.time).unwrap_or_default(),
             RowKind::Action { action, line } => {
+                let action = &**action;
                 let commands: Vec<Command> = match action {
                     Action::AcknowledgeAll => vec![Command::Acknowledge { alarm_id: None }],
                     Action::Acknowledge(condition) => engine
@@ -388,7 +397,7 @@ impl<'a> Runner<'a> {
                     self.actions += 1;
                     for reason in reasons {
                         self.refused += 1;
-                        sink.refused(&Refusal { time: r.time, bed: &r.bed, line: *line, action, reason })?;
+                        sink.refused(&Refusal { time: r.time, bed, line: *line, action, reason })?;
                     }
                 }
                 out
@@ -417,14 +426,17 @@ impl<'a> Runner<'a> {
 /// expects (MIMIC numerics are 1 per minute): otherwise every gap between samples would be a technical alarm.
 /// Judged on the first rows of the recording (`rows`, at most [`super::ADAPT_ROWS`]).
 pub fn adapt(profile: &mut Profile, rows: &[Row]) -> Vec<String> {
-    let mut last: HashMap<(BedId, Parameter), Timestamp> = HashMap::new();
+    let mut last: HashMap<(u32, Parameter), Timestamp> = HashMap::new();
     let mut gaps: Vec<f64> = Vec::new();
     for r in rows {
-        if let RowKind::Reading(p, Some(_), _) | RowKind::Device { parameter: p, value: Some(_), .. } = r.kind {
-            if p.is_continuous() {
-                if let Some(prev) = last.insert((r.bed.clone(), p), r.time) {
-                    gaps.push((r.time - prev).num_milliseconds() as f64 / 1000.0);
-                }
+        let p = match &r.kind {
+            RowKind::Reading(p, Some(_), _) => *p,
+            RowKind::Device(d) if d.value.is_some() => d.parameter,
+            _ => continue,
+        };
+        if p.is_continuous() {
+            if let Some(prev) = last.insert((r.bed, p), r.time) {
+                gaps.push((r.time - prev).num_milliseconds() as f64 / 1000.0);
             }
         }
     }
