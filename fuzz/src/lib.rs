@@ -8,6 +8,14 @@ pub mod vitals;
 #[path = "../../src/ingest/protocol/mod.rs"]
 pub mod protocol;
 
+#[path = "../../src/pcap.rs"]
+pub mod pcap;
+
+/// The daemon's path to the decoders (`crate::ingest::protocol`), for the files that name it.
+pub mod ingest {
+    pub use crate::protocol;
+}
+
 use bytes::BytesMut;
 use tokio_util::codec::Decoder;
 
