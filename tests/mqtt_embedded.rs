@@ -383,6 +383,54 @@ async fn the_loopback_demo_lets_anonymous_clients_in_and_their_commands_run_as_d
     tokio::time::timeout(T, m.task).await.unwrap().unwrap();
 }
 
+// rumqttd closes a connection whose acknowledgements come out of order. The gate acknowledges the messages it
+// withholds (here the command, which nobody but Vigil may read) itself: sent at once, ahead of the client's own
+// acknowledgements of earlier messages, that closed the subscriber and it missed what came before it reconnected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_has_not_yet_acknowledged_earlier_messages_keeps_its_connection_when_a_withheld_one_arrives()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = config(dir.path(), &embedded(port, "vigil-e11"), "[dashboard]\ndemo_actions_without_sign_in = true\n");
+    broker::start(&cfg).unwrap();
+    let store = Store::open(&dir.path().join("vigil.db")).unwrap();
+    let hub = hub();
+    let mut seen = fake_bed(hub.clone(), store.clone(), "chair-1");
+    let cancel = CancellationToken::new();
+    let m = mqtt::spawn(cfg, hub.clone(), store.clone(), cancel.clone()).unwrap();
+    let mut watch = Subscriber::connect(port, "it-e11", &format!("{BASE}/status"), false).await;
+    watch.expect("/status", T, |m| m.json["state"] == "online").await;
+
+    let mut raw = RawClient::subscribe(port, "raw-e11", &format!("{BASE}/#")).await;
+    let mut owed = Vec::new();
+    while let Some(p) = raw.next(Duration::from_millis(500)).await {
+        if let Some((_, Some(id))) = p.publish() {
+            owed.push(id);
+        }
+    }
+    assert!(!owed.is_empty(), "the retained status and snapshots came at QoS 1 and are not yet acknowledged");
+    publish_once(port, &format!("{BASE}/cmd/chair-1"), r#"{"command":"acknowledge","request_id":"r"}"#).await;
+    tokio::time::timeout(T, seen.recv()).await.unwrap().unwrap();
+    let mut reply = None;
+    while let Some(p) = raw.next(Duration::from_secs(3)).await {
+        if let Some((topic, id)) = p.publish() {
+            assert!(!topic.contains("/cmd/"), "the command is withheld from this client: {topic}");
+            owed.extend(id);
+            if topic.ends_with("/reply/chair-1") {
+                reply = Some(topic);
+                break;
+            }
+        }
+    }
+    assert!(reply.is_some(), "the reply came on the same connection, which the broker kept open");
+    for id in owed {
+        raw.puback(id).await;
+    }
+    assert!(raw.ping().await, "the connection is still open after the client acknowledged everything");
+    cancel.cancel();
+    tokio::time::timeout(T, m.task).await.unwrap().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retained_command_replayed_by_the_broker_is_refused_and_never_reaches_the_bed() {
     let dir = tempfile::tempdir().unwrap();

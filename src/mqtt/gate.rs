@@ -33,14 +33,16 @@
 //!   readable topic gets the SUBACK failure code 0x80 (the others in the same SUBSCRIBE are granted as usual); a
 //!   broader filter (`{base}/#`) is granted, and each message the broker sends on it is delivered only when its
 //!   topic is readable: the gate acknowledges the others to the broker itself (PUBACK, or PUBREC then PUBCOMP), so
-//!   the client never sees them.
+//!   the client never sees them. It sends those acknowledgements in delivery order, after the client's own for
+//!   every earlier message ([`AckQueue`]): rumqttd closes a connection whose acknowledgements come out of order,
+//!   and the client would miss whatever was published until it reconnected.
 //!
 //! Limits: at most [`MAX_CLIENTS`] client connections at once (more are closed at accept, so Vigil's own
 //! connection, which never waits for a slot, keeps working); packets over [`super::broker::MAX_PAYLOAD_BYTES`] plus
 //! headers close the connection; publishes are possible only on the bounded set of command topics, so clients
 //! cannot grow the broker's memory with new topics.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -411,7 +413,11 @@ impl Gate {
         let (from_broker, to_broker) = inner.into_split();
         let relay = Relay {
             to_client: tokio::sync::Mutex::new(to_client),
-            to_broker: tokio::sync::Mutex::new(to_broker),
+            to_broker: tokio::sync::Mutex::new(ToBroker {
+                socket: to_broker,
+                delivered: AckQueue::default(),
+                released: AckQueue::default(),
+            }),
             readable,
             held: std::sync::Mutex::new(Held::default()),
         };
@@ -445,14 +451,26 @@ impl Gate {
                             tracing::warn!(%peer, user = %printable(&who), filters = ?shown, "MQTT gate: subscription refused (no right to read these topics)");
                         }
                         match subscribe.forward {
-                            Some(body) => relay.to_broker.lock().await.write_all(&frame(header, &body)).await?,
+                            Some(body) => relay.to_broker.lock().await.send(&frame(header, &body)).await?,
                             None => relay.to_client.lock().await.write_all(&subscribe.suback).await?,
                         }
                         continue;
                     }
+                    // PUBACK, PUBREC, PUBCOMP: the gate's own acknowledgements that waited for this one follow it.
+                    4 | 5 | 7 if body.len() >= 2 => {
+                        let id = u16::from_be_bytes([body[0], body[1]]);
+                        let mut out = frame(header, &body);
+                        let mut to_broker = relay.to_broker.lock().await;
+                        match header >> 4 {
+                            7 => to_broker.released.acknowledged(id, &mut out),
+                            _ => to_broker.delivered.acknowledged(id, &mut out),
+                        }
+                        to_broker.send(&out).await?;
+                        continue;
+                    }
                     _ => {}
                 }
-                relay.to_broker.lock().await.write_all(&frame(header, &body)).await?;
+                relay.to_broker.lock().await.send(&frame(header, &body)).await?;
             }
             Ok::<(), io::Error>(())
         };
@@ -520,10 +538,58 @@ struct Held {
     withheld_qos2: HashSet<u16>,
 }
 
+/// The broker's acknowledgements of one kind (PUBACK and PUBREC, or PUBCOMP) that the client still owes, in the
+/// order rumqttd expects them (`Outgoing::register_ack` in rumqttd 0.20 disconnects on any other order).
+#[derive(Debug, Default)]
+struct AckQueue(VecDeque<(u16, Option<[u8; 4]>)>);
+
+impl AckQueue {
+    /// A message sent on to the client, which acknowledges it itself.
+    fn forwarded(&mut self, id: u16) {
+        self.0.push_back((id, None));
+    }
+
+    /// A message withheld from the client: the gate's own `ack` goes into `out` once every earlier one is sent.
+    fn withheld(&mut self, id: u16, ack: [u8; 4], out: &mut Vec<u8>) {
+        self.0.push_back((id, Some(ack)));
+        self.release(out);
+    }
+
+    /// The client acknowledged `id` (its packet is already in `out`): the withheld ones it was waiting for follow.
+    fn acknowledged(&mut self, id: u16, out: &mut Vec<u8>) {
+        if let Some(i) = self.0.iter().position(|(held, ack)| *held == id && ack.is_none()) {
+            self.0.remove(i);
+        }
+        self.release(out);
+    }
+
+    fn release(&mut self, out: &mut Vec<u8>) {
+        while let Some((_, Some(ack))) = self.0.front() {
+            out.extend_from_slice(ack);
+            self.0.pop_front();
+        }
+    }
+}
+
+/// The connection to the broker, with what the client owes it.
+struct ToBroker {
+    socket: tokio::net::tcp::OwnedWriteHalf,
+    /// PUBACK (QoS 1) and PUBREC (QoS 2): rumqttd keeps both in one in-flight queue.
+    delivered: AckQueue,
+    /// PUBCOMP, for the PUBRELs it sent.
+    released: AckQueue,
+}
+
+impl ToBroker {
+    async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.socket.write_all(bytes).await
+    }
+}
+
 /// One client connection's two directions, with the read rights applied.
 struct Relay {
     to_client: tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>,
-    to_broker: tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>,
+    to_broker: tokio::sync::Mutex<ToBroker>,
     /// `None`: reads everything.
     readable: Option<Vec<String>>,
     held: std::sync::Mutex<Held>,
@@ -588,30 +654,41 @@ impl Relay {
         while let Some((header, body)) = read_packet(&mut from_broker).await? {
             let _ = socket2::SockRef::from(from_broker.get_ref().as_ref()).set_tcp_quickack(true);
             match header >> 4 {
-                3 if !self.may_read(publish_topic(&body).unwrap_or("")) => {
+                3 => {
                     let qos = (header >> 1) & 0x03;
                     let topic_len = body.get(..2).map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])));
-                    let id = body.get(2 + topic_len..4 + topic_len).map(|b| [b[0], b[1]]);
+                    let id = body.get(2 + topic_len..4 + topic_len).map(|b| u16::from_be_bytes([b[0], b[1]]));
+                    let readable = self.may_read(publish_topic(&body).unwrap_or(""));
                     match (qos, id) {
-                        (1, Some(id)) => self.to_broker.lock().await.write_all(&[0x40, 0x02, id[0], id[1]]).await?,
-                        (2, Some(id)) => {
-                            self.held
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .withheld_qos2
-                                .insert(u16::from_be_bytes(id));
-                            self.to_broker.lock().await.write_all(&[0x50, 0x02, id[0], id[1]]).await?;
+                        (1 | 2, Some(id)) if readable => self.to_broker.lock().await.delivered.forwarded(id),
+                        (1 | 2, Some(id)) => {
+                            let [hi, lo] = id.to_be_bytes();
+                            let ack = if qos == 1 { [0x40, 0x02, hi, lo] } else { [0x50, 0x02, hi, lo] };
+                            if qos == 2 {
+                                self.held.lock().unwrap_or_else(|e| e.into_inner()).withheld_qos2.insert(id);
+                            }
+                            let mut out = Vec::new();
+                            let mut to_broker = self.to_broker.lock().await;
+                            to_broker.delivered.withheld(id, ack, &mut out);
+                            to_broker.send(&out).await?;
                         }
                         _ => {}
                     }
-                    continue;
+                    if !readable {
+                        continue;
+                    }
                 }
                 6 if body.len() == 2 => {
                     let id = u16::from_be_bytes([body[0], body[1]]);
-                    if self.held.lock().unwrap_or_else(|e| e.into_inner()).withheld_qos2.remove(&id) {
-                        self.to_broker.lock().await.write_all(&[0x70, 0x02, body[0], body[1]]).await?;
+                    let withheld = self.held.lock().unwrap_or_else(|e| e.into_inner()).withheld_qos2.remove(&id);
+                    let mut to_broker = self.to_broker.lock().await;
+                    if withheld {
+                        let mut out = Vec::new();
+                        to_broker.released.withheld(id, [0x70, 0x02, body[0], body[1]], &mut out);
+                        to_broker.send(&out).await?;
                         continue;
                     }
+                    to_broker.released.forwarded(id);
                 }
                 9 if body.len() >= 2 => {
                     let id = u16::from_be_bytes([body[0], body[1]]);
@@ -696,6 +773,28 @@ mod tests {
         let with = Policy { discovery: Some("homeassistant/".into()), ..policy() };
         assert!(with.readable(&viewer).unwrap().contains(&"homeassistant/#".to_owned()));
         assert!(!with.may_publish(&viewer, "homeassistant/sensor/x/config"));
+    }
+
+    #[test]
+    fn a_withheld_message_is_acknowledged_only_after_the_client_acknowledged_every_earlier_one() {
+        let mut q = AckQueue::default();
+        let mut out = Vec::new();
+        q.forwarded(1);
+        q.forwarded(2);
+        q.withheld(3, [0x40, 2, 0, 3], &mut out);
+        assert!(out.is_empty(), "1 and 2 are still owed by the client");
+        q.acknowledged(1, &mut out);
+        assert!(out.is_empty());
+        q.forwarded(4);
+        q.acknowledged(2, &mut out);
+        assert_eq!(out, [0x40, 2, 0, 3], "3 follows 2 at once");
+        q.withheld(5, [0x40, 2, 0, 5], &mut out);
+        assert_eq!(out.len(), 4, "5 waits for 4");
+        q.acknowledged(4, &mut out);
+        assert_eq!(out[4..], [0x40, 2, 0, 5]);
+        q.withheld(6, [0x40, 2, 0, 6], &mut out);
+        assert_eq!(out[8..], [0x40, 2, 0, 6], "nothing owed: at once");
+        assert!(q.0.is_empty());
     }
 
     #[test]

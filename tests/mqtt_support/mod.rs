@@ -489,3 +489,114 @@ impl Drop for SmallDisk {
         let _ = Process::new("umount").arg("-l").arg(self.dir.path()).status();
     }
 }
+
+/// A hand-driven MQTT 3.1.1 client on a raw socket: it acknowledges nothing unless told to, so a test controls
+/// exactly which acknowledgements the broker has seen.
+pub struct RawClient {
+    socket: tokio::net::TcpStream,
+}
+
+/// One MQTT packet: its first byte and its body.
+#[derive(Debug)]
+pub struct RawPacket {
+    pub header: u8,
+    pub body: Vec<u8>,
+}
+
+impl RawPacket {
+    /// A PUBLISH's topic and, for QoS 1 and 2, its packet id.
+    pub fn publish(&self) -> Option<(String, Option<u16>)> {
+        if self.header >> 4 != 3 {
+            return None;
+        }
+        let len = usize::from(u16::from_be_bytes([self.body[0], self.body[1]]));
+        let topic = String::from_utf8_lossy(&self.body[2..2 + len]).into_owned();
+        let id = ((self.header >> 1) & 3 > 0).then(|| u16::from_be_bytes([self.body[2 + len], self.body[3 + len]]));
+        Some((topic, id))
+    }
+}
+
+fn raw_frame(header: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![header];
+    let mut n = body.len();
+    loop {
+        let byte = (n % 128) as u8;
+        n /= 128;
+        out.push(if n > 0 { byte | 0x80 } else { byte });
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+fn raw_string(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+impl RawClient {
+    /// Connects anonymously with a clean session and subscribes to `filter` at QoS 1; returns after the SUBACK.
+    pub async fn subscribe(port: u16, client_id: &str, filter: &str) -> RawClient {
+        use tokio::io::AsyncWriteExt;
+        let socket = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut c = RawClient { socket };
+        let mut connect = Vec::new();
+        raw_string(&mut connect, "MQTT");
+        connect.extend_from_slice(&[4, 0x02, 0, 30]);
+        raw_string(&mut connect, client_id);
+        c.socket.write_all(&raw_frame(0x10, &connect)).await.unwrap();
+        let ack = c.next(Duration::from_secs(10)).await.expect("a CONNACK");
+        assert_eq!((ack.header, ack.body.as_slice()), (0x20, &[0u8, 0][..]), "connection accepted");
+        let mut sub = vec![0, 1];
+        raw_string(&mut sub, filter);
+        sub.push(1);
+        c.socket.write_all(&raw_frame(0x82, &sub)).await.unwrap();
+        c
+    }
+
+    /// The next packet within `within`; `None` when the connection closed or nothing came.
+    pub async fn next(&mut self, within: Duration) -> Option<RawPacket> {
+        use tokio::io::AsyncReadExt;
+        tokio::time::timeout(within, async {
+            let header = self.socket.read_u8().await.ok()?;
+            let (mut len, mut shift) = (0usize, 0);
+            loop {
+                let b = self.socket.read_u8().await.ok()?;
+                len |= usize::from(b & 0x7f) << shift;
+                shift += 7;
+                if b & 0x80 == 0 {
+                    break;
+                }
+            }
+            let mut body = vec![0; len];
+            self.socket.read_exact(&mut body).await.ok()?;
+            Some(RawPacket { header, body })
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Sends PUBACK for `id`.
+    pub async fn puback(&mut self, id: u16) {
+        use tokio::io::AsyncWriteExt;
+        let [hi, lo] = id.to_be_bytes();
+        self.socket.write_all(&[0x40, 2, hi, lo]).await.unwrap();
+    }
+
+    /// Sends PINGREQ and waits for the PINGRESP, taking every packet before it; `false` when the connection is gone.
+    pub async fn ping(&mut self) -> bool {
+        use tokio::io::AsyncWriteExt;
+        if self.socket.write_all(&[0xc0, 0]).await.is_err() {
+            return false;
+        }
+        while let Some(p) = self.next(Duration::from_secs(5)).await {
+            if p.header == 0xd0 {
+                return true;
+            }
+        }
+        false
+    }
+}
