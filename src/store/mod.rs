@@ -247,7 +247,7 @@ impl Store {
 
     /// Waits until everything queued before this call (background writes too) is committed.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.writer.write(Box::new(|_| Ok(())))
+        self.writer.barrier()
     }
 
     /// The file this store lives in.

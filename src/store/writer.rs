@@ -1,10 +1,16 @@
 //! The store's writer thread: the only owner of the write connection.
 //!
-//! Every write is a [`Job`] on a channel. The thread takes the first job, then everything else already queued
-//! (up to [`MAX_BATCH`]), and commits them in **one** transaction (group commit): with `synchronous = FULL` that
-//! is one fsync for the whole batch, however many beds wrote. While one batch is being committed the next one
-//! queues up, so batches grow with load and a single fsync is never paid per frame. Each job runs in its own
-//! savepoint, so a job that fails (e.g. a `bed_seq` refused) rolls back alone and the rest of the batch commits.
+//! Every write is a [`Job`] on a channel. The thread takes everything queued and commits it in **one**
+//! transaction (group commit): with `synchronous = FULL` that is one fsync for the whole batch, however many beds
+//! wrote. While one batch is being committed the next one queues up, so batches grow with load and a single fsync
+//! is never paid per frame. Each job runs in its own savepoint, so a job that fails (e.g. a `bed_seq` refused)
+//! rolls back alone and the rest of the batch commits.
+//!
+//! Jobs someone waits for (alarm and session events, commands) go ahead of background jobs (vitals history,
+//! device status, delivery marks): each batch takes every waited-for job first and at most
+//! [`BACKGROUND_BESIDE_URGENT`] background jobs beside them. Under overload the background queue grows (up to
+//! [`MAX_BACKGROUND`], then it sheds), but an alarm waits for one commit at most, never for the vitals queued
+//! before it. Background jobs keep their order among themselves, and [`Writer::barrier`] waits behind them.
 //!
 //! Nothing here runs on the async runtime: callers either wait on a plain channel (sync API, for tests and
 //! start-up), await a oneshot (bed tasks), or do not wait at all (vitals history, delivery marks).
@@ -23,6 +29,8 @@ use crate::vitals::Timestamp;
 
 /// Jobs committed together, at most.
 pub(super) const MAX_BATCH: usize = 4096;
+/// Background jobs in a batch that also carries waited-for jobs, at most: keeps that commit short.
+pub(super) const BACKGROUND_BESIDE_URGENT: usize = 256;
 /// Fire-and-forget jobs (vitals history, delivery marks) allowed to wait, at most; beyond that they are dropped
 /// and counted rather than letting memory grow while the disk is slow or gone.
 pub(super) const MAX_BACKGROUND: usize = 65_536;
@@ -43,6 +51,8 @@ pub(super) enum Done {
 pub(super) struct Job {
     pub work: Work,
     pub done: Done,
+    /// Runs in the background jobs' order (background jobs, and barriers that wait for them).
+    pub in_background_order: bool,
 }
 
 /// Whether the store can write, for `/api/status`, the dashboard and MQTT.
@@ -136,14 +146,21 @@ impl Writer {
     /// Runs `work` in the next group commit and blocks this thread until it is durable.
     pub fn write(&self, work: Work) -> Result<(), StoreError> {
         let (done, rx) = mpsc::channel();
-        self.send(Job { work, done: Done::Sync(done) })?;
+        self.send(Job { work, done: Done::Sync(done), in_background_order: false })?;
+        rx.recv().map_err(|_| Self::closed())?
+    }
+
+    /// Blocks until every job queued before it, background jobs too, is committed.
+    pub fn barrier(&self) -> Result<(), StoreError> {
+        let (done, rx) = mpsc::channel();
+        self.send(Job { work: Box::new(|_| Ok(())), done: Done::Sync(done), in_background_order: true })?;
         rx.recv().map_err(|_| Self::closed())?
     }
 
     /// Runs `work` in the next group commit; resolves once it is durable.
     pub async fn write_async(&self, work: Work) -> Result<(), StoreError> {
         let (done, rx) = oneshot::channel();
-        self.send(Job { work, done: Done::Async(done) })?;
+        self.send(Job { work, done: Done::Async(done), in_background_order: false })?;
         rx.await.map_err(|_| Self::closed())?
     }
 
@@ -154,7 +171,7 @@ impl Writer {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if self.send(Job { work, done: Done::Background }).is_err() {
+        if self.send(Job { work, done: Done::Background, in_background_order: true }).is_err() {
             self.background.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -173,14 +190,18 @@ fn run(
     health: &watch::Sender<StoreHealth>,
     stats: &WriterStats,
 ) {
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
+    let mut queue = Queue::default();
+    loop {
+        if queue.is_empty() {
+            match rx.recv() {
+                Ok(job) => queue.push(job),
+                Err(_) => return,
             }
         }
+        while let Ok(job) = rx.try_recv() {
+            queue.push(job);
+        }
+        let jobs = queue.next_batch();
         stats.queued.fetch_sub(jobs.len(), Ordering::Relaxed);
         let done_background = jobs.iter().filter(|j| matches!(j.done, Done::Background)).count();
         let started = std::time::Instant::now();
@@ -217,6 +238,38 @@ fn run(
     }
 }
 
+/// Jobs taken off the channel and not yet committed, in their two orders.
+#[derive(Default)]
+struct Queue {
+    urgent: std::collections::VecDeque<Job>,
+    background: std::collections::VecDeque<Job>,
+}
+
+impl Queue {
+    fn push(&mut self, job: Job) {
+        if job.in_background_order {
+            self.background.push_back(job);
+        } else {
+            self.urgent.push_back(job);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.urgent.is_empty() && self.background.is_empty()
+    }
+
+    /// Every waited-for job (up to [`MAX_BATCH`]) first, then background jobs: a few beside urgent ones, else a
+    /// full batch.
+    fn next_batch(&mut self) -> Vec<Job> {
+        let urgent = self.urgent.len().min(MAX_BATCH);
+        let beside = if urgent > 0 { BACKGROUND_BESIDE_URGENT } else { MAX_BATCH };
+        let background = self.background.len().min(beside).min(MAX_BATCH - urgent);
+        let mut jobs: Vec<Job> = self.urgent.drain(..urgent).collect();
+        jobs.extend(self.background.drain(..background));
+        jobs
+    }
+}
+
 type Answers = Vec<(Done, Result<(), StoreError>)>;
 
 /// One group commit. Returns each job's outcome, and the store failure (not a single job's refusal) as text
@@ -235,11 +288,15 @@ fn commit(conn: &mut Connection, jobs: Vec<Job>) -> (Answers, Result<(), String>
     };
     let mut io_error: Option<String> = None;
     for job in jobs {
-        let r = match tx.execute_batch("SAVEPOINT job") {
+        let r = match run_cached(&tx, "SAVEPOINT job") {
             Ok(()) => {
                 let r = (job.work)(&tx);
-                let end = if r.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
-                match (r, tx.execute_batch(end)) {
+                let end = if r.is_ok() {
+                    run_cached(&tx, "RELEASE job")
+                } else {
+                    tx.execute_batch("ROLLBACK TO job; RELEASE job")
+                };
+                match (r, end) {
                     (Ok(()), Ok(())) => Ok(()),
                     (Ok(()), Err(e)) => Err(StoreError::Sqlite(e)),
                     (Err(e), _) => Err(e),
@@ -284,6 +341,11 @@ fn commit(conn: &mut Connection, jobs: Vec<Job>) -> (Answers, Result<(), String>
     (answers, failure.map_or(Ok(()), Err))
 }
 
+/// A statement run once per job, prepared once per connection.
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 fn answer(done: Done, r: Result<(), StoreError>) {
     match done {
         Done::Sync(tx) => {
@@ -293,5 +355,52 @@ fn answer(done: Done, r: Result<(), StoreError>) {
             let _ = tx.send(r);
         }
         Done::Background => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn a_waited_for_write_goes_ahead_of_the_background_jobs_queued_before_it_and_a_barrier_waits_for_them() {
+        let writer = Writer::start(Connection::open_in_memory().unwrap()).unwrap();
+        // Hold the thread in a first commit while the queue fills behind it.
+        let (release, held) = mpsc::channel::<()>();
+        let (started_tx, started) = mpsc::channel::<()>();
+        writer.write_background(Box::new(move |_| {
+            let _ = started_tx.send(());
+            let _ = held.recv();
+            Ok(())
+        }));
+        started.recv().unwrap();
+        let background_done = Arc::new(AtomicUsize::new(0));
+        for _ in 0..5_000 {
+            let n = background_done.clone();
+            writer.write_background(Box::new(move |_| {
+                n.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }));
+        }
+        let writer = Arc::new(writer);
+        let (seen_tx, seen) = mpsc::channel();
+        let (w, n) = (writer.clone(), background_done.clone());
+        let urgent = std::thread::spawn(move || {
+            w.write(Box::new(move |_| {
+                let _ = seen_tx.send(n.load(Ordering::Relaxed));
+                Ok(())
+            }))
+        });
+        // The urgent job is on the channel before the thread is released (it is sent before `write` blocks).
+        while writer.stats.queued.load(Ordering::Relaxed) < 5_001 {
+            std::thread::yield_now();
+        }
+        release.send(()).unwrap();
+        urgent.join().unwrap().unwrap();
+        let before_urgent = seen.recv().unwrap();
+        assert!(before_urgent <= BACKGROUND_BESIDE_URGENT, "{before_urgent} background jobs ran before the alarm");
+        writer.barrier().unwrap();
+        assert_eq!(background_done.load(Ordering::Relaxed), 5_000, "the barrier waited for every background job");
     }
 }
