@@ -1,5 +1,5 @@
-//! Every real sample in `tests/fixtures/` (copied from `shared/data/` with provenance) decodes as
-//! `shared/data/README.md` documents it.
+//! Every real sample in `tests/fixtures/` (each with its provenance, sources in `docs/sources.md`) decodes as
+//! its provenance file documents it.
 
 use bytes::BytesMut;
 use tokio_util::codec::Decoder;

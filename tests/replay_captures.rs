@@ -33,7 +33,7 @@ fn starts(events: &[Value]) -> Vec<(f64, String, String)> {
 
 #[test]
 fn a_masimo_ascii_capture_replays_on_the_device_clock_with_sensor_flags() {
-    // Rad-8 "ASCII 1" lines in the real format (shared/data/masimo): 60 s at 97 %, a fall to 85 % for 20 s,
+    // Rad-8 "ASCII 1" lines in the real format (tests/fixtures/masimo): 60 s at 97 %, a fall to 85 % for 20 s,
     // recovery, then the sensor comes off (EXC 020, dashes for values) for 12 s.
     let mut capture = String::new();
     for s in 0..120u32 {
@@ -67,7 +67,7 @@ fn a_masimo_ascii_capture_replays_on_the_device_clock_with_sensor_flags() {
 
 #[test]
 fn the_hl7_pcd01_samples_replay_through_the_hl7_decoder_and_demo_data_is_flagged() {
-    // Real messages from several monitors and years (shared/data/hl7): replay decodes them, flags the demo-mode
+    // Real messages from several monitors and years (tests/fixtures/hl7): replay decodes them, flags the demo-mode
     // ones (OBX-8 DEMO) as a technical alarm, and takes no sentinel (-999, -100) for a patient value.
     let samples = include_bytes!("fixtures/captures/pcd01_samples.txt");
     let (events, summary) = replay("pcd01.txt", samples, "auto");
