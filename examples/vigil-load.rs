@@ -345,6 +345,7 @@ async fn main() {
             percentile(&w.alarm_latency, 0.99),
             w.alarm_latency.last().copied().unwrap_or(f64::NAN),
         );
+        println!("  {name}: store writer queue at most {:.0} jobs", w.store_queue_max);
         for key in ["hub_events_missed", "quarantined"] {
             if w.moved(key) > 0 {
                 println!("  {name}: publisher {key} during the window: {}", w.moved(key));
@@ -394,6 +395,8 @@ struct Window {
     acks_per_s: f64,
     alarm_latency: Vec<f64>,
     delivery: (serde_json::Value, serde_json::Value),
+    /// The store writer's queue (`vigil_store_queue_depth`), at most, sampled twice a second.
+    store_queue_max: f64,
 }
 
 impl Window {
@@ -410,7 +413,14 @@ impl Probe {
         let ticks0 = cpu_ticks(self.pid);
         let t0 = Instant::now();
         *self.measuring.lock().unwrap() = true;
-        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        let end = Instant::now() + Duration::from_secs(seconds);
+        let mut store_queue_max = 0f64;
+        while Instant::now() < end {
+            if let Some(q) = metric(self.http, "vigil_store_queue_depth").await {
+                store_queue_max = store_queue_max.max(q);
+            }
+            tokio::time::sleep(Duration::from_millis(500).min(end.saturating_duration_since(Instant::now()))).await;
+        }
         *self.measuring.lock().unwrap() = false;
         let elapsed = t0.elapsed().as_secs_f64();
         let ticks = cpu_ticks(self.pid) - ticks0;
@@ -432,21 +442,33 @@ impl Probe {
             acks_per_s: acks as f64 / elapsed,
             alarm_latency,
             delivery: (delivery0, delivery1),
+            store_queue_max,
         }
     }
 }
 
-/// The publisher's delivery counters from the daemon's `/api/status` (`mqtt.delivery`), `null` if unreadable.
-async fn delivery(port: u16) -> serde_json::Value {
+/// The body of a GET on the daemon's dashboard port, `None` if unreadable within 10 s.
+async fn get(port: u16, path: &str) -> Option<String> {
     let get = async {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        let req = format!("GET /api/status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+        let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
         s.write_all(req.as_bytes()).await.ok()?;
         let mut body = Vec::new();
         s.read_to_end(&mut body).await.ok()?;
         let text = String::from_utf8_lossy(&body);
-        let json: serde_json::Value = serde_json::from_str(text.split_once("\r\n\r\n")?.1).ok()?;
-        Some(json["mqtt"]["delivery"].clone())
+        Some(text.split_once("\r\n\r\n")?.1.to_owned())
     };
-    tokio::time::timeout(Duration::from_secs(10), get).await.ok().flatten().unwrap_or_default()
+    tokio::time::timeout(Duration::from_secs(10), get).await.ok().flatten()
+}
+
+/// The publisher's delivery counters from the daemon's `/api/status` (`mqtt.delivery`), `null` if unreadable.
+async fn delivery(port: u16) -> serde_json::Value {
+    let json = get(port, "/api/status").await.and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok());
+    json.map(|j| j["mqtt"]["delivery"].clone()).unwrap_or_default()
+}
+
+/// One unlabelled sample from the daemon's `/metrics`.
+async fn metric(port: u16, name: &str) -> Option<f64> {
+    let body = get(port, "/metrics").await?;
+    body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }

@@ -8,9 +8,9 @@
 //!
 //! Jobs someone waits for (alarm and session events, commands) go ahead of background jobs (vitals history,
 //! device status, delivery marks): each batch takes every waited-for job first and at most
-//! [`BACKGROUND_BESIDE_URGENT`] background jobs beside them. Under overload the background queue grows (up to
-//! [`MAX_BACKGROUND`], then it sheds), but an alarm waits for one commit at most, never for the vitals queued
-//! before it. Background jobs keep their order among themselves, and [`Writer::barrier`] waits behind them.
+//! [`BACKGROUND_BESIDE_URGENT`] background jobs beside them, and a batch of background jobs alone holds at most
+//! [`MAX_BACKGROUND_BATCH`]. Under overload the background queue grows (up to [`MAX_BACKGROUND`], then it sheds),
+//! but an alarm waits for one short commit at most, never for the vitals queued before it. Background jobs keep their order among themselves, and [`Writer::barrier`] waits behind them.
 //!
 //! Nothing here runs on the async runtime: callers either wait on a plain channel (sync API, for tests and
 //! start-up), await a oneshot (bed tasks), or do not wait at all (vitals history, delivery marks).
@@ -31,6 +31,8 @@ use crate::vitals::Timestamp;
 pub(super) const MAX_BATCH: usize = 4096;
 /// Background jobs in a batch that also carries waited-for jobs, at most: keeps that commit short.
 pub(super) const BACKGROUND_BESIDE_URGENT: usize = 256;
+/// Background jobs in a batch of their own, at most: the longest commit a waited-for job can arrive behind.
+pub(super) const MAX_BACKGROUND_BATCH: usize = 1024;
 /// Fire-and-forget jobs (vitals history, delivery marks) allowed to wait, at most; beyond that they are dropped
 /// and counted rather than letting memory grow while the disk is slow or gone.
 pub(super) const MAX_BACKGROUND: usize = 65_536;
@@ -258,11 +260,11 @@ impl Queue {
         self.urgent.is_empty() && self.background.is_empty()
     }
 
-    /// Every waited-for job (up to [`MAX_BATCH`]) first, then background jobs: a few beside urgent ones, else a
-    /// full batch.
+    /// Every waited-for job (up to [`MAX_BATCH`]) first, then background jobs: a few beside urgent ones, else
+    /// [`MAX_BACKGROUND_BATCH`].
     fn next_batch(&mut self) -> Vec<Job> {
         let urgent = self.urgent.len().min(MAX_BATCH);
-        let beside = if urgent > 0 { BACKGROUND_BESIDE_URGENT } else { MAX_BATCH };
+        let beside = if urgent > 0 { BACKGROUND_BESIDE_URGENT } else { MAX_BACKGROUND_BATCH };
         let background = self.background.len().min(beside).min(MAX_BATCH - urgent);
         let mut jobs: Vec<Job> = self.urgent.drain(..urgent).collect();
         jobs.extend(self.background.drain(..background));
@@ -362,6 +364,22 @@ fn answer(done: Done, r: Result<(), StoreError>) {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
+
+    fn job(in_background_order: bool) -> Job {
+        Job { work: Box::new(|_| Ok(())), done: Done::Background, in_background_order }
+    }
+
+    #[test]
+    fn batches_of_background_jobs_stay_short_and_urgent_jobs_take_only_a_few_beside_them() {
+        let mut q = Queue::default();
+        (0..5_000).for_each(|_| q.push(job(true)));
+        assert_eq!(q.next_batch().len(), MAX_BACKGROUND_BATCH);
+        (0..3).for_each(|_| q.push(job(false)));
+        let batch = q.next_batch();
+        assert_eq!(batch.len(), 3 + BACKGROUND_BESIDE_URGENT);
+        assert!(batch[..3].iter().all(|j| !j.in_background_order), "the urgent ones first");
+        assert_eq!(q.background.len(), 5_000 - MAX_BACKGROUND_BATCH - BACKGROUND_BESIDE_URGENT, "none lost");
+    }
 
     #[test]
     fn a_waited_for_write_goes_ahead_of_the_background_jobs_queued_before_it_and_a_barrier_waits_for_them() {
