@@ -9,6 +9,9 @@
 //! Durability: `journal_mode = WAL` with `synchronous = FULL`. With WAL, FULL fsyncs the log on every commit, so
 //! an event that `append` returned for survives power loss (the alarm log must say whether it does: it does).
 //! NORMAL would be faster but may lose the last commits on power loss, which is exactly the alarm that matters.
+//! A commit of background writes alone (vitals history, delivery marks) runs with NORMAL: no fsync of its own,
+//! made durable by the next FULL commit; a power loss in between can cost those few seconds of history (and
+//! resend an event whose delivery mark was lost), never an alarm or session event.
 //!
 //! Threads: one writer thread owns the write connection and commits whatever has queued in one transaction
 //! (group commit, see [`writer`]), so the fsync is paid per batch, not per frame. Reads (history, export, the

@@ -32,7 +32,7 @@ pub(super) const MAX_BATCH: usize = 4096;
 /// Background jobs in a batch that also carries waited-for jobs, at most: keeps that commit short.
 pub(super) const BACKGROUND_BESIDE_URGENT: usize = 256;
 /// Background jobs in a batch of their own, at most: the longest commit a waited-for job can arrive behind.
-pub(super) const MAX_BACKGROUND_BATCH: usize = 1024;
+pub(super) const MAX_BACKGROUND_BATCH: usize = 2048;
 /// Fire-and-forget jobs (vitals history, delivery marks) allowed to wait, at most; beyond that they are dropped
 /// and counted rather than letting memory grow while the disk is slow or gone.
 pub(super) const MAX_BACKGROUND: usize = 65_536;
@@ -193,6 +193,8 @@ fn run(
     stats: &WriterStats,
 ) {
     let mut queue = Queue::default();
+    // The connection is opened with `synchronous = FULL` (store/mod.rs).
+    let mut synchronous_full = true;
     loop {
         if queue.is_empty() {
             match rx.recv() {
@@ -205,6 +207,16 @@ fn run(
         }
         let jobs = queue.next_batch();
         stats.queued.fetch_sub(jobs.len(), Ordering::Relaxed);
+        // A batch nobody waits for needs no fsync of its own: in WAL mode NORMAL still commits in order and never
+        // corrupts, and the next waited-for commit's fsync makes it durable with everything before it. Only a
+        // power loss in between can cost those last background writes (vitals history, delivery marks).
+        let durable = jobs.iter().any(|j| !matches!(j.done, Done::Background));
+        if durable != synchronous_full {
+            match conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" }) {
+                Ok(()) => synchronous_full = durable,
+                Err(e) => tracing::warn!(error = %e, "cannot switch the store's synchronous mode"),
+            }
+        }
         let done_background = jobs.iter().filter(|j| matches!(j.done, Done::Background)).count();
         let started = std::time::Instant::now();
         let (answers, result) = commit(&mut conn, jobs);
@@ -379,6 +391,27 @@ mod tests {
         assert_eq!(batch.len(), 3 + BACKGROUND_BESIDE_URGENT);
         assert!(batch[..3].iter().all(|j| !j.in_background_order), "the urgent ones first");
         assert_eq!(q.background.len(), 5_000 - MAX_BACKGROUND_BATCH - BACKGROUND_BESIDE_URGENT, "none lost");
+    }
+
+    #[test]
+    fn a_waited_for_write_commits_with_fsync_even_after_batches_of_background_writes_committed_without() {
+        let writer = Writer::start(Connection::open_in_memory().unwrap()).unwrap();
+        let mode = |conn: &Connection| conn.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0)).unwrap();
+        let (tx, seen) = mpsc::channel();
+        writer.write_background(Box::new(move |conn| {
+            tx.send(mode(conn)).unwrap();
+            Ok(())
+        }));
+        assert_eq!(seen.recv().unwrap(), 1, "NORMAL for a batch nobody waits for");
+        let (tx, seen) = mpsc::channel();
+        writer.write_background(Box::new(|_| Ok(())));
+        writer
+            .write(Box::new(move |conn| {
+                tx.send(mode(conn)).unwrap();
+                Ok(())
+            }))
+            .unwrap();
+        assert_eq!(seen.recv().unwrap(), 2, "FULL for a batch with a waited-for write");
     }
 
     #[test]
