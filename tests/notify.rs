@@ -1,9 +1,10 @@
 //! Notification targets and escalation chains against real sockets on loopback: the daemon (`vigil::start`)
 //! takes HL7 over a real MLLP connection, its webhooks POST to an HTTP server in this test (axum on a real
 //! listener), its e-mails go to a small SMTP listener in this test, and acknowledges go through the real
-//! dashboard (HTTP) and acknowledge links.
+//! dashboard (HTTP), the real embedded MQTT broker and acknowledge links.
 
 mod common;
+mod mqtt_support;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -93,7 +94,12 @@ const DEVICE: &str = "00A0370098007A80";
 /// A one-bed daemon fed over MLLP, no MQTT, demo actions on a loopback dashboard at `dashboard`, with `notify`
 /// appended (the `[notify]` tables).
 fn config(dir: &std::path::Path, dashboard: u16, notify: &str) -> vigil::config::Config {
-    let text = format!(
+    vigil::config::Config::parse(&config_text(dir, dashboard, notify), "test.toml", dir).unwrap()
+}
+
+/// The TOML of [`config`].
+fn config_text(dir: &std::path::Path, dashboard: u16, notify: &str) -> String {
+    format!(
         r#"
 [site]
 name = "test-site"
@@ -119,8 +125,7 @@ public_url = "http://127.0.0.1:{dashboard}"
 {notify}
 "#,
         db = dir.join("vigil.db").display(),
-    );
-    vigil::config::Config::parse(&text, "test.toml", dir).unwrap()
+    )
 }
 
 fn webhook(name: &str, url: &str, extra: &str) -> String {
@@ -289,6 +294,46 @@ async fn an_unanswered_first_step_goes_to_the_second_target_and_a_dashboard_ackn
     assert_eq!(chain["status"], "acknowledged", "{chains}");
     assert_eq!(chain["by"], "demo");
     assert_eq!((chain["step"].as_u64(), chain["steps"].as_u64()), (Some(1), Some(3)));
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtt_acknowledge_from_a_signed_in_nurse_stops_the_chain_before_its_next_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hooks, inbox) = webhook_server().await;
+    let broker = common::free_port();
+    // The real embedded broker (its gate signs clients in against `[[users]]`) and the nurse Nina.
+    let mqtt = format!(
+        "[mqtt]\nmode = \"embedded\"\nhost = \"127.0.0.1\"\nport = {broker}\nclient_id = \"vigil-notify-{broker}\"\n"
+    );
+    let text = config_text(dir.path(), common::free_port(), &three_targets(hooks))
+        .replace("[mqtt]\nmode = \"disabled\"\n", &mqtt)
+        + &mqtt_support::users();
+    assert!(text.contains("mode = \"embedded\""), "the test config's [mqtt] table moved");
+    let config = vigil::config::Config::parse(&text, "test.toml", dir.path()).unwrap();
+    let daemon = common::Daemon::start(config).await;
+    let (dash, mllp) = (daemon.running.dashboard, daemon.running.mllp.unwrap());
+    assert!(mqtt_support::wait_for_port(broker, Duration::from_secs(5)), "the embedded broker listens");
+
+    send_spo2(mllp, 80).await;
+    let (first, _) = inbox.wait("first", Duration::from_secs(3), |v| phase(v) == "start").await.expect("step 1");
+    let alarm_id = first["alarm_id"].as_str().unwrap().to_owned();
+    // Nina acknowledges over MQTT on her own command topic, signed in with her broker account.
+    let topic = "vigil/v1/test-site/test-ward/cmd/chair-1/nina";
+    let command = format!(r#"{{"command":"acknowledge","alarm_id":"{alarm_id}","request_id":"n-1"}}"#);
+    mqtt_support::publish_once_as(broker, mqtt_support::NINA, topic, &command).await;
+    let (acked, _) =
+        inbox.wait("first", Duration::from_secs(3), |v| v["state"] == "acknowledged").await.expect("no acknowledge");
+    assert_eq!(acked["by"], "nina", "attributed to the broker account: {acked}");
+    // Step 2 was due 2 s after step 1: wait past it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(inbox.of("second").is_empty(), "the chain went on after the MQTT acknowledge: {:?}", inbox.of("second"));
+    let chains: Value = serde_json::from_str(&get(&format!("http://{dash}/api/notify/chains")).await).unwrap();
+    let chain = &chains["chains"][0];
+    assert_eq!((chain["status"].as_str(), chain["by"].as_str()), (Some("acknowledged"), Some("nina")), "{chains:#}");
+    // Stopped at step 1 of 3 (0-based 0): only the first target was notified.
+    assert_eq!((chain["step"].as_u64(), chain["steps"].as_u64()), (Some(0), Some(3)), "{chains:#}");
+    assert_eq!(chain["notified"], serde_json::json!(["first"]), "{chains:#}");
     daemon.stop().await;
 }
 
