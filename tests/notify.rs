@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// One request the webhook server received: path name, JSON body, when, headers.
 type Received = (String, Value, Instant, HeaderMap);
@@ -89,61 +89,14 @@ async fn get(url: &str) -> String {
     client().get(url).send().await.unwrap().text().await.unwrap()
 }
 
-const DEVICE: &str = "00A0370098007A80";
-
 /// A one-bed daemon fed over MLLP, no MQTT, demo actions on a loopback dashboard at `dashboard`, with `notify`
 /// appended (the `[notify]` tables).
 fn config(dir: &std::path::Path, dashboard: u16, notify: &str) -> vigil::config::Config {
-    vigil::config::Config::parse(&config_text(dir, dashboard, notify), "test.toml", dir).unwrap()
-}
-
-/// The TOML of [`config`].
-fn config_text(dir: &std::path::Path, dashboard: u16, notify: &str) -> String {
-    format!(
-        r#"
-[site]
-name = "test-site"
-ward = "test-ward"
-[mqtt]
-mode = "disabled"
-[dashboard]
-listen = "127.0.0.1:{dashboard}"
-demo_actions_without_sign_in = true
-[store]
-path = "{db}"
-[mllp]
-listen = "127.0.0.1:0"
-[[beds]]
-id = "chair-1"
-label = "Chair 1"
-[[beds.sources]]
-kind = "mllp"
-device = "hl7"
-device_id = "{DEVICE}"
-[notify]
-public_url = "http://127.0.0.1:{dashboard}"
-{notify}
-"#,
-        db = dir.join("vigil.db").display(),
-    )
+    vigil::config::Config::parse(&common::notify_config(dir, dashboard, notify), "test.toml", dir).unwrap()
 }
 
 fn webhook(name: &str, url: &str, extra: &str) -> String {
     format!("[[notify.targets]]\nname = \"{name}\"\nkind = \"webhook\"\nurl = \"{url}\"\npriorities = [\"high\"]\n{extra}\n")
-}
-
-/// Sends the real Mindray ORU^R01 sample with SpO2 set to `spo2` over MLLP and waits for the ACK.
-async fn send_spo2(mllp: SocketAddr, spo2: u32) {
-    let msg = common::mindray().replace("|99|262688^MDC_DIM_PERCENT", &format!("|{spo2}|262688^MDC_DIM_PERCENT"));
-    assert!(msg.contains(&format!("|{spo2}|262688")), "the sample's SpO2 field moved");
-    let mut s = tokio::net::TcpStream::connect(mllp).await.unwrap();
-    let mut framed = vec![0x0b];
-    framed.extend_from_slice(msg.as_bytes());
-    framed.extend_from_slice(&[0x1c, 0x0d]);
-    s.write_all(&framed).await.unwrap();
-    let mut ack = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut ack)).await.unwrap().unwrap();
-    assert!(String::from_utf8_lossy(&ack[..n]).contains("MSA|AA"), "the message was not accepted");
 }
 
 /// Acknowledges every alarm of chair-1 on the dashboard, as the demo nurse does: the CSRF token from
@@ -218,7 +171,7 @@ async fn a_webhook_receives_the_alarm_start_within_two_seconds_and_its_end_and_e
     let daemon = common::Daemon::start(config(dir.path(), port, &notify)).await;
     let (dash, mllp) = (daemon.running.dashboard, daemon.running.mllp.unwrap());
 
-    send_spo2(mllp, 80).await;
+    common::send_spo2(mllp, 80).await;
     let sent = Instant::now();
     let (start, at) = inbox.wait("pager", Duration::from_secs(5), |v| phase(v) == "start").await.expect("no start");
     assert!(at - sent < Duration::from_secs(2), "the start took {:?}", at - sent);
@@ -231,7 +184,7 @@ async fn a_webhook_receives_the_alarm_start_within_two_seconds_and_its_end_and_e
     assert_eq!(inbox.headers("pager")[0]["x-ward"], "5");
 
     // The high alarm latches: back to normal, then acknowledged on the dashboard, it ends.
-    send_spo2(mllp, 99).await;
+    common::send_spo2(mllp, 99).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     dashboard_acknowledge(dash).await;
     let (end, _) = inbox.wait("pager", Duration::from_secs(5), |v| phase(v) == "end").await.expect("no end");
@@ -267,7 +220,7 @@ async fn an_unanswered_first_step_goes_to_the_second_target_and_a_dashboard_ackn
     let daemon = common::Daemon::start(config(dir.path(), common::free_port(), &three_targets(hooks))).await;
     let (dash, mllp) = (daemon.running.dashboard, daemon.running.mllp.unwrap());
 
-    send_spo2(mllp, 80).await;
+    common::send_spo2(mllp, 80).await;
     let (first, t1) = inbox.wait("first", Duration::from_secs(3), |v| phase(v) == "start").await.expect("step 1");
     assert_eq!(first["notification"]["reason"], "escalation step 1 of 3");
     assert!(inbox.of("second").is_empty(), "step 2 before step 1's wait");
@@ -306,7 +259,7 @@ async fn an_mqtt_acknowledge_from_a_signed_in_nurse_stops_the_chain_before_its_n
     let mqtt = format!(
         "[mqtt]\nmode = \"embedded\"\nhost = \"127.0.0.1\"\nport = {broker}\nclient_id = \"vigil-notify-{broker}\"\n"
     );
-    let text = config_text(dir.path(), common::free_port(), &three_targets(hooks))
+    let text = common::notify_config(dir.path(), common::free_port(), &three_targets(hooks))
         .replace("[mqtt]\nmode = \"disabled\"\n", &mqtt)
         + &mqtt_support::users();
     assert!(text.contains("mode = \"embedded\""), "the test config's [mqtt] table moved");
@@ -315,7 +268,7 @@ async fn an_mqtt_acknowledge_from_a_signed_in_nurse_stops_the_chain_before_its_n
     let (dash, mllp) = (daemon.running.dashboard, daemon.running.mllp.unwrap());
     assert!(mqtt_support::wait_for_port(broker, Duration::from_secs(5)), "the embedded broker listens");
 
-    send_spo2(mllp, 80).await;
+    common::send_spo2(mllp, 80).await;
     let (first, _) = inbox.wait("first", Duration::from_secs(3), |v| phase(v) == "start").await.expect("step 1");
     let alarm_id = first["alarm_id"].as_str().unwrap().to_owned();
     // Nina acknowledges over MQTT on her own command topic, signed in with her broker account.
@@ -343,7 +296,7 @@ async fn a_restart_mid_chain_resumes_it_with_the_remaining_wait() {
     let (hooks, inbox) = webhook_server().await;
     let notify = three_targets(hooks).replace("wait_s = 2 }", "wait_s = 5 }");
     let daemon = common::Daemon::start(config(dir.path(), common::free_port(), &notify)).await;
-    send_spo2(daemon.running.mllp.unwrap(), 80).await;
+    common::send_spo2(daemon.running.mllp.unwrap(), 80).await;
     let (_, t1) = inbox.wait("first", Duration::from_secs(3), |_| true).await.expect("step 1");
     daemon.stop().await;
     assert!(inbox.of("second").is_empty());
@@ -377,7 +330,7 @@ async fn an_unreachable_target_is_retried_and_does_not_delay_another_target() {
     let daemon = common::Daemon::start(config(dir.path(), common::free_port(), &notify)).await;
     let (dash, mllp) = (daemon.running.dashboard, daemon.running.mllp.unwrap());
 
-    send_spo2(mllp, 80).await;
+    common::send_spo2(mllp, 80).await;
     let sent = Instant::now();
     let (_, at) = inbox.wait("working", Duration::from_secs(5), |v| phase(v) == "start").await.expect("no start");
     assert!(at - sent < Duration::from_secs(2), "the working target waited {:?}", at - sent);
@@ -414,7 +367,7 @@ async fn an_acknowledge_link_works_once_and_a_second_use_or_a_wrong_token_is_ref
     let (hooks, inbox) = webhook_server().await;
     let notify = three_targets(hooks);
     let daemon = common::Daemon::start(config(dir.path(), common::free_port(), &notify)).await;
-    send_spo2(daemon.running.mllp.unwrap(), 80).await;
+    common::send_spo2(daemon.running.mllp.unwrap(), 80).await;
     let (start, _) = inbox.wait("first", Duration::from_secs(3), |_| true).await.expect("step 1");
     let link = start["notification"]["ack_url"].as_str().unwrap().to_owned();
     let client = client();
@@ -504,7 +457,7 @@ async fn an_smtp_target_mails_the_alarm_with_its_acknowledge_link_to_a_real_smtp
         smtp.port()
     );
     let daemon = common::Daemon::start(config(dir.path(), common::free_port(), &notify)).await;
-    send_spo2(daemon.running.mllp.unwrap(), 80).await;
+    common::send_spo2(daemon.running.mllp.unwrap(), 80).await;
     let data = tokio::time::timeout(Duration::from_secs(5), mail).await.expect("no mail").unwrap();
     assert!(data.contains("Subject: [HIGH] Chair 1: SpO2"), "{data}");
     assert!(data.contains("To: charge@ward.example"), "{data}");
@@ -559,7 +512,7 @@ async fn an_alert_managers_ora_r41_acknowledges_the_alarm_in_the_bed_and_stops_t
     let (dash, mllp) = (daemon.running.dashboard, daemon.running.mllp.unwrap());
     let (_, mut events) = daemon.running.hub.subscribe();
 
-    send_spo2(mllp, 80).await;
+    common::send_spo2(mllp, 80).await;
     let start = next_alarm(&mut events, Duration::from_secs(5), |a| a.phase == vigil::event::AlarmPhase::Start).await;
     let alert = common::next_line(&mut lines, "alert", Duration::from_secs(3)).await;
     assert_eq!((alert["alert_id"].as_str(), alert["phase"].as_str()), (Some(start.alarm_id.as_str()), Some("start")));
