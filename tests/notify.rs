@@ -291,6 +291,67 @@ async fn an_mqtt_acknowledge_from_a_signed_in_nurse_stops_the_chain_before_its_n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_in_user_reads_every_failed_and_succeeded_attempt_of_a_beds_alarm_from_the_notification_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hooks, inbox) = webhook_server().await;
+    let notify = webhook("pager", &format!("http://{hooks}/pager"), "")
+        + &webhook("broken", &format!("http://{hooks}/fail"), "");
+    // The ward is on view without signing in (the demo), but with `[[users]]` the log needs a signed-in user.
+    let text = common::notify_config(dir.path(), common::free_port(), &notify) + &mqtt_support::users();
+    let daemon = common::Daemon::start(vigil::config::Config::parse(&text, "test.toml", dir.path()).unwrap()).await;
+    let (dash, mllp) = (daemon.running.dashboard, daemon.running.mllp.unwrap());
+
+    common::send_spo2(mllp, 80).await;
+    let (start, _) = inbox.wait("pager", Duration::from_secs(5), |v| phase(v) == "start").await.expect("no start");
+    let alarm_id = start["alarm_id"].as_str().unwrap().to_owned();
+    // "broken" answers 500: its first attempt fails (the retry comes 1 s later).
+    log_until(dir.path(), |l| l.iter().any(|a| a.target == "broken")).await;
+
+    let url = |query: &str| format!("http://{dash}/api/notify/attempts?{query}");
+    let http = client();
+    let anonymous = http.get(url("bed=chair-1")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401, "the log is for signed-in users");
+    let ward = http.get(format!("http://{dash}/api/notify/chains")).send().await.unwrap();
+    assert_eq!(ward.status(), 200, "while the ward itself is on view");
+    let signed_in = http
+        .post(format!("http://{dash}/api/session"))
+        .header("content-type", "application/json")
+        .body(r#"{"name":"nina","password":"anin"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 200);
+    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let read = |query: String| {
+        let (http, cookie) = (http.clone(), cookie.clone());
+        async move {
+            let res = http.get(query).header("cookie", cookie).send().await.unwrap();
+            let status = res.status().as_u16();
+            (status, serde_json::from_str::<Value>(&res.text().await.unwrap()).unwrap_or_default())
+        }
+    };
+
+    let (status, log) = read(url(&format!("bed=chair-1&alarm_id={alarm_id}"))).await;
+    assert_eq!(status, 200, "{log}");
+    let attempts = log["attempts"].as_array().unwrap();
+    let of = |target: &str| attempts.iter().find(|a| a["target"] == target).unwrap_or_else(|| panic!("{log:#}"));
+    let (pager, broken) = (of("pager"), of("broken"));
+    assert_eq!((pager["ok"].as_bool(), pager["detail"].as_str()), (Some(true), Some("HTTP 200")), "{log:#}");
+    assert_eq!((broken["ok"].as_bool(), broken["attempt"].as_u64()), (Some(false), Some(1)), "{log:#}");
+    assert!(broken["detail"].as_str().unwrap().contains("HTTP 500: broken"), "{log:#}");
+    assert!(attempts.iter().all(|a| a["alarm_id"] == alarm_id.as_str() && a["bed"] == "chair-1"), "{log:#}");
+    assert!(attempts.iter().all(|a| a["time"].as_str().is_some_and(|t| t.ends_with('Z'))), "{log:#}");
+    // Another alarm's attempts, another bed, a window that makes no sense.
+    let (_, other) = read(url("bed=chair-1&alarm_id=chair-1-999")).await;
+    assert_eq!(other["attempts"], serde_json::json!([]), "{other}");
+    assert_eq!(read(url("bed=chair-9")).await.0, 404);
+    let (status, refused) = read(url("bed=chair-1&from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z")).await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(read(url("bed=chair-1&from=2026-01-01T00:00:00Z&to=2026-01-03T00:00:00Z")).await.0, 400);
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_mid_chain_resumes_it_with_the_remaining_wait() {
     let dir = tempfile::tempdir().unwrap();
     let (hooks, inbox) = webhook_server().await;

@@ -1,5 +1,5 @@
 // The chair view: live numerics and alarms for one chair, session controls, trends from the store with limits,
-// baseline band and alarm markers, the session's alarm/action log, limits and export links.
+// baseline band and alarm markers, the session's alarm/notification/action log, limits and export links.
 'use strict';
 
 (() => {
@@ -69,7 +69,7 @@
       const doc = await V.api(`/api/beds/${enc}/history`);
       lastDoc = doc;
       drawTrends();
-      renderLog(doc);
+      renderLog(doc, await loadAttempts(doc));
     } catch (e) {
       $('trend-window').textContent = `Trends unavailable: ${e.message}`;
     }
@@ -87,8 +87,22 @@
     window.VigilChart.drawSession($('charts'), lastDoc, limits, baseline);
   }
 
-  function renderLog(doc) {
+  // Every delivery attempt to a notification target in the same window (none without targets); the rest of
+  // the log still shows when this read fails.
+  async function loadAttempts(doc) {
+    const q = `bed=${enc}&from=${encodeURIComponent(doc.from)}&to=${encodeURIComponent(doc.to)}`;
+    try {
+      return (await V.api(`/api/notify/attempts?${q}`)).attempts || [];
+    } catch (e) {
+      return [];
+    }
+  }
+
+  function renderLog(doc, attempts) {
     const rows = [];
+    for (const n of attempts) {
+      rows.push({ t: n.time, what: `Notification to ${n.target}, attempt ${n.attempt}: ${n.ok ? 'delivered' : 'failed'} (${n.detail})`, who: '' });
+    }
     for (const a of doc.alarms) {
       rows.push({ t: a.time, what: `${V.MARKER[a.priority]} ${a.message} · ${a.phase} → ${a.state}`, who: a.by || '' });
     }
