@@ -100,8 +100,13 @@
 
   function renderLog(doc, attempts) {
     const rows = [];
-    for (const n of attempts) {
-      rows.push({ t: n.time, what: `Notification to ${n.target}, attempt ${n.attempt}: ${n.ok ? 'delivered' : 'failed'} (${n.detail})`, who: '' });
+    // One row per notification (queue row) at its latest attempt, so a target that keeps failing does not push
+    // the alarms out of the log.
+    const latest = new Map();
+    for (const n of attempts) latest.set(n.queue_id, n);
+    for (const n of latest.values()) {
+      const how = n.ok ? `delivered at attempt ${n.attempt}` : `failed ${n.attempt === 1 ? 'once' : `${n.attempt} times`} so far`;
+      rows.push({ t: n.time, what: `Notification to ${n.target}: ${how} (${n.detail})`, who: '' });
     }
     for (const a of doc.alarms) {
       rows.push({ t: a.time, what: `${V.MARKER[a.priority]} ${a.message} · ${a.phase} → ${a.state}`, who: a.by || '' });
