@@ -1,5 +1,6 @@
 //! Documented examples held against the code: the alarm payload in `docs/mqtt-api.md`, the configuration snippet
-//! in `README.md`, the shipped configuration files, and the commands the operations guide tells people to run.
+//! in `README.md`, the configuration fragments of `docs/devices.md`, `docs/notifications.md` and `docs/acm.md`, the
+//! shipped configuration files, and the commands the operations guide tells people to run.
 
 mod alarm_support;
 
@@ -15,6 +16,86 @@ fn block_after(file: &str, heading: &str, lang: &str) -> String {
     let start = text[from..].find(&fence).map(|i| from + i + fence.len()).unwrap();
     let end = text[start..].find("```").map(|i| start + i).unwrap();
     text[start..end].to_owned()
+}
+
+/// Every fenced ```toml block of `file`, with the line it starts on.
+fn toml_blocks(file: &str) -> Vec<(usize, String)> {
+    let text = std::fs::read_to_string(file).unwrap();
+    let mut blocks = Vec::new();
+    let mut open: Option<(usize, String)> = None;
+    for (n, line) in text.lines().enumerate() {
+        match open.as_mut() {
+            None if line.trim_end() == "```toml" => open = Some((n + 1, String::new())),
+            None => {}
+            Some(_) if line.starts_with("```") => blocks.extend(open.take()),
+            Some((_, block)) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+        }
+    }
+    assert!(open.is_none(), "{file}: a ```toml block is not closed");
+    blocks
+}
+
+/// `block` with its commented-out settings (`# key = value`, the optional keys a fragment names) switched on.
+fn uncommented(block: &str) -> String {
+    let setting = |s: &str| {
+        s.split_once(" = ")
+            .is_some_and(|(k, _)| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    };
+    block
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest) if setting(rest) => rest,
+            _ => l,
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// A documented configuration fragment (from `file`, starting at `line`) as a whole Vigil configuration: a site,
+/// MQTT off, a store in `dir`, beds `chair-1` and `chair-2`, then the fragment (a `[[beds.sources]]` entry belongs
+/// to `chair-2`).
+fn parse_fragment(file: &str, line: usize, fragment: &str, dir: &std::path::Path) -> vigil::config::Config {
+    let text = format!(
+        "[site]\nname = \"doc-site\"\nward = \"doc-ward\"\n[mqtt]\nmode = \"disabled\"\n[store]\npath = \"{}\"\n\
+         [[beds]]\nid = \"chair-1\"\n[[beds]]\nid = \"chair-2\"\n{fragment}",
+        dir.join("vigil.db").display()
+    );
+    vigil::config::Config::parse(&text, file, dir).unwrap_or_else(|e| {
+        panic!("{file}: the ```toml block at line {line} does not parse as Vigil config: {e}\n{fragment}")
+    })
+}
+
+#[test]
+fn every_toml_fragment_in_the_devices_notifications_and_acm_docs_parses_with_its_optional_keys_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut seen = 0;
+    for file in ["docs/devices.md", "docs/notifications.md", "docs/acm.md"] {
+        let blocks = toml_blocks(file);
+        assert!(!blocks.is_empty(), "{file} has no ```toml block: is this test still needed?");
+        for (line, block) in blocks {
+            // The secret files a fragment names (`bearer_token_file = "ntfy.token"`) exist next to its config.
+            for value in block.lines().filter_map(|l| l.split_once("_file = \"")).map(|(_, v)| v) {
+                let name = value.split('"').next().unwrap();
+                std::fs::write(dir.path().join(name), "placeholder-secret\n").unwrap();
+            }
+            let config = parse_fragment(file, line, &block, dir.path());
+            let with_optional = uncommented(&block);
+            if with_optional != block {
+                parse_fragment(file, line, &with_optional, dir.path());
+            }
+            // The fragment took effect (it was not swallowed by a table the wrapper opened).
+            let sources = config.beds.iter().map(|b| b.sources.len()).sum::<usize>();
+            let targets = config.notify.targets.len();
+            assert!(sources + targets > 0, "{file}:{line}: the fragment configured nothing");
+            assert_eq!(sources, block.matches("[[beds.sources]]").count(), "{file}:{line}");
+            assert_eq!(targets, block.matches("[[notify.targets]]").count(), "{file}:{line}");
+            seen += 1;
+        }
+    }
+    assert!(seen >= 5, "only {seen} fragments found");
 }
 
 fn keys(v: &Value) -> Vec<String> {

@@ -1,9 +1,10 @@
 //! Notification targets and escalation chains against real sockets on loopback: the daemon (`vigil::start`)
 //! takes HL7 over a real MLLP connection, its webhooks POST to an HTTP server in this test (axum on a real
 //! listener), its e-mails go to a small SMTP listener in this test, and acknowledges go through the real
-//! dashboard (HTTP) and acknowledge links.
+//! dashboard (HTTP), the real embedded MQTT broker and acknowledge links.
 
 mod common;
+mod mqtt_support;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// One request the webhook server received: path name, JSON body, when, headers.
 type Received = (String, Value, Instant, HeaderMap);
@@ -88,57 +89,14 @@ async fn get(url: &str) -> String {
     client().get(url).send().await.unwrap().text().await.unwrap()
 }
 
-const DEVICE: &str = "00A0370098007A80";
-
 /// A one-bed daemon fed over MLLP, no MQTT, demo actions on a loopback dashboard at `dashboard`, with `notify`
 /// appended (the `[notify]` tables).
 fn config(dir: &std::path::Path, dashboard: u16, notify: &str) -> vigil::config::Config {
-    let text = format!(
-        r#"
-[site]
-name = "test-site"
-ward = "test-ward"
-[mqtt]
-mode = "disabled"
-[dashboard]
-listen = "127.0.0.1:{dashboard}"
-demo_actions_without_sign_in = true
-[store]
-path = "{db}"
-[mllp]
-listen = "127.0.0.1:0"
-[[beds]]
-id = "chair-1"
-label = "Chair 1"
-[[beds.sources]]
-kind = "mllp"
-device = "hl7"
-device_id = "{DEVICE}"
-[notify]
-public_url = "http://127.0.0.1:{dashboard}"
-{notify}
-"#,
-        db = dir.join("vigil.db").display(),
-    );
-    vigil::config::Config::parse(&text, "test.toml", dir).unwrap()
+    vigil::config::Config::parse(&common::notify_config(dir, dashboard, notify), "test.toml", dir).unwrap()
 }
 
 fn webhook(name: &str, url: &str, extra: &str) -> String {
     format!("[[notify.targets]]\nname = \"{name}\"\nkind = \"webhook\"\nurl = \"{url}\"\npriorities = [\"high\"]\n{extra}\n")
-}
-
-/// Sends the real Mindray ORU^R01 sample with SpO2 set to `spo2` over MLLP and waits for the ACK.
-async fn send_spo2(mllp: SocketAddr, spo2: u32) {
-    let msg = common::mindray().replace("|99|262688^MDC_DIM_PERCENT", &format!("|{spo2}|262688^MDC_DIM_PERCENT"));
-    assert!(msg.contains(&format!("|{spo2}|262688")), "the sample's SpO2 field moved");
-    let mut s = tokio::net::TcpStream::connect(mllp).await.unwrap();
-    let mut framed = vec![0x0b];
-    framed.extend_from_slice(msg.as_bytes());
-    framed.extend_from_slice(&[0x1c, 0x0d]);
-    s.write_all(&framed).await.unwrap();
-    let mut ack = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut ack)).await.unwrap().unwrap();
-    assert!(String::from_utf8_lossy(&ack[..n]).contains("MSA|AA"), "the message was not accepted");
 }
 
 /// Acknowledges every alarm of chair-1 on the dashboard, as the demo nurse does: the CSRF token from
@@ -213,7 +171,7 @@ async fn a_webhook_receives_the_alarm_start_within_two_seconds_and_its_end_and_e
     let daemon = common::Daemon::start(config(dir.path(), port, &notify)).await;
     let (dash, mllp) = (daemon.running.dashboard, daemon.running.mllp.unwrap());
 
-    send_spo2(mllp, 80).await;
+    common::send_spo2(mllp, 80).await;
     let sent = Instant::now();
     let (start, at) = inbox.wait("pager", Duration::from_secs(5), |v| phase(v) == "start").await.expect("no start");
     assert!(at - sent < Duration::from_secs(2), "the start took {:?}", at - sent);
@@ -226,7 +184,7 @@ async fn a_webhook_receives_the_alarm_start_within_two_seconds_and_its_end_and_e
     assert_eq!(inbox.headers("pager")[0]["x-ward"], "5");
 
     // The high alarm latches: back to normal, then acknowledged on the dashboard, it ends.
-    send_spo2(mllp, 99).await;
+    common::send_spo2(mllp, 99).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     dashboard_acknowledge(dash).await;
     let (end, _) = inbox.wait("pager", Duration::from_secs(5), |v| phase(v) == "end").await.expect("no end");
@@ -262,7 +220,7 @@ async fn an_unanswered_first_step_goes_to_the_second_target_and_a_dashboard_ackn
     let daemon = common::Daemon::start(config(dir.path(), common::free_port(), &three_targets(hooks))).await;
     let (dash, mllp) = (daemon.running.dashboard, daemon.running.mllp.unwrap());
 
-    send_spo2(mllp, 80).await;
+    common::send_spo2(mllp, 80).await;
     let (first, t1) = inbox.wait("first", Duration::from_secs(3), |v| phase(v) == "start").await.expect("step 1");
     assert_eq!(first["notification"]["reason"], "escalation step 1 of 3");
     assert!(inbox.of("second").is_empty(), "step 2 before step 1's wait");
@@ -293,12 +251,113 @@ async fn an_unanswered_first_step_goes_to_the_second_target_and_a_dashboard_ackn
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtt_acknowledge_from_a_signed_in_nurse_stops_the_chain_before_its_next_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hooks, inbox) = webhook_server().await;
+    let broker = common::free_port();
+    // The real embedded broker (its gate signs clients in against `[[users]]`) and the nurse Nina.
+    let mqtt = format!(
+        "[mqtt]\nmode = \"embedded\"\nhost = \"127.0.0.1\"\nport = {broker}\nclient_id = \"vigil-notify-{broker}\"\n"
+    );
+    let text = common::notify_config(dir.path(), common::free_port(), &three_targets(hooks))
+        .replace("[mqtt]\nmode = \"disabled\"\n", &mqtt)
+        + &mqtt_support::users();
+    assert!(text.contains("mode = \"embedded\""), "the test config's [mqtt] table moved");
+    let config = vigil::config::Config::parse(&text, "test.toml", dir.path()).unwrap();
+    let daemon = common::Daemon::start(config).await;
+    let (dash, mllp) = (daemon.running.dashboard, daemon.running.mllp.unwrap());
+    assert!(mqtt_support::wait_for_port(broker, Duration::from_secs(5)), "the embedded broker listens");
+
+    common::send_spo2(mllp, 80).await;
+    let (first, _) = inbox.wait("first", Duration::from_secs(3), |v| phase(v) == "start").await.expect("step 1");
+    let alarm_id = first["alarm_id"].as_str().unwrap().to_owned();
+    // Nina acknowledges over MQTT on her own command topic, signed in with her broker account.
+    let topic = "vigil/v1/test-site/test-ward/cmd/chair-1/nina";
+    let command = format!(r#"{{"command":"acknowledge","alarm_id":"{alarm_id}","request_id":"n-1"}}"#);
+    mqtt_support::publish_once_as(broker, mqtt_support::NINA, topic, &command).await;
+    let (acked, _) =
+        inbox.wait("first", Duration::from_secs(3), |v| v["state"] == "acknowledged").await.expect("no acknowledge");
+    assert_eq!(acked["by"], "nina", "attributed to the broker account: {acked}");
+    // Step 2 was due 2 s after step 1: wait past it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(inbox.of("second").is_empty(), "the chain went on after the MQTT acknowledge: {:?}", inbox.of("second"));
+    let chains: Value = serde_json::from_str(&get(&format!("http://{dash}/api/notify/chains")).await).unwrap();
+    let chain = &chains["chains"][0];
+    assert_eq!((chain["status"].as_str(), chain["by"].as_str()), (Some("acknowledged"), Some("nina")), "{chains:#}");
+    // Stopped at step 1 of 3 (0-based 0): only the first target was notified.
+    assert_eq!((chain["step"].as_u64(), chain["steps"].as_u64()), (Some(0), Some(3)), "{chains:#}");
+    assert_eq!(chain["notified"], serde_json::json!(["first"]), "{chains:#}");
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_in_user_reads_every_failed_and_succeeded_attempt_of_a_beds_alarm_from_the_notification_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hooks, inbox) = webhook_server().await;
+    let notify = webhook("pager", &format!("http://{hooks}/pager"), "")
+        + &webhook("broken", &format!("http://{hooks}/fail"), "");
+    // The ward is on view without signing in (the demo), but with `[[users]]` the log needs a signed-in user.
+    let text = common::notify_config(dir.path(), common::free_port(), &notify) + &mqtt_support::users();
+    let daemon = common::Daemon::start(vigil::config::Config::parse(&text, "test.toml", dir.path()).unwrap()).await;
+    let (dash, mllp) = (daemon.running.dashboard, daemon.running.mllp.unwrap());
+
+    common::send_spo2(mllp, 80).await;
+    let (start, _) = inbox.wait("pager", Duration::from_secs(5), |v| phase(v) == "start").await.expect("no start");
+    let alarm_id = start["alarm_id"].as_str().unwrap().to_owned();
+    // "broken" answers 500: its first attempt fails (the retry comes 1 s later).
+    log_until(dir.path(), |l| l.iter().any(|a| a.target == "broken")).await;
+
+    let url = |query: &str| format!("http://{dash}/api/notify/attempts?{query}");
+    let http = client();
+    let anonymous = http.get(url("bed=chair-1")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401, "the log is for signed-in users");
+    let ward = http.get(format!("http://{dash}/api/notify/chains")).send().await.unwrap();
+    assert_eq!(ward.status(), 200, "while the ward itself is on view");
+    let signed_in = http
+        .post(format!("http://{dash}/api/session"))
+        .header("content-type", "application/json")
+        .body(r#"{"name":"nina","password":"anin"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 200);
+    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let read = |query: String| {
+        let (http, cookie) = (http.clone(), cookie.clone());
+        async move {
+            let res = http.get(query).header("cookie", cookie).send().await.unwrap();
+            let status = res.status().as_u16();
+            (status, serde_json::from_str::<Value>(&res.text().await.unwrap()).unwrap_or_default())
+        }
+    };
+
+    let (status, log) = read(url(&format!("bed=chair-1&alarm_id={alarm_id}"))).await;
+    assert_eq!(status, 200, "{log}");
+    let attempts = log["attempts"].as_array().unwrap();
+    let of = |target: &str| attempts.iter().find(|a| a["target"] == target).unwrap_or_else(|| panic!("{log:#}"));
+    let (pager, broken) = (of("pager"), of("broken"));
+    assert_eq!((pager["ok"].as_bool(), pager["detail"].as_str()), (Some(true), Some("HTTP 200")), "{log:#}");
+    assert_eq!((broken["ok"].as_bool(), broken["attempt"].as_u64()), (Some(false), Some(1)), "{log:#}");
+    assert!(broken["detail"].as_str().unwrap().contains("HTTP 500: broken"), "{log:#}");
+    assert!(attempts.iter().all(|a| a["alarm_id"] == alarm_id.as_str() && a["bed"] == "chair-1"), "{log:#}");
+    assert!(attempts.iter().all(|a| a["time"].as_str().is_some_and(|t| t.ends_with('Z'))), "{log:#}");
+    // Another alarm's attempts, another bed, a window that makes no sense.
+    let (_, other) = read(url("bed=chair-1&alarm_id=chair-1-999")).await;
+    assert_eq!(other["attempts"], serde_json::json!([]), "{other}");
+    assert_eq!(read(url("bed=chair-9")).await.0, 404);
+    let (status, refused) = read(url("bed=chair-1&from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z")).await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(read(url("bed=chair-1&from=2026-01-01T00:00:00Z&to=2026-01-03T00:00:00Z")).await.0, 400);
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_mid_chain_resumes_it_with_the_remaining_wait() {
     let dir = tempfile::tempdir().unwrap();
     let (hooks, inbox) = webhook_server().await;
     let notify = three_targets(hooks).replace("wait_s = 2 }", "wait_s = 5 }");
     let daemon = common::Daemon::start(config(dir.path(), common::free_port(), &notify)).await;
-    send_spo2(daemon.running.mllp.unwrap(), 80).await;
+    common::send_spo2(daemon.running.mllp.unwrap(), 80).await;
     let (_, t1) = inbox.wait("first", Duration::from_secs(3), |_| true).await.expect("step 1");
     daemon.stop().await;
     assert!(inbox.of("second").is_empty());
@@ -332,7 +391,7 @@ async fn an_unreachable_target_is_retried_and_does_not_delay_another_target() {
     let daemon = common::Daemon::start(config(dir.path(), common::free_port(), &notify)).await;
     let (dash, mllp) = (daemon.running.dashboard, daemon.running.mllp.unwrap());
 
-    send_spo2(mllp, 80).await;
+    common::send_spo2(mllp, 80).await;
     let sent = Instant::now();
     let (_, at) = inbox.wait("working", Duration::from_secs(5), |v| phase(v) == "start").await.expect("no start");
     assert!(at - sent < Duration::from_secs(2), "the working target waited {:?}", at - sent);
@@ -369,7 +428,7 @@ async fn an_acknowledge_link_works_once_and_a_second_use_or_a_wrong_token_is_ref
     let (hooks, inbox) = webhook_server().await;
     let notify = three_targets(hooks);
     let daemon = common::Daemon::start(config(dir.path(), common::free_port(), &notify)).await;
-    send_spo2(daemon.running.mllp.unwrap(), 80).await;
+    common::send_spo2(daemon.running.mllp.unwrap(), 80).await;
     let (start, _) = inbox.wait("first", Duration::from_secs(3), |_| true).await.expect("step 1");
     let link = start["notification"]["ack_url"].as_str().unwrap().to_owned();
     let client = client();
@@ -459,7 +518,7 @@ async fn an_smtp_target_mails_the_alarm_with_its_acknowledge_link_to_a_real_smtp
         smtp.port()
     );
     let daemon = common::Daemon::start(config(dir.path(), common::free_port(), &notify)).await;
-    send_spo2(daemon.running.mllp.unwrap(), 80).await;
+    common::send_spo2(daemon.running.mllp.unwrap(), 80).await;
     let data = tokio::time::timeout(Duration::from_secs(5), mail).await.expect("no mail").unwrap();
     assert!(data.contains("Subject: [HIGH] Chair 1: SpO2"), "{data}");
     assert!(data.contains("To: charge@ward.example"), "{data}");
@@ -514,7 +573,7 @@ async fn an_alert_managers_ora_r41_acknowledges_the_alarm_in_the_bed_and_stops_t
     let (dash, mllp) = (daemon.running.dashboard, daemon.running.mllp.unwrap());
     let (_, mut events) = daemon.running.hub.subscribe();
 
-    send_spo2(mllp, 80).await;
+    common::send_spo2(mllp, 80).await;
     let start = next_alarm(&mut events, Duration::from_secs(5), |a| a.phase == vigil::event::AlarmPhase::Start).await;
     let alert = common::next_line(&mut lines, "alert", Duration::from_secs(3)).await;
     assert_eq!((alert["alert_id"].as_str(), alert["phase"].as_str()), (Some(start.alarm_id.as_str()), Some("start")));

@@ -1,9 +1,11 @@
 //! IHE PCD ACM on loopback: Vigil's `AcmClient` against `vigil-sim alert-manager` (the simulator's independent
 //! Alert Manager, run in-process on a real TCP listener). The daemon's `kind = "acm"` target (queue, chain,
-//! ORA^R41 acknowledges, link health, self-test hop) is tested in `tests/notify.rs`.
+//! ORA^R41 acknowledges, link health, self-test hop) is tested in `tests/notify.rs`; here it runs over TLS.
 
 mod common;
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -189,4 +191,117 @@ async fn a_manager_that_goes_away_shows_on_the_link_and_an_alarm_then_fails_loud
     }
     assert!(client.link().borrow().heartbeats_missed >= 1);
     client.shutdown().await;
+}
+
+/// Completed and failed TLS handshakes at a [`tls_front`].
+#[derive(Default)]
+struct Handshakes {
+    done: AtomicU32,
+    failed: AtomicU32,
+}
+
+/// A TLS Alert Manager: a rustls server on its own loopback listener (the test CA's `localhost`/127.0.0.1
+/// certificate) that passes each connection's plain MLLP to the simulated manager at `behind`.
+async fn tls_front(acceptor: tokio_rustls::TlsAcceptor, behind: SocketAddr) -> (SocketAddr, Arc<Handshakes>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counts = Arc::new(Handshakes::default());
+    let c = counts.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, counts) = (acceptor.clone(), c.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    counts.failed.fetch_add(1, Ordering::SeqCst);
+                    return;
+                };
+                counts.done.fetch_add(1, Ordering::SeqCst);
+                let mut plain = tokio::net::TcpStream::connect(behind).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (addr, counts)
+}
+
+/// An `acm` target `name` at `address` over TLS trusting `ca_file` (relative to the config's folder), high alarms,
+/// quick timeouts and heartbeats.
+fn tls_target(name: &str, address: SocketAddr, ca_file: &str) -> String {
+    format!(
+        "[[notify.targets]]\nname = \"{name}\"\nkind = \"acm\"\npriorities = [\"high\"]\n\
+         acm = {{ address = \"{address}\", point_of_care = \"test-ward\", ack_timeout_s = 1, connect_timeout_s = 1, \
+         heartbeat_interval_s = 1, tls = {{ ca_file = \"{ca_file}\" }} }}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemons_acm_target_over_tls_delivers_the_oru_r40_handles_its_ack_and_refuses_a_manager_it_cannot_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(pki) = common::pki::Pki::make(dir.path()) else { return };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let behind = listener.local_addr().unwrap();
+    let (mut lines, _am) =
+        manager(listener, AlertManagerOptions { ack_after: Some(Duration::from_secs(1)), ..Default::default() });
+    let (front, handshakes) = tls_front(pki.acceptor(), behind).await;
+    // "am" trusts the test CA (`ca.pem`, found next to the config); "doubter" trusts only the client
+    // certificate, which did not sign the manager's: its handshakes must fail.
+    let notify = tls_target("am", front, "ca.pem") + &tls_target("doubter", front, "client.pem");
+    let text = common::notify_config(dir.path(), common::free_port(), &notify);
+    let config = vigil::config::Config::parse(&text, "test.toml", dir.path()).unwrap();
+    let daemon = common::Daemon::start(config).await;
+    let (dash, mllp) = (daemon.running.dashboard, daemon.running.mllp.unwrap());
+
+    common::send_spo2(mllp, 80).await;
+    let alert = next_of(&mut lines, "alert", Duration::from_secs(5)).await;
+    assert_eq!((alert["phase"].as_str(), alert["priority"].as_str()), (Some("start"), Some("PH")), "{alert}");
+    assert_eq!((alert["bed"].as_str(), alert["event"].as_str()), (Some("chair-1"), Some("196670^MDC_EVT_LO^MDC")));
+    assert_eq!(alert["processing_id"], "P");
+    let alert_id = alert["alert_id"].as_str().unwrap().to_owned();
+    // The manager's ACK^R40 came back through TLS: the attempt is logged as accepted.
+    let store = vigil::store::Store::open(&dir.path().join("vigil.db")).unwrap();
+    let day = chrono::Duration::days(1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let accepted = loop {
+        let log = store.notify_attempts("chair-1", Utc::now() - day, Utc::now() + day).unwrap();
+        let found = log.into_iter().find(|a| a.target == "am");
+        if found.is_some() || std::time::Instant::now() > deadline {
+            break found.expect("the ACM attempt was logged");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(accepted.ok && accepted.detail.starts_with("ACK AA"), "{accepted:?}");
+    assert_eq!(accepted.alarm_id, alert_id);
+    // Its ORA^R41 (1 s later) came back through TLS too: the bed's alarm is acknowledged by the target.
+    let ack = next_of(&mut lines, "acknowledged", Duration::from_secs(4)).await;
+    assert_eq!((ack["alert_id"].as_str(), ack["sent"].as_bool()), (Some(alert_id.as_str()), Some(true)), "{ack}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    let by = loop {
+        let snapshot = daemon.running.hub.snapshot();
+        let alarm = snapshot.beds[0].alarms.as_ref().and_then(|a| a.alarms.first().cloned());
+        let by = alarm.and_then(|a| a.by.clone());
+        if by.is_some() || std::time::Instant::now() > deadline {
+            break by.expect("the manager's acknowledge reached the bed");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(by.starts_with("notify:am:"), "{by}");
+    assert!(handshakes.done.load(Ordering::SeqCst) >= 1, "the link to the manager was TLS");
+
+    // The doubter never gets through: its handshakes fail, it sends nothing, and it shows as failing.
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    let doubter = loop {
+        let response = common::http_get(dash, "/api/status").await;
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+        let status: Value = serde_json::from_str(body).unwrap_or_default();
+        let doubter = status["notify"].as_array().and_then(|a| a.iter().find(|t| t["target"] == "doubter").cloned());
+        if doubter.as_ref().is_some_and(|d| d["failing"] == true) || std::time::Instant::now() > deadline {
+            break doubter.unwrap_or_default();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((doubter["failing"].as_bool(), doubter["connected"].as_bool()), (Some(true), Some(false)), "{doubter}");
+    let reason = doubter["problem"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.to_lowercase().contains("certificate"), "the reason names the certificate: {doubter}");
+    assert!(handshakes.failed.load(Ordering::SeqCst) >= 1, "the doubter's handshakes failed at the manager");
+    daemon.stop().await;
 }

@@ -169,7 +169,7 @@ fn thin(vitals: Vec<VitalValue>, max: usize) -> Vec<VitalValue> {
 
 /// History needs a signed-in user whenever `[[users]]` are configured. Without a signed-in user (only possible
 /// when no users are configured, the demo) the audit trail and patient pseudonyms are left out.
-fn require_history(state: &DashboardState, headers: &HeaderMap) -> Result<bool, DashboardError> {
+pub(super) fn require_history(state: &DashboardState, headers: &HeaderMap) -> Result<bool, DashboardError> {
     let p = state.require_view(headers)?;
     let signed_in = p.as_ref().is_some_and(|p| p.signed_in);
     if !signed_in && !state.config.users.is_empty() {

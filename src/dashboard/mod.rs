@@ -379,6 +379,7 @@ pub fn app(state: DashboardState) -> Router {
         .route("/api/beds/:bed/history", get(export::history_json))
         .route("/api/beds/:bed/export.csv", get(export::history_csv))
         .route("/api/notify/chains", get(notify::chains))
+        .route("/api/notify/attempts", get(notify::attempts))
         .route("/ack/:token", get(notify::show).post(notify::acknowledge))
         .layer(axum::middleware::from_fn_with_state(state.clone(), host_guard))
         .layer(axum::middleware::map_response(security_headers))

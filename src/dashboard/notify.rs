@@ -1,19 +1,24 @@
 //! The dashboard's notification routes: acknowledge links (`GET /ack/<token>` shows what the link
-//! acknowledges and a button; `POST /ack/<token>` acknowledges, once) and `GET /api/notify/chains`, where each
-//! alarm stands in its escalation chain (the ward page shows it in the alarm's row).
+//! acknowledges and a button; `POST /ack/<token>` acknowledges, once), `GET /api/notify/chains`, where each
+//! alarm stands in its escalation chain (the ward page shows it in the alarm's row), and `GET
+//! /api/notify/attempts`, the notification log of a bed (the chair page shows it in its alarm log).
 //!
 //! A GET never acknowledges: chat apps and mail scanners fetch links to preview them, and a preview must not
 //! silence an alarm. ntfy's action button and the confirmation page POST.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use chrono::{Duration, Utc};
+use serde::Deserialize;
 use serde_json::json;
 
-use super::{DashboardError, DashboardState};
+use super::export::{require_history, MAX_WINDOW_H};
+use super::{DashboardError, DashboardState, HistoryError};
 use crate::hub::CommandError;
 use crate::notify::NotifyError;
+use crate::vitals::Timestamp;
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
@@ -97,5 +102,55 @@ pub(super) async fn chains(
         Ok(Ok(chains)) => Ok(Json(json!({ "chains": chains })).into_response()),
         Ok(Err(e)) => Err(DashboardError::BadRequest(e.to_string())),
         Err(e) => Err(DashboardError::BadRequest(e.to_string())),
+    }
+}
+
+/// The query of `GET /api/notify/attempts`.
+#[derive(Deserialize)]
+pub(super) struct AttemptsQuery {
+    bed: String,
+    /// Only this alarm's attempts.
+    alarm_id: Option<String>,
+    /// Default: [`MAX_WINDOW_H`] hours before `to`.
+    from: Option<Timestamp>,
+    /// Default: now.
+    to: Option<Timestamp>,
+}
+
+/// `GET /api/notify/attempts?bed=…[&alarm_id=…][&from=…][&to=…]`: every delivery attempt to a notification target
+/// for a bed's alarms, success or failure, with its receipt or error, oldest first; at most [`MAX_WINDOW_H`] hours.
+/// Part of the alarm log, so it needs a signed-in user whenever `[[users]]` are configured, like the history (an
+/// error can name a recipient).
+pub(super) async fn attempts(
+    State(state): State<DashboardState>,
+    headers: HeaderMap,
+    Query(q): Query<AttemptsQuery>,
+) -> Result<Response, DashboardError> {
+    require_history(&state, &headers)?;
+    state.bed_exists(&q.bed)?;
+    let to = q.to.unwrap_or_else(Utc::now);
+    let from = q.from.unwrap_or(to - Duration::hours(MAX_WINDOW_H));
+    if from > to {
+        return Err(DashboardError::BadRequest("from is after to".into()));
+    }
+    if to - from > Duration::hours(MAX_WINDOW_H) {
+        return Err(DashboardError::BadRequest(format!(
+            "the window from {from} to {to} is longer than {MAX_WINDOW_H} h: ask for less"
+        )));
+    }
+    let AttemptsQuery { bed, alarm_id, .. } = q;
+    // Without notification targets nothing was ever attempted.
+    let Some(n) = state.notify.clone() else {
+        return Ok(Json(json!({ "bed": bed, "from": from, "to": to, "attempts": [] })).into_response());
+    };
+    let b = bed.clone();
+    let read = tokio::task::spawn_blocking(move || n.attempts(&b, from, to, alarm_id.as_deref())).await;
+    let unavailable = |e: String| DashboardError::History(HistoryError::Unavailable(e));
+    match read {
+        Ok(Ok(attempts)) => {
+            Ok(Json(json!({ "bed": bed, "from": from, "to": to, "attempts": attempts })).into_response())
+        }
+        Ok(Err(e)) => Err(unavailable(e.to_string())),
+        Err(e) => Err(unavailable(e.to_string())),
     }
 }

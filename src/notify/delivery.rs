@@ -20,7 +20,7 @@ use super::{Notification, NotifyError, Stats, Target, TargetStats};
 use crate::event::{AlarmPhase, AlarmState, Event};
 use crate::health::Health;
 use crate::hub::Hub;
-use crate::store::notify::{ChainState, NotifyRouter, QueuedNotification};
+use crate::store::notify::{AttemptRecord, ChainState, NotifyRouter, QueuedNotification};
 use crate::store::Store;
 
 /// Longest wait between two looks at a target's queue or the chains (a missed wake-up costs at most this).
@@ -117,6 +117,22 @@ impl Handle {
     /// Chains running now or changed in the last hour (blocking read: call it off the async runtime).
     pub fn chains(&self) -> Result<Vec<ChainState>, NotifyError> {
         Ok(self.store.notify_chains(Utc::now() - chrono::Duration::hours(1))?)
+    }
+
+    /// The notification log of `bed` with `from <= time < to` (every attempt, success or failure), oldest first;
+    /// only `alarm_id`'s when given (blocking read: call it off the async runtime).
+    pub fn attempts(
+        &self,
+        bed: &str,
+        from: chrono::DateTime<Utc>,
+        to: chrono::DateTime<Utc>,
+        alarm_id: Option<&str>,
+    ) -> Result<Vec<AttemptRecord>, NotifyError> {
+        let mut log = self.store.notify_attempts(bed, from, to)?;
+        if let Some(alarm) = alarm_id {
+            log.retain(|a| a.alarm_id == alarm);
+        }
+        Ok(log)
     }
 
     /// Uses an acknowledge link: checks it, marks it used, acknowledges its alarm for the target that carried it.

@@ -151,6 +151,55 @@ pub fn mindray() -> String {
         .join("\r")
 }
 
+/// The device id of the Mindray sample ([`mindray`]).
+pub const DEVICE: &str = "00A0370098007A80";
+
+/// A one-bed daemon fed over MLLP (bed `chair-1`, device [`DEVICE`]), no MQTT, demo actions on a loopback
+/// dashboard at port `dashboard`, the store in `dir`, with `notify` appended after `[notify]`'s `public_url`.
+pub fn notify_config(dir: &std::path::Path, dashboard: u16, notify: &str) -> String {
+    format!(
+        r#"
+[site]
+name = "test-site"
+ward = "test-ward"
+[mqtt]
+mode = "disabled"
+[dashboard]
+listen = "127.0.0.1:{dashboard}"
+demo_actions_without_sign_in = true
+[store]
+path = "{db}"
+[mllp]
+listen = "127.0.0.1:0"
+[[beds]]
+id = "chair-1"
+label = "Chair 1"
+[[beds.sources]]
+kind = "mllp"
+device = "hl7"
+device_id = "{DEVICE}"
+[notify]
+public_url = "http://127.0.0.1:{dashboard}"
+{notify}
+"#,
+        db = dir.join("vigil.db").display(),
+    )
+}
+
+/// Sends the real Mindray ORU^R01 sample with SpO2 set to `spo2` over MLLP and waits for the ACK.
+pub async fn send_spo2(mllp: SocketAddr, spo2: u32) {
+    let msg = mindray().replace("|99|262688^MDC_DIM_PERCENT", &format!("|{spo2}|262688^MDC_DIM_PERCENT"));
+    assert!(msg.contains(&format!("|{spo2}|262688")), "the sample's SpO2 field moved");
+    let mut s = tokio::net::TcpStream::connect(mllp).await.unwrap();
+    let mut framed = vec![0x0b];
+    framed.extend_from_slice(msg.as_bytes());
+    framed.extend_from_slice(&[0x1c, 0x0d]);
+    s.write_all(&framed).await.unwrap();
+    let mut ack = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut ack)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&ack[..n]).contains("MSA|AA"), "the message was not accepted");
+}
+
 /// A daemon started with `vigil::start`, stopped (and waited for) by [`Daemon::stop`].
 pub struct Daemon {
     /// Its addresses and hub.
@@ -203,4 +252,114 @@ pub async fn next_line(
     })
     .await
     .unwrap_or_else(|_| panic!("no '{kind}' line from the alert manager within {within:?}"))
+}
+
+pub mod pki {
+    //! A test CA made at test time with the `openssl` command (CI installs it; without it the TLS tests fail under
+    //! CI=true), and rustls clients and servers that use it.
+
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+    use std::sync::Arc;
+
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    /// A test CA, a server certificate for `localhost` and 127.0.0.1, a client certificate (a monitor), and an unrelated
+    /// key that belongs to neither. `None` (after a visible skip) when `openssl` is missing.
+    pub struct Pki {
+        dir: PathBuf,
+    }
+
+    impl Pki {
+        pub fn make(dir: &Path) -> Option<Pki> {
+            if Command::new("openssl").arg("version").output().is_err() {
+                super::skip("the openssl command is not installed (apt-get install openssl)");
+                return None;
+            }
+            let run = |args: &[&str]| {
+                let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
+                assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            };
+            let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+            let ca_ext = ["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"];
+            run(&[
+                &["req", "-x509"][..],
+                &ec,
+                &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"],
+                &ca_ext,
+                &["-subj", "/CN=Vigil test CA"],
+            ]
+            .concat());
+            for (name, ext) in [
+                ("server", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+                ("client", "subjectAltName=DNS:monitor-1.ward.test\nextendedKeyUsage=clientAuth\n"),
+            ] {
+                std::fs::write(dir.join(format!("{name}.ext")), format!("basicConstraints=CA:FALSE\n{ext}")).unwrap();
+                let (key, csr, pem, extf) =
+                    (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
+                run(&[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN={name}")]].concat());
+                run(&[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    &pem,
+                    "-days",
+                    "2",
+                    "-extfile",
+                    &extf,
+                ]);
+            }
+            run(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "other.key"]);
+            Some(Pki { dir: dir.to_path_buf() })
+        }
+
+        pub fn path(&self, name: &str) -> String {
+            self.dir.join(name).display().to_string()
+        }
+
+        /// A rustls client trusting the test CA, optionally presenting the client certificate.
+        pub fn connector(&self, client_cert: bool) -> tokio_rustls::TlsConnector {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(self.path("ca.pem")).unwrap() {
+                roots.add(c.unwrap()).unwrap();
+            }
+            let builder =
+                rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                    .with_safe_default_protocol_versions()
+                    .unwrap()
+                    .with_root_certificates(roots);
+            let config = if client_cert {
+                let chain =
+                    CertificateDer::pem_file_iter(self.path("client.pem")).unwrap().map(Result::unwrap).collect();
+                let key = PrivateKeyDer::from_pem_file(self.path("client.key")).unwrap();
+                builder.with_client_auth_cert(chain, key).unwrap()
+            } else {
+                builder.with_no_client_auth()
+            };
+            tokio_rustls::TlsConnector::from(Arc::new(config))
+        }
+
+        /// A rustls server with the `localhost`/127.0.0.1 certificate, asking for no client certificate.
+        pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+            let chain = CertificateDer::pem_file_iter(self.path("server.pem")).unwrap().map(Result::unwrap).collect();
+            let key = PrivateKeyDer::from_pem_file(self.path("server.key")).unwrap();
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .unwrap();
+            tokio_rustls::TlsAcceptor::from(Arc::new(config))
+        }
+    }
 }

@@ -1,5 +1,5 @@
 // The chair view: live numerics and alarms for one chair, session controls, trends from the store with limits,
-// baseline band and alarm markers, the session's alarm/action log, limits and export links.
+// baseline band and alarm markers, the session's alarm/notification/action log, limits and export links.
 'use strict';
 
 (() => {
@@ -69,7 +69,7 @@
       const doc = await V.api(`/api/beds/${enc}/history`);
       lastDoc = doc;
       drawTrends();
-      renderLog(doc);
+      renderLog(doc, await loadAttempts(doc));
     } catch (e) {
       $('trend-window').textContent = `Trends unavailable: ${e.message}`;
     }
@@ -87,8 +87,27 @@
     window.VigilChart.drawSession($('charts'), lastDoc, limits, baseline);
   }
 
-  function renderLog(doc) {
+  // Every delivery attempt to a notification target in the same window (none without targets); the rest of
+  // the log still shows when this read fails.
+  async function loadAttempts(doc) {
+    const q = `bed=${enc}&from=${encodeURIComponent(doc.from)}&to=${encodeURIComponent(doc.to)}`;
+    try {
+      return (await V.api(`/api/notify/attempts?${q}`)).attempts || [];
+    } catch (e) {
+      return [];
+    }
+  }
+
+  function renderLog(doc, attempts) {
     const rows = [];
+    // One row per notification (queue row) at its latest attempt, so a target that keeps failing does not push
+    // the alarms out of the log.
+    const latest = new Map();
+    for (const n of attempts) latest.set(n.queue_id, n);
+    for (const n of latest.values()) {
+      const how = n.ok ? `delivered at attempt ${n.attempt}` : `failed ${n.attempt === 1 ? 'once' : `${n.attempt} times`} so far`;
+      rows.push({ t: n.time, what: `Notification to ${n.target}: ${how} (${n.detail})`, who: '' });
+    }
     for (const a of doc.alarms) {
       rows.push({ t: a.time, what: `${V.MARKER[a.priority]} ${a.message} · ${a.phase} → ${a.state}`, who: a.by || '' });
     }
