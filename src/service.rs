@@ -162,16 +162,49 @@ impl Probes {
     }
 }
 
+/// Sends one notification to the service manager's `NOTIFY_SOCKET` (a no-op without it), never blocking: these
+/// are called on the async runtime, and a manager that stops reading fills the socket's queue, after which a
+/// blocking send (the `sd-notify` crate's) would hold a runtime worker until it reads again. A full queue is
+/// `WouldBlock`: the message is dropped and the caller logs it; a watchdog that cannot be fed restarts Vigil,
+/// which is what a hung manager should see.
+fn notify(state: &str) -> std::io::Result<()> {
+    match std::env::var_os("NOTIFY_SOCKET") {
+        Some(path) => notify_to(&path, state),
+        None => Ok(()),
+    }
+}
+
+/// [`notify`] to the socket at `path` (`@name`: Linux's abstract namespace, as systemd may pass).
+fn notify_to(path: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::UnixDatagram;
+    let socket = UnixDatagram::unbound()?;
+    socket.set_nonblocking(true)?;
+    let sent = match path.as_bytes().strip_prefix(b"@") {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            socket.send_to_addr(state.as_bytes(), &std::os::unix::net::SocketAddr::from_abstract_name(name)?)?
+        }
+        None => socket.send_to(state.as_bytes(), std::path::Path::new(path))?,
+    };
+    if sent == state.len() {
+        Ok(())
+    } else {
+        Err(std::io::Error::new(std::io::ErrorKind::WriteZero, "incomplete notification"))
+    }
+}
+
 /// Tells systemd the daemon is ready (a no-op without `NOTIFY_SOCKET`).
 pub fn notify_ready(status: &str) {
-    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(status)]) {
+    let status: String = status.chars().filter(|c| *c != '\n').collect();
+    if let Err(e) = notify(&format!("READY=1\nSTATUS={status}\n")) {
         tracing::warn!(error = %e, "cannot notify systemd (NOTIFY_SOCKET) of readiness");
     }
 }
 
 /// Tells systemd the daemon is stopping.
 pub fn notify_stopping() {
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    let _ = notify("STOPPING=1\n");
 }
 
 /// The watchdog interval systemd asked for (`WATCHDOG_USEC`), if any.
@@ -206,7 +239,7 @@ pub async fn run_watchdog(probes: Probes, interval: Duration, feed: impl Fn(), c
 
 /// Sends `WATCHDOG=1` to systemd.
 pub fn feed_systemd() {
-    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]) {
+    if let Err(e) = notify("WATCHDOG=1\n") {
         tracing::warn!(error = %e, "cannot feed the systemd watchdog (NOTIFY_SOCKET)");
     }
 }
@@ -216,6 +249,26 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use super::*;
+
+    #[test]
+    fn a_notification_socket_nobody_reads_makes_sends_fail_at_once_instead_of_blocking_the_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let manager = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let target = path.clone().into_os_string();
+        std::thread::spawn(move || {
+            let outcomes: Vec<_> =
+                (0..1000).map(|_| notify_to(&target, "WATCHDOG=1\n").map_err(|e| e.kind())).collect();
+            let _ = done_tx.send(outcomes);
+        });
+        let outcomes = done.recv_timeout(Duration::from_secs(10)).expect("1000 sends returned, none blocked");
+        assert!(outcomes[0].is_ok(), "the first ones are queued");
+        assert_eq!(outcomes.last(), Some(&Err(std::io::ErrorKind::WouldBlock)), "the queue filled up");
+        let mut buf = [0u8; 64];
+        let n = manager.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"WATCHDOG=1\n");
+    }
     use crate::hub::BedInfo;
 
     fn bed(id: &str) -> BedInfo {
