@@ -57,6 +57,7 @@ async fn main() {
                             v(Parameter::Hr, 72.0),
                             v(Parameter::Rr, 14.0),
                         ],
+                        other: Vec::new(),
                     })
                 })
                 .collect();

@@ -16,7 +16,8 @@ use futures::FutureExt;
 use crate::alarm::{DeviceSignal, Engine, Now, Profile};
 use crate::clock;
 use crate::event::{
-    AlarmEvent, AlarmKind, AlarmPhase, AlarmState, DeviceStatus, Event, LinkState, Priority, VitalValue, VitalsUpdate,
+    AlarmEvent, AlarmKind, AlarmPhase, AlarmState, DeviceStatus, Event, LinkState, OtherVitalValue, Priority,
+    VitalValue, VitalsUpdate,
 };
 use crate::hub::{BedCommand, CommandError, Hub};
 use crate::ingest::protocol::{Frame, SensorFlags};
@@ -98,6 +99,19 @@ pub fn restored_engine(bed: &BedId, profile: Arc<Profile>, store: &Store) -> Res
 
 /// The body a supervisor runs and restarts: [`BedTask::run_once`] in the daemon; tests pass one that panics.
 pub type Body = for<'a> fn(&'a mut BedTask, &'a CancellationToken) -> BoxFuture<'a, ()>;
+
+/// Most other numerics (none of Vigil's parameters) a bed keeps: the first codes seen, so a device that invents
+/// codes cannot grow the vitals without bound.
+const MAX_OTHER_VALUES: usize = 64;
+
+/// The bed's latest values, as its vitals publish them.
+#[derive(Default)]
+struct Latest {
+    /// Vigil's parameters.
+    values: BTreeMap<Parameter, VitalValue>,
+    /// Other numerics, by MDC code.
+    other: BTreeMap<u32, OtherVitalValue>,
+}
 
 #[derive(Default)]
 struct SourceState {
@@ -213,7 +227,7 @@ impl BedTask {
 
     /// One life of the task: runs until `cancel` fires and the sources have drained.
     pub async fn run_once(&mut self, cancel: &CancellationToken) {
-        let mut latest: BTreeMap<Parameter, VitalValue> = BTreeMap::new();
+        let mut latest = Latest::default();
         let mut sources: HashMap<String, SourceState> = HashMap::new();
         let mut clock = tokio::time::interval(TICK);
         clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -313,7 +327,7 @@ impl BedTask {
     async fn source_event(
         &mut self,
         event: SourceEvent,
-        latest: &mut BTreeMap<Parameter, VitalValue>,
+        latest: &mut Latest,
         sources: &mut HashMap<String, SourceState>,
     ) {
         match event {
@@ -338,7 +352,7 @@ impl BedTask {
                         self.engine.device(&DeviceSignal::Demo { source: key.clone(), on: frame.demo }, clock::now()),
                     );
                 }
-                if !frame.measurements.is_empty() {
+                if !frame.measurements.is_empty() || !frame.other.is_empty() {
                     let name = state.name.get_or_insert_with(|| key.as_str().into()).clone();
                     self.observe_frame(&frame, &name, received, latest, &mut events);
                 }
@@ -420,7 +434,7 @@ impl BedTask {
         frame: &Frame,
         source: &Arc<str>,
         received: Timestamp,
-        latest: &mut BTreeMap<Parameter, VitalValue>,
+        latest: &mut Latest,
         events: &mut Vec<Event>,
     ) {
         for m in &frame.measurements {
@@ -441,10 +455,30 @@ impl BedTask {
             if !m.spot {
                 // The vitals carry a spot value's true age: an NIBP sent again shows when it was measured.
                 let time = measured.unwrap_or(received);
-                latest.insert(m.parameter, VitalValue { parameter: m.parameter, value: m.value, status, time });
+                latest.values.insert(m.parameter, VitalValue { parameter: m.parameter, value: m.value, status, time });
             }
         }
-        let update = VitalsUpdate { bed: self.bed.clone(), time: received, values: latest.values().cloned().collect() };
+        // The other numerics go nowhere near the engine: kept as the latest per MDC code, published, not alarmed.
+        for o in &frame.other {
+            if latest.other.len() >= MAX_OTHER_VALUES && !latest.other.contains_key(&o.mdc_code) {
+                continue;
+            }
+            let status = if frame.demo { ValueStatus::Demo } else { o.status };
+            let value = OtherVitalValue {
+                mdc_code: o.mdc_code,
+                unit_code: o.unit_code,
+                value: o.value,
+                status,
+                time: received,
+            };
+            latest.other.insert(o.mdc_code, value);
+        }
+        let update = VitalsUpdate {
+            bed: self.bed.clone(),
+            time: received,
+            values: latest.values.values().cloned().collect(),
+            other: latest.other.values().cloned().collect(),
+        };
         events.push(Event::Vitals(update));
     }
 

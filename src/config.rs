@@ -492,6 +492,32 @@ pub enum FlowControl {
     Hardware,
 }
 
+/// Which physiological records an S/5 source asks the monitor for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum S5Interval {
+    /// The displayed values, every 5 s.
+    #[default]
+    #[serde(rename = "display")]
+    Display,
+    /// The monitor's 10-second trend, every 10 s.
+    #[serde(rename = "10s")]
+    Trend10s,
+    /// The monitor's 60-second trend, every 60 s.
+    #[serde(rename = "60s")]
+    Trend60s,
+}
+
+impl S5Interval {
+    /// Seconds between two records.
+    pub fn period_s(self) -> u64 {
+        match self {
+            S5Interval::Display => 5,
+            S5Interval::Trend10s => 10,
+            S5Interval::Trend60s => 60,
+        }
+    }
+}
+
 /// One source of readings for a bed. Which keys apply depends on `kind`; a key that does not apply is an error.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -557,11 +583,17 @@ pub struct SourceConfig {
     /// serial, tcp and mllp: seconds without a frame (after the first one, or after the link came up) before the
     /// source counts as disconnected (`monitor_disconnected`). Default from the device's update period: 5 for
     /// masimo and nonin (a frame a second), 10 for hl7 and intellivue (polled every second, but an association
-    /// takes a few seconds to come up), 15 for s5 (a record every 5 s). Set it high for a monitor that only sends
-    /// spot readings. A tcp source also reconnects after this long without a frame, and an s5 source repeats its
-    /// requests.
+    /// takes a few seconds to come up), 15 for s5 (a record every 5 s; 30 with `s5_interval = "10s"`, 180 with
+    /// `"60s"`: three records). Set it high for a monitor that only sends spot readings. A tcp source also reconnects after this
+    /// long without a frame, and an s5 source repeats its requests.
     #[serde(default)]
     pub silence_alarm_s: Option<u64>,
+    /// serial and tcp + s5: which physiological records to ask the monitor for: `"display"` (the displayed
+    /// values every 5 s, the default), `"10s"` or `"60s"` (the monitor's 10- or 60-second trend, every 10 or 60
+    /// s). A trend record comes once per period, so Vigil's alarms see a change up to that much later: keep
+    /// `"display"` for alarming, and use a trend only where a monitor or a site wants the trend values.
+    #[serde(default)]
+    pub s5_interval: Option<S5Interval>,
 }
 
 /// The serial link a device kind is known to use: baud rates, parity, data bits and flow control, with the
@@ -690,8 +722,13 @@ impl SourceConfig {
         self.silence_alarm_s.unwrap_or(match self.device {
             DeviceKind::Masimo | DeviceKind::Nonin => 5,
             DeviceKind::Hl7 | DeviceKind::Intellivue => 10,
-            DeviceKind::S5 => 15,
+            // Three record periods: 15 s for the displayed values.
+            DeviceKind::S5 => self.s5_interval().period_s() * 3,
         })
+    }
+    /// The S/5 records asked for, with the default.
+    pub fn s5_interval(&self) -> S5Interval {
+        self.s5_interval.unwrap_or_default()
     }
     /// Seed with its default.
     pub fn seed(&self) -> u64 {
@@ -1137,6 +1174,12 @@ impl Config {
         if src.kind != SourceKind::Udp {
             not_for("discover_listen", src.discover_listen.is_some())?;
             not_for("monitor_ip", src.monitor_ip.is_some())?;
+        }
+        if src.s5_interval.is_some() {
+            if src.device != DeviceKind::S5 {
+                return Err((format!("{at}.s5_interval"), "applies to device = \"s5\" only".into()));
+            }
+            not_for("s5_interval", !matches!(src.kind, SourceKind::Serial | SourceKind::Tcp))?;
         }
         let serial_keys = [
             ("path", src.path.is_some()),

@@ -185,6 +185,22 @@ pub struct VitalValue {
     pub time: Timestamp,
 }
 
+/// Latest value of a numeric that is none of Vigil's parameters (issue 13: "whatever else is there, kept but
+/// unalarmed"), named by its MDC code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OtherVitalValue {
+    /// IEEE 11073-10101 MDC code of what was measured.
+    pub mdc_code: u32,
+    /// MDC code of its unit.
+    pub unit_code: u32,
+    /// Its value in that unit, if any.
+    pub value: Option<f64>,
+    /// How far it can be trusted, as the device says.
+    pub status: ValueStatus,
+    /// When it was received.
+    pub time: Timestamp,
+}
+
 /// The bed's latest numerics, sent when they change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VitalsUpdate {
@@ -194,6 +210,9 @@ pub struct VitalsUpdate {
     pub time: Timestamp,
     /// One entry per parameter seen so far.
     pub values: Vec<VitalValue>,
+    /// One entry per other numeric seen so far (MDC code order), never alarmed on; left out when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other: Vec<OtherVitalValue>,
 }
 
 /// Phase of an infusion session (CLINICAL.md "The setting").

@@ -363,7 +363,12 @@ mod tests {
         assert_eq!(all.iter().map(|v| v.bed.as_ref()).collect::<Vec<_>>(), ["a"]);
         assert_eq!(upto, 1);
 
-        hub.publish(Event::Vitals(VitalsUpdate { bed: "b".into(), time: Utc::now(), values: Vec::new() }));
+        hub.publish(Event::Vitals(VitalsUpdate {
+            bed: "b".into(),
+            time: Utc::now(),
+            values: Vec::new(),
+            other: Vec::new(),
+        }));
         hub.publish(device("c"));
         let (since, upto) = hub.retained_since(upto);
         assert_eq!(since.iter().map(|v| v.bed.as_ref()).collect::<Vec<_>>(), ["c"], "b only sent vitals");

@@ -94,6 +94,21 @@ fn broken_configs() -> Vec<(&'static str, String, &'static str, &'static str)> {
             "9601 is not a standard rate",
         ),
         (
+            "an s5 interval on a masimo",
+            format!("{SITE}{}", bed("c1", &format!("{MASIMO}\ns5_interval = \"10s\""))),
+            "beds[0].sources[0].s5_interval",
+            "applies to device = \"s5\" only",
+        ),
+        (
+            "an s5 interval that is not one of the three",
+            format!(
+                "{SITE}{}",
+                bed("c1", "kind = \"tcp\"\ndevice = \"s5\"\naddress = \"h:4001\"\ns5_interval = \"30s\"")
+            ),
+            "beds[0].sources[0].s5_interval",
+            "unknown variant",
+        ),
+        (
             "tcp source without an address",
             format!("{SITE}{}", bed("c1", "kind = \"tcp\"\ndevice = \"s5\"")),
             "beds[0].sources[0].address",

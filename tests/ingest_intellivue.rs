@@ -255,6 +255,79 @@ async fn the_simulated_intellivues_own_spo2_low_reaches_mqtt_and_the_dashboard_b
     simulator.abort();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_numeric_that_is_none_of_vigils_parameters_is_published_in_the_vitals_by_its_mdc_code_and_never_alarmed() {
+    // The test plays the monitor on the master side of a pty: the simulator's answers, and after each numerics
+    // result one more with a temperature (`NOM_TEMP`, 36.9 °C), which Vigil has no parameter for.
+    let dir = tempfile::tempdir().unwrap();
+    let pair = nix::pty::openpty(None, None).expect("openpty");
+    let path = std::fs::read_link(format!("/proc/self/fd/{}", pair.slave.as_raw_fd())).expect("slave path");
+    let mut master = std::fs::File::from(pair.master);
+    let tick = simulation(RESTART, 1.0).next().expect("a second of simulation");
+    let playing = std::thread::spawn(move || {
+        let mut m = monitor::Monitor::new();
+        let mut received = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            received.extend_from_slice(&buf[..n]);
+            for request in monitor::host_frames(&mut received) {
+                for reply in m.answer(&request, &tick.sample, None) {
+                    if master.write_all(&monitor::frame(&reply)).is_err() {
+                        return;
+                    }
+                    if m.associated() {
+                        let temperature = monitor::nu_obs(0x4B48, 0, 0x17A0, monitor::float(Some(36.9), -1));
+                        let object = monitor::observation(0x0060, &[(0x0950, temperature)]);
+                        let time = monitor::abs_time(chrono::Utc::now());
+                        let extra = monitor::poll_result(0x7F00, 1, 6, 0x0803, time, &[object]);
+                        if master.write_all(&monitor::frame(&extra)).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    let port = free_port();
+    let shutdown = CancellationToken::new();
+    let running = vigil::start(daemon_config(port, dir.path(), &path), shutdown.clone()).await.unwrap();
+    let daemon = tokio::spawn(running.wait());
+
+    let mut opts = MqttOptions::new(format!("test-sub-{port}"), "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(5)).set_credentials("victor", "rotciv");
+    let (client, mut eventloop) = AsyncClient::new(opts, 100);
+    client.subscribe("vigil/v1/test-site/test-ward/bed/chair-1/vitals", QoS::AtMostOnce).await.unwrap();
+    client.subscribe("vigil/v1/test-site/test-ward/bed/chair-1/alarm", QoS::AtLeastOnce).await.unwrap();
+    let mut alarms = Vec::new();
+    let vitals = wait_for_publish(&mut eventloop, Duration::from_secs(30), |topic, payload| {
+        let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
+        if topic.ends_with("/alarm") {
+            alarms.push(v);
+            return false;
+        }
+        let other = v["other"].as_array().cloned().unwrap_or_default();
+        let has_spo2 = v["values"].as_array().is_some_and(|a| a.iter().any(|x| x["parameter"]["name"] == "spo2"));
+        has_spo2 && other.iter().any(|o| o["mdc_code"] == 150_344)
+    })
+    .await
+    .expect("vitals with SpO2 and the temperature on MQTT within 30 s");
+    let vitals: serde_json::Value = serde_json::from_slice(&vitals).unwrap();
+    let temperature = &vitals["other"][0];
+    assert_eq!(temperature["unit_code"], 268_192, "MDC_DIM_DEGC: {vitals}");
+    assert!(temperature["value"].as_f64().is_some_and(|v| (v - 36.9).abs() < 1e-9), "{vitals}");
+    assert_eq!(temperature["status"], "valid");
+    let names: Vec<_> = vitals["values"].as_array().unwrap().iter().map(|x| x["parameter"]["name"].clone()).collect();
+    assert!(!names.iter().any(|n| n == "temp" || n.is_null()), "the temperature is no parameter: {names:?}");
+    assert!(!alarms.iter().any(|a| a.to_string().contains("150344")), "nothing alarms on the temperature: {alarms:?}");
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), daemon).await.expect("stops").unwrap();
+    drop(pair.slave);
+    let _ = playing.join();
+}
+
 fn udp_config(address: &str) -> SourceConfig {
     toml::from_str(&format!("kind = \"udp\"\ndevice = \"intellivue\"\naddress = \"{address}\"")).expect("udp config")
 }

@@ -116,7 +116,7 @@ fn a_vitals_payload_with_every_parameter_including_the_perfusion_index_validates
         .iter()
         .map(|&parameter| VitalValue { parameter, value: Some(1.5), status: ValueStatus::Valid, time: Utc::now() })
         .collect();
-    let update = VitalsUpdate { bed: "chair-1".into(), time: Utc::now(), values };
+    let update = VitalsUpdate { bed: "chair-1".into(), time: Utc::now(), values, other: Vec::new() };
     let payload = mqtt::payload::vitals(&update);
     assert_valid("vigil-vitals.schema.json", &payload);
     let pi = &payload["values"][Parameter::ALL.len() - 1]["parameter"];
@@ -124,6 +124,33 @@ fn a_vitals_payload_with_every_parameter_including_the_perfusion_index_validates
         (pi["name"].as_str(), pi["mdc_code"].as_u64(), pi["ucum"].as_str()),
         (Some("pi"), Some(150448), Some("%"))
     );
+}
+
+#[test]
+fn a_vitals_payload_with_other_numerics_validates_and_leaves_the_field_out_when_there_are_none() {
+    use vigil::event::{OtherVitalValue, VitalsUpdate};
+    use vigil::vitals::ValueStatus;
+    let temperature = OtherVitalValue {
+        mdc_code: 150_344,
+        unit_code: 268_192,
+        value: Some(36.9),
+        status: ValueStatus::Valid,
+        time: Utc::now(),
+    };
+    let no_st = OtherVitalValue {
+        mdc_code: 131_330,
+        unit_code: 263_442,
+        value: None,
+        status: ValueStatus::Unavailable,
+        time: Utc::now(),
+    };
+    let update =
+        VitalsUpdate { bed: "chair-1".into(), time: Utc::now(), values: Vec::new(), other: vec![temperature, no_st] };
+    let payload = mqtt::payload::vitals(&update);
+    assert_valid("vigil-vitals.schema.json", &payload);
+    assert_eq!(payload["other"][0]["mdc_code"], 150_344);
+    let none = mqtt::payload::vitals(&VitalsUpdate { other: Vec::new(), ..update });
+    assert!(none.get("other").is_none(), "{none}");
 }
 
 #[test]

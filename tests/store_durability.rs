@@ -143,6 +143,7 @@ fn vitals_are_thinned_to_one_row_per_parameter_per_second() {
                         time: t(-30),
                     },
                 ],
+                other: Vec::new(),
             })])
             .unwrap();
     }

@@ -144,6 +144,20 @@ SCHEMAS = [
                     "time": TIME,
                 },
             }},
+            "other": {"type": "array", "description": "Numerics that are none of Vigil's parameters (an "
+                      "IntelliVue's temperature, ST segments, ...), by MDC code; never alarmed on. Absent when "
+                      "there are none.", "items": {
+                "type": "object",
+                "required": ["mdc_code", "unit_code", "value", "status", "time"],
+                "additionalProperties": False,
+                "properties": {
+                    "mdc_code": {"type": "integer", "minimum": 0, "description": "IEEE 11073-10101 code."},
+                    "unit_code": {"type": "integer", "minimum": 0, "description": "MDC code of the unit."},
+                    "value": {"type": ["number", "null"]},
+                    "status": {"enum": ["valid", "questionable", "unavailable", "demo"]},
+                    "time": TIME,
+                },
+            }},
         },
     }, {"parameter": PARAMETER}),
     schema("vigil-alarm-event.schema.json", "Vigil alarm event",

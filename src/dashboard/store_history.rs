@@ -109,6 +109,7 @@ mod tests {
                 status: ValueStatus::Valid,
                 time: now - Duration::minutes(5),
             }],
+            other: Vec::new(),
         });
         store.append(&[Event::Session(session), vitals, Event::Alarm(alarm)]).unwrap();
         store.record_action(now, "nina", "chair-1", &Command::InfusionStop, Err("no infusion".into())).unwrap();

@@ -352,6 +352,7 @@ fn vitals(bed: &str, spo2: f64) -> Event {
             status: ValueStatus::Valid,
             time: Utc::now(),
         }],
+        other: Vec::new(),
     })
 }
 
@@ -724,6 +725,7 @@ async fn a_large_export_streams_through_a_bounded_channel_and_its_first_bytes_ar
                     value(Parameter::Hr, 72.0),
                     value(Parameter::Rr, 14.0),
                 ],
+                other: Vec::new(),
             })
         })
         .collect();

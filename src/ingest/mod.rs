@@ -340,19 +340,27 @@ impl AnyDecoder {
             DeviceKind::Intellivue => {
                 AnyDecoder::Intellivue(Box::new(IntelliVueDecoder::with_session(IntelliVueLink::Serial)))
             }
-            DeviceKind::S5 => AnyDecoder::S5(S5Decoder::talking(protocol::s5::DEFAULT_REPEAT_MS)),
+            DeviceKind::S5 => AnyDecoder::S5(S5Decoder::talking(protocol::s5::DEFAULT_REPEAT_MS, Default::default())),
             other => Self::for_device(other),
         }
     }
 
-    /// [`AnyDecoder::for_device_talking`] for a configured source: an S/5 asks again after the source's
-    /// `silence_alarm_s` without a record (the bed has raised `monitor_disconnected` by then).
+    /// [`AnyDecoder::for_device_talking`] for a configured source: an S/5 asks for the records its `s5_interval`
+    /// names, and again after the source's `silence_alarm_s` without a record (the bed has raised
+    /// `monitor_disconnected` by then).
     pub fn for_source(cfg: &crate::config::SourceConfig) -> Self {
         if cfg.kind == crate::config::SourceKind::Udp {
             return AnyDecoder::Intellivue(Box::new(IntelliVueDecoder::with_session(IntelliVueLink::Lan)));
         }
         match cfg.device {
-            DeviceKind::S5 => AnyDecoder::S5(S5Decoder::talking(cfg.silence_alarm_s().saturating_mul(1000))),
+            DeviceKind::S5 => {
+                let request = match cfg.s5_interval() {
+                    crate::config::S5Interval::Display => protocol::s5::PhdbRequest::DISPLAYED,
+                    crate::config::S5Interval::Trend10s => protocol::s5::PhdbRequest::TREND_10S,
+                    crate::config::S5Interval::Trend60s => protocol::s5::PhdbRequest::TREND_60S,
+                };
+                AnyDecoder::S5(S5Decoder::talking(cfg.silence_alarm_s().saturating_mul(1000), request))
+            }
             other => Self::for_device_talking(other),
         }
     }
@@ -635,6 +643,28 @@ async fn sleep_until_opt(at: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_s5_source_with_s5_interval_asks_for_that_trend_and_waits_longer_before_calling_it_silent() {
+        use protocol::s5::{start_requests, PhdbRequest};
+        for (interval, request, silence) in [
+            (None, PhdbRequest::DISPLAYED, 15),
+            (Some("display"), PhdbRequest::DISPLAYED, 15),
+            (Some("10s"), PhdbRequest::TREND_10S, 30),
+            (Some("60s"), PhdbRequest::TREND_60S, 180),
+        ] {
+            let key = interval.map(|i| format!("s5_interval = \"{i}\"\n")).unwrap_or_default();
+            let cfg: crate::config::SourceConfig =
+                toml::from_str(&format!("kind = \"tcp\"\ndevice = \"s5\"\naddress = \"127.0.0.1:4001\"\n{key}"))
+                    .unwrap();
+            assert_eq!(cfg.silence_alarm_s(), silence, "{interval:?}");
+            let AnyDecoder::S5(mut d) = AnyDecoder::for_source(&cfg) else { panic!("an S/5 decoder") };
+            let t = d.talker_mut().expect("a live S/5 source asks for records");
+            t.poll(0);
+            let sent: Vec<Vec<u8>> = std::iter::from_fn(|| t.take_outgoing(0)).collect();
+            assert_eq!(sent, start_requests(request), "{interval:?}");
+        }
+    }
 
     #[tokio::test]
     async fn the_error_log_allows_a_few_lines_per_window_then_holds_back() {

@@ -237,6 +237,7 @@ pub fn vitals(bed: &str) -> VitalsUpdate {
             VitalValue { parameter: Parameter::Spo2, value: Some(97.0), status: ValueStatus::Valid, time },
             VitalValue { parameter: Parameter::Pr, value: None, status: ValueStatus::Unavailable, time },
         ],
+        other: Vec::new(),
     }
 }
 

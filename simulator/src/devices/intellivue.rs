@@ -213,14 +213,15 @@ fn bcd(v: u32) -> u8 {
     (((v / 10) % 10) << 4 | (v % 10)) as u8
 }
 
-fn abs_time(t: chrono::DateTime<chrono::Utc>) -> [u8; 8] {
+/// An `AbsoluteTime` (BCD, hundredths zero).
+pub fn abs_time(t: chrono::DateTime<chrono::Utc>) -> [u8; 8] {
     use chrono::{Datelike, Timelike};
     let y = t.year() as u32;
     [bcd(y / 100), bcd(y % 100), bcd(t.month()), bcd(t.day()), bcd(t.hour()), bcd(t.minute()), bcd(t.second()), 0]
 }
 
 /// FLOAT-Type: exponent `exp` (signed), 24-bit mantissa; `None` is NaN.
-fn float(value: Option<f64>, exp: i8) -> u32 {
+pub fn float(value: Option<f64>, exp: i8) -> u32 {
     match value {
         Some(v) => (u32::from(exp as u8) << 24) | ((v * 10f64.powi(-i32::from(exp))).round() as i32 as u32 & 0xFF_FFFF),
         None => 0x007F_FFFF,
@@ -228,13 +229,14 @@ fn float(value: Option<f64>, exp: i8) -> u32 {
 }
 
 /// `NuObsValue`: physio id, state, unit, value.
-fn nu_obs(physio: u16, state: u16, unit: u16, value: u32) -> Vec<u8> {
+pub fn nu_obs(physio: u16, state: u16, unit: u16, value: u32) -> Vec<u8> {
     let mut v = u16s(&[physio, state, unit]);
     v.extend_from_slice(&value.to_be_bytes());
     v
 }
 
-fn observation(handle: u16, attributes: &[(u16, Vec<u8>)]) -> Vec<u8> {
+/// One polled object: its handle and attributes (id, value).
+pub fn observation(handle: u16, attributes: &[(u16, Vec<u8>)]) -> Vec<u8> {
     let mut list = Vec::new();
     for (id, value) in attributes {
         list.extend(with_len(&[*id], value));
@@ -259,7 +261,7 @@ fn oximeter_state(s: &Sample) -> u16 {
 }
 
 /// A poll result (an extended poll's `RORS`): the objects of `class` with `observations`.
-fn poll_result(
+pub fn poll_result(
     invoke_id: u16,
     poll_number: u16,
     class: u16,

@@ -38,7 +38,7 @@ use bytes::{Buf, BytesMut};
 use chrono::{NaiveDate, TimeZone, Utc};
 use tokio_util::codec::Decoder;
 
-use super::{DecodeError, DeviceAlarm, DeviceAlarmPriority, Frame, Measurement};
+use super::{DecodeError, DeviceAlarm, DeviceAlarmPriority, Frame, Measurement, OtherNumeric};
 use crate::vitals::{Parameter, Timestamp, ValueStatus};
 
 /// Start of a MIB/RS-232 frame.
@@ -512,6 +512,15 @@ pub const fn mdc_code(physio_id: u16) -> u32 {
     (2 << 16) + physio_id as u32
 }
 
+/// The MDC code of a unit code: `(4 << 16) + unit` (partition dimension).
+pub const fn unit_mdc_code(unit: u16) -> u32 {
+    (4 << 16) + unit as u32
+}
+
+/// Most numerics that are none of Vigil's parameters kept from one poll result (an MP90 with every module shows
+/// a few dozen).
+pub const MAX_OTHER_NUMERICS: usize = 64;
+
 /// Vigil's parameter for a physio id, if it is one.
 pub fn parameter_of(physio_id: u16) -> Option<Parameter> {
     use physio::*;
@@ -573,6 +582,16 @@ impl Numeric {
             ValueStatus::Unavailable
         } else {
             status_of(self.state)
+        }
+    }
+
+    /// As it was sent, for a numeric that is not a [`Measurement`]: kept, never alarmed on.
+    pub fn other(&self) -> OtherNumeric {
+        OtherNumeric {
+            mdc_code: self.mdc(),
+            unit_code: unit_mdc_code(self.unit),
+            value: self.value.filter(|_| self.status() != ValueStatus::Unavailable),
+            status: self.status(),
         }
     }
 
@@ -1357,7 +1376,14 @@ impl IntelliVueDecoder {
         let mut frame = Frame { device_time: result.time, ..Frame::default() };
         let mut nibp = Vec::new();
         for n in &result.numerics {
-            let Some(m) = n.measurement() else { continue };
+            let Some(m) = n.measurement() else {
+                let other = n.other();
+                let seen = frame.other.iter().any(|o| o.mdc_code == other.mdc_code);
+                if !seen && frame.other.len() < MAX_OTHER_NUMERICS {
+                    frame.other.push(other);
+                }
+                continue;
+            };
             if m.status == ValueStatus::Demo {
                 frame.demo = true;
             }

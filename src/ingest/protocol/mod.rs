@@ -22,6 +22,9 @@ pub struct Frame {
     /// shows now (empty: none), `None` means this frame says nothing about alarms. A list, not deltas, because
     /// both IntelliVue alert lists and S/5 alarm records report the current set; the bed derives start and end.
     pub device_alarms: Option<Vec<DeviceAlarm>>,
+    /// Numerics that are none of Vigil's parameters (an IntelliVue's temperature, ST segments, …), by their
+    /// MDC code: kept and published with the vitals, never alarmed on.
+    pub other: Vec<OtherNumeric>,
 }
 
 impl Frame {
@@ -32,6 +35,20 @@ impl Frame {
             self.measurements.sort_by_key(|m| m.parameter != Parameter::Pi);
         }
     }
+}
+
+/// A numeric that is not one of Vigil's parameters (or is one, in a unit Vigil does not convert), as the device
+/// sent it. The alarm engine never sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtherNumeric {
+    /// Its IEEE 11073-10101 MDC code (partition and code: for IntelliVue `(2 << 16) + physio id`).
+    pub mdc_code: u32,
+    /// The MDC code of its unit (partition dimension: `(4 << 16) + unit code`).
+    pub unit_code: u32,
+    /// The value in that unit, `None` for no value.
+    pub value: Option<f64>,
+    /// Trust, from the device's own state bits.
+    pub status: ValueStatus,
 }
 
 /// One alarm the monitor itself raised (an IntelliVue alert, an S/5 alarm record entry). Kept apart from

@@ -55,8 +55,9 @@
 //! physiological or technical, nor which parameter it is about: both are read from the text (see
 //! [`alarm_from_text`]).
 //!
-//! The host starts transmission with [`start_requests`] (displayed values every `interval` seconds, the alarm
-//! status and then differential alarm mode) at every (re)connect: the monitor forgets them when it restarts.
+//! The host starts transmission with [`start_requests`] (displayed values every 5 seconds, or the 10 s or 60 s
+//! trend at its period, as [`PhdbRequest`] says; the alarm status and then differential alarm mode) at every
+//! (re)connect: the monitor forgets them when it restarts.
 
 use bytes::{Buf, BytesMut};
 use chrono::DateTime;
@@ -214,11 +215,39 @@ pub fn alarm_request(cmd: i16) -> Vec<u8> {
 /// Default interval of the displayed-values request, seconds (VSCapture's default; the S/5 sends no faster).
 pub const DEFAULT_INTERVAL_S: i16 = 5;
 
-/// Everything the host sends when the link comes up, framed: the displayed-values request at each of
+/// Which physiological records the host asks for (`phdb_rcrd_type` and `tx_ival` of the request): the
+/// displayed values every [`DEFAULT_INTERVAL_S`] seconds, or one of the monitor's trends at its own period (a
+/// record once per period, so alarms see a change up to that much later; docs/devices.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PhdbRequest {
+    /// `phdb_rcrd_type`: [`phdb::DISPLAYED`], [`phdb::TREND_10S`] or [`phdb::TREND_60S`].
+    pub record_type: u8,
+    /// `tx_ival`, seconds.
+    pub interval_s: i16,
+}
+
+impl PhdbRequest {
+    /// Displayed values every [`DEFAULT_INTERVAL_S`] seconds (the default).
+    pub const DISPLAYED: PhdbRequest = PhdbRequest { record_type: phdb::DISPLAYED, interval_s: DEFAULT_INTERVAL_S };
+    /// The 10-second trend, every 10 s.
+    pub const TREND_10S: PhdbRequest = PhdbRequest { record_type: phdb::TREND_10S, interval_s: 10 };
+    /// The 60-second trend, every 60 s (as a public C S/5 client asks for it: `DRI_PH_60S_TREND`, `tx_ival` 60).
+    pub const TREND_60S: PhdbRequest = PhdbRequest { record_type: phdb::TREND_60S, interval_s: 60 };
+}
+
+impl Default for PhdbRequest {
+    fn default() -> Self {
+        PhdbRequest::DISPLAYED
+    }
+}
+
+/// Everything the host sends when the link comes up, framed: the physiological request at each of
 /// [`REQUEST_LEVELS`], the alarm status request and differential alarm mode.
-pub fn start_requests(interval_s: i16) -> Vec<Vec<u8>> {
-    let mut out: Vec<Vec<u8>> =
-        REQUEST_LEVELS.iter().map(|level| frame(&phdb_request(phdb::DISPLAYED, interval_s, *level))).collect();
+pub fn start_requests(request: PhdbRequest) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = REQUEST_LEVELS
+        .iter()
+        .map(|level| frame(&phdb_request(request.record_type, request.interval_s, *level)))
+        .collect();
     out.push(frame(&alarm_request(alarm::XMIT_STATUS)));
     out.push(frame(&alarm_request(alarm::ENTER_DIFFMODE)));
     out
@@ -233,15 +262,16 @@ pub const DEFAULT_REPEAT_MS: u64 = 15_000;
 #[derive(Debug, Clone)]
 pub struct S5Requests {
     repeat_ms: u64,
+    request: PhdbRequest,
     due: u64,
     heard: bool,
     outbox: std::collections::VecDeque<Vec<u8>>,
 }
 
 impl S5Requests {
-    /// Requests at once, then after `repeat_ms` without a record.
-    pub fn new(repeat_ms: u64) -> S5Requests {
-        S5Requests { repeat_ms: repeat_ms.max(1), due: 0, heard: false, outbox: Default::default() }
+    /// `request` at once, then after `repeat_ms` without a record.
+    pub fn new(repeat_ms: u64, request: PhdbRequest) -> S5Requests {
+        S5Requests { repeat_ms: repeat_ms.max(1), request, due: 0, heard: false, outbox: Default::default() }
     }
 }
 
@@ -251,7 +281,7 @@ impl Talker for S5Requests {
             self.due = now.saturating_add(self.repeat_ms);
         }
         if now >= self.due {
-            self.outbox = start_requests(DEFAULT_INTERVAL_S).into();
+            self.outbox = start_requests(self.request).into();
             self.due = now.saturating_add(self.repeat_ms);
         }
     }
@@ -501,9 +531,9 @@ impl S5Decoder {
         Self::default()
     }
 
-    /// A decoder for a live link: it also asks for the records ([`S5Requests`]).
-    pub fn talking(repeat_ms: u64) -> Self {
-        S5Decoder { talker: Some(S5Requests::new(repeat_ms)), ..Self::default() }
+    /// A decoder for a live link: it also asks for the records `request` names ([`S5Requests`]).
+    pub fn talking(repeat_ms: u64, request: PhdbRequest) -> Self {
+        S5Decoder { talker: Some(S5Requests::new(repeat_ms, request)), ..Self::default() }
     }
 
     /// Whether this decoder asks for the records (a live link).
@@ -723,11 +753,11 @@ mod tests {
 
     #[test]
     fn the_requests_go_out_at_once_and_again_only_after_a_silence() {
-        let mut d = S5Decoder::talking(10_000);
+        let mut d = S5Decoder::talking(10_000, PhdbRequest::default());
         let t = d.talker_mut().unwrap();
         t.poll(0);
         let first: Vec<Vec<u8>> = std::iter::from_fn(|| t.take_outgoing(0)).collect();
-        assert_eq!(first, start_requests(DEFAULT_INTERVAL_S));
+        assert_eq!(first, start_requests(PhdbRequest::DISPLAYED));
         assert_eq!(t.next_due(0), 10_000);
         // A record at 8 s puts the next request off to 18 s.
         let mut class = empty_class();
@@ -741,6 +771,57 @@ mod tests {
         assert!(t.take_outgoing(17_999).is_none());
         t.poll(18_000);
         assert_eq!(std::iter::from_fn(|| t.take_outgoing(18_000)).count(), 5);
+    }
+
+    /// The record of the first request [`start_requests`] sends (the levels differ only in byte 3).
+    fn first_request(request: PhdbRequest) -> Vec<u8> {
+        let record = phdb_request(request.record_type, request.interval_s, REQUEST_LEVELS[0]);
+        assert_eq!(start_requests(request)[0], frame(&record));
+        record
+    }
+
+    #[test]
+    fn a_trend_setting_asks_for_the_trend_record_type_at_its_period_and_display_stays_the_default() {
+        // phdb_rcrd_type at byte 40, tx_ival (i16 LE) at 41..43.
+        assert_eq!(&first_request(PhdbRequest::default())[40..43], &[phdb::DISPLAYED, 5, 0]);
+        assert_eq!(&first_request(PhdbRequest::TREND_10S)[40..43], &[phdb::TREND_10S, 10, 0]);
+        assert_eq!(&first_request(PhdbRequest::TREND_60S)[40..43], &[phdb::TREND_60S, 60, 0]);
+        for request in [PhdbRequest::TREND_10S, PhdbRequest::TREND_60S] {
+            let all = start_requests(request);
+            assert_eq!(all.len(), REQUEST_LEVELS.len() + 2, "one per DRI level, then the two alarm requests");
+            assert_ne!(all[0], start_requests(PhdbRequest::DISPLAYED)[0], "{request:?}");
+            assert_eq!(all[REQUEST_LEVELS.len()..], start_requests(PhdbRequest::DISPLAYED)[REQUEST_LEVELS.len()..]);
+        }
+        // The live decoder sends the trend request it was given, at once and at every repeat.
+        let mut d = S5Decoder::talking(1_000, PhdbRequest::TREND_60S);
+        let t = d.talker_mut().unwrap();
+        t.poll(0);
+        assert_eq!(t.take_outgoing(0), Some(start_requests(PhdbRequest::TREND_60S).remove(0)));
+    }
+
+    #[test]
+    fn ten_and_sixty_second_trend_records_decode_into_scaled_readings_at_the_trend_time() {
+        for sr_type in [phdb::TREND_10S, phdb::TREND_60S] {
+            let mut class = empty_class();
+            group(&mut class, phdb::SPO2_AT, LIVE, &[9420, 88, 0, 0]);
+            group(&mut class, phdb::NIBP_AT, LIVE, &[13150, 8425, 10000, -32766]);
+            let record = phdb_record(1_767_254_460, sr_type, &class);
+            let frames = decode_all(&frame(&record));
+            assert_eq!(frames.len(), 1, "{frames:?}");
+            let f = frames[0].as_ref().unwrap();
+            assert_eq!(f.device_time.unwrap().to_rfc3339(), "2026-01-01T08:01:00+00:00");
+            assert_eq!(
+                values(f),
+                vec![
+                    (Parameter::Spo2, Some(94.2), ValueStatus::Valid),
+                    (Parameter::Pr, Some(88.0), ValueStatus::Valid),
+                    (Parameter::NibpSys, Some(131.5), ValueStatus::Valid),
+                    (Parameter::NibpDia, Some(84.25), ValueStatus::Valid),
+                    (Parameter::NibpMean, Some(100.0), ValueStatus::Valid),
+                ],
+                "sr_type {sr_type}"
+            );
+        }
     }
 
     #[test]

@@ -136,6 +136,50 @@ fn a_hand_written_numerics_result_decodes_to_perfusion_index_spo2_pulse_and_one_
     assert_eq!(p.numerics[0].mdc(), Parameter::Spo2.mdc_code(), "(2 << 16) + physio id is Vigil's MDC code");
 }
 
+/// A numerics poll result with SpO2 85.0 beside two numerics that are none of Vigil's parameters: a temperature
+/// (`NOM_TEMP` 0x4B48, MDC 150344) of 36.9 °C (`NOM_DIM_DEGC` 0x17A0) and a questionable ST-II (`NOM_ECG_AMPL_ST_II`
+/// 0x0102) of −0.3 mm (`NOM_DIM_MILLI_M` 0x0512), the temperature sent twice.
+#[rustfmt::skip]
+const OTHER_NUMERICS: [u8; 136] = [
+    0xE1, 0x00, 0x00, 0x02,                         // session header: data
+    0x00, 0x02, 0x00, 0x80,                         // ROapdus: result, 128 bytes
+    0x00, 0x05, 0x00, 0x07, 0x00, 0x7A,             // RORSapdu: invoke 5, confirmed action, 122
+    0x00, 0x21, 0x00, 0x00, 0x00, 0x00,             // ActionResult: the MDS
+    0xF1, 0x3B, 0x00, 0x70,                         //   extended poll, 112
+    0x00, 0x01, 0x00, 0x00,                         // poll number 1, sequence 0
+    0x00, 0x00, 0x10, 0x00,                         // relative time
+    0x20, 0x26, 0x12, 0x01, 0x14, 0x30, 0x00, 0x00, // absolute time 2026-12-01 14:30:00.00
+    0x00, 0x01, 0x00, 0x06, 0x08, 0x03,             // numerics, metric observed values
+    0x00, 0x01, 0x00, 0x56,                         // poll info list: 1 context, 86 bytes
+    0x00, 0x00, 0x00, 0x04, 0x00, 0x50,             //   context 0: 4 objects, 80 bytes
+    0x00, 0x50, 0x00, 0x01, 0x00, 0x0E,             //   handle 0x50, 1 attribute, 14 bytes
+    0x09, 0x50, 0x00, 0x0A, 0x4B, 0xB8, 0x00, 0x00, 0x02, 0x20, 0xFF, 0x00, 0x03, 0x52, // SpO2 850e-1 %
+    0x00, 0x60, 0x00, 0x01, 0x00, 0x0E,
+    0x09, 0x50, 0x00, 0x0A, 0x4B, 0x48, 0x00, 0x00, 0x17, 0xA0, 0xFF, 0x00, 0x01, 0x71, // temp 369e-1 °C
+    0x00, 0x61, 0x00, 0x01, 0x00, 0x0E,
+    0x09, 0x50, 0x00, 0x0A, 0x01, 0x02, 0x40, 0x00, 0x05, 0x12, 0xFF, 0xFF, 0xFF, 0xFD, // ST-II −3e-1 mm, questionable
+    0x00, 0x62, 0x00, 0x01, 0x00, 0x0E,
+    0x09, 0x50, 0x00, 0x0A, 0x4B, 0x48, 0x00, 0x00, 0x17, 0xA0, 0xFF, 0x00, 0x01, 0x72, // temp again, 37.0 °C
+];
+
+#[test]
+fn numerics_that_are_none_of_vigils_parameters_are_kept_as_other_numerics_by_mdc_code_and_never_measurements() {
+    let frames = decode_all(&frame(&OTHER_NUMERICS));
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    let f = frames[0].as_ref().unwrap();
+    let got: Vec<_> = f.measurements.iter().map(|m| (m.parameter, m.value)).collect();
+    assert_eq!(got, [(Parameter::Spo2, Some(85.0))], "only SpO2 is one of Vigil's parameters");
+    let other: Vec<_> =
+        f.other.iter().map(|o| (o.mdc_code, o.unit_code, o.value.map(|v| (v * 10.0).round()), o.status)).collect();
+    assert_eq!(
+        other,
+        [
+            (150_344, 268_192, Some(369.0), ValueStatus::Valid), // MDC_TEMP in MDC_DIM_DEGC, the first one sent
+            (131_330, 263_442, Some(-3.0), ValueStatus::Questionable), // MDC_ECG_AMPL_ST_II in MDC_DIM_MILLI_M
+        ]
+    );
+}
+
 #[test]
 fn the_same_nibp_polled_again_is_not_a_new_measurement() {
     let mut wire = framed(&NUMERICS_HEADER, &NUMERICS, NUMERICS_FCS);
