@@ -67,7 +67,12 @@ fn main() {
         for (i, bed) in ids.iter().enumerate() {
             let v = |parameter, x| VitalValue { parameter, value: Some(x), status: ValueStatus::Valid, time };
             let values = vec![v(Parameter::Spo2, 97.0), v(Parameter::Pr, 71.0), v(Parameter::Pi, 2.5)];
-            store.append_background(vec![Event::Vitals(VitalsUpdate { bed: bed.as_str().into(), time, values, other: Vec::new() })]);
+            store.append_background(vec![Event::Vitals(VitalsUpdate {
+                bed: bed.as_str().into(),
+                time,
+                values,
+                other: Vec::new(),
+            })]);
             sent += 1;
             if i % 100 == 0 {
                 bed_seq += 1;

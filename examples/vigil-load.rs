@@ -345,7 +345,10 @@ async fn main() {
             percentile(&w.alarm_latency, 0.99),
             w.alarm_latency.last().copied().unwrap_or(f64::NAN),
         );
-        println!("  {name}: store writer queue at most {:.0} jobs", w.store_queue_max);
+        println!(
+            "  {name}: store writer queue at most {:.0} jobs, {:.0} at the end",
+            w.store_queue_max, w.store_queue_end
+        );
         for key in ["hub_events_missed", "quarantined"] {
             if w.moved(key) > 0 {
                 println!("  {name}: publisher {key} during the window: {}", w.moved(key));
@@ -395,8 +398,9 @@ struct Window {
     acks_per_s: f64,
     alarm_latency: Vec<f64>,
     delivery: (serde_json::Value, serde_json::Value),
-    /// The store writer's queue (`vigil_store_queue_depth`), at most, sampled twice a second.
+    /// The store writer's queue (`vigil_store_queue_depth`), at most and at the end, sampled twice a second.
     store_queue_max: f64,
+    store_queue_end: f64,
 }
 
 impl Window {
@@ -414,10 +418,11 @@ impl Probe {
         let t0 = Instant::now();
         *self.measuring.lock().unwrap() = true;
         let end = Instant::now() + Duration::from_secs(seconds);
-        let mut store_queue_max = 0f64;
+        let (mut store_queue_max, mut store_queue_end) = (0f64, f64::NAN);
         while Instant::now() < end {
             if let Some(q) = metric(self.http, "vigil_store_queue_depth").await {
                 store_queue_max = store_queue_max.max(q);
+                store_queue_end = q;
             }
             tokio::time::sleep(Duration::from_millis(500).min(end.saturating_duration_since(Instant::now()))).await;
         }
@@ -443,6 +448,7 @@ impl Probe {
             alarm_latency,
             delivery: (delivery0, delivery1),
             store_queue_max,
+            store_queue_end,
         }
     }
 }
