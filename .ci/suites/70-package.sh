@@ -2,7 +2,8 @@
 # The Debian package as a new user gets it: `cargo deb` builds it (cargo-deb installed once, then reused); its file
 # list and control data are checked with dpkg-deb; the unit passes `systemd-analyze verify`; `dpkg -i` installs it
 # on this machine (the vigil user and /var/lib/vigil made, nothing started); the installed binary checks and runs
-# the installed configuration as the vigil user with a NOTIFY_SOCKET, and /metrics shows each bed. Then purged.
+# the installed configuration as the vigil user with a NOTIFY_SOCKET, /metrics shows each bed, and, with an admin
+# added to the installed configuration as an operator would, `vigil self-test` passes every hop. Then purged.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source .ci/lib.sh
@@ -50,8 +51,12 @@ echo "systemd-analyze verify: clean"
 /usr/bin/vigil check-config /etc/vigil/vigil.toml
 man -w vigil >/dev/null || fail "man does not find the vigil page"
 
-# The installed daemon on the installed configuration, as systemd would run it (user, working directory, notify).
+# The installed daemon on the installed configuration, as systemd would run it (user, working directory, notify),
+# with an admin for the shift-start self-test added the way docs/operations.md tells the operator to.
 work=$(mktemp -d); chmod 755 "$work"
+admin_hash=$(printf 'ci-admin-pass' | /usr/bin/vigil hash-password)
+printf '\n[[users]]\nname = "ci-admin"\nrole = "admin"\npassword_hash = "%s"\n' "$admin_hash" >>/etc/vigil/vigil.toml
+/usr/bin/vigil check-config /etc/vigil/vigil.toml >/dev/null || fail "the installed config with an admin added does not check"
 python3 - "$work/notify.sock" >"$work/notify.log" 2>&1 <<'PY' &
 import socket, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.bind(sys.argv[1]); import os; os.chmod(sys.argv[1], 0o777)
@@ -73,6 +78,18 @@ done
 grep -q 'vigil_source_connected{bed="chair-1",source="chair-1/0",kind="serial",device="masimo"} 0' <<<"$metrics" \
   || fail "the unplugged serial monitor is not shown disconnected"
 [ -f /var/lib/vigil/vigil.db ] || fail "the store is not in /var/lib/vigil"
+# The shift-start self-test as root (the config is 0640 root:vigil), for the installed daemon's first bed.
+VIGIL_PASSWORD=ci-admin-pass timeout 90 /usr/bin/vigil self-test --config /etc/vigil/vigil.toml --user ci-admin \
+  --json >"$work/selftest.json" || fail "vigil self-test against the installed daemon failed: $(cat "$work/selftest.json")"
+python3 - "$work/selftest.json" <<'PY' || fail "the self-test report is not a pass of every hop"
+import json, sys
+r = json.load(open(sys.argv[1]))
+hops = {h["hop"]: h["ok"] for h in r["hops"]}
+assert r["passed"] and all(hops.values()), r
+for hop in ("engine", "store", "mqtt", "dashboard", "mqtt-subscriber"):
+    assert hops.get(hop), (hop, r)
+print("self-test on the installed daemon: " + ", ".join(f"{h['hop']} {h['ms']} ms" for h in r["hops"]))
+PY
 kill -TERM "$run_pid"
 wait "$run_pid" || fail "the installed daemon did not exit 0 on SIGTERM: $(tail -5 "$work/vigil.log")"
 rm -rf "$work"
