@@ -314,7 +314,8 @@ mod tests {
     #[test]
     fn the_ora_r41_echoes_the_alerts_obr_29_and_puts_the_status_in_prt_3_text() {
         let msh = fields("MSH|^~\\&|VIGIL|clinic|||20260101||ORU^R40^ORU_R40|c1|P|2.6");
-        let obr = fields("OBR|1|a7.2^VIGIL|a7.2^VIGIL|196616^MDC_EVT_ALARM^MDC|||20260101||||||||||||||||||||||^a7&VIGIL");
+        let obr =
+            fields("OBR|1|a7.2^VIGIL|a7.2^VIGIL|196616^MDC_EVT_ALARM^MDC|||20260101||||||||||||||||||||||^a7&VIGIL");
         let msg = ora(&msh, &obr, 5);
         let segs: Vec<Vec<&str>> = msg.split('\r').filter(|s| s.len() >= 3).map(fields).collect();
         let (ora_obr, prt) = (&segs[1], &segs[2]);

@@ -658,10 +658,11 @@ pub fn parse_manager_message(msg: &str) -> Result<ManagerMessage, AcmCodecError>
         "ORA" => {
             let malformed = |reason: &str| AcmCodecError::Malformed { kind: "ORA^R41", reason: reason.into() };
             let obr = find("OBR").ok_or_else(|| malformed("no OBR segment"))?;
-            let alert_id = [obr.subcomponent(29, 2, 1), obr.subcomponent(29, 1, 1), obr.component(3, 1), obr.component(2, 1)]
-                .into_iter()
-                .find(|s| !s.is_empty())
-                .ok_or_else(|| malformed("OBR-29, OBR-3 and OBR-2 (the alert id) are empty"))?;
+            let alert_id =
+                [obr.subcomponent(29, 2, 1), obr.subcomponent(29, 1, 1), obr.component(3, 1), obr.component(2, 1)]
+                    .into_iter()
+                    .find(|s| !s.is_empty())
+                    .ok_or_else(|| malformed("OBR-29, OBR-3 and OBR-2 (the alert id) are empty"))?;
             let prt = find("PRT");
             let status = prt
                 .map(|p| p.component(3, 2))
@@ -812,7 +813,10 @@ mod tests {
         tech.condition = "low_battery".into();
         let segs = segments(&report_alert(&tech, &id(), "c", t(6))).unwrap();
         let f1 = facet(&segs, 1);
-        assert_eq!((f1.field(2), f1.field(3), f1.field(5)), ("CWE", "196616^MDC_EVT_ALARM^MDC", "196802^MDC_EVT_BATT_LO^MDC"));
+        assert_eq!(
+            (f1.field(2), f1.field(3), f1.field(5)),
+            ("CWE", "196616^MDC_EVT_ALARM^MDC", "196802^MDC_EVT_BATT_LO^MDC")
+        );
     }
 
     #[test]
@@ -839,7 +843,8 @@ mod tests {
 
     #[test]
     fn every_obx_of_an_alert_and_of_the_heartbeat_is_final_the_device_row_too() {
-        for msg in [report_alert(&spo2_low(), &id(), "c", t(6)), heartbeat(&id(), HeartbeatPhase::Start, 5, "h", t(0))] {
+        for msg in [report_alert(&spo2_low(), &id(), "c", t(6)), heartbeat(&id(), HeartbeatPhase::Start, 5, "h", t(0))]
+        {
             let segs = segments(&msg).unwrap();
             let obx: Vec<_> = segs.iter().filter(|s| s.id == "OBX").collect();
             assert!(obx.len() >= 8);
