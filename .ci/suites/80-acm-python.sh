@@ -26,6 +26,7 @@ alerts = [l for l in lines if l["kind"] == "alert"]
 beats = [l for l in lines if l["kind"] == "heartbeat"]
 assert [a["phase"] for a in alerts] == ["start", "update", "end"], alerts
 assert {a["alert_id"] for a in alerts} == {"chair-1-ci-1"}, alerts
+assert len({a["indication_id"] for a in alerts}) == 3, "OBR-3 is one per message (OBR-29 the alert)"
 assert alerts[0]["event"] == "196670^MDC_EVT_LO^MDC" and alerts[0]["priority"] == "PH" and alerts[0]["type"] == "SP"
 assert alerts[0]["source"] == "150456^MDC_PULS_OXIM_SAT_O2^MDC" and alerts[0]["value"] == 84.0
 assert alerts[0]["unit"].startswith("262688^MDC_DIM_PERCENT"), alerts[0]["unit"]

@@ -5,7 +5,9 @@
 //! prints one JSON line per thing it sees or does on stdout.
 //!
 //! Independent of the daemon like the rest of the simulator: its own small HL7 reading, keyed on what the IHE
-//! ACM messages carry (OBR-3 alert id, OBX-4 facet sub-ids ending `.1` … `.8`, `MDC_EVT_ACTIVE` heartbeats).
+//! ACM messages carry (OBR-29 alert id, else OBR-3 as older samples have it; OBX-4 facet sub-ids ending `.1` …
+//! `.8`; `MDC_EVT_ACTIVE` heartbeats). Its ORA^R41 follows IHE PCD TF-2 Rev. 9.0, Appendix B.10: the alert's
+//! OBR-2/3/29 echoed, PRT-2 `AD`, the status in PRT-3.2 with coding system `IHE_PCD_ACM`, PRT-4 `RO`/`AAP`.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -61,6 +63,12 @@ fn component(field: &str, n: usize) -> &str {
     field.split('~').next().unwrap_or("").split('^').nth(n - 1).unwrap_or("")
 }
 
+/// OBR-29 (Parent, EIP): the filler's id (component 2), else the placer's, first subcomponent.
+fn parent_id(field: &str) -> &str {
+    let id = |n| component(field, n).split('&').next().unwrap_or("");
+    Some(id(2)).filter(|s| !s.is_empty()).unwrap_or_else(|| id(1))
+}
+
 /// Undoes the HL7 escapes of the default separators.
 fn unescape(s: &str) -> String {
     s.replace("\\F\\", "|").replace("\\S\\", "^").replace("\\R\\", "~").replace("\\T\\", "&").replace("\\E\\", "\\")
@@ -81,7 +89,10 @@ fn read_alert(segments: &[Vec<&str>]) -> Map<String, Value> {
                 out.insert("processing_id".into(), field(s, 11).into());
             }
             "OBR" => {
-                out.insert("alert_id".into(), unescape(component(field(s, 3), 1)).into());
+                let parent = parent_id(field(s, 29));
+                let id = if parent.is_empty() { component(field(s, 3), 1) } else { parent };
+                out.insert("alert_id".into(), unescape(id).into());
+                out.insert("indication_id".into(), unescape(component(field(s, 3), 1)).into());
             }
             "PV1" => {
                 out.insert("point_of_care".into(), unescape(component(field(s, 3), 1)).into());
@@ -98,7 +109,10 @@ fn read_alert(segments: &[Vec<&str>]) -> Map<String, Value> {
                 let value = unescape(component(field(s, 5), 1));
                 let key = match facet {
                     "1" => {
-                        out.insert("event".into(), field(s, 5).into());
+                        // A physiological alarm names its event in OBX-3 and says its text in OBX-5; the rest
+                        // are MDC_EVT_ALARM with the event in OBX-5 (PCD TF-2 Rev. 9.0, Table B.8.5-1).
+                        let event = if field(s, 3).starts_with("196616^") { field(s, 5) } else { field(s, 3) };
+                        out.insert("event".into(), event.into());
                         out.insert(
                             "flags".into(),
                             field(s, 8).split('~').filter(|x| !x.is_empty()).collect::<Vec<_>>().into(),
@@ -149,13 +163,17 @@ fn ack(msh: &[&str], code: &str, reason: Option<&str>, control: u64) -> String {
     m
 }
 
-fn ora(msh: &[&str], alert_id: &str, control: u64) -> String {
+/// The ORA^R41 "Accepted" for the alert whose ORU^R40 had `msh` and `obr` (its OBR-2, OBR-3 and OBR-29 echoed).
+fn ora(msh: &[&str], obr: &[&str], control: u64) -> String {
     format!(
-        "MSH|^~\\&|SIM-AM|SIM|{}|{}|{t}||ORA^R41^ORA_R41|AM{control}|P|2.6\rOBR|1||{alert_id}^{}\r\
-         PRT|1|UC|^Accepted|RP|sim-nurse^Nurse^Simulated||||||{t}\r",
+        "MSH|^~\\&|SIM-AM|SIM|{}|{}|{t}||ORA^R41^ORA_R41|AM{control}|P|2.6\r\
+         OBR|1|{}|{}|196616^MDC_EVT_ALARM^MDC|||{t}||||||||||||||||||||||{}\r\
+         PRT|AM{control}^SIM-AM|AD|^Accepted^IHE_PCD_ACM|^RO^^AAP|sim-nurse^Nurse^Simulated||||||{t}\r",
         field(msh, 3),
         field(msh, 4),
-        component(field(msh, 3), 1),
+        field(obr, 2),
+        field(obr, 3),
+        field(obr, 29),
         t = dtm(),
     )
 }
@@ -225,7 +243,8 @@ async fn connection(stream: TcpStream, state: Arc<State>) {
                 && !alert_id.is_empty()
                 && state.acknowledged.lock().unwrap_or_else(|e| e.into_inner()).insert(alert_id.clone());
             if let (true, Some(after)) = (first, state.options.ack_after) {
-                let msg = ora(msh, &alert_id, state.next_control.fetch_add(1, Ordering::Relaxed));
+                let obr = segments.iter().find(|s| s[0] == "OBR").map(Vec::as_slice).unwrap_or(&[]);
+                let msg = ora(msh, obr, state.next_control.fetch_add(1, Ordering::Relaxed));
                 let writer = writer.clone();
                 let emit = state.emit.clone();
                 tokio::spawn(async move {
@@ -270,15 +289,16 @@ mod tests {
     #[test]
     fn an_alert_is_read_from_its_facets_and_a_heartbeat_is_told_apart() {
         let msg = "MSH|^~\\&|VIGIL|clinic|||20260101080000+0000||ORU^R40^ORU_R40|c1|P|2.6\r\
-                   PV1|1||ward^^chair-1^clinic\rOBR|1|a7^VIGIL|a7^VIGIL|196616^MDC_EVT_ALARM^MDC\r\
-                   OBX|1|CWE|196616^MDC_EVT_ALARM^MDC|1.1.1.150456.1|196670^MDC_EVT_LO^MDC|||L~PH~SP\r\
+                   PV1|1||ward^^chair-1^clinic\rOBR|1|a7.2^VIGIL|a7.2^VIGIL|196616^MDC_EVT_ALARM^MDC|||20260101\
+                   ||||||||||||||||||||||^a7&VIGIL\r\
+                   OBX|1|ST|196670^MDC_EVT_LO^MDC|1.1.1.150456.1|SpO2 85 low|||L~PH~SP\r\
                    OBX|2|NM|150456^MDC_PULS_OXIM_SAT_O2^MDC|1.1.1.150456.2|85|262688^MDC_DIM_PERCENT^MDC^%^%^UCUM|88-\r\
                    OBX|3|ST|68481^MDC_ATTR_EVENT_PHASE^MDC|1.1.1.150456.3|start\r\
                    OBX|4|ST|68546^MDC_ATTR_ALERT_TEXT^MDC|1.1.1.150456.8|SpO2 85 \\T\\ falling\r";
         let segs: Vec<Vec<&str>> = msg.split('\r').filter(|s| s.len() >= 3).map(fields).collect();
         let a = read_alert(&segs);
         assert_eq!(a["type"], "alert");
-        assert_eq!(a["alert_id"], "a7");
+        assert_eq!((a["alert_id"].as_str(), a["indication_id"].as_str()), (Some("a7"), Some("a7.2")));
         assert_eq!(a["bed"], "chair-1");
         assert_eq!(a["event"], "196670^MDC_EVT_LO^MDC");
         assert_eq!(a["flags"], json!(["L", "PH", "SP"]));
@@ -289,5 +309,17 @@ mod tests {
                   OBX|1|CWE|196614^MDC_EVT_ACTIVE^MDC|1.0.0.0.1|196614^MDC_EVT_ACTIVE^MDC\r";
         let segs: Vec<Vec<&str>> = hb.split('\r').filter(|s| s.len() >= 3).map(fields).collect();
         assert_eq!(read_alert(&segs)["type"], "heartbeat");
+    }
+
+    #[test]
+    fn the_ora_r41_echoes_the_alerts_obr_29_and_puts_the_status_in_prt_3_text() {
+        let msh = fields("MSH|^~\\&|VIGIL|clinic|||20260101||ORU^R40^ORU_R40|c1|P|2.6");
+        let obr =
+            fields("OBR|1|a7.2^VIGIL|a7.2^VIGIL|196616^MDC_EVT_ALARM^MDC|||20260101||||||||||||||||||||||^a7&VIGIL");
+        let msg = ora(&msh, &obr, 5);
+        let segs: Vec<Vec<&str>> = msg.split('\r').filter(|s| s.len() >= 3).map(fields).collect();
+        let (ora_obr, prt) = (&segs[1], &segs[2]);
+        assert_eq!((field(ora_obr, 3), field(ora_obr, 29)), ("a7.2^VIGIL", "^a7&VIGIL"));
+        assert_eq!((field(prt, 2), field(prt, 3), field(prt, 4)), ("AD", "^Accepted^IHE_PCD_ACM", "^RO^^AAP"));
     }
 }

@@ -6,12 +6,14 @@
 //! Codes, facet numbering and the choices where public samples disagree are in `docs/acm.md`; their sources in
 //! `docs/sources.md` ("Alert communication (IHE PCD ACM)").
 //!
-//! One message carries one alarm in one OBR (OBR-2 and OBR-3 hold the stable alert id, Vigil's `alarm_id`), and
-//! the alarm's attributes as OBX "facets" whose OBX-4 sub-id is `<MDS>.<VMD>.<CHAN>.<METRIC>.<facet>`:
+//! One message carries one alarm in one OBR: OBR-29 (Parent) holds the stable alert id, Vigil's `alarm_id`, on
+//! every message of the alarm; OBR-2 and OBR-3 identify this one indication (`<alarm_id>.<seq>`) (PCD TF-2
+//! Rev. 9.0, B.7.1). The alarm's attributes are OBX "facets" whose OBX-4 sub-id is
+//! `<MDS>.<VMD>.<CHAN>.<METRIC>.<facet>`, every OBX with result status `F` (B.8.6):
 //!
 //! | facet | OBX-3 | OBX-5 |
 //! |---|---|---|
-//! | 1 | `196616^MDC_EVT_ALARM^MDC` | the event id, e.g. `196670^MDC_EVT_LO^MDC`; OBX-8 `PH~SP` (priority, type, `H`/`L`) |
+//! | 1 | a physiological alarm's own event code, e.g. `196670^MDC_EVT_LO^MDC`; else `196616^MDC_EVT_ALARM^MDC` | the alarm text; else the event id; OBX-8 `H`/`L` only (B.8.5, example E.3.1) |
 //! | 2 | the parameter (`150456^MDC_PULS_OXIM_SAT_O2^MDC`), or `68480^MDC_ATTR_ALERT_SOURCE^MDC` | the triggering value with OBX-6 unit and OBX-7 limit, or the source |
 //! | 3 | `68481^MDC_ATTR_EVENT_PHASE^MDC` | `start`, `update`, `end` |
 //! | 4 | `68482^MDC_ATTR_ALARM_STATE^MDC` | `active`, `latched`, `inactive` |
@@ -53,7 +55,7 @@ impl Mdc {
     }
 }
 
-/// OBR-4 and facet 1's OBX-3: an alarm event (3:8).
+/// OBR-4, and facet 1's OBX-3 of a technical or advisory alert (or of an alarm with no specific code) (3:8).
 pub const MDC_EVT_ALARM: Mdc = Mdc::new(196616, "MDC_EVT_ALARM");
 /// The heartbeat's event id (3:6), as the public alert-manager implementations recognise it.
 pub const MDC_EVT_ACTIVE: Mdc = Mdc::new(196614, "MDC_EVT_ACTIVE");
@@ -160,9 +162,11 @@ pub struct Ack {
 pub struct AlertStatus {
     /// MSH-10 of the ORA^R41, for the ACK the reporter owes it.
     pub control_id: String,
-    /// OBR-3.1 (else OBR-2.1): the alert id the reporter sent.
+    /// OBR-29 (Parent, the filler's id, else the placer's), else OBR-3.1, else OBR-2.1: the alert id the reporter
+    /// sent. The OBR-3/OBR-2 fallbacks are for managers that follow older samples and send no OBR-29.
     pub alert_id: String,
-    /// PRT-3 text (else PRT-2), e.g. `Accepted`, `Delivered`; `Accepted` when the manager gave none.
+    /// PRT-3.2 (Action Reason text, coding system `IHE_PCD_ACM`; else PRT-3.1), e.g. `Accepted`, `Delivered`;
+    /// `Accepted` when the manager gave none. PRT-2 is the action code (`AD`/`UP`), never the status.
     pub status: String,
     /// PRT-5: who, as `given family` or the id.
     pub by: Option<String>,
@@ -196,7 +200,8 @@ fn facet_prefix(parameter: Option<Parameter>) -> String {
     }
 }
 
-/// The 11073 event id for a condition (facet 1's OBX-5). Conditions without a specific code are
+/// The 11073 event id for a condition (facet 1's OBX-3 or OBX-5, [`event_identification`]). Conditions without a
+/// specific code are
 /// `MDC_EVT_ALARM`, the generic alarm, with the text saying which.
 pub fn event_id(condition: &str) -> Mdc {
     if condition == "apnoea" {
@@ -212,7 +217,27 @@ pub fn event_id(condition: &str) -> Mdc {
     }
 }
 
-/// `start`, `update` or `end`: escalation and de-escalation are updates of the same alarm.
+/// Facet 1's OBX-3 and whether OBX-5 is the event id (else the alarm text). A physiological alarm with its own
+/// event code names it in OBX-3 and says the text in OBX-5; technical and advisory alerts (and alarms with no
+/// specific code) are `MDC_EVT_ALARM` with the event id in OBX-5 (PCD TF-2 Rev. 9.0, Table B.8.5-1 facet 1;
+/// example E.3.1).
+pub fn event_identification(event: &AlarmEvent) -> (Mdc, bool) {
+    let code = event_id(&event.condition);
+    if alert_type(event.kind) == "SP" && code != MDC_EVT_ALARM {
+        (code, false)
+    } else {
+        (MDC_EVT_ALARM, true)
+    }
+}
+
+/// OBR-2/OBR-3 of one indication of an alarm: the alarm id and the event's sequence number, unique per update
+/// and the same on every re-send of it.
+pub fn indication_id(alarm_id: &str, seq: impl std::fmt::Display) -> String {
+    format!("{alarm_id}.{seq}")
+}
+
+/// `start`, `update` or `end`: escalation and de-escalation are updates of the same alarm (`escalate` and
+/// `deescalate` are "future assignment" in PCD TF-2 Rev. 9.0, Table B.8.5-4, so a manager may not know them).
 pub fn phase(phase: AlarmPhase) -> &'static str {
     match phase {
         AlarmPhase::Start => "start",
@@ -346,11 +371,12 @@ impl Writer {
         self.out.push('\r');
     }
 
-    fn obr(&mut self, id: &Identity, alert_id: &str, time: Timestamp) {
-        // OBR-2 (placer) and OBR-3 (filler) both carry the alert id, namespaced by the reporter.
+    /// OBR-2 (placer) and OBR-3 (filler) carry this indication's id, OBR-29 (Parent) the alert id in its filler
+    /// component as in example E.3.1, each namespaced by the reporter (PCD TF-2 Rev. 9.0, B.7.1).
+    fn obr(&mut self, id: &Identity, alert_id: &str, indication: &str, time: Timestamp) {
         self.out.push_str("OBR|1|");
         for _ in 0..2 {
-            self.text(alert_id);
+            self.text(indication);
             self.out.push('^');
             self.text(&id.sending_application);
             self.out.push('|');
@@ -358,6 +384,10 @@ impl Writer {
         cwe(&mut self.out, MDC_EVT_ALARM);
         self.out.push_str("|||");
         dtm(&mut self.out, time);
+        self.out.push_str("||||||||||||||||||||||^");
+        self.text(alert_id);
+        self.out.push(char::from(self.sep.subcomponent));
+        self.text(&id.sending_application);
         self.out.push('\r');
     }
 
@@ -376,10 +406,10 @@ impl Writer {
         self.out.push_str("||||||F\r");
     }
 
-    /// The device row of the DEC hierarchy.
+    /// The device row of the DEC hierarchy; final like every OBX of a Report Alert (PCD TF-2 Rev. 9.0, B.8.6).
     fn mds(&mut self) {
         self.obx("", MDC_DEV_MON_PHYSIO_MULTI_PARAM_MDS, "1.0.0.0");
-        self.out.push_str("||||||X\r");
+        self.out.push_str("||||||F\r");
     }
 }
 
@@ -390,21 +420,33 @@ pub fn report_alert(event: &AlarmEvent, id: &Identity, control_id: &str, now: Ti
     // A self-test alarm is a test message (HL7 table 0103: T = training/test) and says so in its text too.
     w.msh(id, control_id, now, if event.test { PROCESSING_TEST } else { PROCESSING_PRODUCTION });
     w.patient(id, &event.bed);
-    w.obr(id, &event.alarm_id, event.time);
+    w.obr(id, &event.alarm_id, &indication_id(&event.alarm_id, event.seq), event.time);
     w.mds();
     let p = facet_prefix(event.parameter);
     let sub = |n: u32| format!("{p}.{n}");
-    // Facet 1: the event id, with priority, type and the abnormality flag in OBX-8.
-    w.obx("CWE", MDC_EVT_ALARM, &sub(1));
-    cwe(&mut w.out, event_id(&event.condition));
-    w.out.push_str("|||");
+    let text = if event.test && !event.message.starts_with("TEST") {
+        format!("TEST: {}", event.message)
+    } else {
+        event.message.clone()
+    };
+    // Facet 1: the event identification, and the abnormality flag in OBX-8. Priority and type are facets 6 and
+    // 7 only: their OBX-8 form is deprecated and ignored when the facets are present (Table B.8.5-1).
+    let (ident, value_is_event) = event_identification(event);
     let flag = event_id(&event.condition);
-    if flag == MDC_EVT_HI {
-        w.out.push_str("H~");
-    } else if flag == MDC_EVT_LO {
-        w.out.push_str("L~");
+    if value_is_event {
+        w.obx("CWE", ident, &sub(1));
+        cwe(&mut w.out, flag);
+    } else {
+        w.obx("ST", ident, &sub(1));
+        w.text(&text);
     }
-    let _ = write!(w.out, "{}~{}|||F|||", priority(event.priority), alert_type(event.kind));
+    w.out.push_str("|||");
+    if flag == MDC_EVT_HI {
+        w.out.push('H');
+    } else if flag == MDC_EVT_LO {
+        w.out.push('L');
+    }
+    w.out.push_str("|||F|||");
     dtm(&mut w.out, event.time);
     w.out.push('\r');
     // Facet 2: the triggering value with its unit and limit, or the source.
@@ -441,11 +483,7 @@ pub fn report_alert(event: &AlarmEvent, id: &Identity, control_id: &str, now: Ti
     w.st(MDC_ATTR_ALARM_INACTIVATION_STATE, &sub(5), inactivation_state(event.state));
     w.st(MDC_ATTR_ALARM_PRIORITY, &sub(6), priority(event.priority));
     w.st(MDC_ATTR_ALERT_TYPE, &sub(7), alert_type(event.kind));
-    if event.test && !event.message.starts_with("TEST") {
-        w.st(MDC_ATTR_ALERT_TEXT, &sub(8), &format!("TEST: {}", event.message));
-    } else {
-        w.st(MDC_ATTR_ALERT_TEXT, &sub(8), &event.message);
-    }
+    w.st(MDC_ATTR_ALERT_TEXT, &sub(8), &text);
     w.out
 }
 
@@ -465,12 +503,13 @@ pub fn heartbeat(id: &Identity, phase: HeartbeatPhase, ack_timeout_s: u64, contr
     w.out.push_str("^^^");
     w.text(&id.sending_facility);
     w.out.push('\r');
-    w.obr(id, &heartbeat_alert_id(id), now);
+    let alert_id = heartbeat_alert_id(id);
+    w.obr(id, &alert_id, &indication_id(&alert_id, control_id), now);
     w.mds();
     let p = "1.0.0.0";
     w.obx("CWE", MDC_EVT_ACTIVE, &format!("{p}.1"));
     cwe(&mut w.out, MDC_EVT_ACTIVE);
-    w.out.push_str("|||PN~SA|||F|||");
+    w.out.push_str("||||||F|||");
     dtm(&mut w.out, now);
     w.out.push('\r');
     w.obx("CWE", MDC_ATTR_ALERT_SOURCE, &format!("{p}.2"));
@@ -522,6 +561,13 @@ impl Segment {
     pub fn component(&self, n: usize, c: usize) -> String {
         let first = self.field(n).split(char::from(self.sep.repetition)).next().unwrap_or("");
         unescape(first.split(char::from(self.sep.component)).nth(c - 1).unwrap_or(""), &self.sep)
+    }
+
+    /// Subcomponent `s` of component `c` (both 1-based) of the first repetition of field `n`, unescaped.
+    pub fn subcomponent(&self, n: usize, c: usize, s: usize) -> String {
+        let first = self.field(n).split(char::from(self.sep.repetition)).next().unwrap_or("");
+        let comp = first.split(char::from(self.sep.component)).nth(c - 1).unwrap_or("");
+        unescape(comp.split(char::from(self.sep.subcomponent)).nth(s - 1).unwrap_or(""), &self.sep)
     }
 
     /// Every repetition of field `n`, unescaped.
@@ -612,16 +658,16 @@ pub fn parse_manager_message(msg: &str) -> Result<ManagerMessage, AcmCodecError>
         "ORA" => {
             let malformed = |reason: &str| AcmCodecError::Malformed { kind: "ORA^R41", reason: reason.into() };
             let obr = find("OBR").ok_or_else(|| malformed("no OBR segment"))?;
-            let alert_id = Some(obr.component(3, 1))
-                .filter(|s| !s.is_empty())
-                .or_else(|| Some(obr.component(2, 1)).filter(|s| !s.is_empty()))
-                .ok_or_else(|| malformed("OBR-3 and OBR-2 (the alert id) are empty"))?;
+            let alert_id =
+                [obr.subcomponent(29, 2, 1), obr.subcomponent(29, 1, 1), obr.component(3, 1), obr.component(2, 1)]
+                    .into_iter()
+                    .find(|s| !s.is_empty())
+                    .ok_or_else(|| malformed("OBR-29, OBR-3 and OBR-2 (the alert id) are empty"))?;
             let prt = find("PRT");
             let status = prt
                 .map(|p| p.component(3, 2))
                 .filter(|s| !s.is_empty())
                 .or_else(|| prt.map(|p| p.component(3, 1)).filter(|s| !s.is_empty()))
-                .or_else(|| prt.map(|p| p.component(2, 1)).filter(|s| !s.is_empty()))
                 .unwrap_or_else(|| "Accepted".to_owned());
             let by = prt.and_then(|p| {
                 let name = [p.component(5, 3), p.component(5, 2)]
@@ -720,15 +766,17 @@ mod tests {
         assert_eq!(msh.field(21), PROFILE);
         let obr: Vec<_> = segs.iter().filter(|s| s.id == "OBR").collect();
         assert_eq!(obr.len(), 1, "one OBR per alarm");
-        assert_eq!(obr[0].component(3, 1), "chair-1-a7");
+        assert_eq!(obr[0].component(3, 1), "chair-1-a7.1");
+        assert_eq!(obr[0].subcomponent(29, 2, 1), "chair-1-a7");
         assert_eq!(obr[0].field(4), "196616^MDC_EVT_ALARM^MDC");
         assert_eq!(obr[0].field(7), "20260101080005+0000");
         let pv1 = segs.iter().find(|s| s.id == "PV1").unwrap();
         assert_eq!(pv1.component(3, 3), "chair-1");
         let f1 = facet(&segs, 1);
         assert_eq!(f1.field(4), "1.1.1.150456.1");
-        assert_eq!(f1.field(5), "196670^MDC_EVT_LO^MDC");
-        assert_eq!(f1.repetitions(8), vec!["L", "PH", "SP"]);
+        assert_eq!((f1.field(2), f1.field(3)), ("ST", "196670^MDC_EVT_LO^MDC"));
+        assert_eq!(f1.component(5, 1), "SpO2 85 < 88");
+        assert_eq!(f1.repetitions(8), vec!["L"]);
         let f2 = facet(&segs, 2);
         assert_eq!((f2.field(2), f2.field(3), f2.field(5)), ("NM", "150456^MDC_PULS_OXIM_SAT_O2^MDC", "85"));
         assert_eq!(f2.component(6, 1), "262688");
@@ -748,6 +796,62 @@ mod tests {
             ]
             .map(|(a, b)| (a.to_owned(), b.to_owned()))
         );
+    }
+
+    #[test]
+    fn a_physiological_alarm_names_its_own_event_code_in_obx_3_and_a_technical_one_keeps_mdc_evt_alarm() {
+        let mut hi = spo2_low();
+        hi.condition = "hr_high".into();
+        hi.parameter = Some(Parameter::Hr);
+        hi.message = "HR 150 > 120".into();
+        let segs = segments(&report_alert(&hi, &id(), "c", t(6))).unwrap();
+        let f1 = facet(&segs, 1);
+        assert_eq!((f1.field(2), f1.field(3), f1.field(5)), ("ST", "196648^MDC_EVT_HI^MDC", "HR 150 > 120"));
+        assert_eq!(f1.repetitions(8), vec!["H"], "priority and type are facets 6 and 7, not OBX-8");
+        let mut tech = spo2_low();
+        tech.kind = AlarmKind::Technical;
+        tech.condition = "low_battery".into();
+        let segs = segments(&report_alert(&tech, &id(), "c", t(6))).unwrap();
+        let f1 = facet(&segs, 1);
+        assert_eq!(
+            (f1.field(2), f1.field(3), f1.field(5)),
+            ("CWE", "196616^MDC_EVT_ALARM^MDC", "196802^MDC_EVT_BATT_LO^MDC")
+        );
+    }
+
+    #[test]
+    fn every_message_of_an_alarm_carries_its_alert_id_in_obr_29_and_its_own_indication_id_in_obr_3() {
+        let start = spo2_low();
+        let mut end = spo2_low();
+        end.seq = 3;
+        end.phase = AlarmPhase::End;
+        end.state = AlarmState::Cleared;
+        let obr = |e: &AlarmEvent| {
+            let segs = segments(&report_alert(e, &id(), "c", t(6))).unwrap();
+            segs.into_iter().find(|s| s.id == "OBR").unwrap()
+        };
+        let (a, b) = (obr(&start), obr(&end));
+        assert_eq!((a.subcomponent(29, 2, 1), a.subcomponent(29, 2, 2)), ("chair-1-a7".into(), "VIGIL".into()));
+        assert_eq!(b.subcomponent(29, 2, 1), "chair-1-a7", "the same parent on the end");
+        assert_eq!((a.component(3, 1), b.component(3, 1)), ("chair-1-a7.1".into(), "chair-1-a7.3".into()));
+        assert_eq!(a.component(2, 1), a.component(3, 1));
+        let beat = segments(&heartbeat(&id(), HeartbeatPhase::Update, 5, "h9", t(0))).unwrap();
+        let beat_obr = beat.iter().find(|s| s.id == "OBR").unwrap();
+        assert_eq!(beat_obr.subcomponent(29, 2, 1), "VIGIL-heartbeat");
+        assert_eq!(beat_obr.component(3, 1), "VIGIL-heartbeat.h9");
+    }
+
+    #[test]
+    fn every_obx_of_an_alert_and_of_the_heartbeat_is_final_the_device_row_too() {
+        for msg in [report_alert(&spo2_low(), &id(), "c", t(6)), heartbeat(&id(), HeartbeatPhase::Start, 5, "h", t(0))]
+        {
+            let segs = segments(&msg).unwrap();
+            let obx: Vec<_> = segs.iter().filter(|s| s.id == "OBX").collect();
+            assert!(obx.len() >= 8);
+            for o in obx {
+                assert_eq!(o.field(11), "F", "{}", o.field(3));
+            }
+        }
     }
 
     #[test]
@@ -776,8 +880,9 @@ mod tests {
         e.value = None;
         e.priority = Priority::Medium;
         let segs = segments(&report_alert(&e, &id(), "c", t(6))).unwrap();
+        assert_eq!(facet(&segs, 1).field(3), "196616^MDC_EVT_ALARM^MDC");
         assert_eq!(facet(&segs, 1).field(5), "196616^MDC_EVT_ALARM^MDC");
-        assert_eq!(facet(&segs, 1).repetitions(8), vec!["PM", "ST"]);
+        assert!(facet(&segs, 1).repetitions(8).is_empty());
         assert_eq!(facet(&segs, 2).field(3), "68480^MDC_ATTR_ALERT_SOURCE^MDC");
         assert_eq!(facet(&segs, 2).field(5), "150456^MDC_PULS_OXIM_SAT_O2^MDC");
         assert_eq!(facet(&segs, 3).field(5), "update");
@@ -843,8 +948,12 @@ mod tests {
 
     #[test]
     fn an_ora_r41_names_the_alert_who_took_it_and_when() {
+        // The framework's form (PCD TF-2 Rev. 9.0, B.10): OBR-29 the alert, OBR-3 the indication, PRT-2 the action
+        // code, PRT-3.2 the status in coding system IHE_PCD_ACM, PRT-4 RO/AAP.
         let ora = "MSH|^~\\&|AM|HOSP|VIGIL||20260101080010+0000||ORA^R41^ORA_R41|a5|P|2.6\r\
-                   MSA|AA|c1\rOBR|1||chair-1-a7^VIGIL\rPRT|1|UC|^Accepted|RP|n42^Smith^Nina||||||20260101080009+0000\r";
+                   MSA|AA|c1\rOBR|1|chair-1-a7.2^VIGIL|chair-1-a7.2^VIGIL|196616^MDC_EVT_ALARM^MDC\
+                   |||||||||||||||||||||||||^chair-1-a7&VIGIL\r\
+                   PRT|d1^AM|UP|^Accepted^IHE_PCD_ACM|^RO^^AAP|n42^Smith^Nina||||||20260101080009+0000\r";
         let ManagerMessage::Status(s) = parse_manager_message(ora).unwrap() else { panic!() };
         assert_eq!(s.alert_id, "chair-1-a7");
         assert_eq!(s.status, "Accepted");
@@ -852,6 +961,9 @@ mod tests {
         assert_eq!(s.by.as_deref(), Some("Nina Smith"));
         assert_eq!(s.at, Some(t(9)));
         assert_eq!(s.control_id, "a5");
+        let only_action = "MSH|^~\\&|AM||||20260101||ORA^R41^ORA_R41|a6|P|2.6\rOBR|1||chair-1-a7^VIGIL\rPRT|1|UP\r";
+        let ManagerMessage::Status(o) = parse_manager_message(only_action).unwrap() else { panic!() };
+        assert_eq!((o.alert_id.as_str(), o.status.as_str()), ("chair-1-a7", "Accepted"), "PRT-2 is the action code");
         let delivered = "MSH|^~\\&#||MockAM|||20191105183942||ORA^R41^ORA_R41|79||2.7\rOBR|||1^381a\rPRT|||Delivered\r";
         let ManagerMessage::Status(d) = parse_manager_message(delivered).unwrap() else { panic!() };
         assert_eq!((d.alert_id.as_str(), d.status.as_str(), d.by.as_deref()), ("1", "Delivered", None));

@@ -1,6 +1,8 @@
 """An independent IHE PCD ACM Alert Manager for CI (PyPI `hl7`): parses every ORU^R40 Vigil sends over MLLP,
-checks the message header, the one OBR and every OBX facet (or the heartbeat's), answers ACK (AA when the
-message passed, AE with the reason when not) and writes one JSON line per message to the results file.
+checks the message header, the one OBR and every OBX facet (or the heartbeat's) against IHE PCD TF-2 Rev. 9.0
+(OBR-29 the alert id, OBR-3 one per message; facet 1 a physiological alarm's own event code; OBX-11 `F` on every
+OBX), answers ACK (AA when the message passed, AE with the reason when not) and writes one JSON line per message
+to the results file.
 
     python3 tests/ci/acm_manager.py PORT RESULTS.jsonl
 """
@@ -12,8 +14,8 @@ import sys
 import hl7
 from hl7.mllp import start_hl7_server
 
+MDC_EVT_ALARM = "196616^MDC_EVT_ALARM^MDC"
 ALERT_FACETS = {
-    1: "196616^MDC_EVT_ALARM^MDC",
     3: "68481^MDC_ATTR_EVENT_PHASE^MDC",
     4: "68482^MDC_ATTR_ALARM_STATE^MDC",
     5: "68483^MDC_ATTR_ALARM_INACTIVATION_STATE^MDC",
@@ -41,10 +43,15 @@ def check(msg):
     assert len(obrs) == 1, "one OBR per alarm"
     obr = obrs[0]
     assert str(obr[4]) == "196616^MDC_EVT_ALARM^MDC", f"OBR-4 {obr[4]}"
-    alert_id = str(obr[3][0][0])
-    assert alert_id, "OBR-3 carries the alert id"
+    # OBR-29 (EIP): the filler's id in component 2, its first subcomponent the alert id (Table B.7.1-1, E.3.1).
+    parent = str(obr[29]).split("^")
+    alert_id = parent[1].split("&")[0] if len(parent) > 1 else ""
+    assert alert_id, f"OBR-29 carries the alert id: {obr[29]}"
+    indication = str(obr[3][0][0])
+    assert indication and indication != alert_id, f"OBR-3 identifies this message, not the alert: {obr[3]}"
     facets = {}
     for obx in msg.segments("OBX"):
+        assert str(obx[11]) == "F", f"OBX-11 of {obx[3]} is {obx[11]!r}, not F"
         sub = str(obx[4]).split(".")
         if len(sub) == 5:
             facets[int(sub[4])] = obx
@@ -59,12 +66,21 @@ def check(msg):
         assert str(facets[n][3]) == code, f"facet {n} OBX-3 {facets[n][3]} != {code}"
         if n in ALLOWED:
             assert str(facets[n][5]) in ALLOWED[n], f"facet {n} value {facets[n][5]}"
-    assert 2 in facets, "facet 2 (source / value) missing"
-    event = str(facets[1][5])
+    assert 1 in facets and 2 in facets, "facet 1 (event) or 2 (source / value) missing"
+    alert_type = str(facets[7][5])
+    if str(facets[1][3]) == MDC_EVT_ALARM:
+        assert alert_type != "SP" or str(facets[1][5]) == MDC_EVT_ALARM, "a physiological alarm's code goes in OBX-3"
+        event = str(facets[1][5])
+    else:
+        assert alert_type == "SP", f"facet 1 OBX-3 {facets[1][3]} on a non-physiological alert"
+        event = str(facets[1][3])
+    flags = {str(f) for f in facets[1][8]} if str(facets[1][8]) else set()
+    assert not flags & {"PH", "PM", "PL", "PN", "SP", "ST", "SA"}, f"deprecated OBX-8 priority/type {flags}"
     source = facets[2]
     line = {
         "kind": "alert",
         "alert_id": alert_id,
+        "indication_id": indication,
         "bed": str(msg.segment("PV1")[3][0][2]),
         "event": event,
         "phase": str(facets[3][5]),
