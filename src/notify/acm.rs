@@ -236,6 +236,15 @@ pub fn indication_id(alarm_id: &str, seq: impl std::fmt::Display) -> String {
     format!("{alarm_id}.{seq}")
 }
 
+/// The alert an [`indication_id`] belongs to (`chair-1-a7.2` → `chair-1-a7`); any other id unchanged. Alarm ids
+/// (`{bed}-a{n}`) hold no `.`, so only the suffix Vigil added is taken off.
+pub fn alert_of_indication(id: &str) -> &str {
+    match id.rsplit_once('.') {
+        Some((alert, seq)) if !alert.is_empty() && !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit()) => alert,
+        _ => id,
+    }
+}
+
 /// `start`, `update` or `end`: escalation and de-escalation are updates of the same alarm (`escalate` and
 /// `deescalate` are "future assignment" in PCD TF-2 Rev. 9.0, Table B.8.5-4, so a manager may not know them).
 pub fn phase(phase: AlarmPhase) -> &'static str {
@@ -658,11 +667,14 @@ pub fn parse_manager_message(msg: &str) -> Result<ManagerMessage, AcmCodecError>
         "ORA" => {
             let malformed = |reason: &str| AcmCodecError::Malformed { kind: "ORA^R41", reason: reason.into() };
             let obr = find("OBR").ok_or_else(|| malformed("no OBR segment"))?;
+            let parent = [obr.subcomponent(29, 2, 1), obr.subcomponent(29, 1, 1)].into_iter().find(|s| !s.is_empty());
+            // A manager that follows older samples echoes OBR-3, which Vigil fills with the indication id.
+            let echoed = || {
+                let id = [obr.component(3, 1), obr.component(2, 1)].into_iter().find(|s| !s.is_empty())?;
+                Some(alert_of_indication(&id).to_owned())
+            };
             let alert_id =
-                [obr.subcomponent(29, 2, 1), obr.subcomponent(29, 1, 1), obr.component(3, 1), obr.component(2, 1)]
-                    .into_iter()
-                    .find(|s| !s.is_empty())
-                    .ok_or_else(|| malformed("OBR-29, OBR-3 and OBR-2 (the alert id) are empty"))?;
+                parent.or_else(echoed).ok_or_else(|| malformed("OBR-29, OBR-3 and OBR-2 (the alert id) are empty"))?;
             let prt = find("PRT");
             let status = prt
                 .map(|p| p.component(3, 2))
@@ -964,6 +976,12 @@ mod tests {
         let only_action = "MSH|^~\\&|AM||||20260101||ORA^R41^ORA_R41|a6|P|2.6\rOBR|1||chair-1-a7^VIGIL\rPRT|1|UP\r";
         let ManagerMessage::Status(o) = parse_manager_message(only_action).unwrap() else { panic!() };
         assert_eq!((o.alert_id.as_str(), o.status.as_str()), ("chair-1-a7", "Accepted"), "PRT-2 is the action code");
+        let echoed = "MSH|^~\\&|AM||||20260101||ORA^R41^ORA_R41|a7|P|2.6\rOBR|1||chair-1-a7.2^VIGIL\rPRT|||Accepted\r";
+        let ManagerMessage::Status(e) = parse_manager_message(echoed).unwrap() else { panic!() };
+        assert_eq!(
+            e.alert_id, "chair-1-a7",
+            "an older manager that echoes the indication id in OBR-3 reaches the alert"
+        );
         let delivered = "MSH|^~\\&#||MockAM|||20191105183942||ORA^R41^ORA_R41|79||2.7\rOBR|||1^381a\rPRT|||Delivered\r";
         let ManagerMessage::Status(d) = parse_manager_message(delivered).unwrap() else { panic!() };
         assert_eq!((d.alert_id.as_str(), d.status.as_str(), d.by.as_deref()), ("1", "Delivered", None));
