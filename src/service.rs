@@ -237,10 +237,17 @@ pub async fn run_watchdog(probes: Probes, interval: Duration, feed: impl Fn(), c
     }
 }
 
-/// Sends `WATCHDOG=1` to systemd.
+/// Sends `WATCHDOG=1` to systemd. A failure is logged when it starts and when it ends, not on every tick.
 pub fn feed_systemd() {
-    if let Err(e) = notify("WATCHDOG=1\n") {
-        tracing::warn!(error = %e, "cannot feed the systemd watchdog (NOTIFY_SOCKET)");
+    static FAILING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let result = notify("WATCHDOG=1\n");
+    let was_failing = FAILING.swap(result.is_err(), std::sync::atomic::Ordering::Relaxed);
+    match result {
+        Err(e) if !was_failing => {
+            tracing::warn!(error = %e, "cannot feed the systemd watchdog (NOTIFY_SOCKET); logged again when it works")
+        }
+        Ok(()) if was_failing => tracing::warn!("feeding the systemd watchdog works again"),
+        _ => {}
     }
 }
 

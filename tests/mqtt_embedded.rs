@@ -357,17 +357,27 @@ async fn a_client_signing_in_with_vigils_client_id_does_not_take_over_vigils_con
     tokio::time::timeout(T, m.task).await.unwrap().unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_loopback_demo_lets_anonymous_clients_in_and_their_commands_run_as_demo() {
+/// The loopback demo (anonymous clients allowed) on the embedded broker, with a fake chair-1 that records the
+/// commands it gets: the temporary directory, the port, chair-1's commands, the publisher and its stop token.
+fn demo(
+    client_id: &str,
+) -> (tempfile::TempDir, u16, tokio::sync::mpsc::Receiver<vigil::event::CommandRequest>, mqtt::Mqtt, CancellationToken)
+{
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let cfg = config(dir.path(), &embedded(port, "vigil-e10"), "[dashboard]\ndemo_actions_without_sign_in = true\n");
+    let cfg = config(dir.path(), &embedded(port, client_id), "[dashboard]\ndemo_actions_without_sign_in = true\n");
     broker::start(&cfg).unwrap();
     let store = Store::open(&dir.path().join("vigil.db")).unwrap();
     let hub = hub();
-    let mut seen = fake_bed(hub.clone(), store.clone(), "chair-1");
+    let seen = fake_bed(hub.clone(), store.clone(), "chair-1");
     let cancel = CancellationToken::new();
-    let m = mqtt::spawn(cfg, hub.clone(), store.clone(), cancel.clone()).unwrap();
+    let m = mqtt::spawn(cfg, hub, store, cancel.clone()).unwrap();
+    (dir, port, seen, m, cancel)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loopback_demo_lets_anonymous_clients_in_and_their_commands_run_as_demo() {
+    let (_dir, port, mut seen, m, cancel) = demo("vigil-e10");
     let mut sub = Subscriber::connect(port, "it-e10", &format!("{BASE}/#"), false).await;
     sub.expect("/status", T, |m| m.json["state"] == "online").await;
     publish_once(port, &format!("{BASE}/bed/chair-1/alarms"), r#"{"alarms":[]}"#).await;
@@ -389,15 +399,7 @@ async fn the_loopback_demo_lets_anonymous_clients_in_and_their_commands_run_as_d
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_has_not_yet_acknowledged_earlier_messages_keeps_its_connection_when_a_withheld_one_arrives()
 {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let cfg = config(dir.path(), &embedded(port, "vigil-e11"), "[dashboard]\ndemo_actions_without_sign_in = true\n");
-    broker::start(&cfg).unwrap();
-    let store = Store::open(&dir.path().join("vigil.db")).unwrap();
-    let hub = hub();
-    let mut seen = fake_bed(hub.clone(), store.clone(), "chair-1");
-    let cancel = CancellationToken::new();
-    let m = mqtt::spawn(cfg, hub.clone(), store.clone(), cancel.clone()).unwrap();
+    let (_dir, port, mut seen, m, cancel) = demo("vigil-e11");
     let mut watch = Subscriber::connect(port, "it-e11", &format!("{BASE}/status"), false).await;
     watch.expect("/status", T, |m| m.json["state"] == "online").await;
 
