@@ -21,7 +21,7 @@ use crate::event::{
 };
 use crate::hub::{BedCommand, CommandError, Hub};
 use crate::ingest::protocol::{Frame, SensorFlags};
-use crate::ingest::{SourceEvent, SourceId};
+use crate::ingest::{SourceEvent, SourceId, SourceReceiver};
 use crate::store::{Store, StoreError};
 use crate::vitals::{measured_at, BedId, Parameter, Reading, Timestamp, ValueStatus};
 
@@ -68,7 +68,7 @@ pub struct BedTask {
     /// Where they are announced.
     pub hub: Arc<Hub>,
     /// Events from the bed's sources.
-    pub sources: mpsc::Receiver<SourceEvent>,
+    pub sources: SourceReceiver,
     /// Commands routed by the hub.
     pub commands: mpsc::Receiver<BedCommand>,
     /// Each source's static description (kind, device), by source id.
@@ -138,10 +138,19 @@ impl BedTask {
     /// technical alarm `bed_unmonitored` is stored and announced, the task waits (1 s, doubling while it keeps
     /// dying, up to 30 s), gets a fresh engine (the panicked one may be half-updated), ends the alarm and runs
     /// again. Its inboxes survive the panic, so what the sources sent meanwhile is processed after the restart.
-    pub async fn supervise(mut self, cancel: CancellationToken, body: Body) {
+    pub fn supervise(self, cancel: CancellationToken, body: Body) -> impl std::future::Future<Output = ()> + Send {
+        // The block captures the task and uses it in place: an `async fn` taking `mut self` would keep its argument
+        // and its binding, two copies of the whole task (engine included) in every bed's future.
+        let mut task = self;
+        async move {
+            task.supervised(&cancel, body).await;
+        }
+    }
+
+    async fn supervised(&mut self, cancel: &CancellationToken, body: Body) {
         let mut delay = RESTART_MIN;
         loop {
-            let outcome = std::panic::AssertUnwindSafe(body(&mut self, &cancel)).catch_unwind().await;
+            let outcome = std::panic::AssertUnwindSafe(body(self, cancel)).catch_unwind().await;
             let Err(panic) = outcome else { return };
             let what = panic
                 .downcast_ref::<&str>()
@@ -238,7 +247,7 @@ impl BedTask {
                 _ = cancel.cancelled() => break,
                 Some(cmd) = self.commands.recv() => self.command(cmd).await,
                 event = self.sources.recv() => match event {
-                    Some(event) => self.source_event(event, &mut latest, &mut sources).await,
+                    Some(event) => self.source_event(*event, &mut latest, &mut sources).await,
                     // Every source has ended; keep serving commands and the clock until cancelled.
                     None => self.idle_until_cancelled(cancel).await,
                 },
@@ -254,7 +263,7 @@ impl BedTask {
         // Drain what the sources had already sent, so nothing in flight is lost.
         let deadline = tokio::time::Instant::now() + DRAIN;
         while let Ok(Some(event)) = tokio::time::timeout_at(deadline, self.sources.recv()).await {
-            self.source_event(event, &mut latest, &mut sources).await;
+            self.source_event(*event, &mut latest, &mut sources).await;
         }
     }
 
@@ -572,7 +581,7 @@ mod tests {
         profile: Arc<Profile>,
         store: Store,
         hub: Arc<Hub>,
-        sources: mpsc::Receiver<SourceEvent>,
+        sources: SourceReceiver,
         commands: mpsc::Receiver<BedCommand>,
         silence: HashMap<String, Duration>,
     ) -> BedTask {
@@ -589,6 +598,22 @@ mod tests {
             session_seq: 0,
             unstored: Vec::new(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_bed_tasks_future_holds_the_task_once() {
+        // Every bed has one, so a second copy of the task (engine included) costs kilobytes per bed: the
+        // `async fn supervise(mut self, ..)` it replaced kept both its argument and its binding.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("vigil.db")).unwrap();
+        let info = BedInfo { id: "chair-1".into(), label: "Chair 1".into(), profile: "ketamine-chair".into() };
+        let profile = Arc::new(Profile::resolve("ketamine-chair", dir.path()).unwrap());
+        let (_, sources) = mpsc::channel(8);
+        let (_, commands) = mpsc::channel(8);
+        let task = test_task(profile, store, Hub::new("site", "ward", vec![info]), sources, commands, HashMap::new());
+        let running = task.run(CancellationToken::new());
+        let (future, task) = (std::mem::size_of_val(&running), std::mem::size_of::<BedTask>());
+        assert!(future < task + task / 4, "{future} bytes for a {task}-byte task");
     }
 
     static LIVES: AtomicUsize = AtomicUsize::new(0);
@@ -679,8 +704,8 @@ mod tests {
         let task = test_task(profile, store, hub.clone(), sources, commands, silence);
         let cancel = CancellationToken::new();
         let running = tokio::spawn(task.run(cancel.clone()));
-        let frame = || SourceEvent::Frame { source: source.clone(), frame: Box::default(), received: Utc::now() };
-        source_tx.send(frame()).await.unwrap();
+        let frame = || SourceEvent::Frame { source: source.clone(), frame: Frame::default(), received: Utc::now() };
+        source_tx.send(frame().into()).await.unwrap();
         let heard = std::time::Instant::now();
 
         async fn next_alarm(events: &mut tokio::sync::broadcast::Receiver<Arc<crate::hub::HubEvent>>) -> AlarmEvent {
@@ -704,8 +729,8 @@ mod tests {
             tokio::spawn(async move {
                 loop {
                     let frame =
-                        SourceEvent::Frame { source: source.clone(), frame: Box::default(), received: Utc::now() };
-                    if tx.send(frame).await.is_err() {
+                        SourceEvent::Frame { source: source.clone(), frame: Frame::default(), received: Utc::now() };
+                    if tx.send(frame.into()).await.is_err() {
                         return;
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -100,10 +100,20 @@ impl Health {
         stop: CancellationToken,
         task: impl Future<Output = ()> + Send + 'static,
     ) {
+        self.set(&name, true, None);
+        set.spawn(self.watched(name, stop, task));
+    }
+
+    /// `task`, reporting how it ended. A combinator, not an `async move` block awaiting `task`: the block would
+    /// hold the future twice (its capture and the awaited copy), and a source's future is kilobytes.
+    fn watched(
+        &self,
+        name: String,
+        stop: CancellationToken,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let health = self.clone();
-        health.set(&name, true, None);
-        set.spawn(async move {
-            let outcome = std::panic::AssertUnwindSafe(task).catch_unwind().await;
+        std::panic::AssertUnwindSafe(task).catch_unwind().map(move |outcome| {
             if stop.is_cancelled() {
                 health.set(&name, false, None);
                 return;
@@ -118,7 +128,7 @@ impl Health {
             };
             tracing::error!(task = %name, %reason, "a long-lived task stopped");
             health.set(&name, false, Some(reason));
-        });
+        })
     }
 }
 
@@ -139,5 +149,24 @@ mod tests {
         assert_eq!(h.tasks["listener"].last_error.as_deref(), Some("panicked: socket gone"));
         assert!(h.tasks["publisher"].running);
         set.abort_all();
+    }
+
+    #[test]
+    fn a_watched_task_holds_its_future_once() {
+        // A source's future is kilobytes and there is one per monitor: wrapped in an `async move` block that
+        // awaits it, it was held twice.
+        let big = [0u8; 4096];
+        let task = async move {
+            std::future::ready(()).await;
+            std::hint::black_box(big);
+        };
+        let alone = std::mem::size_of_val(&task);
+        let watched = Health::new(None).watched("source".into(), CancellationToken::new(), task);
+        assert!(alone >= 4096);
+        assert!(
+            std::mem::size_of_val(&watched) < alone + 256,
+            "{} bytes for a {alone}-byte task",
+            std::mem::size_of_val(&watched)
+        );
     }
 }

@@ -32,6 +32,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use futures::FutureExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -167,7 +168,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     for (bed, profile) in config.beds.iter().zip(profiles.iter().cloned()) {
         let bed_id: vitals::BedId = bed.id.as_str().into();
         let engine = bed::restored_engine(&bed_id, profile.clone(), &store)?;
-        let (source_tx, source_rx) = mpsc::channel::<SourceEvent>(1024);
+        let (source_tx, source_rx) = mpsc::channel::<Box<SourceEvent>>(1024);
         let (command_tx, command_rx) = mpsc::channel(64);
         hub.register_bed(bed_id.clone(), command_tx);
         let mut descriptions = HashMap::new();
@@ -182,11 +183,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 SourceKind::Serial | SourceKind::Tcp | SourceKind::Udp => {
                     let name = format!("source {id}");
                     let run = ingest::run_source(id, src.clone(), source_tx.clone(), stop_sources.clone());
-                    health.spawn(&mut tasks, name, stop_sources.clone(), async move {
-                        if let Err(e) = run.await {
+                    // Mapped, not awaited in an `async move` block, which would hold the source's future twice.
+                    let logged = run.map(|r| {
+                        if let Err(e) = r {
                             tracing::error!(error = %e, "source stopped");
                         }
                     });
+                    health.spawn(&mut tasks, name, stop_sources.clone(), logged);
                 }
                 SourceKind::Simulated => {
                     health.spawn(
