@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use vigil::config::{Config, SourceConfig};
 use vigil::event::LinkState;
-use vigil::ingest::{serial, SourceEvent, SourceId};
+use vigil::ingest::{serial, SourceEvent, SourceId, SourceReceiver};
 use vigil::vitals::Parameter;
 use vigil_sim::devices::intellivue as monitor;
 use vigil_sim::output::Pty;
@@ -58,15 +58,10 @@ duration_s = 16
 "#;
 
 /// The next event that matches within `secs`, skipping others.
-async fn next(
-    rx: &mut mpsc::Receiver<SourceEvent>,
-    secs: u64,
-    what: &str,
-    pred: impl Fn(&SourceEvent) -> bool,
-) -> SourceEvent {
+async fn next(rx: &mut SourceReceiver, secs: u64, what: &str, pred: impl Fn(&SourceEvent) -> bool) -> SourceEvent {
     tokio::time::timeout(Duration::from_secs(secs), async {
         loop {
-            let e = rx.recv().await.expect("the source keeps its inbox open");
+            let e = *rx.recv().await.expect("the source keeps its inbox open");
             if pred(&e) {
                 return e;
             }

@@ -14,7 +14,7 @@ use vigil::config::MllpConfig;
 use vigil::event::LinkState;
 use vigil::ingest::protocol::hl7;
 use vigil::ingest::protocol::mllp::MllpCodec;
-use vigil::ingest::{IngestError, MllpListener, SourceEvent, SourceId};
+use vigil::ingest::{IngestError, MllpListener, SourceEvent, SourceId, SourceReceiver};
 use vigil::vitals::Parameter;
 
 const GUARD: Duration = Duration::from_secs(30);
@@ -31,8 +31,8 @@ fn mindray() -> String {
 
 struct Ward {
     addr: SocketAddr,
-    chair3: mpsc::Receiver<SourceEvent>,
-    chair4: mpsc::Receiver<SourceEvent>,
+    chair3: SourceReceiver,
+    chair4: SourceReceiver,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -75,10 +75,10 @@ async fn send(client: &mut Framed<TcpStream, MllpCodec>, msg: &[u8]) -> (String,
     (code, id, String::from_utf8_lossy(&ack).into_owned())
 }
 
-async fn next(rx: &mut mpsc::Receiver<SourceEvent>, pred: impl Fn(&SourceEvent) -> bool) -> SourceEvent {
+async fn next(rx: &mut SourceReceiver, pred: impl Fn(&SourceEvent) -> bool) -> SourceEvent {
     tokio::time::timeout(GUARD, async {
         loop {
-            let e = rx.recv().await.expect("inbox open");
+            let e = *rx.recv().await.expect("inbox open");
             if pred(&e) {
                 return e;
             }
@@ -160,7 +160,7 @@ async fn an_unknown_device_id_gets_ar_naming_it_and_reaches_no_bed() {
     assert_eq!((code.as_str(), id.as_str()), ("AR", "5"), "{text}");
     // No value reached a bed (link and counter reports of the beds' own sources may, on their own clock).
     for rx in [&mut w.chair3, &mut w.chair4] {
-        while let Ok(e) = rx.try_recv() {
+        while let Ok(e) = rx.try_recv().map(|e| *e) {
             assert!(!matches!(e, SourceEvent::Frame { .. }), "a frame was routed: {e:?}");
         }
     }

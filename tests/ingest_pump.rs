@@ -6,19 +6,19 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use vigil::config::DeviceKind;
 use vigil::ingest::protocol::{mllp, nonin};
-use vigil::ingest::{pump, PumpEnd, SourceEvent, SourceId};
+use vigil::ingest::{pump, PumpEnd, SourceEvent, SourceId, SourceReceiver};
 use vigil::vitals::{Parameter, ValueStatus};
 
-fn drain(rx: &mut mpsc::Receiver<SourceEvent>) -> Vec<SourceEvent> {
+fn drain(rx: &mut SourceReceiver) -> Vec<SourceEvent> {
     let mut v = Vec::new();
-    while let Ok(e) = rx.try_recv() {
+    while let Ok(e) = rx.try_recv().map(|e| *e) {
         v.push(e);
     }
     v
 }
 
 fn frames(events: &[SourceEvent]) -> Vec<&vigil::ingest::protocol::Frame> {
-    events.iter().filter_map(|e| if let SourceEvent::Frame { frame, .. } = e { Some(&**frame) } else { None }).collect()
+    events.iter().filter_map(|e| if let SourceEvent::Frame { frame, .. } = e { Some(frame) } else { None }).collect()
 }
 
 fn last_counters(events: &[SourceEvent]) -> (u64, u64, u64, Option<String>) {

@@ -184,7 +184,7 @@ async fn the_simulators_tcp_listen_s5_answers_the_tcp_source_with_the_desaturati
     let mut monitor_alarm = None;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while lowest >= 88.0 || monitor_alarm.is_none() {
-        let e = tokio::time::timeout_at(deadline, rx.recv()).await.expect("desaturation and its alarm").unwrap();
+        let e = *tokio::time::timeout_at(deadline, rx.recv()).await.expect("desaturation and its alarm").unwrap();
         if let Some(v) = spo2_of(&e) {
             lowest = lowest.min(v);
         }

@@ -144,7 +144,7 @@ async fn a_garbage_flood_on_one_port_leaves_another_sources_frames_flowing_and_i
     let mut counter_events = 0usize;
     let frame = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
-            match rx1.recv().await.expect("inbox open") {
+            match *rx1.recv().await.expect("inbox open") {
                 SourceEvent::Counters { .. } => counter_events += 1,
                 e @ SourceEvent::Frame { .. } => return e,
                 SourceEvent::Link { state, .. } => {

@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{pump_with, AnyDecoder, DeviceWriter, PumpEnd, PumpState, SourceEvent, SourceId};
+use super::{pump_with, AnyDecoder, DeviceWriter, PumpEnd, PumpState, SourceEvent, SourceId, SourceSender};
 use crate::config::{DeviceKind, SourceConfig};
 use crate::event::LinkState;
 use crate::ingest::protocol::nonin::SELECT_FORMAT_8;
@@ -29,7 +28,7 @@ pub async fn run<S, F, Fut>(
     source: SourceId,
     cfg: SourceConfig,
     what: String,
-    tx: mpsc::Sender<SourceEvent>,
+    tx: SourceSender,
     cancel: CancellationToken,
     give_up_when_silent: bool,
     mut open: F,
@@ -77,7 +76,7 @@ pub async fn run<S, F, Fut>(
                 let end = pump_with(reader, decoder, &source, &tx, &cancel, &mut state, back).await;
                 match end {
                     PumpEnd::Cancelled => {
-                        let _ = tx.try_send(link_event(&source, LinkState::Disconnected, Some(end.reason())));
+                        let _ = tx.try_send(link_event(&source, LinkState::Disconnected, Some(end.reason())).into());
                         return;
                     }
                     PumpEnd::ReceiverClosed => return,
@@ -114,7 +113,7 @@ fn link_event(source: &SourceId, state: LinkState, reason: Option<String>) -> So
 
 /// Sends a link event unless it repeats the last one. False when the inbox is closed.
 async fn link(
-    tx: &mpsc::Sender<SourceEvent>,
+    tx: &SourceSender,
     source: &SourceId,
     state: LinkState,
     reason: Option<String>,
@@ -125,5 +124,5 @@ async fn link(
         return true;
     }
     *reported = Some(key);
-    tx.send(link_event(source, state, reason)).await.is_ok()
+    tx.send(link_event(source, state, reason).into()).await.is_ok()
 }

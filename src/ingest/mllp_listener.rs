@@ -26,14 +26,15 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{
-    bounded, Counters, IngestError, RateLimitedLog, SourceEvent, SourceId, COUNTERS_INTERVAL, MAX_ERROR_BYTES,
+    bounded, Counters, IngestError, RateLimitedLog, SourceEvent, SourceId, SourceSender, COUNTERS_INTERVAL,
+    MAX_ERROR_BYTES,
 };
 use crate::config::MllpConfig;
 use crate::event::LinkState;
@@ -42,7 +43,7 @@ use crate::ingest::protocol::mllp::MllpCodec;
 use crate::ingest::protocol::{plausibility, DecodeError};
 
 /// Routes: device id (upper case) → the source it feeds and that bed's inbox.
-pub type Routes = HashMap<String, (SourceId, mpsc::Sender<SourceEvent>)>;
+pub type Routes = HashMap<String, (SourceId, SourceSender)>;
 
 /// How long a bed's inbox may stay full before the message is answered AE ("try again") instead.
 const INBOX_WAIT: Duration = Duration::from_secs(5);
@@ -204,7 +205,7 @@ impl MllpListener {
 #[derive(Debug)]
 struct Route {
     source: SourceId,
-    tx: mpsc::Sender<SourceEvent>,
+    tx: SourceSender,
     /// The only peer this device is accepted from, if pinned.
     pin: Option<IpAddr>,
     state: Mutex<RouteState>,
@@ -218,7 +219,7 @@ struct RouteState {
 }
 
 impl Route {
-    fn new(source: SourceId, tx: mpsc::Sender<SourceEvent>, pin: Option<IpAddr>) -> Self {
+    fn new(source: SourceId, tx: SourceSender, pin: Option<IpAddr>) -> Self {
         Route { source, tx, pin, state: Mutex::new(RouteState::default()) }
     }
 
@@ -231,7 +232,7 @@ impl Route {
     /// Link events wait for room in the inbox (bounded): a lost `Disconnected` would hide a technical alarm.
     async fn link(&self, state: LinkState, reason: Option<String>) {
         let event = SourceEvent::Link { source: self.source.clone(), state, reason, at: Utc::now() };
-        if !matches!(tokio::time::timeout(INBOX_WAIT, self.tx.send(event)).await, Ok(Ok(()))) {
+        if !matches!(tokio::time::timeout(INBOX_WAIT, self.tx.send(event.into())).await, Ok(Ok(()))) {
             tracing::warn!(source = %self.source, "bed inbox full or closed: link event {state:?} not delivered");
         }
     }
@@ -257,7 +258,7 @@ async fn flush_counters(routes: Arc<HashMap<String, Route>>, cancel: Cancellatio
                 })
             });
             if let Some(event) = event {
-                if route.tx.try_send(event).is_ok() {
+                if route.tx.try_send(event.into()).is_ok() {
                     route.with(|s| s.dirty = false);
                 }
             }
@@ -423,10 +424,10 @@ impl Connection {
         for r in &rejected {
             self.warn(&r.to_string());
         }
-        let event = SourceEvent::Frame { source: route.source.clone(), frame: Box::new(frame), received: now };
+        let event = SourceEvent::Frame { source: route.source.clone(), frame, received: now };
         let sent = tokio::select! {
             _ = cancel.cancelled() => Err("Vigil is shutting down"),
-            r = tokio::time::timeout(INBOX_WAIT, route.tx.send(event)) => match r {
+            r = tokio::time::timeout(INBOX_WAIT, route.tx.send(event.into())) => match r {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(_)) => Err("the bed for this device is not running"),
                 Err(_) => Err("the bed for this device is busy; send again"),

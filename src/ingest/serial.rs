@@ -6,11 +6,10 @@
 //! come from the source with the device's defaults ([`SourceConfig::baud`], [`SourceConfig::parity`],
 //! [`SourceConfig::flow_control`]: 19200 8E1 RTS/CTS for an S/5, 9600 8N1 otherwise).
 
-use tokio::sync::mpsc;
 use tokio_serial::{SerialPortBuilderExt, SerialStream};
 use tokio_util::sync::CancellationToken;
 
-use super::{link, IngestError, SourceEvent, SourceId};
+use super::{link, IngestError, SourceId, SourceSender};
 use crate::config::{FlowControl, Parity, SourceConfig};
 
 pub use super::link::{MAX_BACKOFF, MIN_BACKOFF};
@@ -20,7 +19,7 @@ pub use super::link::{MAX_BACKOFF, MIN_BACKOFF};
 pub async fn run(
     source: SourceId,
     cfg: SourceConfig,
-    tx: mpsc::Sender<SourceEvent>,
+    tx: SourceSender,
     cancel: CancellationToken,
 ) -> Result<(), IngestError> {
     let path = cfg.path.clone().ok_or_else(|| IngestError::NoSerialPath(source.clone()))?;

@@ -5,26 +5,19 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use vigil_sim::{Device, FeedOptions, MarkerKind, Speed};
 
 use crate::config::{DeviceKind, SourceConfig};
 use crate::event::{Command, CommandRequest, LinkState};
 use crate::hub::Hub;
-use crate::ingest::{pump, SourceEvent, SourceId};
+use crate::ingest::{pump, SourceEvent, SourceId, SourceSender};
 
 /// The actor name recorded for session steps the simulator's script takes.
 pub const ACTOR: &str = "simulator";
 
 /// Runs a simulated source until `cancel` fires, repeating the scenario with the next seed when it ends.
-pub async fn run(
-    source: SourceId,
-    cfg: SourceConfig,
-    tx: mpsc::Sender<SourceEvent>,
-    hub: Arc<Hub>,
-    cancel: CancellationToken,
-) {
+pub async fn run(source: SourceId, cfg: SourceConfig, tx: SourceSender, hub: Arc<Hub>, cancel: CancellationToken) {
     let mut seed = cfg.seed();
     while !cancel.is_cancelled() && run_once(&source, &cfg, seed, &tx, &hub, &cancel).await {
         seed = seed.wrapping_add(1);
@@ -35,7 +28,7 @@ async fn run_once(
     source: &SourceId,
     cfg: &SourceConfig,
     seed: u64,
-    tx: &mpsc::Sender<SourceEvent>,
+    tx: &SourceSender,
     hub: &Arc<Hub>,
     cancel: &CancellationToken,
 ) -> bool {
@@ -67,7 +60,7 @@ async fn run_once(
     };
     let connected =
         SourceEvent::Link { source: source.clone(), state: LinkState::Connected, reason: None, at: Utc::now() };
-    if tx.send(connected).await.is_err() {
+    if tx.send(connected.into()).await.is_err() {
         return false;
     }
     let mut markers = feed.markers;
@@ -92,7 +85,7 @@ async fn run_once(
                         };
                         let reason = (state == LinkState::Disconnected).then(|| "simulated monitor unplugged".into());
                         let event = SourceEvent::Link { source: source.clone(), state, reason, at: Utc::now() };
-                        let _ = tx.send(event).await;
+                        let _ = tx.send(event.into()).await;
                         continue;
                     }
                 };

@@ -10,10 +10,9 @@
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{link, IngestError, SourceEvent, SourceId};
+use super::{link, IngestError, SourceId, SourceSender};
 use crate::config::SourceConfig;
 
 /// How long a connection attempt may take.
@@ -24,7 +23,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn run(
     source: SourceId,
     cfg: SourceConfig,
-    tx: mpsc::Sender<SourceEvent>,
+    tx: SourceSender,
     cancel: CancellationToken,
 ) -> Result<(), IngestError> {
     let address = cfg.address.clone().ok_or_else(|| IngestError::NoTcpAddress(source.clone()))?;

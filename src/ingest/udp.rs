@@ -20,11 +20,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::protocol::intellivue;
-use super::{link, IngestError, SourceEvent, SourceId};
+use super::{link, IngestError, SourceId, SourceSender};
 use crate::config::SourceConfig;
 
 /// Largest datagram read (Data Export messages stay far below it).
@@ -135,7 +134,7 @@ pub async fn discover(socket: &UdpSocket, monitor_ip: Option<Ipv4Addr>) -> io::R
 pub async fn run(
     source: SourceId,
     cfg: SourceConfig,
-    tx: mpsc::Sender<SourceEvent>,
+    tx: SourceSender,
     cancel: CancellationToken,
 ) -> Result<(), IngestError> {
     if let Some(address) = cfg.address.clone() {

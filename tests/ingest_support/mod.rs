@@ -2,21 +2,16 @@
 
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use vigil::event::LinkState;
-use vigil::ingest::SourceEvent;
+use vigil::ingest::{SourceEvent, SourceReceiver};
 use vigil::vitals::Parameter;
 
 /// The next event that matches, skipping others (counters, repeated link states). The timeout only guards
 /// against a hung test; nothing here measures speed.
-pub async fn next(
-    rx: &mut mpsc::Receiver<SourceEvent>,
-    what: &str,
-    pred: impl Fn(&SourceEvent) -> bool,
-) -> SourceEvent {
+pub async fn next(rx: &mut SourceReceiver, what: &str, pred: impl Fn(&SourceEvent) -> bool) -> SourceEvent {
     tokio::time::timeout(Duration::from_secs(30), async {
         loop {
-            let e = rx.recv().await.expect("the source keeps its inbox open");
+            let e = *rx.recv().await.expect("the source keeps its inbox open");
             if pred(&e) {
                 return e;
             }
