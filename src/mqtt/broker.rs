@@ -11,7 +11,10 @@
 //!
 //! Limits (set here and in the gate): payloads up to [`MAX_PAYLOAD_BYTES`]; 200 in-flight QoS 1 messages and 200
 //! queued outgoing packets per connection; at most [`gate::MAX_CLIENTS`] client connections; commit logs of at most
-//! 4 segments of 16 MiB per topic, on the bounded set of topics the gate lets clients publish on.
+//! 4 segments of 4 MiB per subscription filter. rumqttd keeps every message a filter matched until its log is full
+//! (16 MiB: about 3 s of a 5,000-bed ward's vitals on `+/vitals`, hours of its alarms on `+/alarm`); a subscriber
+//! further behind than that skips ahead to the oldest kept message, which is logged as a warning. Larger logs
+//! cost memory in every ward, since a busy filter's log is always full (64 MiB was 13 KB per bed at 5,000).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -183,7 +186,7 @@ fn start_private(secret: &str) -> Result<(SocketAddr, JoinHandle<()>), MqttError
     let router = rumqttd::RouterConfig {
         max_connections: gate::MAX_CLIENTS + 16,
         max_outgoing_packet_count: 200,
-        max_segment_size: 16 * 1024 * 1024,
+        max_segment_size: 4 * 1024 * 1024, // see the module's doc
         max_segment_count: 4,
         ..Default::default()
     };
