@@ -856,11 +856,16 @@ pub async fn run_retention(store: Store, retention_days: u32, cancel: Cancellati
 mod tests {
     use super::*;
 
+    /// Column `column` of every row of `sql`.
+    fn strings(conn: &Connection, sql: &str, args: impl rusqlite::Params, column: usize) -> Vec<String> {
+        let mut stmt = conn.prepare(sql).unwrap();
+        let rows = stmt.query_map(args, |r| r.get::<_, String>(column)).unwrap();
+        rows.map(|r| r.unwrap()).collect()
+    }
+
     /// `EXPLAIN QUERY PLAN` of `sql`, one line per step.
     fn plan(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Vec<String> {
-        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        let rows = stmt.query_map(args, |r| r.get::<_, String>(3)).unwrap();
-        rows.map(|r| r.unwrap()).collect()
+        strings(conn, &format!("EXPLAIN QUERY PLAN {sql}"), args, 3)
     }
 
     /// Every step of `plan` that reads `vitals` is a search of its primary key, and there is at least one.
@@ -917,21 +922,10 @@ mod tests {
         let conn = store.lock();
         assert_eq!(conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).unwrap(), 4);
         assert_eq!(conn.query_row("SELECT COUNT(*) FROM vitals", [], |r| r.get::<_, i64>(0)).unwrap(), 400);
-        let indexes: Vec<String> = conn
-            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'vitals'")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect();
+        let indexes =
+            strings(&conn, "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'vitals'", [], 0);
         assert!(indexes.is_empty(), "vitals_bed_time and vitals_time are gone: {indexes:?}");
-        let key: Vec<String> = conn
-            .prepare("SELECT name FROM pragma_table_info('vitals') WHERE pk > 0 ORDER BY pk")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect();
+        let key = strings(&conn, "SELECT name FROM pragma_table_info('vitals') WHERE pk > 0 ORDER BY pk", [], 0);
         assert_eq!(key, ["bed", "second", "parameter"]);
         drop(conn);
         let from = from_ms(1_800_000_000_000);
