@@ -114,7 +114,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         profiles.push(Arc::new(profile));
     }
     let notifier = build_notifier(&config).await?;
-    let mut store = store::Store::open(&config.store.path)?;
+    // Off the runtime's threads: opening may migrate a big file's schema (minutes).
+    let path = config.store.path.clone();
+    let mut store = tokio::task::spawn_blocking(move || store::Store::open(&path))
+        .await
+        .map_err(|e| store::StoreError::Failed(format!("opening the store: {e}")))??;
     if let Some(n) = &notifier {
         store = store.with_notify_router(n.router());
     }

@@ -202,6 +202,34 @@ pub fn notify_ready(status: &str) {
     }
 }
 
+/// Runs `work` (blocking) while telling systemd every 10 s to wait 30 s more for readiness
+/// (`EXTEND_TIMEOUT_USEC`): a schema migration of a big store can outlast the unit's `TimeoutStartSec` (60 s), and
+/// a kill mid-way would roll it back at every restart, so the daemon would never start.
+pub fn extending_start_timeout<T>(work: impl FnOnce() -> T) -> T {
+    repeating_while(
+        Duration::from_secs(10),
+        || {
+            let _ = notify("EXTEND_TIMEOUT_USEC=30000000\nSTATUS=migrating the store schema\n");
+        },
+        work,
+    )
+}
+
+/// Runs `work`, calling `tick` on another thread every `every` until it returns.
+fn repeating_while<T>(every: Duration, tick: impl Fn() + Send, work: impl FnOnce() -> T) -> T {
+    let (done, until) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = until.recv_timeout(every) {
+                tick();
+            }
+        });
+        let out = work();
+        drop(done);
+        out
+    })
+}
+
 /// Tells systemd the daemon is stopping.
 pub fn notify_stopping() {
     let _ = notify("STOPPING=1\n");
@@ -256,6 +284,26 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use super::*;
+
+    #[test]
+    fn a_long_blocking_step_keeps_ticking_until_it_returns_and_not_after() {
+        let ticks = AtomicU64::new(0);
+        let got = repeating_while(
+            Duration::from_millis(20),
+            || {
+                ticks.fetch_add(1, Ordering::SeqCst);
+            },
+            || {
+                std::thread::sleep(Duration::from_millis(150));
+                7
+            },
+        );
+        assert_eq!(got, 7);
+        let after = ticks.load(Ordering::SeqCst);
+        assert!(after >= 3, "ticked while the work ran: {after}");
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(ticks.load(Ordering::SeqCst), after, "no tick after it returned");
+    }
 
     #[test]
     fn a_notification_socket_nobody_reads_makes_sends_fail_at_once_instead_of_blocking_the_caller() {

@@ -377,3 +377,103 @@ fn a_write_that_meets_another_connections_write_lock_waits_for_it_instead_of_fai
     assert_eq!(store.next_bed_seq("chair-1").unwrap(), 5);
     assert!(store.health().borrow().ok, "waiting for a lock is not a store failure");
 }
+
+/// One vitals update of `bed` holding `parameter` = `value`, received at `time`.
+fn vital(bed: &str, parameter: Parameter, value: f64, time: Timestamp) -> Event {
+    Event::Vitals(VitalsUpdate {
+        bed: bed.into(),
+        time,
+        values: vec![VitalValue { parameter, value: Some(value), status: ValueStatus::Valid, time }],
+        other: Vec::new(),
+    })
+}
+
+fn ms(s: i64, ms: i64) -> Timestamp {
+    t(s) + Duration::milliseconds(ms)
+}
+
+#[test]
+fn vitals_history_and_the_export_are_exact_at_the_range_ends_and_in_time_order_across_second_boundaries() {
+    let (_dir, store) = open();
+    let (pr, spo2) = (Parameter::Pr, Parameter::Spo2);
+    let rows = [
+        (pr, 70.0, ms(0, 100)),
+        (spo2, 90.0, ms(0, 900)),
+        (spo2, 91.0, ms(1, 0)),
+        (pr, 71.0, ms(1, 999)),
+        (pr, 72.0, ms(2, 0)),
+        (spo2, 92.0, ms(2, 500)),
+        (spo2, 93.0, ms(3, 0)),
+        (pr, 73.0, ms(3, 0)),
+    ];
+    for bed in ["chair-1", "chair-2"] {
+        let offset = if bed == "chair-2" { 1.0 } else { 0.0 };
+        store.append(&rows.map(|(p, v, time)| vital(bed, p, v + offset, time))).unwrap();
+    }
+    store
+        .append(&[Event::Alarm(alarm("chair-1", 1, 1, ms(1, 0))), Event::Session(session("chair-1", ms(1, 500)))])
+        .unwrap();
+    let got = |from, to| -> Vec<(Timestamp, Parameter, f64)> {
+        store.vitals("chair-1", from, to).unwrap().into_iter().map(|(t, p, v, _)| (t, p, v.unwrap())).collect()
+    };
+    // From is inclusive, to exclusive; within a second by time (spo2 at 1.000 before pr at 1.999), at an equal
+    // time by parameter.
+    assert_eq!(
+        got(ms(0, 900), ms(2, 0)),
+        vec![(ms(0, 900), spo2, 90.0), (ms(1, 0), spo2, 91.0), (ms(1, 999), pr, 71.0)]
+    );
+    assert_eq!(got(ms(0, 901), ms(1, 999)), vec![(ms(1, 0), spo2, 91.0)]);
+    assert_eq!(got(ms(2, 0), ms(2, 0)), vec![]);
+    let all = got(t(-10), t(10));
+    let mut expected: Vec<_> = rows.iter().map(|&(p, v, time)| (time, p, v)).collect();
+    expected.sort_by(|a, b| (a.0, a.1.name()).cmp(&(b.0, b.1.name())));
+    assert_eq!(all, expected, "the other bed's rows stay out");
+    assert_eq!(all[6..], [(ms(3, 0), pr, 73.0), (ms(3, 0), spo2, 93.0)]);
+
+    let mut export = Vec::new();
+    store
+        .for_each_record("chair-1", ms(0, 900), ms(2, 0), true, |r| {
+            export.push(match r {
+                vigil::store::HistoryRecord::Vital(v) => (v.time, v.parameter.name().to_string()),
+                other => (other.time(), format!("kind {}", other.rank())),
+            });
+            true
+        })
+        .unwrap();
+    assert_eq!(
+        export,
+        vec![
+            (ms(0, 900), "spo2".to_string()),
+            (ms(1, 0), "spo2".to_string()),
+            (ms(1, 0), "kind 1".to_string()),
+            (ms(1, 500), "kind 2".to_string()),
+            (ms(1, 999), "pr".to_string()),
+        ],
+        "vitals before an alarm at the same time; the range ends as for the history"
+    );
+}
+
+#[test]
+fn the_prune_deletes_exactly_the_old_vitals_of_every_bed_including_one_that_no_longer_writes() {
+    let (_dir, store) = open();
+    for bed in ["chair-1", "chair-2"] {
+        store
+            .append(&[
+                vital(bed, Parameter::Spo2, 90.0, t(49)),
+                vital(bed, Parameter::Spo2, 91.0, ms(50, 499)),
+                vital(bed, Parameter::Pr, 70.0, ms(50, 500)),
+                vital(bed, Parameter::Spo2, 92.0, t(51)),
+            ])
+            .unwrap();
+    }
+    // A bed taken out of the configuration: only old rows, nothing new will come.
+    store.append(&[vital("gone", Parameter::Spo2, 95.0, t(-100)), vital("gone", Parameter::Pr, 60.0, t(49))]).unwrap();
+    let stats = store.prune(ms(50, 500)).unwrap();
+    assert_eq!(stats.vitals, 6, "two rows of each of the three beds");
+    for bed in ["chair-1", "chair-2"] {
+        let left: Vec<_> = store.vitals(bed, t(-1000), t(1000)).unwrap().into_iter().map(|r| (r.0, r.1)).collect();
+        assert_eq!(left, vec![(ms(50, 500), Parameter::Pr), (t(51), Parameter::Spo2)], "{bed}");
+    }
+    assert_eq!(store.vitals("gone", t(-1000), t(1000)).unwrap(), vec![]);
+    assert_eq!(store.prune(ms(50, 500)).unwrap().vitals, 0, "a second prune finds nothing");
+}

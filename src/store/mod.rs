@@ -23,7 +23,9 @@
 //! delivered outbox rows older than the cut-off. Undelivered outbox rows older than the cut-off are dropped too
 //! (and counted, so the caller can log them): a broker unreachable for the whole retention period must not grow
 //! the file without bound. Per-bed counters and latest-state rows are one row per bed and never pruned. Sizing:
-//! a vitals row is about 67 bytes, so about 1 MB per bed per monitored hour (`docs/mqtt-api.md`, "Retention").
+//! a vitals row is about 41 bytes (one b-tree per row since schema 4), so about 0.6 MB per bed per monitored hour
+//! (`docs/mqtt-api.md`, "Retention"). The retention prune deletes vitals bed by bed, a range of the primary key
+//! each, so it never scans the whole table.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -64,6 +66,23 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX IF NOT EXISTS vitals_time ON vitals (time_ms);",
     // 3: notification targets and escalation chains (src/store/notify.rs).
     notify::MIGRATION,
+    // 4: vitals history in one b-tree per row. The key (bed, second, parameter) serves the history and export
+    // (one range scan per bed) and the prune (a range per bed), so both secondary indexes go: each row was
+    // written to three b-trees, which left the writer behind under overload (docs/performance.md). Rebuilds
+    // the table: on a big file this copies every row once, in this one transaction (see docs/operations.md).
+    "CREATE TABLE vitals_v4 (
+         bed       TEXT    NOT NULL,
+         parameter TEXT    NOT NULL,
+         second    INTEGER NOT NULL,
+         time_ms   INTEGER NOT NULL,
+         value     REAL,
+         status    TEXT    NOT NULL,
+         PRIMARY KEY (bed, second, parameter)
+     ) WITHOUT ROWID;
+     INSERT INTO vitals_v4 (bed, parameter, second, time_ms, value, status)
+         SELECT bed, parameter, second, time_ms, value, status FROM vitals ORDER BY bed, second, parameter;
+     DROP TABLE vitals;
+     ALTER TABLE vitals_v4 RENAME TO vitals;",
 ];
 
 /// What can go wrong in the store.
@@ -502,10 +521,31 @@ impl Store {
     }
 }
 
+/// The next bed after `after` (the first with `None`) that has vitals history: a seek in the primary key.
+const VITALS_NEXT_BED: &str = "SELECT bed FROM vitals WHERE bed > ?1 ORDER BY bed LIMIT 1";
+const VITALS_FIRST_BED: &str = "SELECT bed FROM vitals ORDER BY bed LIMIT 1";
+
+/// One bed's vitals rows with `time_ms < ?3`: a range of the primary key (`?2` is the cut's second).
+const VITALS_PRUNE_BED: &str = "DELETE FROM vitals WHERE bed = ?1 AND second <= ?2 AND time_ms < ?3";
+
+/// Deletes the vitals rows older than `cut` of every bed with history (configured or not), bed by bed, so no
+/// statement scans the whole table.
+fn prune_vitals(tx: &Connection, cut: i64) -> Result<usize, StoreError> {
+    let mut next = tx.prepare_cached(VITALS_NEXT_BED)?;
+    let mut delete = tx.prepare_cached(VITALS_PRUNE_BED)?;
+    let mut bed: Option<String> = tx.prepare_cached(VITALS_FIRST_BED)?.query_row([], |r| r.get(0)).optional()?;
+    let mut deleted = 0;
+    while let Some(b) = bed {
+        deleted += delete.execute(params![b, cut.div_euclid(1000), cut])?;
+        bed = next.query_row([&b], |r| r.get(0)).optional()?;
+    }
+    Ok(deleted)
+}
+
 fn prune_work(tx: &Connection, cut: i64) -> Result<PruneStats, StoreError> {
     {
         let stats = PruneStats {
-            vitals: tx.execute("DELETE FROM vitals WHERE time_ms < ?1", [cut])?,
+            vitals: prune_vitals(tx, cut)?,
             events: tx.execute("DELETE FROM alarm_events WHERE time_ms < ?1", [cut])?
                 + tx.execute("DELETE FROM session_events WHERE time_ms < ?1", [cut])?,
             actions: tx.execute("DELETE FROM actions WHERE time_ms < ?1", [cut])?,
@@ -520,15 +560,20 @@ fn prune_work(tx: &Connection, cut: i64) -> Result<PruneStats, StoreError> {
     }
 }
 
+/// A bed's vitals with `?2 <= time_ms < ?3`, by time then parameter. `?4` and `?5` are the seconds of `?2` and
+/// `?3`: the primary key's range; `second` is the floor of `time_ms` / 1000, so ordering by it first is the
+/// same order and lets SQLite sort only within each second.
+const VITALS_HISTORY: &str = "SELECT time_ms, parameter, value, status FROM vitals
+     WHERE bed = ?1 AND second >= ?4 AND second <= ?5 AND time_ms >= ?2 AND time_ms < ?3
+     ORDER BY second, time_ms, parameter";
+
 impl Store {
     /// Vitals history of a bed with `from <= time < to`, oldest first.
     pub fn vitals(&self, bed: &str, from: Timestamp, to: Timestamp) -> Result<Vec<VitalsRow>, StoreError> {
         let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT time_ms, parameter, value, status FROM vitals
-             WHERE bed = ?1 AND time_ms >= ?2 AND time_ms < ?3 ORDER BY time_ms, parameter",
-        )?;
-        let rows = stmt.query_map(params![bed, ms(&from), ms(&to)], |r| {
+        let mut stmt = conn.prepare_cached(VITALS_HISTORY)?;
+        let (from, to) = (ms(&from), ms(&to));
+        let rows = stmt.query_map(params![bed, from, to, from.div_euclid(1000), to.div_euclid(1000)], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<f64>>(2)?, r.get::<_, String>(3)?))
         })?;
         let mut out = Vec::new();
@@ -648,15 +693,25 @@ fn migrate(conn: &mut Connection, version: i64) -> Result<(), rusqlite::Error> {
         tx.pragma_update(None, "user_version", 1)?;
         tx.commit()?;
     }
+    let mut migrated = false;
     for (i, step) in MIGRATIONS.iter().enumerate() {
         let to = i as i64 + 2;
         if version.max(1) < to {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            tx.execute_batch(step)?;
-            tx.pragma_update(None, "user_version", to)?;
-            tx.commit()?;
+            tracing::info!(version = to, "store schema migrating");
+            crate::service::extending_start_timeout(|| {
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                tx.execute_batch(step)?;
+                tx.pragma_update(None, "user_version", to)?;
+                tx.commit()
+            })?;
             tracing::info!(version = to, "store schema migrated");
+            migrated = true;
         }
+    }
+    if migrated {
+        // A migration that rebuilt a table left a write-ahead log about the table's size, which would otherwise
+        // stay that big on disk for as long as the daemon runs.
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
     }
     Ok(())
 }
@@ -745,7 +800,7 @@ fn append_one(tx: &Connection, event: &Event, router: Option<&dyn notify::Notify
             let mut stmt = tx.prepare_cached(
                 // The latest value of each second wins; a value repeated in later updates (NIBP) is not rewritten.
                 "INSERT INTO vitals (bed, parameter, second, time_ms, value, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (bed, parameter, second) DO UPDATE
+                 ON CONFLICT (bed, second, parameter) DO UPDATE
                  SET time_ms = excluded.time_ms, value = excluded.value, status = excluded.status
                  WHERE excluded.time_ms > vitals.time_ms",
             )?;
@@ -794,5 +849,92 @@ pub async fn run_retention(store: Store, retention_days: u32, cancel: Cancellati
             Ok(Err(e)) => tracing::error!(error = %e, "store pruning failed"),
             Err(e) => tracing::error!(error = %e, "store pruning task failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Column `column` of every row of `sql`.
+    fn strings(conn: &Connection, sql: &str, args: impl rusqlite::Params, column: usize) -> Vec<String> {
+        let mut stmt = conn.prepare(sql).unwrap();
+        let rows = stmt.query_map(args, |r| r.get::<_, String>(column)).unwrap();
+        rows.map(|r| r.unwrap()).collect()
+    }
+
+    /// `EXPLAIN QUERY PLAN` of `sql`, one line per step.
+    fn plan(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Vec<String> {
+        strings(conn, &format!("EXPLAIN QUERY PLAN {sql}"), args, 3)
+    }
+
+    /// Every step of `plan` that reads `vitals` is a search of its primary key, and there is at least one.
+    fn assert_vitals_by_primary_key(plan: &[String]) {
+        let steps: Vec<_> = plan.iter().filter(|s| s.contains(" vitals")).collect();
+        assert!(!steps.is_empty(), "{plan:?}");
+        for step in steps {
+            assert!(step.starts_with("SEARCH vitals USING PRIMARY KEY (bed"), "not by the key: {step} in {plan:?}");
+        }
+    }
+
+    #[test]
+    fn the_history_query_the_export_and_the_prune_read_vitals_by_the_primary_key_never_a_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("vigil.db")).unwrap();
+        let conn = store.lock();
+        assert_vitals_by_primary_key(&plan(&conn, VITALS_HISTORY, params!["chair-1", 0, 1, 0, 0]));
+        let history = plan(&conn, VITALS_HISTORY, params!["chair-1", 0, 1, 0, 0]);
+        assert!(!history.iter().any(|s| s == "USE TEMP B-TREE FOR ORDER BY"), "a sort of the whole range: {history:?}");
+        let export = plan(&conn, export::RECORDS, params!["chair-1", 0, 1, true, 0, 0]);
+        assert_vitals_by_primary_key(&export);
+        assert_vitals_by_primary_key(&plan(&conn, VITALS_PRUNE_BED, params!["chair-1", 0, 1]));
+        assert_vitals_by_primary_key(&plan(&conn, VITALS_NEXT_BED, params!["chair-1"]));
+        let first = plan(&conn, VITALS_FIRST_BED, []);
+        assert!(first.iter().all(|s| s.starts_with("SCAN vitals") && !s.contains("TEMP")), "{first:?}");
+    }
+
+    #[test]
+    fn a_version_3_file_with_vitals_opens_as_version_4_with_every_row_kept_and_the_old_indexes_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v3.db");
+        {
+            // A file as version 3 wrote it: schema.sql, migrations 2 and 3, vitals rows of two beds.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            MIGRATIONS[..2].iter().for_each(|step| conn.execute_batch(step).unwrap());
+            conn.pragma_update(None, "user_version", 3).unwrap();
+            let mut insert = conn
+                .prepare("INSERT INTO vitals (bed, parameter, second, time_ms, value, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+                .unwrap();
+            for bed in ["chair-1", "chair-2"] {
+                for s in 0..100i64 {
+                    for (p, v) in [("spo2", 97.0), ("pr", 71.0)] {
+                        insert
+                            .execute(params![bed, p, 1_800_000_000 + s, 1_800_000_000_000 + s * 1000 + 250, v, "valid"])
+                            .unwrap();
+                    }
+                }
+            }
+        }
+        let store = Store::open(&path).unwrap();
+        let wal = std::fs::metadata(dir.path().join("v3.db-wal")).map(|m| m.len()).unwrap_or(0);
+        assert_eq!(wal, 0, "the log the migration wrote is checkpointed and truncated");
+        let conn = store.lock();
+        assert_eq!(conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).unwrap(), 4);
+        assert_eq!(conn.query_row("SELECT COUNT(*) FROM vitals", [], |r| r.get::<_, i64>(0)).unwrap(), 400);
+        let indexes =
+            strings(&conn, "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'vitals'", [], 0);
+        assert!(indexes.is_empty(), "vitals_bed_time and vitals_time are gone: {indexes:?}");
+        let key = strings(&conn, "SELECT name FROM pragma_table_info('vitals') WHERE pk > 0 ORDER BY pk", [], 0);
+        assert_eq!(key, ["bed", "second", "parameter"]);
+        drop(conn);
+        let from = from_ms(1_800_000_000_000);
+        let rows = store.vitals("chair-2", from, from + chrono::Duration::seconds(100)).unwrap();
+        assert_eq!(rows.len(), 200);
+        assert_eq!(
+            rows[0],
+            (from + chrono::Duration::milliseconds(250), Parameter::Pr, Some(71.0), ValueStatus::Valid)
+        );
+        assert_eq!(rows[1].1, Parameter::Spo2);
     }
 }
