@@ -294,13 +294,18 @@ mod tests {
                 ticks.fetch_add(1, Ordering::SeqCst);
             },
             || {
-                std::thread::sleep(Duration::from_millis(150));
+                // Waits for three ticks (no fixed sleep, so a busy machine only makes it slower).
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                while ticks.load(Ordering::SeqCst) < 3 && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 7
             },
         );
         assert_eq!(got, 7);
         let after = ticks.load(Ordering::SeqCst);
         assert!(after >= 3, "ticked while the work ran: {after}");
+        // The ticking thread is joined before `repeating_while` returns, so nothing can tick now.
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(ticks.load(Ordering::SeqCst), after, "no tick after it returned");
     }
