@@ -133,6 +133,29 @@ async fn each_alarm_event_arrives_exactly_once_after_deduplication_with_contiguo
     tokio::time::timeout(T, m.task).await.unwrap().unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_ten_times_the_in_flight_window_is_pulled_by_the_acknowledgements_not_only_by_the_heartbeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mosq) = Mosquitto::start(dir.path(), "") else { return };
+    let store = Store::open(&dir.path().join("vigil.db")).unwrap();
+    let hub = hub();
+    // Stored while no publisher runs, as after a long broker outage: 640 rows, ten in-flight windows of 64.
+    let total = 640u32;
+    for i in 0..total {
+        emit_alarm(&store, &hub, "chair-1", &format!("chair-1-a{}", i / 2), i % 2 + 1);
+    }
+    let mut sub = Subscriber::connect(mosq.port, "it-m-backlog", &format!("{BASE}/bed/+/alarm"), true).await;
+    let cfg = config(dir.path(), &external(mosq.port, "vigil-m-backlog", ""), "");
+    let cancel = CancellationToken::new();
+    let m = mqtt::spawn(cfg, hub.clone(), store.clone(), cancel.clone()).unwrap();
+    // The once-a-second heartbeat alone sends one window a second (ten seconds); each window's PUBACKs send the
+    // next one at once.
+    let msgs = collect_alarms(&mut sub, total as usize, Duration::from_secs(5)).await;
+    check_exactly_once(&msgs, &BTreeMap::from([("chair-1".to_owned(), u64::from(total))]));
+    cancel.cancel();
+    tokio::time::timeout(T, m.task).await.unwrap().unwrap();
+}
+
 /// Not a test on its own: the publisher process the SIGKILL test starts and kills.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "helper process for publisher_killed_with_sigkill…; run by that test"]
