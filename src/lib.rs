@@ -108,10 +108,22 @@ pub struct Running {
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, RunError> {
     let config = Arc::new(config);
     let mut profiles = Vec::with_capacity(config.beds.len());
+    // Resolved once per name and shared: beds on the same profile need no copy each (a limit override makes the
+    // bed its own).
+    let mut resolved: HashMap<&str, Arc<alarm::Profile>> = HashMap::new();
     for (index, bed) in config.beds.iter().enumerate() {
-        let profile = alarm::Profile::resolve(&bed.profile, &config.base_dir)
-            .map_err(|source| RunError::Profile { index, source })?;
-        profiles.push(Arc::new(profile));
+        let profile = match resolved.get(bed.profile.as_str()) {
+            Some(p) => p.clone(),
+            None => {
+                let p = Arc::new(
+                    alarm::Profile::resolve(&bed.profile, &config.base_dir)
+                        .map_err(|source| RunError::Profile { index, source })?,
+                );
+                resolved.insert(&bed.profile, p.clone());
+                p
+            }
+        };
+        profiles.push(profile);
     }
     let notifier = build_notifier(&config).await?;
     // Off the runtime's threads: opening may migrate a big file's schema (minutes).
