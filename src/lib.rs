@@ -126,9 +126,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         profiles.push(profile);
     }
     let notifier = build_notifier(&config).await?;
-    // Off the runtime's threads: opening may migrate a big file's schema (minutes).
+    // Off the runtime's threads, keeping systemd waiting: opening may migrate a big file's schema (minutes).
     let path = config.store.path.clone();
-    let mut store = tokio::task::spawn_blocking(move || store::Store::open(&path))
+    let mut store = tokio::task::spawn_blocking(move || service::extending_start_timeout(|| store::Store::open(&path)))
         .await
         .map_err(|e| store::StoreError::Failed(format!("opening the store: {e}")))??;
     if let Some(n) = &notifier {

@@ -202,14 +202,16 @@ pub fn notify_ready(status: &str) {
     }
 }
 
-/// Runs `work` (blocking) while telling systemd every 10 s to wait 30 s more for readiness
+/// Runs `work` (blocking: opening the store) while telling systemd every 10 s to wait 30 s more for readiness
 /// (`EXTEND_TIMEOUT_USEC`): a schema migration of a big store can outlast the unit's `TimeoutStartSec` (60 s), and
 /// a kill mid-way would roll it back at every restart, so the daemon would never start.
 pub fn extending_start_timeout<T>(work: impl FnOnce() -> T) -> T {
     repeating_while(
         Duration::from_secs(10),
         || {
-            let _ = notify("EXTEND_TIMEOUT_USEC=30000000\nSTATUS=migrating the store schema\n");
+            let _ = notify(
+                "EXTEND_TIMEOUT_USEC=30000000\nSTATUS=opening the store (a schema migration can take minutes)\n",
+            );
         },
         work,
     )

@@ -698,12 +698,10 @@ fn migrate(conn: &mut Connection, version: i64) -> Result<(), rusqlite::Error> {
         let to = i as i64 + 2;
         if version.max(1) < to {
             tracing::info!(version = to, "store schema migrating");
-            crate::service::extending_start_timeout(|| {
-                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                tx.execute_batch(step)?;
-                tx.pragma_update(None, "user_version", to)?;
-                tx.commit()
-            })?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute_batch(step)?;
+            tx.pragma_update(None, "user_version", to)?;
+            tx.commit()?;
             tracing::info!(version = to, "store schema migrated");
             migrated = true;
         }
