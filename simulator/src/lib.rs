@@ -25,6 +25,10 @@ pub use physiology::Vitals;
 pub use scenario::ScenarioError;
 pub use sim::{NibpReading, NibpValues, Sample, SensorState, Shown, Simulation, Tick};
 
+/// The simulator's random generator: 32 bytes of state where a ChaCha generator keeps over 300, which counts at
+/// four streams per chair and thousands of chairs in one process. Not for secrets; reproducible per seed.
+pub type SimRng = rand_xoshiro::Xoshiro256PlusPlus;
+
 /// Names of the bundled scenarios (from the files embedded with `include_str!`).
 pub fn scenario_names() -> Vec<&'static str> {
     scenario::names()

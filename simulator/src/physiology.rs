@@ -3,7 +3,8 @@
 //! caller's seeded generator.
 
 use rand::Rng;
-use rand_chacha::ChaCha8Rng;
+
+use crate::SimRng;
 
 use crate::scenario::{Event, PatientSpec};
 
@@ -85,7 +86,7 @@ pub struct Vitals {
 }
 
 /// A standard normal draw (Box–Muller), so we need no extra distribution crate.
-pub fn normal(rng: &mut ChaCha8Rng, mean: f64, sd: f64) -> f64 {
+pub fn normal(rng: &mut SimRng, mean: f64, sd: f64) -> f64 {
     let u1: f64 = rng.random_range(f64::EPSILON..1.0);
     let u2: f64 = rng.random();
     mean + sd * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
@@ -98,7 +99,7 @@ pub const TAIL_RESPONDER_SHARE: f64 = 0.12;
 impl Baseline {
     /// Draws a resting adult. Systolic is kept at or below 150 because patients with uncontrolled hypertension
     /// are excluded before treatment (CLINICAL.md, "The setting"). Fields given in `spec` are used as they are.
-    pub fn draw(spec: &crate::scenario::BaselineSpec, rng: &mut ChaCha8Rng) -> Baseline {
+    pub fn draw(spec: &crate::scenario::BaselineSpec, rng: &mut SimRng) -> Baseline {
         // Draw every field even when given, so one field's presence does not shift the others' random stream.
         let sys = normal(rng, 124.0, 10.0).clamp(102.0, 145.0);
         let dia = (sys * 0.62 + normal(rng, 0.0, 5.0)).clamp(60.0, 92.0);
@@ -122,7 +123,7 @@ impl Pressor {
     /// modestly (cohort means +3 to +16 systolic, +3 to +11 diastolic), a tail of [`TAIL_RESPONDER_SHARE`] rises
     /// by +40/+25 or more; the peak comes about 40 min after the start (Yale 2024, esketamine label) and BP stays
     /// raised for hours (label: about 4 h), so the decay constant is 90 min.
-    pub fn draw(spec: &crate::scenario::PressorSpec, rng: &mut ChaCha8Rng) -> Pressor {
+    pub fn draw(spec: &crate::scenario::PressorSpec, rng: &mut SimRng) -> Pressor {
         let tail = rng.random_bool(TAIL_RESPONDER_SHARE);
         let (sys, dia) = if tail {
             (rng.random_range(40.0..55.0), rng.random_range(25.0..33.0))
@@ -169,7 +170,7 @@ const RESP_TO_SPO2_LAG_S: f64 = 30.0;
 
 impl Patient {
     /// Builds the patient for a scenario entry; draws what the entry leaves open.
-    pub fn new(spec: &PatientSpec, infusion_start_s: u32, rng: &mut ChaCha8Rng) -> Patient {
+    pub fn new(spec: &PatientSpec, infusion_start_s: u32, rng: &mut SimRng) -> Patient {
         let baseline = Baseline::draw(&spec.baseline, rng);
         let pressor = Pressor::draw(&spec.pressor, rng);
         Patient {
@@ -200,7 +201,7 @@ impl Patient {
     }
 
     /// Advances one second and returns the true values at `t` seconds.
-    pub fn step(&mut self, t: u32, rng: &mut ChaCha8Rng) -> Vitals {
+    pub fn step(&mut self, t: u32, rng: &mut SimRng) -> Vitals {
         let t = f64::from(t);
         let b = self.baseline;
         // Beat-to-beat variability: AR(1) noise, sd about 2.3 /min, plus respiratory sinus arrhythmia.

@@ -5,6 +5,8 @@ use chrono::{DateTime, Duration, Utc};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::SimRng;
+
 use crate::devices::{hl7, intellivue, masimo, nonin, s5};
 use crate::physiology::{normal, Patient, Vitals};
 use crate::scenario::{Event, Scenario, Session};
@@ -124,10 +126,11 @@ const NIBP_SCATTER_SYS: f64 = 4.0;
 const NIBP_SCATTER_DIA: f64 = 3.0;
 
 /// A seeded random stream for one purpose of one bed, so changing the device does not change the physiology.
-fn stream(seed: u64, patient: usize, purpose: u64) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream((patient as u64) << 4 | purpose);
-    rng
+/// ChaCha's numbered streams keep the beds' and purposes' seeds apart; each stream then seeds a [`SimRng`].
+fn stream(seed: u64, patient: usize, purpose: u64) -> SimRng {
+    let mut chacha = ChaCha8Rng::seed_from_u64(seed);
+    chacha.set_stream((patient as u64) << 4 | purpose);
+    SimRng::from_rng(&mut chacha)
 }
 
 /// One bed's simulation; iterate it for one [`Tick`] per second, `0..=duration_s`.
@@ -139,10 +142,10 @@ pub struct Simulation {
     device: Device,
     start: DateTime<Utc>,
     t: u32,
-    phys_rng: ChaCha8Rng,
-    sensor_rng: ChaCha8Rng,
-    nibp_rng: ChaCha8Rng,
-    noise_rng: ChaCha8Rng,
+    phys_rng: SimRng,
+    sensor_rng: SimRng,
+    nibp_rng: SimRng,
+    noise_rng: SimRng,
     cycles: Vec<Cycle>,
     spo2_filter: Option<f64>,
     pulse_filter: Option<f64>,
@@ -439,7 +442,7 @@ impl Iterator for Simulation {
 
 /// The NIBP schedule: scripted extra cycles, then every `nibp_infusion_interval_s` during the infusion and every
 /// `nibp_observation_interval_s` after it (CLINICAL.md, "The setting": 5–10 min during, 15 min after).
-fn schedule(s: &Session, events: &[Event], rng: &mut ChaCha8Rng) -> Vec<Cycle> {
+fn schedule(s: &Session, events: &[Event], rng: &mut SimRng) -> Vec<Cycle> {
     let mut starts: Vec<(u32, Option<(f64, f64)>)> = s.nibp_extra_s.iter().map(|t| (*t, None)).collect();
     let mut t = s.infusion_start_s + s.nibp_infusion_interval_s;
     while t < s.infusion_stop_s {
