@@ -89,6 +89,10 @@ pub fn sensor_problem(flags: SensorFlags) -> Option<SensorProblem> {
     }
 }
 
+/// Snapshots the error-rate window keeps per window, about: one per frame would be 60 per source at 1 Hz, kept
+/// for every source of every bed, where a rate over 60 s needs no finer steps than a few seconds.
+const COUNTER_STEPS: i64 = 12;
+
 /// Per-source technical state.
 #[derive(Debug, Clone)]
 pub struct SourceState {
@@ -102,7 +106,8 @@ pub struct SourceState {
     pub demo: bool,
     /// The link to the source is lost.
     pub disconnected: bool,
-    /// Counter snapshots `(t, bad, total)` within the window.
+    /// Counter snapshots `(t, bad, total)` within the window, at least a [`COUNTER_STEPS`]th of it apart (but
+    /// the newest).
     pub counters: VecDeque<(i64, u64, u64)>,
 }
 
@@ -141,13 +146,19 @@ impl SourceState {
         }
     }
 
-    /// Records cumulative counters and returns the rate over the last `window_ms`. Counters that go backwards
-    /// (a reconnect restarted them) start a new window.
+    /// Records cumulative counters and returns the rate over the last `window_ms` (to a [`COUNTER_STEPS`]th of
+    /// it more). Counters that go backwards (a reconnect restarted them) start a new window.
     pub fn record_counters(&mut self, t: i64, bad: u64, total: u64, window_ms: i64) -> ErrorRate {
         if self.counters.back().is_some_and(|&(_, b, n)| total < n || bad < b) {
             self.counters.clear();
         }
-        self.counters.push_back((t, bad, total));
+        let n = self.counters.len();
+        if n >= 2 && self.counters[n - 1].0 - self.counters[n - 2].0 < window_ms / COUNTER_STEPS {
+            // The newest is too close to the one before it to be worth keeping: this one takes its place.
+            self.counters[n - 1] = (t, bad, total);
+        } else {
+            self.counters.push_back((t, bad, total));
+        }
         // Keep one snapshot at or before the window's start as the baseline of the window.
         while self.counters.len() > 2 && t - self.counters[1].0 >= window_ms {
             self.counters.pop_front();
@@ -184,5 +195,24 @@ mod tests {
         assert_eq!((r.bad, r.total, r.span_s), (0, 100, 110.0));
         let r = s.record_counters(91_000, 2, 3, 60_000);
         assert_eq!((r.bad, r.total), (2, 3));
+    }
+
+    #[test]
+    fn a_one_hertz_source_keeps_a_few_snapshots_and_its_rate_still_covers_the_window() {
+        let mut s = SourceState::new("chair-1/0");
+        let mut bad = 0;
+        let mut rate = None;
+        for second in 0..300u64 {
+            // Three bad frames in the last minute, one long before it.
+            if [20, 250, 270, 290].contains(&second) {
+                bad += 1;
+            }
+            rate = Some(s.record_counters(second as i64 * 1000, bad, second + 1, 60_000));
+            assert!(s.counters.len() <= 16, "{} snapshots at {second} s", s.counters.len());
+        }
+        let rate = rate.unwrap();
+        assert_eq!(rate.bad, 3, "{rate:?}");
+        assert!((60.0..=65.0).contains(&rate.span_s), "{rate:?}");
+        assert_eq!(rate.total as f64, rate.span_s, "one frame a second over the span: {rate:?}");
     }
 }
