@@ -750,7 +750,7 @@ impl Main {
             Event::Vitals(v) => {
                 // Only while connected: vitals are of the moment, a reconnect does not want old ones.
                 if self.connected {
-                    match serde_json::to_vec(&payload::vitals(v)) {
+                    match serde_json::to_vec(&payload::VitalsPayload(v)) {
                         Ok(bytes) => self.backlog.vitals(self.topics.vitals(&v.bed), bytes),
                         Err(e) => tracing::error!(error = %e, "cannot encode a vitals payload"),
                     }
