@@ -15,6 +15,10 @@
 //! burst only, so alarms start under overload and end after it. The harness then reports three windows (steady,
 //! overload, after), each with its vitals rate and latency, vitals shed, and alarm event latency.
 //! The daemon binary is looked up next to the harness (`target/release/vigil`); `--bin PATH` overrides it.
+//!
+//! `--scrape-every S` (default 5) reads the store writer's queue from `/metrics` every S seconds of a window. A
+//! scrape is not free: at 5,000 beds `/metrics` is megabytes, encoded from a copy of the ward's state, and
+//! scraping it twice a second cost the daemon about 0.07 core; Prometheus scrapes every 15 s or more.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -44,6 +48,8 @@ struct Args {
     burst_seconds: u64,
     /// How many burst monitors send a low SpO2 during the overload window.
     burst_alarming: usize,
+    /// Seconds between two reads of `/metrics` during a window.
+    scrape_every: u64,
 }
 
 /// The command line, or why it is wrong (the caller prints it and exits 2).
@@ -60,6 +66,7 @@ fn args() -> Result<Args, String> {
         burst_rate: 10,
         burst_seconds: 30,
         burst_alarming: 0,
+        scrape_every: 5,
     };
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
     a.bin = exe.parent().and_then(|d| d.parent()).map(|d| d.join("vigil")).unwrap_or_default();
@@ -78,6 +85,7 @@ fn args() -> Result<Args, String> {
             "--burst-rate" => a.burst_rate = number("messages per second")?.max(1),
             "--burst-seconds" => a.burst_seconds = number("seconds")?,
             "--burst-alarming" => a.burst_alarming = number("a number of monitors")? as usize,
+            "--scrape-every" => a.scrape_every = number("seconds")?.max(1),
             "--speed" => {
                 a.speed = v
                     .parse::<f64>()
@@ -88,7 +96,7 @@ fn args() -> Result<Args, String> {
             _ => {
                 return Err(format!(
                     "unknown argument {k} (--chairs, --hl7, --warmup, --seconds, --bin, --speed, --alarming, \
-                     --burst-hl7, --burst-rate, --burst-seconds, --burst-alarming)"
+                     --burst-hl7, --burst-rate, --burst-seconds, --burst-alarming, --scrape-every)"
                 ))
             }
         }
@@ -318,7 +326,8 @@ async fn main() {
     });
 
     tokio::time::sleep(Duration::from_secs(a.warmup)).await;
-    let probe = Probe { pid, http, measuring, samples, alarms, acks };
+    let scrape_every = Duration::from_secs(a.scrape_every);
+    let probe = Probe { pid, http, measuring, samples, alarms, acks, scrape_every };
     let n = a.chairs + a.hl7 + a.burst_hl7;
     println!("| window | chairs | HL7 monitors | burst monitors | CPU (share of one core) | CPU per bed | RSS | RSS per bed | beds seen on MQTT | vitals msgs/s | p50 / p99 / max ms | HL7 ACKs/s | vitals shed/s | alarm events | alarm p50 / p99 / max ms |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
@@ -384,6 +393,7 @@ struct Probe {
     samples: Arc<Mutex<Samples>>,
     alarms: Arc<Mutex<Vec<f64>>>,
     acks: Arc<Mutex<u64>>,
+    scrape_every: Duration,
 }
 
 /// One window's figures.
@@ -398,7 +408,8 @@ struct Window {
     acks_per_s: f64,
     alarm_latency: Vec<f64>,
     delivery: (serde_json::Value, serde_json::Value),
-    /// The store writer's queue (`vigil_store_queue_depth`), at most and at the end, sampled twice a second.
+    /// The store writer's queue (`vigil_store_queue_depth`), at most and at the end, sampled every
+    /// `--scrape-every` seconds.
     store_queue_max: f64,
     store_queue_end: f64,
 }
@@ -424,7 +435,7 @@ impl Probe {
                 store_queue_max = store_queue_max.max(q);
                 store_queue_end = q;
             }
-            tokio::time::sleep(Duration::from_millis(500).min(end.saturating_duration_since(Instant::now()))).await;
+            tokio::time::sleep(self.scrape_every.min(end.saturating_duration_since(Instant::now()))).await;
         }
         *self.measuring.lock().unwrap() = false;
         let elapsed = t0.elapsed().as_secs_f64();
