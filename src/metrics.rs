@@ -428,12 +428,7 @@ impl Collector for Ward {
                 "Connections made to a broker since start (reconnects are this minus one).",
                 one(d.connections),
             )?;
-            counter(
-                &mut enc,
-                "vigil_mqtt_publishes",
-                "Publishes handed to the network since start.",
-                one(d.publishes),
-            )?;
+            counter(&mut enc, "vigil_mqtt_publishes", "Publishes handed to the broker since start.", one(d.publishes))?;
             counter(
                 &mut enc,
                 "vigil_mqtt_outbox_acknowledged",

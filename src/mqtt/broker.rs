@@ -7,7 +7,8 @@
 //! "port in use" into a clear error naming the setting, and waits until rumqttd accepts connections before
 //! returning. rumqttd keeps retained messages and sessions in memory only and has no stop API: the broker lives
 //! until the process exits. Installations that need persistence across restarts or TLS use an external Mosquitto
-//! (`mqtt.mode = "external"`, `docs/mqtt-api.md`).
+//! (`mqtt.mode = "external"`, `docs/mqtt-api.md`). Vigil's publisher also gets an in-process link into the
+//! router, for vitals ([`super::local_link`]).
 //!
 //! Limits (set here and in the gate): payloads up to [`MAX_PAYLOAD_BYTES`]; 200 in-flight QoS 1 messages and 200
 //! queued outgoing packets per connection; at most [`gate::MAX_CLIENTS`] client connections; commit logs of at most
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
 
+use super::local_link::LocalLink;
 use super::{gate, MqttError};
 use crate::config::{Config, MqttMode};
 
@@ -69,12 +71,30 @@ pub(crate) fn resolve(host: &str, port: u16) -> Result<SocketAddr, MqttError> {
 /// private address and its secret credentials. Vigil's connection bypasses the gate, so a client flood that
 /// fills the gate's connection slots cannot keep Vigil from reconnecting.
 pub(crate) fn internal(port: u16) -> Option<(SocketAddr, (String, String))> {
-    let secrets = SECRETS.get()?.lock().unwrap_or_else(|e| e.into_inner());
-    secrets.get(&port).map(|(addr, s)| (*addr, (INTERNAL_USER.to_owned(), s.clone())))
+    let registry = INTERNAL.get()?.lock().unwrap_or_else(|e| e.into_inner());
+    registry.get(&port).map(|i| (i.addr, (INTERNAL_USER.to_owned(), i.secret.clone())))
+}
+
+/// The in-process link into the embedded broker started in this process for public port `port`, for vitals
+/// ([`super::local_link`]).
+pub(crate) fn local_link(port: u16) -> Option<Arc<Mutex<LocalLink>>> {
+    let registry = INTERNAL.get()?.lock().unwrap_or_else(|e| e.into_inner());
+    registry.get(&port).map(|i| i.link.clone())
 }
 
 const INTERNAL_USER: &str = "vigil-internal";
-static SECRETS: OnceLock<Mutex<HashMap<u16, (SocketAddr, String)>>> = OnceLock::new();
+/// The client id of the local link: only Vigil's own service credentials can name it (the gate prefixes every
+/// other client's id), so no client can take it over.
+const LOCAL_LINK_CLIENT: &str = "vigil-internal-vitals";
+
+/// What Vigil's own publisher needs to reach an embedded broker.
+struct Internal {
+    addr: SocketAddr,
+    secret: String,
+    link: Arc<Mutex<LocalLink>>,
+}
+
+static INTERNAL: OnceLock<Mutex<HashMap<u16, Internal>>> = OnceLock::new();
 
 /// Whether the configuration is the loopback demo: demo actions on, the embedded broker, a loopback `mqtt.host`.
 /// Only then may MQTT clients connect without a `[[users]]` name and password.
@@ -106,7 +126,7 @@ pub fn start(config: &Config) -> Result<Broker, MqttError> {
     // rumqttd cannot bind port 0: pick a free port, release it and let rumqttd bind it. Another process may take
     // it in between, so try a few times.
     let mut attempt = 0;
-    let (inner, thread) = loop {
+    let (inner, thread, link) = loop {
         attempt += 1;
         match start_private(&secret) {
             Ok(x) => break x,
@@ -145,11 +165,11 @@ pub fn start(config: &Config) -> Result<Broker, MqttError> {
             }
         })
         .map_err(|e| MqttError::Config { key: "mqtt.mode", reason: format!("cannot start the gate thread: {e}") })?;
-    SECRETS
+    INTERNAL
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(addr.port(), (inner, secret));
+        .insert(addr.port(), Internal { addr: inner, secret, link: Arc::new(Mutex::new(link)) });
     if demo {
         tracing::warn!(%addr, "embedded MQTT broker: DEMO: clients without credentials may connect (loopback only)");
     }
@@ -157,8 +177,9 @@ pub fn start(config: &Config) -> Result<Broker, MqttError> {
     Ok(Broker { addr, thread, gate: gate_thread, stats })
 }
 
-/// Starts rumqttd on a private loopback port that accepts only `secret`; returns once it accepts connections.
-fn start_private(secret: &str) -> Result<(SocketAddr, JoinHandle<()>), MqttError> {
+/// Starts rumqttd on a private loopback port that accepts only `secret`; returns once it accepts connections,
+/// with a local link into its router.
+fn start_private(secret: &str) -> Result<(SocketAddr, JoinHandle<()>, LocalLink), MqttError> {
     let inner = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .map_err(|e| MqttError::Config { key: "mqtt.mode", reason: format!("cannot pick a private port: {e}") })?;
@@ -192,10 +213,16 @@ fn start_private(secret: &str) -> Result<(SocketAddr, JoinHandle<()>), MqttError
     };
     let broker_config =
         rumqttd::Config { id: 0, router, v4: Some(HashMap::from([("1".to_owned(), server)])), ..Default::default() };
+    // `Broker::new` starts the router, so the local link can be made before the listeners start.
+    let mut broker = rumqttd::Broker::new(broker_config);
+    let link = broker.link(LOCAL_LINK_CLIENT).map_err(|e| MqttError::Config {
+        key: "mqtt.mode",
+        reason: format!("the embedded broker refused Vigil's local link: {e}"),
+    })?;
+    let link = LocalLink::new(link.0, link.1);
     let thread = std::thread::Builder::new()
         .name("mqtt-broker".into())
         .spawn(move || {
-            let mut broker = rumqttd::Broker::new(broker_config);
             if let Err(e) = broker.start() {
                 tracing::error!(error = %e, "embedded MQTT broker stopped");
             }
@@ -211,7 +238,7 @@ fn start_private(secret: &str) -> Result<(SocketAddr, JoinHandle<()>), MqttError
             });
         }
         match probe(inner, secret) {
-            Ok(true) => return Ok((inner, thread)),
+            Ok(true) => return Ok((inner, thread, link)),
             // Something else answers on that port: not ours.
             Ok(false) => {
                 return Err(MqttError::Config {
@@ -241,4 +268,43 @@ fn probe(inner: SocketAddr, secret: &str) -> std::io::Result<bool> {
     let mut ack = [0u8; 4];
     s.read_exact(&mut ack)?;
     Ok(ack == [0x20, 0x02, 0x00, 0x00])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn what_vigil_hands_its_local_link_reaches_a_subscriber_on_the_public_port() {
+        let mut config = Config::embedded_default();
+        config.mqtt.host = "127.0.0.1".into();
+        config.dashboard.demo_actions_without_sign_in = true;
+        config.mqtt.port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        assert!(is_loopback_demo(&config), "an anonymous subscriber may sign in");
+        let broker = start(&config).unwrap();
+        let topic = super::super::Topics::from_config(&config).vitals(&config.beds[0].id);
+
+        let mut options = MqttOptions::new("local-link-test", "127.0.0.1", config.mqtt.port);
+        options.set_keep_alive(Duration::from_secs(5));
+        let (client, mut events) = AsyncClient::new(options, 10);
+        client.subscribe(topic.clone(), QoS::AtMostOnce).await.unwrap();
+        let link = local_link(broker.addr().port()).expect("the broker registered its local link");
+        let received = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match events.poll().await.unwrap() {
+                    Event::Incoming(Packet::SubAck(_)) => {
+                        link.lock().unwrap().publish(topic.clone(), b"{\"bed\":1}".to_vec()).unwrap();
+                    }
+                    Event::Incoming(Packet::Publish(p)) => return p,
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("the message arrived");
+        assert_eq!(received.topic, topic);
+        assert_eq!(&received.payload[..], b"{\"bed\":1}");
+        assert_eq!(link.lock().unwrap().queued(), 0, "the router took the queue");
+    }
 }

@@ -15,6 +15,7 @@ pub mod discovery;
 pub mod filter;
 pub mod gate;
 mod intake5;
+pub mod local_link;
 pub mod payload;
 mod publisher;
 pub mod topics;
@@ -107,7 +108,8 @@ pub struct DeliveryCounters {
     pub parked: u64,
     /// Connections to a broker made since start (the first one included: reconnects are this minus one).
     pub connections: u64,
-    /// Publishes handed to the network since start (every topic, every QoS).
+    /// Publishes handed to the broker since start (every topic, every QoS; with the embedded broker, vitals are
+    /// handed to it in-process).
     pub publishes: u64,
     /// Outbox events (alarms, sessions) the broker acknowledged since start.
     pub acknowledged: u64,

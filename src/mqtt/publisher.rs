@@ -8,6 +8,9 @@
 //!   to handler tasks, and on cancellation it publishes the retained `offline` status, waits for its PUBACK and
 //!   disconnects cleanly.
 //!
+//! With the embedded broker, vitals skip TCP: they go through rumqttd's in-process link
+//! ([`super::local_link`]); everything else (the outbox, retained state, status, commands) uses the connection.
+//!
 //! rumqttc's `publish()` does not say which packet id a publish got. Requests are processed in order, and each
 //! produces one `Outgoing::Publish(pkid)` event, so the main task keeps a FIFO of what it queued and pairs each
 //! event with the front entry; a PUBACK then names the outbox row to mark delivered. After a connection error the
@@ -35,6 +38,7 @@ use super::backlog::Backlog;
 use super::command::{self, Handler};
 use super::discovery::Discovery;
 use super::intake5;
+use super::local_link::LocalLink;
 use super::payload::{self, Status, SCHEMA_VERSION};
 use super::topics::Topics;
 use super::{DeliveryCounters, LinkState, LinkStatus, Mqtt, MqttError};
@@ -203,6 +207,10 @@ fn embedded_internal(config: &Config) -> Option<(std::net::SocketAddr, (String, 
     (config.mqtt.mode == MqttMode::Embedded).then(|| super::broker::internal(config.mqtt.port))?
 }
 
+fn embedded_local_link(config: &Config) -> Option<Arc<std::sync::Mutex<LocalLink>>> {
+    (config.mqtt.mode == MqttMode::Embedded).then(|| super::broker::local_link(config.mqtt.port))?
+}
+
 pub(super) fn spawn(
     config: Arc<Config>,
     hub: Arc<Hub>,
@@ -313,6 +321,8 @@ pub(super) fn spawn(
         tracker,
         warned_fifo: false,
         backlog: Backlog::default(),
+        local: embedded_local_link(&config),
+        local_failing: false,
         retained_hash: HashMap::new(),
         hub_seen: 0,
         counters: DeliveryCounters::default(),
@@ -446,6 +456,11 @@ struct Main {
     warned_fifo: bool,
     /// Publishes waiting for room in rumqttc's request channel (bounded, coalescing).
     backlog: Backlog,
+    /// The in-process link into the embedded broker, which vitals take instead of TCP ([`super::local_link`]).
+    local: Option<Arc<std::sync::Mutex<LocalLink>>>,
+    /// Whether the last vitals message the local link refused has not been followed by one it took (the error
+    /// is logged once per failure, not once per message).
+    local_failing: bool,
     /// A hash of the last payload parked per retained topic: after a lag, only topics whose state changed are
     /// parked again (a lag never republishes every bed).
     retained_hash: HashMap<String, u64>,
@@ -751,7 +766,7 @@ impl Main {
                 // Only while connected: vitals are of the moment, a reconnect does not want old ones.
                 if self.connected {
                     match serde_json::to_vec(&payload::VitalsPayload(v)) {
-                        Ok(bytes) => self.backlog.vitals(self.topics.vitals(&v.bed), bytes),
+                        Ok(bytes) => self.send_vitals(self.topics.vitals(&v.bed), bytes),
                         Err(e) => tracing::error!(error = %e, "cannot encode a vitals payload"),
                     }
                 }
@@ -761,6 +776,28 @@ impl Main {
             Event::Device(d) => {
                 self.devices.entry(d.bed.to_string()).or_default().insert(d.source.clone(), Arc::new(d.clone()));
                 self.park_device(&d.bed, false);
+            }
+        }
+    }
+
+    /// Vitals go through the local link when the broker is in this process, else they are parked for TCP. A
+    /// message the local link refuses (its router stopped or stuck) is shed and counted, and the failure logged:
+    /// TCP would reach the same router.
+    fn send_vitals(&mut self, topic: String, bytes: Vec<u8>) {
+        let Some(local) = &self.local else { return self.backlog.vitals(topic, bytes) };
+        let sent = local.lock().unwrap_or_else(|e| e.into_inner()).publish(topic, bytes);
+        match sent {
+            Ok(()) => {
+                self.counters.publishes += 1;
+                if std::mem::take(&mut self.local_failing) {
+                    tracing::info!("the embedded broker takes vitals again");
+                }
+            }
+            Err(e) => {
+                self.backlog.vitals_shed += 1;
+                if !std::mem::replace(&mut self.local_failing, true) {
+                    tracing::error!(error = %e, "vitals are being shed: the embedded broker does not take them");
+                }
             }
         }
     }
