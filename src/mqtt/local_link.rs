@@ -12,7 +12,7 @@
 //!
 //! rumqttd queues what a link sends in an unbounded buffer that its router swaps out whenever it is woken. A
 //! router that is gone or stuck would let it grow without end, so this link refuses to queue more than
-//! [`MAX_QUEUED`] messages and says why; the publisher then sheds the vitals, counts them and falls back to TCP.
+//! [`MAX_QUEUED`] messages and says why; the publisher then sheds the vitals, counts them and logs the failure.
 
 use rumqttd::local::{LinkError, LinkRx, LinkTx};
 
